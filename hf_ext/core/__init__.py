@@ -1,0 +1,35 @@
+"""Pieces shared by several hf_ext components: model anatomy, resuming the decoder from a layer, hooks with a
+lifetime, attention manipulation, teacher-forced scoring and the greedy reference cache.
+
+Submodules are imported on first use (``hf_ext.core.attention`` etc.) so that ``import hf_ext.core`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "position_ids_from_mask": "inputs",
+    "ModelAnatomy": "anatomy",
+    "get_anatomy": "anatomy",
+    "run_layers": "layers",
+    "forward_hooks": "hooks",
+    "module_swaps": "hooks",
+    "attention_controls": "attention",
+    "AttentionControl": "attention",
+    "spans_to_key_positions": "attention",
+    "key_weights": "attention",
+    "teacher_forced_logprobs": "scoring",
+    "greedy_reference": "scoring",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hf_ext.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
