@@ -1,0 +1,233 @@
+"""Model anatomy: where the decoder layers, attention, MLP, embeddings and head of a causal LM live.
+
+Found by walking the module tree from ``model.get_decoder()`` and ``config.num_hidden_layers``, never by
+hard-coding ``model.model.layers``, so the same code serves Llama, Mistral, Qwen2, Gemma, Phi, GPT-2,
+GPT-NeoX, OPT, Falcon … and the language model inside a VLM such as Llava.
+
+Example:
+    >>> from hf_ext.testing import tiny_causal_lm
+    >>> anatomy = get_anatomy(tiny_causal_lm("gpt2"))
+    >>> anatomy.num_layers, type(anatomy.attentions[0]).__name__
+    (2, 'GPT2Attention')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+# Child-module names seen across transformers' decoder layers; the first match wins.
+_ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
+# OPT-style layers have no MLP module: its output is the second linear.
+_MLP_OUTPUT_FALLBACK = ("fc2", "dense_4h_to_h")
+_FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "final_norm")
+_POSITION_NAMES = ("wpe", "embed_positions", "position_embeddings")
+
+
+@dataclass
+class ModelAnatomy:
+    """The parts of a causal LM that hf_ext components hook into.
+
+    Attributes:
+        model: the model passed to :func:`get_anatomy`.
+        text_config: the decoder's config (``config.get_text_config()``).
+        decoder: the module that owns the layer stack (``LlamaModel``, ``GPT2Model``, ``OPTDecoder`` …).
+        layers: the ``nn.ModuleList`` of ``num_layers`` decoder layers.
+        layers_path: dotted name of ``layers`` inside ``model`` (e.g. ``"model.layers"``).
+        attentions: per layer, its self-attention module.
+        mlps: per layer, its MLP module, or ``None`` where the layer has bare linears (OPT).
+        mlp_outputs: per layer, the module whose output is the MLP's output (the MLP itself, or OPT's ``fc2``,
+            whose output is flattened to ``[B*T, D]``; :func:`hf_ext.core.hooks.rows` handles both).
+        input_embeddings: token embedding (``model.get_input_embeddings()``).
+        position_embeddings: learned absolute position embedding (GPT-2, OPT), else ``None``.
+        rotary_emb: the decoder's rotary embedding module (Llama, Qwen2, GPT-NeoX …), else ``None``.
+        final_modules: modules applied after the last layer, in order (final norm, OPT's ``project_out``).
+        lm_head: the output projection (``model.get_output_embeddings()``), ``None`` for a bare decoder.
+        family: ``config.model_type`` of the decoder.
+    """
+
+    model: nn.Module
+    text_config: object
+    decoder: nn.Module
+    layers: nn.ModuleList
+    layers_path: str
+    attentions: list[nn.Module]
+    mlps: list[nn.Module | None]
+    mlp_outputs: list[nn.Module]
+    input_embeddings: nn.Module
+    position_embeddings: nn.Module | None
+    rotary_emb: nn.Module | None
+    final_modules: list[nn.Module]
+    lm_head: nn.Module | None
+    family: str
+    _attention_index: dict[int, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def final_norm(self) -> nn.Module | None:
+        return self.final_modules[0] if self.final_modules else None
+
+    def layer_of(self, module: nn.Module) -> int | None:
+        """Index of the decoder layer whose attention module is ``module`` (``None`` if it is not one)."""
+        return self._attention_index.get(id(module))
+
+    def resolve_layers(self, layers) -> list[int]:
+        """Normalise a layer selection (``None`` = all, ints may be negative) to sorted unique indices.
+
+        Raises:
+            ValueError: an index outside ``[-num_layers, num_layers)``.
+        """
+        n = self.num_layers
+        if layers is None:
+            return list(range(n))
+        if isinstance(layers, int):
+            layers = [layers]
+        out = set()
+        for index in layers:
+            if not isinstance(index, int) or not -n <= index < n:
+                raise ValueError(f"layer index {index!r} is out of range for a model with {n} layers; use 0..{n - 1} or negative indices")
+            out.add(index % n)
+        return sorted(out)
+
+
+def _child(module: nn.Module, names) -> tuple[str, nn.Module] | tuple[None, None]:
+    children = dict(module.named_children())
+    for name in names:
+        if name in children:
+            return name, children[name]
+    return None, None
+
+
+def _find_layer_list(decoder: nn.Module, num_layers: int) -> tuple[str, nn.ModuleList]:
+    candidates = [
+        (name, mod)
+        for name, mod in decoder.named_modules()
+        if isinstance(mod, nn.ModuleList) and len(mod) == num_layers and name.count(".") <= 1
+    ]
+    if not candidates:
+        raise ValueError(
+            f"could not find a ModuleList of {num_layers} decoder layers in {type(decoder).__name__}; "
+            "hf_ext supports transformers causal LMs whose decoder keeps its layers in an nn.ModuleList "
+            "(Llama, Mistral, Qwen2, Gemma, Phi, GPT-2, GPT-NeoX, OPT, Falcon, …)"
+        )
+    # The shallowest list wins (a vision tower's layer list sits deeper in a VLM's decoder, if at all).
+    return min(candidates, key=lambda item: item[0].count("."))
+
+
+def _get_decoder(model: nn.Module) -> nn.Module:
+    decoder = None
+    if hasattr(model, "get_decoder"):
+        try:
+            decoder = model.get_decoder()
+        except (AttributeError, NotImplementedError):
+            decoder = None
+    if decoder is None and hasattr(model, "language_model"):
+        decoder = model.language_model
+    if decoder is None:
+        decoder = getattr(model, "base_model", model)
+    # A VLM's get_decoder() may return the language model *with* head; descend to its decoder.
+    if decoder is not model and hasattr(decoder, "get_decoder") and decoder.get_decoder() is not decoder:
+        try:
+            inner = decoder.get_decoder()
+            if inner is not None:
+                decoder = inner
+        except (AttributeError, NotImplementedError):
+            pass
+    return decoder
+
+
+def get_anatomy(model: nn.Module) -> ModelAnatomy:
+    """Locate the parts of a transformers causal LM (or the language model of a VLM).
+
+    Args:
+        model: a ``PreTrainedModel`` such as ``AutoModelForCausalLM.from_pretrained(...)``, its bare decoder
+            (``LlamaModel``) or a VLM (``LlavaForConditionalGeneration``).
+
+    Returns:
+        A :class:`ModelAnatomy`. It is recomputed on every call (a walk over the module tree, milliseconds even
+        for 8B models), so it never goes stale after modules are swapped.
+
+    Raises:
+        ValueError: the module tree has no recognisable decoder layers, attention or MLP; the message names the
+            model class and what was not found.
+
+    Example:
+        >>> from hf_ext.testing import tiny_causal_lm
+        >>> get_anatomy(tiny_causal_lm("opt")).mlp_outputs[0].__class__.__name__
+        'Linear'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"get_anatomy expects a torch.nn.Module (a transformers model), got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError(f"{type(model).__name__} has no `config`; pass a transformers PreTrainedModel")
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    num_layers = getattr(text_config, "num_hidden_layers", None)
+    if not isinstance(num_layers, int):
+        raise ValueError(f"{type(model).__name__}'s config has no integer `num_hidden_layers`; cannot locate its decoder layers")
+
+    decoder = _get_decoder(model)
+    rel_path, layers = _find_layer_list(decoder, num_layers)
+    decoder_path = next((name for name, mod in model.named_modules() if mod is decoder), "")
+    layers_path = ".".join(p for p in (decoder_path, rel_path) if p)
+
+    attentions, mlps, mlp_outputs = [], [], []
+    for index, layer in enumerate(layers):
+        _, attn = _child(layer, _ATTENTION_NAMES)
+        if attn is None:
+            raise ValueError(
+                f"decoder layer {index} ({type(layer).__name__}) of {type(model).__name__} has no attention child named "
+                f"one of {_ATTENTION_NAMES}; children are {[n for n, _ in layer.named_children()]}"
+            )
+        _, mlp = _child(layer, _MLP_NAMES)
+        out = mlp if mlp is not None else _child(layer, _MLP_OUTPUT_FALLBACK)[1]
+        if out is None:
+            raise ValueError(
+                f"decoder layer {index} ({type(layer).__name__}) of {type(model).__name__} has no MLP child named one of "
+                f"{_MLP_NAMES + _MLP_OUTPUT_FALLBACK}; children are {[n for n, _ in layer.named_children()]}"
+            )
+        attentions.append(attn)
+        mlps.append(mlp)
+        mlp_outputs.append(out)
+
+    final_modules = []
+    _, norm = _child(decoder, _FINAL_NORM_NAMES)
+    if norm is not None:
+        final_modules.append(norm)
+    _, project_out = _child(decoder, ("project_out",))
+    if project_out is not None:
+        final_modules.append(project_out)
+
+    input_embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if input_embeddings is None:
+        raise ValueError(f"{type(model).__name__} has no input embeddings (get_input_embeddings() returned None)")
+    lm_head = None
+    if hasattr(model, "get_output_embeddings"):
+        try:
+            lm_head = model.get_output_embeddings()
+        except (AttributeError, NotImplementedError):
+            lm_head = None
+
+    anatomy = ModelAnatomy(
+        model=model,
+        text_config=text_config,
+        decoder=decoder,
+        layers=layers,
+        layers_path=layers_path,
+        attentions=attentions,
+        mlps=mlps,
+        mlp_outputs=mlp_outputs,
+        input_embeddings=input_embeddings,
+        position_embeddings=_child(decoder, _POSITION_NAMES)[1],
+        rotary_emb=getattr(decoder, "rotary_emb", None),
+        final_modules=final_modules,
+        lm_head=lm_head,
+        family=getattr(text_config, "model_type", type(model).__name__),
+        _attention_index={id(a): i for i, a in enumerate(attentions)},
+    )
+    return anatomy

@@ -1,0 +1,414 @@
+"""Attention manipulation: per-batch-row, per-key weights applied inside any transformers model's attention.
+
+This is the one mechanism behind AtMan (explain by suppressing keys, steer generation) and MultiFusion's token
+weighting. For query row ``i`` of batch row ``b``, with pre-softmax scores ``S = QKᵀ/√d`` and the set ``V_i`` of
+keys that row may see (causality, padding, sliding window):
+
+* ``mode="log_additive"``: ``S'_ik = S_ik + log w_bk``. Multiplies the unnormalised attention ``exp(S)`` by ``w``:
+  ``w = 0`` removes the key exactly, ``w > 1`` amplifies it.
+* ``mode="multiplicative"`` (AtMan's reference formulation, made causal): ``S'_ik = (S_ik - min_{j∈V_i} S_ij) · w_bk``.
+  The shift makes scores non-negative so that ``w < 1`` really suppresses; the minimum is taken over *visible*
+  keys only, so suppressing key ``k`` leaves every row ``< k`` unchanged (the reference code's minimum over all keys
+  lets future tokens leak into earlier rows).
+
+Weights of 1 reproduce the unmodified model in both modes. A query row whose visible keys all have weight 0 is
+left unmodified in log-additive mode (there is nothing to attend to otherwise).
+
+How it plugs in: an attention function is registered under ``"hf_ext_sdpa"`` / ``"hf_ext_eager"`` with
+transformers' ``AttentionInterface`` **and** the matching mask function with ``AttentionMaskInterface`` (without
+the latter, ``create_causal_mask`` returns ``None`` and padding is silently ignored). Inside
+:func:`attention_controls` the model's configs point at those names; the function reads the weights from a
+``contextvars`` variable and, where no control applies (other layers, other threads, other models), calls the
+original sdpa/eager function unchanged.
+
+Example:
+    >>> import torch
+    >>> from hf_ext.testing import tiny_causal_lm
+    >>> model = tiny_causal_lm("llama")
+    >>> ids = torch.tensor([[1, 40, 41, 42, 43]])
+    >>> w = key_weights(1, 5, [[2]], 0.0)          # suppress key 2 in every layer
+    >>> with attention_controls(model, w):
+    ...     suppressed = model(ids).logits
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .anatomy import get_anatomy
+
+MODES = ("log_additive", "multiplicative")
+_PREFIX = "hf_ext_"
+_BASES = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class AttentionControl:
+    """One active set of key weights.
+
+    Attributes:
+        weights: ``[B, K]`` float32 key weights (``B`` may be 1 to broadcast over the batch).
+        mode: ``"log_additive"`` or ``"multiplicative"``.
+        attention_layers: ``{id(attention_module): layer_index}`` of the controlled layers.
+    """
+
+    weights: torch.Tensor
+    mode: str
+    attention_layers: dict
+
+    def applies_to(self, module: nn.Module) -> bool:
+        return id(module) in self.attention_layers
+
+
+_CONTROLS: contextvars.ContextVar[tuple[AttentionControl, ...]] = contextvars.ContextVar("hf_ext_attention_controls", default=())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The attention function registered with transformers
+# --------------------------------------------------------------------------------------------------------------
+def _base_function(module: nn.Module, base: str):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if base == "eager":
+        # The model's own eager function (it may add softcapping, sinks …), as transformers would call it.
+        fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+        if fn is None:
+            from transformers.models.llama.modeling_llama import eager_attention_forward as fn
+        return fn
+    return ALL_ATTENTION_FUNCTIONS[base]
+
+
+def _expand_weights(weights: torch.Tensor, batch: int, keys: int, device) -> torch.Tensor:
+    w = weights.to(device)
+    if w.shape[1] < keys:  # keys added after the weights were set (generation): weight 1
+        w = torch.cat([w, w.new_ones(w.shape[0], keys - w.shape[1])], dim=1)
+    elif w.shape[1] > keys:
+        w = w[:, :keys]
+    if w.shape[0] != batch:
+        if w.shape[0] == 1:
+            w = w.expand(batch, -1)
+        elif batch % w.shape[0] == 0:  # generate() repeats rows for beams / num_return_sequences
+            w = w.repeat_interleave(batch // w.shape[0], dim=0)
+        else:
+            raise ValueError(f"attention weights have {w.shape[0]} rows but the batch has {batch}; pass one row per batch row or one row for all")
+    return w
+
+
+def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device) -> torch.Tensor:
+    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to."""
+    if attention_mask is None:
+        q_pos = torch.arange(q_len, device=device).view(-1, 1) + (k_len - q_len)
+        return (torch.arange(k_len, device=device).view(1, -1) <= q_pos).view(1, 1, q_len, k_len)
+    mask = attention_mask[..., :k_len]
+    if mask.dtype == torch.bool:
+        return mask
+    return mask > torch.finfo(mask.dtype).min / 2
+
+
+def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
+    controls = [c for c in _CONTROLS.get() if c.applies_to(module)]
+    base_fn = _base_function(module, _hf_ext_base)
+    if not controls:
+        return base_fn(module, query, key, value, attention_mask, **kwargs)
+
+    batch, _, q_len, _ = query.shape
+    k_len = key.shape[-2]
+    device = query.device
+    visible = _visible_keys(attention_mask, batch, q_len, k_len, device)
+    log_w = torch.zeros(batch, k_len, device=device)
+    mult_w = None
+    for control in controls:
+        w = _expand_weights(control.weights, batch, k_len, device)
+        if control.mode == "log_additive":
+            log_w = log_w + torch.log(w)
+        else:
+            mult_w = w if mult_w is None else mult_w * w
+
+    if mult_w is None:
+        min_value = torch.finfo(query.dtype).min
+        log_w4 = log_w.clamp_min(min_value).view(batch, 1, 1, k_len)
+        # Rows with no visible key of positive weight keep the plain mask (there is nothing left to attend to).
+        usable = (visible & (log_w4 > min_value)).any(-1, keepdim=True)
+        bias = torch.where(visible & usable, log_w4, torch.where(visible, 0.0, min_value))
+        return base_fn(module, query, key, value, bias.to(query.dtype), **kwargs)
+    return _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, **kwargs)
+
+
+def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, *, scaling=None, dropout=0.0, **kwargs):
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise NotImplementedError("multiplicative attention controls do not support logit soft-capping or attention sinks; use mode='log_additive'")
+    batch, heads, q_len, head_dim = query.shape
+    k_len = key.shape[-2]
+    groups = heads // key.shape[1]
+    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
+    scaling = head_dim**-0.5 if scaling is None else scaling
+    scores = (torch.matmul(query, key.transpose(2, 3)) * scaling).float()
+    row_min = scores.masked_fill(~visible, math.inf).amin(-1, keepdim=True)
+    row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
+    scores = (scores - row_min) * mult_w.view(batch, 1, 1, k_len) + log_w.clamp_min(-1e30).view(batch, 1, 1, k_len)
+    scores = scores.masked_fill(~visible, torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, probs
+
+
+_registered = False
+_register_lock = threading.Lock()
+
+
+def register_attention_functions() -> None:
+    """Register ``hf_ext_sdpa``/``hf_ext_eager`` with ``AttentionInterface`` and ``AttentionMaskInterface`` (idempotent)."""
+    global _registered
+    with _register_lock:
+        if _registered:
+            return
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+        for base in _BASES:
+            def fn(module, query, key, value, attention_mask, _base=base, **kwargs):
+                return _controlled_attention(module, query, key, value, attention_mask, _hf_ext_base=_base, **kwargs)
+
+            fn.__name__ = f"{_PREFIX}{base}_attention_forward"
+            AttentionInterface.register(_PREFIX + base, fn)
+            AttentionMaskInterface.register(_PREFIX + base, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        _registered = True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Switching a model's implementation (ref-counted, so nested and concurrent blocks restore correctly)
+# --------------------------------------------------------------------------------------------------------------
+_switch_lock = threading.Lock()
+_switched: dict[int, list] = {}  # id(config) -> [config, original implementation, refcount]
+
+
+def _configs_to_switch(model: nn.Module, attentions: Sequence[nn.Module]) -> list:
+    anatomy = get_anatomy(model)
+    configs = {}
+    for owner in [anatomy.decoder, *attentions]:
+        config = getattr(owner, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation_internal"):
+            configs[id(config)] = config
+    if not configs:
+        raise ValueError(f"{type(model).__name__} exposes no config on its decoder or attention modules; cannot control its attention")
+    return list(configs.values())
+
+
+def _acquire(configs: list) -> None:
+    with _switch_lock:
+        for config in configs:
+            entry = _switched.get(id(config))
+            if entry is not None:
+                entry[2] += 1
+                continue
+            current = config._attn_implementation or "eager"
+            if current.startswith(_PREFIX):
+                continue
+            if current not in _BASES:
+                raise ValueError(
+                    f"attention controls need the 'sdpa' or 'eager' attention implementation, but the model uses {current!r}; "
+                    "call model.set_attn_implementation('sdpa') first (flash/flex kernels cannot take per-key weights)"
+                )
+            config._attn_implementation_internal = _PREFIX + current
+            _switched[id(config)] = [config, current, 1]
+
+
+def _release(configs: list) -> None:
+    with _switch_lock:
+        for config in configs:
+            entry = _switched.get(id(config))
+            if entry is None:
+                continue
+            entry[2] -= 1
+            if entry[2] == 0:
+                config._attn_implementation_internal = entry[1]
+                del _switched[id(config)]
+
+
+def _as_weights(weights) -> torch.Tensor:
+    if not isinstance(weights, torch.Tensor):
+        try:
+            weights = torch.as_tensor(weights, dtype=torch.float32)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"weights must be a tensor or nested list of floats [batch, keys], got {type(weights).__name__}") from err
+    if weights.dim() == 1:
+        weights = weights.unsqueeze(0)
+    if weights.dim() != 2 or weights.shape[1] == 0:
+        raise ValueError(f"weights must have shape [keys] or [batch, keys], got {tuple(weights.shape)}")
+    weights = weights.detach().float()
+    if not torch.isfinite(weights).all() or (weights < 0).any():
+        bad = weights[~torch.isfinite(weights) | (weights < 0)][0].item()
+        raise ValueError(f"attention weights must be finite and >= 0 (0 removes a key, 1 keeps it), got {bad}")
+    return weights
+
+
+@contextmanager
+def attention_controls(
+    model: nn.Module,
+    weights,
+    *,
+    mode: str = "log_additive",
+    layers: int | Sequence[int] | None = None,
+) -> Iterator[AttentionControl]:
+    """Apply per-key attention weights inside ``model`` for the duration of a ``with`` block.
+
+    Args:
+        model: any transformers causal LM (or VLM) running with ``sdpa`` or ``eager`` attention.
+        weights: ``[B, K]`` (or ``[K]`` for every row) non-negative key weights, indexed by key position in the
+            padded sequence (including cached positions during generation). Keys beyond ``K`` get weight 1, so
+            weights set for a prompt keep working while ``generate()`` appends tokens. ``B`` may also divide the
+            running batch (``generate`` repeats rows for beams).
+        mode: ``"log_additive"`` (add ``log w`` to the scores) or ``"multiplicative"`` (scale min-shifted scores).
+        layers: decoder layer indices to control (negative allowed); ``None`` = all layers.
+
+    Yields:
+        The :class:`AttentionControl` now active in this context. Nested blocks compose (weights multiply).
+
+    Raises:
+        ValueError: unknown mode, bad weights, bad layer index, or a flash/flex attention implementation.
+
+    Example:
+        >>> from hf_ext.testing import tiny_causal_lm
+        >>> model = tiny_causal_lm("gpt2")
+        >>> ids = torch.tensor([[1, 40, 41, 42]])
+        >>> with attention_controls(model, torch.ones(1, 4), mode="multiplicative", layers=[0]):
+        ...     same = model(ids).logits
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {MODES}")
+    weights = _as_weights(weights)
+    anatomy = get_anatomy(model)
+    selected = anatomy.resolve_layers(layers)
+    control = AttentionControl(
+        weights=weights,
+        mode=mode,
+        attention_layers={id(anatomy.attentions[i]): i for i in selected},
+    )
+    register_attention_functions()
+    configs = _configs_to_switch(model, [anatomy.attentions[i] for i in selected])
+    _acquire(configs)
+    token = _CONTROLS.set(_CONTROLS.get() + (control,))
+    try:
+        yield control
+    finally:
+        _CONTROLS.reset(token)
+        _release(configs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# From prompt spans to key positions and weights
+# --------------------------------------------------------------------------------------------------------------
+def spans_to_key_positions(offset_mapping, char_spans) -> list[torch.LongTensor]:
+    """Key positions of the tokens that overlap character spans of the prompt.
+
+    Args:
+        offset_mapping: ``[T, 2]`` or ``[B, T, 2]`` character offsets from a fast tokenizer
+            (``return_offsets_mapping=True``), padded like the ``input_ids`` (so left padding is accounted for).
+            Special and padding tokens have empty offsets and never match.
+        char_spans: ``[(start, end), ...]`` half-open character spans applied to every row, or one such list per row.
+
+    Returns:
+        One sorted ``LongTensor`` of key positions per batch row.
+
+    Example:
+        >>> offsets = torch.tensor([[0, 0], [0, 5], [5, 6], [6, 11]])  # "<s>" "hello" "," " world"
+        >>> spans_to_key_positions(offsets, [(6, 11)])[0].tolist()
+        [3]
+    """
+    offsets = torch.as_tensor(offset_mapping)
+    if offsets.dim() == 2:
+        offsets = offsets.unsqueeze(0)
+    if offsets.dim() != 3 or offsets.shape[-1] != 2:
+        raise ValueError(f"offset_mapping must be [T, 2] or [B, T, 2], got shape {tuple(offsets.shape)}")
+    batch = offsets.shape[0]
+    per_row = char_spans if char_spans and isinstance(char_spans[0], (list, tuple)) and char_spans[0] and isinstance(char_spans[0][0], (list, tuple)) else [char_spans] * batch
+    if len(per_row) != batch:
+        raise ValueError(f"got spans for {len(per_row)} rows but offset_mapping has {batch}")
+    result = []
+    for row, spans in zip(offsets, per_row):
+        start_tok, end_tok = row[:, 0], row[:, 1]
+        hit = torch.zeros(row.shape[0], dtype=torch.bool)
+        for span in spans:
+            if len(span) != 2 or span[0] > span[1] or span[0] < 0:
+                raise ValueError(f"character span {span!r} must be (start, end) with 0 <= start <= end")
+            hit |= (end_tok > start_tok) & (end_tok > span[0]) & (start_tok < span[1])
+        result.append(hit.nonzero().flatten())
+    return result
+
+
+def items_to_key_positions(item_lengths: Sequence[int], items: Sequence[int], *, offset: int = 0) -> torch.LongTensor:
+    """Key positions of whole prompt items (text segments, images) laid out one after another.
+
+    Args:
+        item_lengths: number of tokens each item occupies, in prompt order (e.g. ``[1, 144, 7]`` for BOS, an image
+            of 144 prefix tokens and a text).
+        items: indices of the items to select.
+        offset: key position of the first item (left-padding length, or the length of a preceding prefix).
+
+    Example:
+        >>> items_to_key_positions([1, 4, 3], [1]).tolist()
+        [1, 2, 3, 4]
+    """
+    starts = [offset]
+    for length in item_lengths:
+        if length < 0:
+            raise ValueError(f"item lengths must be >= 0, got {length}")
+        starts.append(starts[-1] + length)
+    positions = []
+    for item in items:
+        if not -len(item_lengths) <= item < len(item_lengths):
+            raise ValueError(f"item index {item} is out of range for {len(item_lengths)} items")
+        item %= len(item_lengths)
+        positions.extend(range(starts[item], starts[item + 1]))
+    return torch.tensor(sorted(set(positions)), dtype=torch.long)
+
+
+def key_weights(batch: int, keys: int, positions, factor: float | Sequence[float], *, base: torch.Tensor | None = None) -> torch.Tensor:
+    """Build a ``[batch, keys]`` weight tensor: ``factor`` at the given key positions, 1 elsewhere.
+
+    Args:
+        batch: batch rows.
+        keys: key length (prompt length including padding).
+        positions: one list/tensor of key positions per row (or one for all rows).
+        factor: the weight at those positions (one float, or one per row).
+        base: start from these weights instead of ones (positions multiply into them).
+
+    Example:
+        >>> key_weights(2, 4, [[1], [2, 3]], 0.5).tolist()
+        [[1.0, 0.5, 1.0, 1.0], [1.0, 1.0, 0.5, 0.5]]
+    """
+    weights = torch.ones(batch, keys) if base is None else _as_weights(base).clone()
+    if tuple(weights.shape) != (batch, keys):
+        raise ValueError(f"base weights have shape {tuple(weights.shape)}, expected {(batch, keys)}")
+    rows = list(positions)
+    if len(rows) and not isinstance(rows[0], (list, tuple, torch.Tensor)):
+        rows = [rows] * batch
+    if len(rows) == 1 and batch > 1:
+        rows = rows * batch
+    if len(rows) != batch:
+        raise ValueError(f"got positions for {len(rows)} rows but batch={batch}")
+    factors = list(factor) if isinstance(factor, (list, tuple)) else [factor] * batch
+    if len(factors) != batch:
+        raise ValueError(f"got {len(factors)} factors for batch={batch}")
+    for b, (pos, f) in enumerate(zip(rows, factors)):
+        pos = torch.as_tensor(pos, dtype=torch.long).flatten()
+        if pos.numel() and (pos.min() < 0 or pos.max() >= keys):
+            raise ValueError(f"key position {pos.max().item() if pos.max() >= keys else pos.min().item()} is outside [0, {keys})")
+        if f < 0 or not math.isfinite(f):
+            raise ValueError(f"factor must be finite and >= 0, got {f}")
+        weights[b, pos] *= f
+    return weights

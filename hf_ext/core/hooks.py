@@ -1,0 +1,187 @@
+"""Hooks with a lifetime: forward hooks and module swaps that always restore the model.
+
+Two rules make these safe to use on a shared model:
+
+* **Lifetime.** Everything is undone in ``finally``: after the ``with`` block, normally or through an exception,
+  the model computes bit-identical outputs to before.
+* **Per-call state in ``contextvars``.** A hook registered by one thread is visible to every thread that runs the
+  model, so the hook itself is a no-op unless the *calling* context activated it. Parameters (e.g. a steering
+  strength per batch row) travel in the same context variable, so two threads (or two asyncio tasks) steering one
+  model with different strengths do not see each other's values.
+
+Example:
+    >>> import torch
+    >>> from hf_ext.testing import tiny_causal_lm
+    >>> from hf_ext.core.anatomy import get_anatomy
+    >>> model = tiny_causal_lm("llama")
+    >>> mlp = get_anatomy(model).mlp_outputs[0]
+    >>> def scale(module, args, output, params):
+    ...     return output * rows(params["alpha"], output)
+    >>> ids = torch.tensor([[1, 5, 6], [1, 7, 8]])
+    >>> with forward_hooks({mlp: scale}, params={"alpha": torch.tensor([1.0, 0.0])}):
+    ...     steered = model(ids).logits
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+HookFn = Callable[[nn.Module, tuple, Any, Any], Any]
+PreHookFn = Callable[[nn.Module, tuple, Any], Any]
+
+# token -> params of the hook groups active in the current context (immutable dict: copy on write).
+_ACTIVE: contextvars.ContextVar[dict[object, Any]] = contextvars.ContextVar("hf_ext_active_hooks", default={})
+
+
+def current_params(token: object, default: Any = None) -> Any:
+    """Parameters of an active hook group in the calling context (``default`` if it is not active here)."""
+    return _ACTIVE.get().get(token, default)
+
+
+@contextmanager
+def activate(token: object, params: Any = None) -> Iterator[None]:
+    """Mark ``token`` active with ``params`` in the current context for the duration of the block."""
+    ctx_token = _ACTIVE.set({**_ACTIVE.get(), token: params})
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(ctx_token)
+
+
+def rows(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a per-batch-row parameter ``[B]`` (or a scalar) against ``like`` ``[B, ...]``.
+
+    Args:
+        value: scalar, ``[1]`` or ``[B]``.
+        like: the tensor it multiplies/adds to; its first dim is the batch, or a multiple ``B*n`` of it with each
+            row's entries contiguous: OPT's MLP sees ``[B*T, D]``, and ``generate()`` repeats rows for beams.
+
+    Returns:
+        ``value`` reshaped to ``[B, 1, ..., 1]`` (rows repeated to ``like.shape[0]``) on ``like``'s device and dtype.
+
+    Raises:
+        ValueError: ``like``'s leading dim is not a multiple of the number of values.
+    """
+    value = torch.as_tensor(value, device=like.device, dtype=like.dtype)
+    if value.dim() == 0:
+        return value
+    leading = like.shape[0]
+    if value.dim() != 1 or value.shape[0] == 0 or leading % value.shape[0] != 0:
+        raise ValueError(
+            f"per-row parameter has shape {tuple(value.shape)} but the batch has {leading} rows; "
+            "pass a scalar or a 1D tensor with one value per batch row"
+        )
+    if value.shape[0] not in (1, leading):
+        value = value.repeat_interleave(leading // value.shape[0])
+    return value.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _check_modules(modules: Mapping) -> None:
+    for module in modules:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"hook targets must be nn.Module instances, got {type(module).__name__}")
+
+
+@contextmanager
+def forward_hooks(
+    hooks: Mapping[nn.Module, HookFn],
+    *,
+    params: Any = None,
+    pre_hooks: Mapping[nn.Module, PreHookFn] | None = None,
+) -> Iterator[object]:
+    """Register forward (and pre-forward) hooks for the duration of a ``with`` block.
+
+    Args:
+        hooks: ``{module: fn(module, args, output, params) -> new_output | None}``. Returning ``None`` keeps the
+            output.
+        params: any per-call object (tensors with a leading batch dim, floats, dicts …) handed to every hook;
+            use :func:`rows` to broadcast per-row values.
+        pre_hooks: ``{module: fn(module, args, params) -> new_args | None}``.
+
+    Yields:
+        The group's token (see :func:`current_params`).
+
+    The hooks fire only in the context that entered the block (and contexts copied from it), never in other
+    threads running the same model; they are removed on exit, also on exceptions.
+    """
+    pre_hooks = pre_hooks or {}
+    _check_modules(hooks)
+    _check_modules(pre_hooks)
+    token = object()
+    handles = []
+
+    def wrap_forward(fn):
+        def hook(module, args, output):
+            active = _ACTIVE.get()
+            if token not in active:
+                return None
+            return fn(module, args, output, active[token])
+
+        return hook
+
+    def wrap_pre(fn):
+        def hook(module, args):
+            active = _ACTIVE.get()
+            if token not in active:
+                return None
+            return fn(module, args, active[token])
+
+        return hook
+
+    try:
+        for module, fn in hooks.items():
+            handles.append(module.register_forward_hook(wrap_forward(fn)))
+        for module, fn in pre_hooks.items():
+            handles.append(module.register_forward_pre_hook(wrap_pre(fn)))
+        with activate(token, params):
+            yield token
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _resolve(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, child = name.rpartition(".")
+    try:
+        parent = model.get_submodule(parent_name) if parent_name else model
+        getattr(parent, child)
+    except AttributeError as err:
+        raise ValueError(f"{type(model).__name__} has no submodule {name!r}") from err
+    return parent, child
+
+
+@contextmanager
+def module_swaps(model: nn.Module, swaps: Mapping[str, nn.Module]) -> Iterator[nn.Module]:
+    """Replace submodules by name for the duration of a ``with`` block, restoring the originals on exit.
+
+    A swap changes the model for every thread (it is structural, not per-call): wrap the replacement so that
+    it reads per-call state from :func:`current_params` if other threads share the model.
+
+    Args:
+        model: the root module.
+        swaps: ``{"model.layers.3.mlp": new_module}``.
+
+    Example:
+        >>> from hf_ext.testing import tiny_causal_lm
+        >>> m = tiny_causal_lm("gpt2")
+        >>> with module_swaps(m, {"transformer.h.0.mlp": nn.Identity()}):
+        ...     pass
+    """
+    originals: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        for name, new in swaps.items():
+            if not isinstance(new, nn.Module):
+                raise TypeError(f"replacement for {name!r} must be an nn.Module, got {type(new).__name__}")
+            parent, child = _resolve(model, name)
+            originals.append((parent, child, getattr(parent, child)))
+            setattr(parent, child, new)
+        yield model
+    finally:
+        for parent, child, old in reversed(originals):
+            setattr(parent, child, old)

@@ -1,0 +1,117 @@
+"""Model anatomy and run_layers on five families, against hand-written expectations and the full forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hf_ext.core.anatomy import get_anatomy
+from hf_ext.core.inputs import position_ids_from_mask
+from hf_ext.core.layers import run_layers
+
+# Independent reference: where each family keeps its parts, written down from transformers' modeling files.
+EXPECTED = {
+    "llama": ("model.layers", "LlamaAttention", "LlamaMLP", "LlamaRMSNorm", "lm_head", False, True),
+    "qwen2": ("model.layers", "Qwen2Attention", "Qwen2MLP", "Qwen2RMSNorm", "lm_head", False, True),
+    "gpt2": ("transformer.h", "GPT2Attention", "GPT2MLP", "LayerNorm", "lm_head", True, False),
+    "gpt_neox": ("gpt_neox.layers", "GPTNeoXAttention", "GPTNeoXMLP", "LayerNorm", "lm_head", False, True),
+    "opt": ("model.decoder.layers", "OPTAttention", None, "LayerNorm", "lm_head", True, False),
+}
+
+
+def test_anatomy_matches_module_tree(family, causal_lm):
+    path, attn_cls, mlp_cls, norm_cls, head_name, absolute_pos, rotary = EXPECTED[family]
+    anatomy = get_anatomy(causal_lm)
+    assert anatomy.family == family
+    assert anatomy.layers_path == path
+    assert anatomy.layers is causal_lm.get_submodule(path)
+    assert anatomy.num_layers == causal_lm.config.num_hidden_layers
+    assert [type(a).__name__ for a in anatomy.attentions] == [attn_cls] * anatomy.num_layers
+    if mlp_cls is None:
+        assert anatomy.mlps == [None] * anatomy.num_layers
+        assert all(o is causal_lm.get_submodule(f"{path}.{i}.fc2") for i, o in enumerate(anatomy.mlp_outputs))
+    else:
+        assert [type(m).__name__ for m in anatomy.mlps] == [mlp_cls] * anatomy.num_layers
+        assert anatomy.mlp_outputs == anatomy.mlps
+    assert type(anatomy.final_norm).__name__ == norm_cls
+    assert anatomy.lm_head is causal_lm.get_submodule(head_name)
+    assert anatomy.input_embeddings is causal_lm.get_input_embeddings()
+    assert (anatomy.position_embeddings is not None) == absolute_pos
+    assert (anatomy.rotary_emb is not None) == rotary
+    for i, attn in enumerate(anatomy.attentions):
+        assert anatomy.layer_of(attn) == i
+
+
+def test_resolve_layers_and_errors(causal_lm):
+    anatomy = get_anatomy(causal_lm)
+    assert anatomy.resolve_layers(None) == [0, 1]
+    assert anatomy.resolve_layers([-1, 0, 0]) == [0, 1]
+    with pytest.raises(ValueError, match="out of range"):
+        anatomy.resolve_layers([2])
+
+
+def test_unknown_module_tree_gets_clear_error():
+    class Cfg:
+        num_hidden_layers = 3
+        model_type = "mystery"
+
+    class Mystery(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = Cfg()
+            self.blocks = nn.ModuleList([nn.Linear(2, 2) for _ in range(2)])
+
+    with pytest.raises(ValueError, match="could not find a ModuleList of 3 decoder layers in Mystery"):
+        get_anatomy(Mystery())
+    with pytest.raises(TypeError, match="expects a torch.nn.Module"):
+        get_anatomy("llama")
+
+    class NoAttention(Mystery):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(2, 2)) for _ in range(3)])
+
+    with pytest.raises(ValueError, match="has no attention child"):
+        get_anatomy(NoAttention())
+
+
+def _padded_batch(tokenizer):
+    enc = tokenizer(["hello there world", "hi you"], padding=True, return_tensors="pt")
+    return enc.input_ids, enc.attention_mask, position_ids_from_mask(enc.attention_mask)
+
+
+@torch.no_grad()
+def test_run_layers_resumes_full_forward(causal_lm, tokenizer):
+    ids, mask, pos = _padded_batch(tokenizer)
+    full = causal_lm(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+    n = get_anatomy(causal_lm).num_layers
+    real = mask.bool()
+    for layer in range(n):  # hidden_states[n] already carries the final norm in transformers
+        logits = run_layers(causal_lm, full.hidden_states[layer], layer, mask, pos, return_logits=True)
+        torch.testing.assert_close(logits[real], full.logits[real], atol=1e-5, rtol=1e-5)
+        if layer + 1 < n:
+            partial = run_layers(causal_lm, full.hidden_states[layer], layer, mask, pos, end_layer=layer + 1)
+            torch.testing.assert_close(partial[real], full.hidden_states[layer + 1][real], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_run_layers_defaults_positions_from_mask(causal_lm, tokenizer):
+    ids, mask, pos = _padded_batch(tokenizer)
+    full = causal_lm(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+    logits = run_layers(causal_lm, full.hidden_states[1], 1, mask, return_logits=True)
+    torch.testing.assert_close(logits[mask.bool()], full.logits[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_run_layers_bad_input(causal_lm):
+    h = torch.zeros(1, 3, causal_lm.config.get_text_config().hidden_size)
+    with pytest.raises(ValueError, match="start_layer=5"):
+        run_layers(causal_lm, h, 5)
+    with pytest.raises(ValueError, match="end_layer"):
+        run_layers(causal_lm, h, 1, end_layer=0)
+    with pytest.raises(ValueError, match="hidden_states must be"):
+        run_layers(causal_lm, h[0], 0)
+    with pytest.raises(ValueError, match="attention_mask shape"):
+        run_layers(causal_lm, h, 0, torch.ones(1, 4))
+    with pytest.raises(ValueError, match="return_logits"):
+        run_layers(causal_lm, h, 0, end_layer=1, return_logits=True)
