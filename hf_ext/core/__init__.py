@@ -22,6 +22,14 @@ _LAZY = {
     "key_weights": "attention",
     "teacher_forced_logprobs": "scoring",
     "greedy_reference": "scoring",
+    "TeacherForcedScores": "scoring",
+    "sequence_logprob": "scoring",
+    "cross_entropy_per_token": "scoring",
+    "weights_fingerprint": "scoring",
+    "items_to_key_positions": "attention",
+    "build_layer_masks": "layers",
+    "current_params": "hooks",
+    "rows": "hooks",
 }
 
 __all__ = list(_LAZY)

@@ -307,3 +307,28 @@ def test_items_and_key_weights():
     assert w.tolist() == [[0.0, 1.0, 1.0, 1.0, 0.0], [1.0, 3.0, 1.0, 1.0, 1.0]]
     with pytest.raises(ValueError, match="outside"):
         key_weights(1, 3, [[3]], 0.5)
+
+
+@torch.no_grad()
+def test_vlm_language_model_is_controlled():
+    """Llava: anatomy finds the language model; weight 0 on the image tokens == masking them out."""
+    from hf_ext.testing import LLAVA_IMAGE_TOKEN_ID, tiny_llava, tiny_llava_inputs
+
+    model, _ = tiny_llava(with_processor=False)
+    anatomy = get_anatomy(model)
+    assert anatomy.layers is model.get_submodule("model.language_model.layers")
+    inputs = tiny_llava_inputs(model)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    pos = position_ids_from_mask(mask)
+    image = (ids[0] == LLAVA_IMAGE_TOKEN_ID).nonzero().flatten()
+    plain = model(**inputs, position_ids=pos).logits
+    with attention_controls(model, torch.ones(ids.shape)):
+        torch.testing.assert_close(model(**inputs, position_ids=pos).logits, plain, atol=1e-6, rtol=1e-5)
+    masked = mask.clone()
+    masked[:, image] = 0
+    reference = model(input_ids=ids, pixel_values=inputs["pixel_values"], attention_mask=masked, position_ids=pos).logits
+    with attention_controls(model, key_weights(ids.shape[0], ids.shape[1], [image], 0.0)):
+        ours = model(**inputs, position_ids=pos).logits
+    after = int(image.max()) + 1
+    torch.testing.assert_close(ours[:, after:], reference[:, after:], atol=1e-5, rtol=1e-5)
+    assert model.config.text_config._attn_implementation == "sdpa"
