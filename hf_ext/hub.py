@@ -1,0 +1,535 @@
+"""Model cards rendered from the ``model_cards/`` templates, and self-contained Hub exports.
+
+* :func:`render_model_card` renders a Jinja template shipped in ``hf_ext.model_cards`` (the repository's
+  ``model_cards/`` folder) into a :class:`huggingface_hub.ModelCard` whose YAML front matter comes from a
+  :class:`huggingface_hub.ModelCardData` (licence, base model, tags, ``eval_results`` → ``model-index``).
+  Component templates extend ``base.md.j2`` with ``{% extends "base.md.j2" %}`` and override its blocks.
+* :func:`export_for_hub` saves a transformers model whose classes live in hf_ext (or in any package that
+  builds on ``hf_ext``) so that it loads with ``trust_remote_code=True`` in an environment **without**
+  hf_ext: transformers copies only the defining module files and their same-folder relative imports, so the
+  ``hf_ext.*`` modules they import are vendored next to the weights and the imports rewritten to
+  same-folder relative imports.
+
+Example:
+    >>> from hf_ext.hub import export_for_hub, render_model_card
+    >>> card = render_model_card("base", card_data={"license": "apache-2.0", "tags": ["scar"]},
+    ...                          model_name="tiny-scar", description="A tiny SCAR model.")  # doctest: +SKIP
+    >>> export_for_hub(model, "out/tiny-scar", card=card)  # doctest: +SKIP
+    PosixPath('out/tiny-scar')
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import copy
+import functools
+import importlib.machinery
+import importlib.resources
+import importlib.util
+import json
+import logging
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from huggingface_hub import ModelCard, ModelCardData
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["available_model_cards", "export_for_hub", "render_model_card"]
+
+#: The package whose data files are the model-card templates (the repository's top-level ``model_cards/``).
+TEMPLATE_PACKAGE = "hf_ext.model_cards"
+TEMPLATE_SUFFIX = ".md.j2"
+#: Template variables set by :func:`render_model_card` itself.
+_RESERVED_CONTEXT = ("card_data", "data", "hf_ext_version")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model cards
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _template_root():
+    """The folder of the templates: ``hf_ext.model_cards`` when installed, else ``<checkout>/model_cards``."""
+    try:
+        return importlib.resources.files(TEMPLATE_PACKAGE)
+    except ModuleNotFoundError:
+        # A source checkout put on sys.path without installing it: the templates sit next to hf_ext/.
+        checkout = Path(__file__).resolve().parent.parent / "model_cards"
+        if checkout.is_dir():
+            logger.debug("%s is not installed; reading model-card templates from %s", TEMPLATE_PACKAGE, checkout)
+            return checkout
+        raise FileNotFoundError(
+            f"the model-card templates ({TEMPLATE_PACKAGE}) are missing from this hf_ext installation; "
+            "reinstall hf-ext (pip install -e . in a checkout)"
+        ) from None
+
+
+def available_model_cards() -> list[str]:
+    """Names of the shipped model-card templates (without the ``.md.j2`` suffix), sorted.
+
+    Example:
+        >>> "base" in available_model_cards()
+        True
+    """
+    return sorted(p.name[: -len(TEMPLATE_SUFFIX)] for p in _template_root().iterdir()
+                  if p.name.endswith(TEMPLATE_SUFFIX) and p.is_file())
+
+
+def _template_file(template: str) -> str:
+    if not isinstance(template, str):
+        raise TypeError(f"template must be a template name such as 'base', got {type(template).__name__}")
+    name = template if template.endswith(TEMPLATE_SUFFIX) else template + TEMPLATE_SUFFIX
+    available = available_model_cards()
+    if name[: -len(TEMPLATE_SUFFIX)] not in available:
+        raise ValueError(f"unknown model-card template {template!r}; available templates: {available} "
+                         f"(files {TEMPLATE_PACKAGE}/<name>{TEMPLATE_SUFFIX})")
+    return name
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    """A Jinja environment whose loader reads the template package, so that ``{% extends "base.md.j2" %}`` works."""
+    import jinja2
+
+    root = _template_root()
+
+    def load(name: str):
+        if "/" in name or "\\" in name or not name.endswith(TEMPLATE_SUFFIX):
+            return None
+        node = root.joinpath(name)
+        if not node.is_file():
+            return None
+        return node.read_text(encoding="utf-8"), str(node), lambda: True
+
+    return jinja2.Environment(loader=jinja2.FunctionLoader(load), autoescape=False, keep_trailing_newline=True,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def _to_card_data(card_data: Mapping[str, Any] | ModelCardData, context: Mapping[str, Any]) -> ModelCardData:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    if isinstance(card_data, ModelCardData):
+        data = copy.deepcopy(card_data)  # never change the caller's object (library_name default below)
+    elif isinstance(card_data, Mapping):
+        fields = dict(card_data)
+        results = fields.get("eval_results")
+        if results is not None:
+            if isinstance(results, (EvalResult, Mapping)):
+                results = [results]
+            converted = []
+            for i, result in enumerate(results):
+                if isinstance(result, EvalResult):
+                    converted.append(result)
+                elif isinstance(result, Mapping):
+                    try:
+                        converted.append(EvalResult(**result))
+                    except TypeError as err:
+                        raise ValueError(
+                            f"card_data['eval_results'][{i}] = {dict(result)!r} is not a valid EvalResult ({err}); "
+                            "it needs task_type, dataset_type, dataset_name, metric_type and metric_value"
+                        ) from err
+                else:
+                    raise TypeError(f"card_data['eval_results'][{i}] must be a dict or huggingface_hub.EvalResult, "
+                                    f"got {type(result).__name__}")
+            fields["eval_results"] = converted
+            if not fields.get("model_name") and isinstance(context.get("model_name"), str):
+                fields["model_name"] = context["model_name"]
+            if converted and not fields.get("model_name"):
+                raise ValueError("card_data has eval_results but no model_name: the model-index needs a name; "
+                                 "pass card_data={'model_name': ..., ...} or model_name=... to render_model_card")
+        data = ModelCardData(**fields)
+    else:
+        raise TypeError(f"card_data must be a dict or huggingface_hub.ModelCardData, got {type(card_data).__name__}")
+    if data.library_name is None:
+        data.library_name = "hf_ext"
+    return data
+
+
+def render_model_card(template: str, *, card_data: Mapping[str, Any] | ModelCardData, **context: Any) -> ModelCard:
+    """Render a shipped model-card template into a :class:`huggingface_hub.ModelCard`.
+
+    The YAML front matter is ``card_data`` (``library_name`` defaults to ``"hf_ext"``); ``eval_results``
+    become a ``model-index`` block, which needs ``model_name``. Unlike ``ModelCard.from_template``, the
+    template also sees the card data itself as ``data`` (``data.license``, ``data.eval_results`` …).
+
+    Args:
+        template: a name from :func:`available_model_cards`, with or without the ``.md.j2`` suffix.
+        card_data: a ``huggingface_hub.ModelCardData`` or a dict of its fields (``license``, ``base_model``,
+            ``tags``, ``datasets``, ``model_name``, ``eval_results`` as dicts of ``EvalResult`` fields or
+            ``EvalResult`` objects, …). Not modified.
+        **context: template variables. ``base`` uses ``model_name`` (title; defaults to card_data's),
+            ``description``, ``repo_id``, ``auto_class``, ``remote_code``, ``intended_use``, ``limitations``,
+            ``training_details``, ``evaluation_details`` and ``citation``; component templates document theirs.
+
+    Returns:
+        The card; ``card.data`` is the parsed front matter, ``card.save("README.md")`` writes it.
+
+    Raises:
+        ValueError: unknown template (the message lists the available ones), eval results without a model
+            name, or a context key reserved for the renderer (``card_data``, ``data``, ``hf_ext_version``).
+
+    Example:
+        >>> card = render_model_card(
+        ...     "base",
+        ...     card_data={"license": "apache-2.0", "base_model": "gpt2", "model_name": "tiny",
+        ...                "eval_results": [{"task_type": "text-generation", "dataset_type": "wikitext",
+        ...                                  "dataset_name": "WikiText", "metric_type": "perplexity",
+        ...                                  "metric_value": 42.0}]},
+        ...     description="A tiny model.")
+        >>> card.data.license, card.data.eval_results[0].metric_value
+        ('apache-2.0', 42.0)
+    """
+    from huggingface_hub import ModelCard
+
+    name = _template_file(template)
+    reserved = sorted(set(_RESERVED_CONTEXT) & context.keys())
+    if reserved:
+        raise ValueError(f"template variables {reserved} are set by render_model_card itself; pass the card data "
+                         "through card_data= and rename the other variables")
+    data = _to_card_data(card_data, context)
+    variables = {"model_name": data.model_name, **context}
+    text = _environment().get_template(name).render(card_data=data.to_yaml(), data=data,
+                                                     hf_ext_version=__version__, **variables)
+    return ModelCard(text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hub export with vendored hf_ext code
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Auto classes preferred when a model class is registered under several.
+_PREFERRED_AUTO = ("AutoModelForCausalLM", "AutoModelForSeq2SeqLM", "AutoModelForMaskedLM",
+                   "AutoModelForImageTextToText")
+#: Top-level packages whose modules are vendored into the export (plus the exported classes' own package).
+_VENDORED_TOP_LEVEL = ("hf_ext",)
+
+
+def _is_builtin(cls: type) -> bool:
+    """Whether transformers itself defines ``cls`` (so it loads without remote code)."""
+    return cls.__module__ == "transformers" or cls.__module__.startswith("transformers.")
+
+
+def _model_auto_class(model_cls: type, config_cls: type) -> str:
+    """The Auto class ``model_cls`` is registered under for ``config_cls``, else CausalLM/AutoModel by GenerationMixin."""
+    from transformers import GenerationMixin
+    from transformers.models.auto import modeling_auto
+
+    found = []
+    for name, auto in vars(modeling_auto).items():
+        mapping = getattr(auto, "_model_mapping", None) if name.startswith("AutoModel") else None
+        if mapping is None:
+            continue
+        try:
+            registered = mapping[config_cls]
+        except (KeyError, AttributeError):
+            continue
+        if registered is model_cls or (isinstance(registered, (tuple, list)) and model_cls in registered):
+            found.append(name)
+    for name in (*_PREFERRED_AUTO, *sorted(n for n in found if n != "AutoModel"), "AutoModel"):
+        if name in found:
+            return name
+    fallback = "AutoModelForCausalLM" if issubclass(model_cls, GenerationMixin) else "AutoModel"
+    logger.info("%s is not registered with a transformers Auto class for %s; exporting it as %s",
+                model_cls.__name__, config_cls.__name__, fallback)
+    return fallback
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str  # dotted module name
+    path: Path  # its .py file
+    flat: str  # file name in the export folder
+
+
+def _find_module(name: str) -> importlib.machinery.ModuleSpec | None:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a parent is not a package / has no __path__
+        return None
+
+
+def _is_package(name: str) -> bool | None:
+    """True for a package, False for a plain module, None if ``name`` is not importable."""
+    spec = _find_module(name)
+    if spec is None:
+        return None
+    return spec.submodule_search_locations is not None
+
+
+def _source_of(name: str) -> _Source:
+    spec = _find_module(name)
+    origin = getattr(spec, "origin", None)
+    if spec is None or origin is None or not origin.endswith(".py"):
+        raise ValueError(f"cannot vendor module {name!r}: no Python source file found (origin {origin!r}); "
+                         "exported code must live in importable .py files")
+    if spec.submodule_search_locations is not None:
+        raise ValueError(f"cannot vendor {name!r}: it is a package __init__; define the classes in a module file")
+    return _Source(name, Path(origin), name.rpartition(".")[2] + ".py")
+
+
+class _ImportRewriter:
+    """Finds the vendored imports of one module file and renders their same-folder relative replacements."""
+
+    def __init__(self, source: _Source, top_level: frozenset[str]):
+        self.source = source
+        self.package = source.name.rpartition(".")[0]
+        self.top_level = top_level
+        self.needed: list[str] = []  # dotted module names this file needs vendored
+
+    def where(self, node: ast.stmt) -> str:
+        return f"{self.source.path}:{node.lineno}"
+
+    def _module_binding(self, module: str, asname: str, node: ast.stmt) -> str:
+        """``from . import x as y``, plus a ``from .x import`` that transformers' loader can see (it only follows
+        ``from .x import name`` when copying remote code)."""
+        kind = _is_package(module)
+        if kind is None:
+            raise ValueError(f"{self.where(node)}: cannot find module {module!r} imported by {self.source.name}")
+        if kind:
+            raise ValueError(f"{self.where(node)}: {self.source.name} imports the package {module!r} (its __init__), "
+                             "which cannot be vendored; import the names from the module that defines them")
+        self.needed.append(module)
+        last = module.rpartition(".")[2]
+        return f"from .{last} import __name__ as _vendored_{last}_; from . import {last} as {asname}"
+
+    def rewrite(self, node: ast.Import | ast.ImportFrom) -> str | None:
+        """The replacement text of ``node``, or None if it imports nothing that is vendored."""
+        if isinstance(node, ast.Import):
+            return self._rewrite_import(node)
+        return self._rewrite_from(node)
+
+    def _rewrite_import(self, node: ast.Import) -> str | None:
+        if not any(a.name.split(".")[0] in self.top_level for a in node.names):
+            return None
+        parts = []
+        for alias in node.names:
+            if alias.name.split(".")[0] not in self.top_level:
+                parts.append(f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else ""))
+                continue
+            if alias.asname is None:
+                parent, _, last = alias.name.rpartition(".")
+                hint = f"`from {parent} import {last}` or `import {alias.name} as {last}`" if parent else "an alias"
+                raise ValueError(f"{self.where(node)}: `import {alias.name}` binds the package name "
+                                 f"{alias.name.split('.')[0]!r}, which does not exist once the code is vendored; "
+                                 f"write {hint}")
+            parts.append(self._module_binding(alias.name, alias.asname, node))
+        return "; ".join(parts)
+
+    def _rewrite_from(self, node: ast.ImportFrom) -> str | None:
+        if node.level:
+            if not self.package:
+                raise ValueError(f"{self.where(node)}: relative import in the top-level module {self.source.name}")
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), self.package)
+            except ImportError as err:
+                raise ValueError(f"{self.where(node)}: {err}") from None
+        else:
+            base = node.module or ""
+            if base.split(".")[0] not in self.top_level:
+                return None
+        kind = _is_package(base)
+        if kind is None:
+            raise ValueError(f"{self.where(node)}: cannot find module {base!r} imported by {self.source.name}")
+        names = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in node.names)
+        if not kind:  # from <module> import names
+            self.needed.append(base)
+            return f"from .{base.rpartition('.')[2]} import {names}"
+        parts = []  # from <package> import <submodules>
+        for alias in node.names:
+            sub = f"{base}.{alias.name}"
+            if alias.name == "*" or _is_package(sub) is None:
+                hint = ""
+                with contextlib.suppress(Exception):
+                    defined_in = getattr(getattr(sys.modules.get(base), alias.name), "__module__", None)
+                    if defined_in and defined_in != base:
+                        hint = f" (e.g. `from {defined_in} import {alias.name}`)"
+                raise ValueError(
+                    f"{self.where(node)}: {self.source.name} imports {alias.name!r} from the package {base!r}, i.e. "
+                    f"from its __init__, which cannot be vendored; import it from the module that defines it{hint}"
+                )
+            parts.append(self._module_binding(sub, alias.asname or alias.name, node))
+        return "; ".join(parts)
+
+
+def _replace_spans(source: str, edits: list[tuple[ast.stmt, str]]) -> str:
+    """Replace each statement's exact source span (ast offsets are UTF-8 byte columns) by its new text."""
+    data = source.encode("utf-8")
+    starts = [0]
+    for line in data.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    spans = sorted(((starts[n.lineno - 1] + n.col_offset, starts[n.end_lineno - 1] + n.end_col_offset, text)
+                    for n, text in edits), reverse=True)
+    for begin, end, text in spans:
+        data = data[:begin] + text.encode("utf-8") + data[end:]
+    return data.decode("utf-8")
+
+
+def _vendor_sources(roots: Sequence[str]) -> dict[str, str]:
+    """Self-contained code for the modules ``roots``: flat file name -> source with vendored imports rewritten.
+
+    Follows, transitively, every import of an ``hf_ext`` module (and of a module of the roots' own top-level
+    package, and every relative import), absolute or relative, at module level or inside functions.
+    """
+    top_level = frozenset({*_VENDORED_TOP_LEVEL, *(r.split(".")[0] for r in roots if "." in r)})
+    files: dict[str, str] = {}
+    owners: dict[str, str] = {}  # flat file name -> module
+    queue, seen = list(dict.fromkeys(roots)), set()
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        source = _source_of(name)
+        if source.flat in owners:
+            raise ValueError(f"cannot flatten the exported code: modules {owners[source.flat]!r} and {name!r} would "
+                             f"both become {source.flat}; rename one of them")
+        owners[source.flat] = name
+        text = source.path.read_text(encoding="utf-8")
+        rewriter = _ImportRewriter(source, top_level)
+        edits = []
+        for node in ast.walk(ast.parse(text, filename=str(source.path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                new = rewriter.rewrite(node)
+                if new is not None:
+                    edits.append((node, new))
+        files[source.flat] = new_text = _replace_spans(text, edits)
+        ast.parse(new_text, filename=source.flat)  # the rewrite must leave valid Python
+        queue.extend(m for m in rewriter.needed if m not in seen)
+    return files
+
+
+@contextlib.contextmanager
+def _transformers_code_copy_disabled(classes: Sequence[type]) -> Iterator[None]:
+    """Let ``save_pretrained`` skip its own copy of the code (``custom_object_save``): it copies only same-folder
+    relative imports and fails on ``from ..x import y``; the export writes the vendored files itself."""
+    missing = object()
+    saved = [(cls, cls.__dict__.get("_auto_class", missing)) for cls in classes]
+    try:
+        for cls, _ in saved:
+            cls._auto_class = None
+        yield
+    finally:
+        for cls, old in saved:
+            if old is missing:
+                delattr(cls, "_auto_class")
+            else:
+                cls._auto_class = old
+
+
+def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | None = None, tokenizer: Any = None,
+                   safe_serialization: bool = True) -> Path:
+    """Save a transformers model (and tokenizer) as a self-contained remote-code checkpoint.
+
+    Steps:
+
+    1. Classes not defined by transformers are registered for their Auto class (``register_for_auto_class``):
+       the config for ``AutoConfig``, the model for the Auto class it is registered under for its config in
+       transformers' auto mappings (else ``AutoModelForCausalLM`` if it is a ``GenerationMixin``, else
+       ``AutoModel``), a custom tokenizer for ``AutoTokenizer``.
+    2. ``save_pretrained`` writes ``model.safetensors``, ``config.json`` (with ``auto_map``) and the generation
+       config; the tokenizer's files get their ``auto_map`` too.
+    3. The modules defining those classes are written next to the weights together with every ``hf_ext``
+       module they import, transitively (``from hf_ext.core.x import y``, ``import hf_ext.core.x as z``,
+       ``from ..core.x import y``, ``from .x import y``), flattened into the folder with those import statements
+       rewritten to same-folder relative imports. Other imports (torch, transformers …) are left alone.
+    4. ``card`` (if any) is saved as ``README.md``.
+
+    The folder then loads with ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` where
+    hf_ext is not installed (upload it with ``huggingface_hub.upload_folder``). Imports that name modules by
+    string (``importlib.import_module("hf_ext…")``) are not seen.
+
+    Args:
+        obj: a ``transformers.PreTrainedModel``.
+        save_directory: output folder (created; existing files of the same names are overwritten).
+        card: optional ``huggingface_hub.ModelCard`` (e.g. from :func:`render_model_card`).
+        tokenizer: optional tokenizer (``PreTrainedTokenizerBase``) saved alongside.
+        safe_serialization: must be True: weights are always written as safetensors, never pickled.
+
+    Returns:
+        ``Path(save_directory)``.
+
+    Raises:
+        TypeError: ``obj`` is not a ``PreTrainedModel`` (or ``tokenizer``/``card`` have the wrong type).
+        ValueError: the code cannot be made self-contained: an exported file imports an hf_ext package
+            ``__init__`` (``from hf_ext import register``), or two modules would flatten to the same file name;
+            or ``safe_serialization=False``. Nothing is written in these cases.
+
+    Example:
+        >>> from hf_ext.hub import export_for_hub, render_model_card
+        >>> card = render_model_card("base", card_data={"license": "apache-2.0"}, remote_code=True)
+        >>> path = export_for_hub(model, "tiny-scar", card=card, tokenizer=tok)  # doctest: +SKIP
+        >>> sorted(p.name for p in path.glob("*.py"))  # doctest: +SKIP
+        ['configuration_scar.py', 'inputs.py', 'modeling_scar.py']
+    """
+    from huggingface_hub import ModelCard
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    if not isinstance(obj, PreTrainedModel):
+        raise TypeError(f"export_for_hub needs a transformers PreTrainedModel, got "
+                        f"{type(obj).__module__}.{type(obj).__qualname__}")
+    if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise TypeError(f"tokenizer must be a transformers tokenizer (PreTrainedTokenizerBase), got "
+                        f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}")
+    if card is not None and not isinstance(card, ModelCard):
+        raise TypeError(f"card must be a huggingface_hub.ModelCard (see render_model_card), got {type(card).__name__}")
+    if not safe_serialization:
+        raise ValueError("safe_serialization=False is not supported: exports write safetensors only (transformers 5 "
+                         "has no pickle format, and hf_ext never writes pickles)")
+    save_directory = Path(save_directory)
+    if save_directory.exists() and not save_directory.is_dir():
+        raise ValueError(f"save_directory {str(save_directory)!r} exists and is not a folder")
+
+    config = obj.config
+    custom: list[tuple[type, str]] = []  # (class, Auto class) for every class that needs remote code
+    if not _is_builtin(type(config)):
+        custom.append((type(config), "AutoConfig"))
+    if not _is_builtin(type(obj)):
+        custom.append((type(obj), _model_auto_class(type(obj), type(config))))
+    if tokenizer is not None and not _is_builtin(type(tokenizer)):
+        custom.append((type(tokenizer), "AutoTokenizer"))
+    for cls, _ in custom:
+        if cls.__module__ == "__main__":
+            raise ValueError(f"{cls.__name__} is defined in __main__; move it to an importable module file so that "
+                             "its code can be exported")
+
+    files = _vendor_sources([cls.__module__ for cls, _ in custom])  # fails before anything is written
+
+    def ref(cls: type) -> str:
+        return f"{cls.__module__.rpartition('.')[2]}.{cls.__name__}"
+
+    auto_map = {auto: ref(cls) for cls, auto in custom if auto != "AutoTokenizer"}
+    for cls, auto in custom:
+        cls.register_for_auto_class(auto)
+    if auto_map:
+        config.auto_map = {**(getattr(config, "auto_map", None) or {}), **auto_map}
+
+    save_directory.mkdir(parents=True, exist_ok=True)
+    stale = sorted(p.name for p in save_directory.glob("*.py") if p.name not in files)
+    if stale:
+        logger.warning("%s already holds code files that this export does not write: %s", save_directory, stale)
+    with _transformers_code_copy_disabled([cls for cls, _ in custom]):
+        obj.save_pretrained(save_directory)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
+    tok_cls = type(tokenizer)
+    if tokenizer is not None and not _is_builtin(tok_cls):
+        path = save_directory / "tokenizer_config.json"
+        tok_config = json.loads(path.read_text(encoding="utf-8"))
+        entry = [None, ref(tok_cls)] if tok_cls.__name__.endswith("Fast") else [ref(tok_cls), None]
+        tok_config["auto_map"] = {**tok_config.get("auto_map", {}), "AutoTokenizer": entry}
+        path.write_text(json.dumps(tok_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    for name, text in files.items():
+        (save_directory / name).write_text(text, encoding="utf-8")
+    if card is not None:
+        card.save(save_directory / "README.md")
+    logger.info("exported %s to %s (code files: %s)", type(obj).__name__, save_directory, sorted(files))
+    return save_directory
