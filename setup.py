@@ -10,4 +10,4 @@ subpackage, so the list is computed here: every (namespace) package under ``hf_e
 
 from setuptools import find_namespace_packages, setup
 
-setup(packages=[*find_namespace_packages(include=["hf_ext", "hf_ext.*"]), "hf_ext.model_cards"])
+setup(packages=[*find_namespace_packages(include=["hf_ext", "hf_ext.*"], exclude=["*.__pycache__"]), "hf_ext.model_cards"])
