@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                 model(ids)
             sync(args.device)
 
-        res = time_ab(plain, controlled, repeats=repeats, warmup=size["warmup"], label_a="plain", label_b=mode)
+        res = time_ab(plain, controlled, repeats=repeats, warmup=size["warmup"], label_a="plain", label_b="controlled")
         cases[mode] = res
         print(format_ab(res, case=f"{mode:<15}") + f"  (weights=1 max |Δlogit| {max_diff:.1e})")
         row = {"benchmark": NAME, "case": mode, "size": size_name, "quick": args.quick, "device": args.device,

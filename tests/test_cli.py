@@ -1,0 +1,163 @@
+"""The `hf-ext` command line and the tour runner."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hf_ext
+from hf_ext.cli import COMMAND_MODULES, main
+from hf_ext.tour import StepResult, registered_steps, tour_step, unregister_step
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert hf_ext.__version__ in capsys.readouterr().out
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+env\b", out, re.M) and re.search(r"^\s+tour\b", out, re.M)
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "usage: hf-ext" in capsys.readouterr().out
+
+
+def test_env_json(capsys):
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["versions"]["hf_ext"] == hf_ext.__version__
+    assert info["versions"]["torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
+    for name in ("python", "transformers", "diffusers", "datasets", "accelerate", "evaluate"):
+        assert info["versions"][name]  # a version or "not installed"
+    assert info["device"] in ("cpu", "cuda", "mps")
+
+
+def test_env_reports_missing_package(monkeypatch, capsys):
+    from hf_ext import cli
+
+    monkeypatch.setitem(cli.REPORTED_PACKAGES, "surely-not-a-real-dist-hf-ext", "ghost")
+    assert main(["env"]) == 0
+    assert re.search(r"ghost\s+not installed", capsys.readouterr().out)
+
+
+def test_tour_list(capsys):
+    assert main(["tour", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^environment\s+core\s", out, re.M)
+
+
+def test_tour_environment_step(tmp_path, capsys):
+    rc = main(["tour", "--steps", "environment", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    table = out.split("\n\nreport:")[0].splitlines()
+    assert table[0].split() == ["step", "component", "status", "seconds", "key", "metrics"]
+    assert re.match(r"environment\s+core\s+ok\s+[\d.]+!?\s+llama_tokens_per_s=", table[2])
+    (run_dir,) = tmp_path.glob("tour-*")
+    assert re.fullmatch(r"tour-\d{8}-\d{6}", run_dir.name)
+    report = (run_dir / "report.md").read_text()
+    assert "## environment (core)" in report and "| llama_tokens_per_s |" in report
+    pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    assert pngs == ["environment/forward_times.png"]
+    png = run_dir / pngs[0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"][0]["status"] == "ok" and results["steps"][0]["metrics"]["llama_tokens_per_s"] > 0
+
+
+def test_failing_step_is_reported_and_tour_continues(tmp_path, capsys):
+    ran = []
+
+    @tour_step("zz-test-boom", component="test", order=10_000)
+    def boom(ctx):
+        ran.append("boom")
+        raise RuntimeError("kaboom 42")
+
+    @tour_step("zz-test-after", component="test", order=10_001)
+    def after(ctx):
+        ran.append("after")
+        (ctx.out_dir / "page.html").write_text("<p>hi</p>")
+        return StepResult(metrics={"answer": 42}, summary="still ran", artifacts=[ctx.out_dir / "page.html"])
+
+    try:
+        rc = main(["tour", "--steps", "zz-test-after", "zz-test-boom", "--out", str(tmp_path), "--no-progress"])
+    finally:
+        unregister_step("zz-test-boom")
+        unregister_step("zz-test-after")
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert ran == ["boom", "after"]  # registry order, and the failure did not stop the tour
+    assert re.search(r"zz-test-boom\s+test\s+failed\s+[\d.]+\s+RuntimeError: kaboom 42", out)
+    assert re.search(r"zz-test-after\s+test\s+ok\s+[\d.]+\s+answer=42", out)
+    report = next(tmp_path.glob("tour-*/report.md")).read_text()
+    assert "RuntimeError: kaboom 42" in report and "Traceback" in report
+    assert "[page.html](zz-test-after/page.html)" in report
+    assert "zz-test-boom" not in registered_steps()
+
+
+def test_slow_step_warns_but_is_not_killed(tmp_path, capsys, caplog):
+    @tour_step("zz-test-slow", component="test", order=10_000)
+    def slow(ctx):
+        import time
+
+        time.sleep(0.05)
+        return StepResult(summary="slow but fine")
+
+    try:
+        rc = main(["tour", "--steps", "zz-test-slow", "--out", str(tmp_path), "--budget", "0.01", "--no-progress"])
+    finally:
+        unregister_step("zz-test-slow")
+    assert rc == 0
+    assert re.search(r"zz-test-slow\s+test\s+ok\s+[\d.]+!", capsys.readouterr().out)
+    assert "tour step zz-test-slow took" in caplog.text and "over its 0.01 s budget" in caplog.text
+
+
+def test_unknown_step_exits_2_naming_valid_steps(tmp_path, capsys):
+    rc = main(["tour", "--steps", "no-such-step", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no-such-step" in err and "environment" in err
+    assert not list(tmp_path.iterdir())  # nothing ran, no run folder
+
+
+def test_duplicate_step_name_is_rejected():
+    with pytest.raises(ValueError, match="already registered"):
+
+        @tour_step("environment", component="other")
+        def clash(ctx):  # pragma: no cover
+            return StepResult()
+
+
+def test_step_result_validates_status():
+    with pytest.raises(ValueError, match="status='done'"):
+        StepResult(status="done")
+
+
+def test_command_modules_have_add_parser():
+    for name in COMMAND_MODULES:
+        assert callable(getattr(importlib.import_module(name), "add_parser", None)), name
+
+
+def test_cli_import_and_help_do_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "import hf_ext.cli as cli\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'import'\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert cli.main(['--help']) == 0 and cli.main(['--version']) == 0 and cli.main(['tour', '--list']) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent)
+    assert proc.returncode == 0, proc.stderr
