@@ -25,6 +25,10 @@ _LAZY: dict[str, str] = {
     "attention_controls": "hf_ext.core.attention",
     "AttentionControl": "hf_ext.core.attention",
     "spans_to_key_positions": "hf_ext.core.attention",
+    "items_to_key_positions": "hf_ext.core.attention",
+    "key_weights": "hf_ext.core.attention",
+    "forward_hooks": "hf_ext.core.hooks",
+    "module_swaps": "hf_ext.core.hooks",
     "teacher_forced_logprobs": "hf_ext.core.scoring",
     "greedy_reference": "hf_ext.core.scoring",
     "render_model_card": "hf_ext.hub",
@@ -49,9 +53,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    # ruff: noqa: F401
     from .auto import register
     from .core.anatomy import ModelAnatomy, get_anatomy
-    from .core.attention import AttentionControl, attention_controls, spans_to_key_positions
+    from .core.attention import (
+        AttentionControl,
+        attention_controls,
+        items_to_key_positions,
+        key_weights,
+        spans_to_key_positions,
+    )
+    from .core.hooks import forward_hooks, module_swaps
     from .core.layers import run_layers
     from .core.scoring import greedy_reference, teacher_forced_logprobs
     from .hub import export_for_hub, render_model_card

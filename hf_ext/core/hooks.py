@@ -36,7 +36,8 @@ HookFn = Callable[[nn.Module, tuple, Any, Any], Any]
 PreHookFn = Callable[[nn.Module, tuple, Any], Any]
 
 # token -> params of the hook groups active in the current context (immutable dict: copy on write).
-_ACTIVE: contextvars.ContextVar[dict[object, Any]] = contextvars.ContextVar("hf_ext_active_hooks", default={})
+_EMPTY: dict[object, Any] = {}
+_ACTIVE: contextvars.ContextVar[dict[object, Any]] = contextvars.ContextVar("hf_ext_active_hooks", default=_EMPTY)  # noqa: B039 - never mutated
 
 
 def current_params(token: object, default: Any = None) -> Any:
