@@ -155,11 +155,13 @@ def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w,
     groups = heads // key.shape[1]
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     scaling = head_dim**-0.5 if scaling is None else scaling
-    scores = (torch.matmul(query, key.transpose(2, 3)) * scaling).float()
-    row_min = scores.masked_fill(~visible, math.inf).amin(-1, keepdim=True)
+    scores = torch.matmul(query, key.transpose(2, 3)).float().mul_(scaling)
+    hidden = ~visible
+    row_min = scores.masked_fill(hidden, math.inf).amin(-1, keepdim=True)
     row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
-    scores = (scores - row_min) * mult_w.view(batch, 1, 1, k_len) + log_w.clamp_min(-1e30).view(batch, 1, 1, k_len)
-    scores = scores.masked_fill(~visible, torch.finfo(torch.float32).min)
+    # in place: the [B, H, Q, K] score tensor is the big one
+    scores.sub_(row_min).mul_(mult_w.view(batch, 1, 1, k_len)).add_(log_w.clamp_min(-1e30).view(batch, 1, 1, k_len))
+    scores.masked_fill_(hidden, torch.finfo(torch.float32).min)
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs, value).transpose(1, 2).contiguous()

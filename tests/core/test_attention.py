@@ -332,3 +332,17 @@ def test_vlm_language_model_is_controlled():
     after = int(image.max()) + 1
     torch.testing.assert_close(ours[:, after:], reference[:, after:], atol=1e-5, rtol=1e-5)
     assert model.config.text_config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradients_flow_like_plain_model(mode):
+    """Weights of 1 give the plain model's gradients (the controlled path is differentiable)."""
+    model = tiny_causal_lm("qwen2", seed=2)
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    model(ids).logits.square().mean().backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with attention_controls(model, torch.ones(1, 6), mode=mode):
+        model(ids).logits.square().mean().backward()
+    for p, g in zip(model.parameters(), plain):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-4)
