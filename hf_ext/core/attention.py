@@ -10,6 +10,9 @@ keys that row may see (causality, padding, sliding window):
   The shift makes scores non-negative so that ``w < 1`` really suppresses; the minimum is taken over *visible*
   keys only, so suppressing key ``k`` leaves every row ``< k`` unchanged (the reference code's minimum over all keys
   lets future tokens leak into earlier rows).
+* ``mode="multiplicative_reference"``: the reference code's variant, for reproducing published numbers only: the
+  minimum runs over *all* keys of the row, masked future ones included (padding excluded), so a row's result
+  depends on tokens after it (a non-causal artefact). Prefix reuse is not exact under it.
 
 Weights of 1 reproduce the unmodified model in both modes. A query row whose visible keys all have weight 0 is
 left unmodified in log-additive mode (there is nothing to attend to otherwise).
@@ -46,7 +49,7 @@ from torch import nn
 
 from .anatomy import get_anatomy
 
-MODES = ("log_additive", "multiplicative")
+MODES = ("log_additive", "multiplicative", "multiplicative_reference")
 _PREFIX = "hf_ext_"
 _BASES = ("sdpa", "eager")
 
@@ -126,12 +129,14 @@ def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_
     visible = _visible_keys(attention_mask, batch, q_len, k_len, device)
     log_w = torch.zeros(batch, k_len, device=device)
     mult_w = None
+    min_over_all = False
     for control in controls:
         w = _expand_weights(control.weights, batch, k_len, device)
         if control.mode == "log_additive":
             log_w = log_w + torch.log(w)
         else:
             mult_w = w if mult_w is None else mult_w * w
+            min_over_all |= control.mode == "multiplicative_reference"
 
     if mult_w is None:
         min_value = torch.finfo(query.dtype).min
@@ -140,14 +145,15 @@ def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_
         usable = (visible & (log_w4 > min_value)).any(-1, keepdim=True)
         bias = torch.where(visible & usable, log_w4, torch.where(visible, 0.0, min_value))
         return base_fn(module, query, key, value, bias.to(query.dtype), **kwargs)
-    return _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, **kwargs)
+    return _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, min_over_all=min_over_all, **kwargs)
 
 
 def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
-def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, *, scaling=None, dropout=0.0, **kwargs):
+def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, *, min_over_all=False, scaling=None,
+                              dropout=0.0, **kwargs):
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         raise NotImplementedError("multiplicative attention controls do not support logit soft-capping or attention sinks; use mode='log_additive'")
     batch, heads, q_len, head_dim = query.shape
@@ -157,7 +163,9 @@ def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w,
     scaling = head_dim**-0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)).float().mul_(scaling)
     hidden = ~visible
-    row_min = scores.masked_fill(hidden, math.inf).amin(-1, keepdim=True)
+    # reference variant: over every key some row can see (future keys included, padding excluded)
+    candidates = visible.any(dim=-2, keepdim=True) if min_over_all else visible
+    row_min = scores.masked_fill(~candidates, math.inf).amin(-1, keepdim=True)
     row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
     # in place: the [B, H, Q, K] score tensor is the big one
     scores.sub_(row_min).mul_(mult_w.view(batch, 1, 1, k_len)).add_(log_w.clamp_min(-1e30).view(batch, 1, 1, k_len))
@@ -274,7 +282,9 @@ def attention_controls(
             padded sequence (including cached positions during generation). Keys beyond ``K`` get weight 1, so
             weights set for a prompt keep working while ``generate()`` appends tokens. ``B`` may also divide the
             running batch (``generate`` repeats rows for beams).
-        mode: ``"log_additive"`` (add ``log w`` to the scores) or ``"multiplicative"`` (scale min-shifted scores).
+        mode: ``"log_additive"`` (add ``log w`` to the scores), ``"multiplicative"`` (scale scores shifted by the
+            minimum over visible keys) or ``"multiplicative_reference"`` (minimum over all keys, as the AtMan
+            reference code; not causal).
         layers: decoder layer indices to control (negative allowed); ``None`` = all layers.
 
     Yields:

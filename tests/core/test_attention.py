@@ -54,6 +54,10 @@ def _naive_attention(module, query, key, value, attention_mask, scaling=None, dr
                     w = torch.tensor([float(_NAIVE["weights"][b, j]) for j in visible])
                     if _NAIVE["mode"] == "multiplicative":
                         s = (s - s.min()) * w
+                    elif _NAIVE["mode"] == "multiplicative_reference":  # min over all keys, future ones too
+                        keys = [j for j in range(k_len) if bool(attention_mask[b, 0, :, j].any())]  # not padding
+                        s_all = torch.stack([query[b, h, i] @ k[j] * scaling for j in keys])
+                        s = (s - s_all.min()) * w
                     elif (w > 0).any():
                         s = s + torch.log(w)
                 p = torch.softmax(s, dim=0)
@@ -108,7 +112,7 @@ def test_weights_of_one_equal_plain_model(family, causal_lm, tokenizer, eager_mo
     assert model.config._attn_implementation == impl
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "multiplicative_reference"])
 @pytest.mark.parametrize("layers", [None, [1]])
 @torch.no_grad()
 def test_matches_naive_loop(family, causal_lm, tokenizer, mode, layers):
@@ -346,3 +350,18 @@ def test_gradients_flow_like_plain_model(mode):
         model(ids).logits.square().mean().backward()
     for p, g in zip(model.parameters(), plain):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_reference_variant_is_not_causal(causal_lm):
+    """Under the reference's min over all keys, appending tokens changes earlier rows; under ours it does not."""
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46]])
+    w = key_weights(1, 8, [[2]], 0.1)
+    outs = {}
+    for mode in ("multiplicative_reference", "multiplicative"):
+        with attention_controls(causal_lm, w, mode=mode):
+            outs[mode] = (causal_lm(ids[:, :5]).logits, causal_lm(ids).logits[:, :5])
+    short, long = outs["multiplicative_reference"]
+    assert not torch.allclose(short, long, atol=1e-6)
+    short, long = outs["multiplicative"]
+    torch.testing.assert_close(short, long, atol=1e-6, rtol=1e-5)
