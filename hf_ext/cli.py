@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 #: Modules that add a sub-command group; a component appends ``"hf_ext.<component>.cli"`` here.
 COMMAND_MODULES: list[str] = [
     "hf_ext.tour.runner",
+    "hf_ext.atman.cli",
+    "hf_ext.dtm.cli",
 ]
 
 #: Distributions reported by ``hf-ext env`` (distribution name -> label).

@@ -8,4 +8,6 @@ module level, heavy imports inside the step) and append its dotted name to :data
 STEP_MODULES: list[str] = [
     "hf_ext.tour.steps.environment",
     "hf_ext.tour.steps.core",
+    "hf_ext.tour.steps.atman",
+    "hf_ext.tour.steps.dtm",
 ]

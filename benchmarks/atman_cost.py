@@ -1,0 +1,116 @@
+"""AtMan cost: AtMan (prefix-KV reuse) vs plain forward, gradient×input and naive AtMan (no prefix reuse).
+
+Time: AtMan vs naive AtMan at equal ``max_batch_size`` (alternating, same process). Memory: each arm in its own
+subprocess (max RSS above the post-load baseline on CPU; the allocator's peak on CUDA): plain forward,
+gradient×input (autograd to the input embeddings), AtMan and naive AtMan at each ``max_batch_size``.
+Full size (CPU): Llama hidden 512, 4 layers, prompt 256 tokens, target 4 tokens, token granularity.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from _timing import ArmSpec, append_json_row, common_argparser, format_ab, peak_rss_mb, sync, time_ab
+
+NAME = "atman_cost"
+SIZES = {
+    "quick": dict(hidden_size=64, num_layers=2, prompt=16, target=2, batch_sizes=[1, 4], repeats=2, warmup=0),
+    "full": dict(hidden_size=512, num_layers=4, prompt=256, target=4, batch_sizes=[1, 8, 32], repeats=3, warmup=1),
+}
+
+
+def load_arm(hidden_size, num_layers, prompt, target, device="cpu", **_):
+    import torch
+
+    from hf_ext.testing import tiny_causal_lm
+
+    torch.manual_seed(0)
+    model = tiny_causal_lm("llama", hidden_size=hidden_size, num_layers=num_layers,
+                           max_position_embeddings=prompt + target + 8).to(device)
+    gen = torch.Generator().manual_seed(0)
+    prompt_ids = torch.randint(4, 100, (prompt,), generator=gen)
+    target_ids = torch.randint(4, 100, (target,), generator=gen)
+    return {"model": model, "prompt": prompt_ids, "target": target_ids, "device": device}
+
+
+def plain_arm(state):
+    import torch
+
+    ids = torch.cat([state["prompt"], state["target"][:-1]]).view(1, -1).to(state["device"])
+    with torch.no_grad():
+        state["model"](ids)
+
+
+def gradxinput_arm(state):
+    import torch
+
+    model = state["model"]
+    ids = torch.cat([state["prompt"], state["target"][:-1]]).view(1, -1).to(state["device"])
+    emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=emb).logits[0, -state["target"].numel():]
+    torch.nn.functional.cross_entropy(logits, state["target"].to(state["device"])).backward()
+    (emb.grad * emb).sum(-1)
+    model.zero_grad(set_to_none=True)
+
+
+def atman_arm(state, max_batch_size=1, prefix_reuse=True):
+    from hf_ext.atman import AtManExplainer
+
+    ex = AtManExplainer(state["model"], mode="log_additive", max_batch_size=max_batch_size, prefix_reuse=prefix_reuse,
+                        progress=False)
+    return ex.explain_ids(state["prompt"], state["target"]).delta
+
+
+def main(argv=None) -> int:
+    args = common_argparser(__doc__.splitlines()[0]).parse_args(argv)
+    import torch
+
+    started = time.perf_counter()
+    size_name = "quick" if args.quick else "full"
+    size = SIZES[size_name]
+    shape = {k: size[k] for k in ("hidden_size", "num_layers", "prompt", "target")}
+    state = load_arm(**shape, device=args.device)
+    print(f"{NAME}: Llama hidden {size['hidden_size']}, {size['num_layers']} layers, prompt {size['prompt']} + target "
+          f"{size['target']} tokens, {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    me = str(Path(__file__).resolve())
+    kw = {**shape, "device": args.device}
+    mem = {}
+    if not args.quick:
+        mem["plain"] = peak_rss_mb(ArmSpec(me, setup="load_arm", run="plain_arm", kwargs=kw), device=args.device)
+        mem["gradxinput"] = peak_rss_mb(ArmSpec(me, setup="load_arm", run="gradxinput_arm", kwargs=kw), device=args.device)
+        print(f"peak memory above the loaded model: plain forward {mem['plain']:.1f} MiB, gradient×input {mem['gradxinput']:.1f} MiB")
+    path = None
+    for bs in size["batch_sizes"]:
+        ours = atman_arm(state, bs, True)
+        naive = atman_arm(state, bs, False)
+        err = (ours - naive).abs().max().item()
+        if err > 1e-4:
+            print(f"AtMan with prefix reuse disagrees with the naive recomputation: max |ΔΔ| {err:.2e}")
+            return 1
+        res = time_ab(lambda bs=bs: (atman_arm(state, bs, False), sync(args.device)),
+                      lambda bs=bs: (atman_arm(state, bs, True), sync(args.device)),
+                      repeats=args.repeats or size["repeats"], warmup=size["warmup"], label_a="naive", label_b="atman")
+        row = {"benchmark": NAME, "case": f"max_batch_size={bs}", "quick": args.quick, "device": args.device, **shape,
+               "max_batch_size": bs, "baseline": "naive AtMan (no prefix reuse)", "project": "AtMan (prefix-KV reuse)",
+               "max_abs_delta_diff": err, **{k: v for k, v in res.items() if not k.startswith("times_")}}
+        extra = ""
+        if not args.quick:
+            for reuse, key in ((True, "atman"), (False, "naive")):
+                row[f"peak_mb_{key}"] = peak_rss_mb(ArmSpec(me, setup="load_arm", run="atman_arm",
+                                                            kwargs={**kw, "max_batch_size": bs, "prefix_reuse": reuse}),
+                                                    device=args.device)
+            row.update({f"peak_mb_{k}": v for k, v in mem.items()})
+            row["peak_atman_over_plain"] = row["peak_mb_atman"] / max(mem["plain"], 1e-9)
+            row["peak_atman_over_gradxinput"] = row["peak_mb_atman"] / max(mem["gradxinput"], 1e-9)
+            extra = (f"  peak atman {row['peak_mb_atman']:.1f} MiB (×{row['peak_atman_over_plain']:.2f} plain, "
+                     f"×{row['peak_atman_over_gradxinput']:.2f} grad×input), naive {row['peak_mb_naive']:.1f} MiB")
+        print(format_ab(res, case=f"bs={bs:<3}") + extra)
+        path = append_json_row(NAME, row, out=args.out, device=args.device)
+    print(f"rows appended to {path} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

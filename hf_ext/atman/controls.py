@@ -1,0 +1,139 @@
+"""Steering with AtMan controls: suppress or amplify prompt spans inside attention while ``generate()`` runs.
+
+A control gives a character span of the prompt (or a token position) and a factor: ``< 1`` suppresses, ``> 1``
+amplifies, ``0`` removes (log-additive mode). The weights are applied in every layer (or ``layers``) through
+:func:`hf_ext.core.attention.attention_controls`, with the KV cache **on** (keys appended by generation get weight 1;
+the reference code recomputed the whole sequence each step).
+
+Token overlap follows the production API: with ``overlap="partial"`` a control covering a fraction ``r`` of a token's
+characters gives that token ``1 + (f − 1)·r`` (``f = 2`` on 2 of 4 characters → 1.5); ``"complete"`` gives ``f`` to any
+overlapped token. Several controls multiply.
+
+Example:
+    >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+    >>> out = generate_steered(tiny_causal_lm(), tiny_tokenizer(), "the worst movie", [AtManControl(4, 5, 0.0)],
+    ...                        max_new_tokens=3, do_sample=False)
+    >>> out.shape[0]
+    1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from hf_ext.core.attention import attention_controls
+from hf_ext.core.inputs import position_ids_from_mask
+
+OVERLAP = ("partial", "complete")
+
+
+@dataclass(frozen=True)
+class AtManControl:
+    """Suppress (``factor < 1``) or amplify (``factor > 1``) part of the prompt.
+
+    Attributes:
+        start: first character (``unit="char"``) or token position in the unpadded prompt (``unit="token"``).
+        length: number of characters / tokens.
+        factor: attention weight, finite and ``>= 0``.
+        unit: ``"char"`` or ``"token"``.
+
+    Example:
+        >>> AtManControl(0, 3, 0.1)
+        AtManControl(start=0, length=3, factor=0.1, unit='char')
+    """
+
+    start: int
+    length: int
+    factor: float
+    unit: str = "char"
+
+    def __post_init__(self):
+        if isinstance(self.start, bool) or not isinstance(self.start, int) or self.start < 0:
+            raise ValueError(f"control start={self.start!r} must be an int >= 0")
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
+            raise ValueError(f"control length={self.length!r} must be an int >= 1")
+        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)) or not math.isfinite(self.factor) or self.factor < 0:
+            raise ValueError(f"control factor={self.factor!r} must be finite and >= 0 (0 removes, <1 suppresses, >1 amplifies)")
+        if self.unit not in ("char", "token"):
+            raise ValueError(f"control unit={self.unit!r} must be 'char' or 'token'")
+
+
+def controls_to_weights(offset_mapping, controls: Sequence[AtManControl], *, attention_mask=None,
+                        overlap: str = "partial") -> torch.Tensor:
+    """``[B, T]`` key weights of a (left-padded) prompt batch from controls applied to every row.
+
+    Args:
+        offset_mapping: ``[T, 2]`` or ``[B, T, 2]`` tokenizer offsets (special / padding tokens have empty offsets).
+        controls: the controls.
+        attention_mask: ``[B, T]`` (needed for token-unit controls under left padding).
+        overlap: ``"partial"`` or ``"complete"`` (see the module docstring).
+
+    Example:
+        >>> controls_to_weights(torch.tensor([[0, 0], [0, 4], [4, 8]]), [AtManControl(0, 2, 2.0)]).tolist()
+        [[1.0, 1.5, 1.0]]
+    """
+    if overlap not in OVERLAP:
+        raise ValueError(f"overlap={overlap!r} is not one of {OVERLAP}")
+    offsets = torch.as_tensor(offset_mapping)
+    offsets = offsets.unsqueeze(0) if offsets.dim() == 2 else offsets
+    if offsets.dim() != 3 or offsets.shape[-1] != 2:
+        raise ValueError(f"offset_mapping must be [T, 2] or [B, T, 2], got shape {tuple(offsets.shape)}")
+    B, T, _ = offsets.shape
+    mask = torch.ones(B, T, dtype=torch.long) if attention_mask is None else torch.as_tensor(attention_mask).view(B, T)
+    weights = torch.ones(B, T)
+    ts, te = offsets[..., 0].float(), offsets[..., 1].float()
+    width = (te - ts).clamp_min(1)
+    for c in controls:
+        if c.unit == "token":
+            pad = (mask == 0).sum(1)
+            for b in range(B):
+                lo, hi = int(pad[b]) + c.start, int(pad[b]) + c.start + c.length
+                if hi > T:
+                    raise ValueError(f"token control {c} reaches past the prompt of {T - int(pad[b])} tokens")
+                weights[b, lo:hi] *= c.factor
+            continue
+        covered = (torch.minimum(te, torch.tensor(float(c.start + c.length))) - torch.maximum(ts, torch.tensor(float(c.start)))).clamp_min(0)
+        covered = torch.where(te > ts, covered, torch.zeros_like(covered))
+        r = covered / width
+        if overlap == "complete":
+            r = (r > 0).float()
+        weights *= 1 + (c.factor - 1) * r
+    return weights
+
+
+@contextmanager
+def steering(model, weights, *, mode: str = "log_additive", layers=None):
+    """Context manager: generation / forwards inside it see ``weights`` (``[B, K]``) in attention.
+
+    A thin, named wrapper of :func:`hf_ext.core.attention.attention_controls` (``mode="multiplicative"`` or
+    ``"log_additive"``); keys beyond ``K`` (generated tokens) keep weight 1, so it works with the KV cache.
+    """
+    with attention_controls(model, weights, mode=mode, layers=layers) as control:
+        yield control
+
+
+def generate_steered(model, tokenizer, prompt: str | Sequence[str], controls: Sequence[AtManControl], *,
+                     mode: str = "log_additive", layers=None, overlap: str = "partial", **generate_kwargs) -> torch.Tensor:
+    """``model.generate`` on ``prompt`` (one string or a batch, left-padded) under AtMan controls, KV cache on.
+
+    Returns:
+        ``[B, P + new]`` generated ids (prompt included), as ``generate`` returns them.
+    """
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or any(not isinstance(p, str) or not p for p in prompts):
+        raise ValueError(f"prompt must be a non-empty string or list of them, got {prompt!r}")
+    enc = tokenizer(prompts, padding=True, return_offsets_mapping=True, return_tensors="pt")
+    weights = controls_to_weights(enc["offset_mapping"], controls, attention_mask=enc["attention_mask"], overlap=overlap)
+    device = next(model.parameters()).device
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    with steering(model, weights, mode=mode, layers=layers), torch.no_grad():
+        return model.generate(input_ids=ids, attention_mask=mask, **generate_kwargs)
+
+
+__all__ = ["AtManControl", "controls_to_weights", "generate_steered", "position_ids_from_mask", "steering"]

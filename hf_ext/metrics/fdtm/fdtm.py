@@ -1,0 +1,82 @@
+"""FDTM (first divergent token metric) as an ``evaluate`` comparison: a thin shim over ``hf_ext.dtm.divergence``.
+
+Load with ``evaluate.load(hf_ext.metrics.metric_path("fdtm"))`` (or instantiate :class:`FDTM` directly).
+
+Teacher-forced (default, the paper's definition): ``predictions`` are the candidate's teacher-forced argmax ids on the
+base's continuation (``hf_ext.dtm.score(..., return_scores=True)[1].predicted_ids``, one id per reference position;
+-100 padding is dropped) and ``references`` the base's continuation ids. ``aligned=True`` is the who-what-benchmark
+variant on free-running generations (ids, or texts with ``tokenizer=``).
+
+Example:
+    >>> import evaluate
+    >>> from hf_ext.metrics import metric_path
+    >>> fdtm = evaluate.load(metric_path("fdtm"))  # doctest: +SKIP
+    >>> fdtm.compute(predictions=[[5, 6, 9]], references=[[5, 6, 7]])["fdtm"]  # doctest: +SKIP
+    2.0
+"""
+
+import datasets
+import evaluate
+
+from hf_ext.dtm.divergence import aligned_divergence, divergence_from_ids
+
+_DESCRIPTION = """First divergent token (FDT): the number of leading reference tokens a candidate model reproduces
+(0-based; N when none diverges), averaged over samples (FDTM), with median, quantiles and the share with FDT = N.
+variant "dtm.teacher_forced" (default) or "dtm.aligned" (OpenVINO who-what-benchmark, aligned=True)."""
+
+_CITATION = """@inproceedings{deiseroth2024dtm,
+  title={Divergent Token Metrics: Measuring degradation to prune away {LLM} components -- and optimize quantization},
+  author={Deiseroth, Bj{\\"o}rn and Meuer, Max and Gritsch, Nikolas and Eichenberg, Constantin and Schramowski, Patrick
+          and A{\\ss}enmacher, Matthias and Kersting, Kristian},
+  booktitle={NAACL}, year={2024}
+}"""
+
+_INPUTS = """
+Args:
+    predictions: list of id lists (teacher-forced argmax of the candidate; aligned: its free-running generation),
+        or texts with aligned=True and tokenizer=.
+    references: list of id lists (the base model's greedy continuation), or texts (aligned only).
+    aligned: use the alignment-based who-what-benchmark definition (default False).
+    tokenizer: tokenizes texts (aligned only).
+Returns:
+    fdtm, fdt_median, fdt_q10 … fdt_q90, fdt_full_share, fdt_norm, variant, fdt (per sample), num_tokens (per sample).
+"""
+
+
+def _clean(rows):
+    return [[int(t) for t in row if int(t) != -100] for row in rows]
+
+
+def _result(predictions, references, aligned=False, tokenizer=None):
+    if len(predictions) != len(references):
+        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; pass one per reference")
+    texts = bool(predictions) and isinstance(predictions[0], str)
+    if texts and not aligned:
+        raise ValueError("texts are only accepted with aligned=True; teacher-forced DTMs take token ids")
+    if aligned:
+        return aligned_divergence(references if texts else _clean(references),
+                                  predictions if texts else _clean(predictions), tokenizer=tokenizer)
+    return divergence_from_ids(_clean(predictions), _clean(references))
+
+
+_FEATURES = [
+    datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")),
+                       "references": datasets.Sequence(datasets.Value("int64"))}),
+    datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+]
+
+
+class FDTM(evaluate.Comparison):
+    """The FDTM comparison (see the module docstring)."""
+
+    def _info(self):
+        return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
+                                       features=_FEATURES, module_type="comparison",
+                                       reference_urls=["https://arxiv.org/abs/2311.01544"])
+
+    def _compute(self, predictions, references, aligned=False, tokenizer=None):
+        res = _result(predictions, references, aligned=aligned, tokenizer=tokenizer)
+        agg = res.aggregate()
+        out = {k: v for k, v in agg.items() if k.startswith("fdt") or k == "variant"}
+        out.update(fdt=res.fdt.tolist(), num_tokens=res.num_tokens.tolist())
+        return out

@@ -1,0 +1,74 @@
+"""SDTM (share/sum of divergent tokens metric) as an ``evaluate`` comparison: a thin shim over ``hf_ext.dtm``.
+
+Same inputs as the ``fdtm`` module. Teacher-forced (default): SDT = number of positions where the candidate's
+teacher-forced argmax differs from the base's continuation. ``aligned=True``: who-what-benchmark's "tokens to correct
+in the prediction" after a difflib alignment of free-running generations.
+
+Example:
+    >>> import evaluate
+    >>> from hf_ext.metrics import metric_path
+    >>> sdtm = evaluate.load(metric_path("sdtm"))  # doctest: +SKIP
+    >>> sdtm.compute(predictions=[[5, 8, 9]], references=[[5, 6, 7]])["sdtm"]  # doctest: +SKIP
+    2.0
+"""
+
+import datasets
+import evaluate
+
+from hf_ext.dtm.divergence import aligned_divergence, divergence_from_ids
+
+_DESCRIPTION = """Sum of divergent tokens (SDT): how many tokens a candidate model gets wrong (teacher-forced) or would
+have to correct (aligned, who-what-benchmark), averaged over samples (SDTM), with its share of N."""
+
+_CITATION = """@inproceedings{deiseroth2024dtm,
+  title={Divergent Token Metrics: Measuring degradation to prune away {LLM} components -- and optimize quantization},
+  author={Deiseroth, Bj{\\"o}rn and others}, booktitle={NAACL}, year={2024}
+}"""
+
+_INPUTS = """
+Args:
+    predictions: list of id lists (teacher-forced argmax; aligned: free-running generation) or texts (aligned only).
+    references: list of id lists (base continuation) or texts (aligned only).
+    aligned: who-what-benchmark definition (default False).
+    tokenizer: tokenizes texts (aligned only).
+Returns:
+    sdtm, sdt_median, sdt_share (mean SDT/N; aligned: SDT/len(prediction)), variant, sdt (per sample).
+"""
+
+
+def _clean(rows):
+    return [[int(t) for t in row if int(t) != -100] for row in rows]
+
+
+def _result(predictions, references, aligned=False, tokenizer=None):
+    if len(predictions) != len(references):
+        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; pass one per reference")
+    texts = bool(predictions) and isinstance(predictions[0], str)
+    if texts and not aligned:
+        raise ValueError("texts are only accepted with aligned=True; teacher-forced DTMs take token ids")
+    if aligned:
+        return aligned_divergence(references if texts else _clean(references),
+                                  predictions if texts else _clean(predictions), tokenizer=tokenizer)
+    return divergence_from_ids(_clean(predictions), _clean(references))
+
+
+_FEATURES = [
+    datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")),
+                       "references": datasets.Sequence(datasets.Value("int64"))}),
+    datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+]
+
+
+class SDTM(evaluate.Comparison):
+    """The SDTM comparison (see the module docstring)."""
+
+    def _info(self):
+        return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
+                                       features=_FEATURES, module_type="comparison",
+                                       reference_urls=["https://arxiv.org/abs/2311.01544"])
+
+    def _compute(self, predictions, references, aligned=False, tokenizer=None):
+        res = _result(predictions, references, aligned=aligned, tokenizer=tokenizer)
+        agg = res.aggregate()
+        return {"sdtm": agg["sdtm"], "sdt_median": agg["sdt_median"], "sdt_share": agg["sdt_share"],
+                "variant": agg["variant"], "sdt": res.sdt.tolist()}
