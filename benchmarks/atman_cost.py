@@ -23,7 +23,9 @@ SIZES = {
 
 def load_arm(hidden_size, num_layers, prompt, target, device="cpu", **_):
     import torch
+    import tqdm.auto  # noqa: F401 - code the arms use is loaded before the baseline, not counted as arm memory
 
+    import hf_ext.atman.explainer  # noqa: F401
     from hf_ext.testing import tiny_causal_lm
 
     torch.manual_seed(0)

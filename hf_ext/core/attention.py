@@ -78,16 +78,22 @@ _CONTROLS: contextvars.ContextVar[tuple[AttentionControl, ...]] = contextvars.Co
 # --------------------------------------------------------------------------------------------------------------
 # The attention function registered with transformers
 # --------------------------------------------------------------------------------------------------------------
-def _base_function(module: nn.Module, base: str):
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+_ALL_ATTENTION_FUNCTIONS = None
 
+
+def _base_function(module: nn.Module, base: str):
+    global _ALL_ATTENTION_FUNCTIONS
     if base == "eager":
         # The model's own eager function (it may add softcapping, sinks …), as transformers would call it.
         fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
         if fn is None:
             from transformers.models.llama.modeling_llama import eager_attention_forward as fn
         return fn
-    return ALL_ATTENTION_FUNCTIONS[base]
+    if _ALL_ATTENTION_FUNCTIONS is None:  # imported once: this runs in every attention call
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        _ALL_ATTENTION_FUNCTIONS = ALL_ATTENTION_FUNCTIONS
+    return _ALL_ATTENTION_FUNCTIONS[base]
 
 
 def _expand_weights(weights: torch.Tensor, batch: int, keys: int, device) -> torch.Tensor:
@@ -117,14 +123,31 @@ def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device) ->
     return mask > torch.finfo(mask.dtype).min / 2
 
 
-def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
-    controls = [c for c in _CONTROLS.get() if c.applies_to(module)]
-    base_fn = _base_function(module, _hf_ext_base)
-    if not controls:
-        return base_fn(module, query, key, value, attention_mask, **kwargs)
+@dataclass
+class _Prepared:
+    """What every controlled layer of one forward shares: computed by the first layer, reused by the others."""
 
+    controls: tuple
+    attention_mask: object  # held so that its id cannot be reused while this entry lives
+    shape: tuple
+    visible: torch.Tensor
+    log_w: torch.Tensor
+    mult_w: torch.Tensor | None
+    min_over_all: bool
+    bias: torch.Tensor | None
+
+
+# One entry per context: layers of the same forward see the same mask object and the same controls.
+_PREPARED: contextvars.ContextVar[_Prepared | None] = contextvars.ContextVar("hf_ext_attention_prepared", default=None)
+
+
+def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
     batch, _, q_len, _ = query.shape
-    k_len = key.shape[-2]
+    shape = (batch, q_len, k_len, query.dtype, query.device)
+    cached = _PREPARED.get()
+    if (cached is not None and cached.attention_mask is attention_mask and cached.shape == shape
+            and len(cached.controls) == len(controls) and all(a is b for a, b in zip(cached.controls, controls))):
+        return cached
     device = query.device
     visible = _visible_keys(attention_mask, batch, q_len, k_len, device)
     log_w = torch.zeros(batch, k_len, device=device)
@@ -137,15 +160,28 @@ def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_
         else:
             mult_w = w if mult_w is None else mult_w * w
             min_over_all |= control.mode == "multiplicative_reference"
-
+    bias = None
     if mult_w is None:
         min_value = torch.finfo(query.dtype).min
         log_w4 = log_w.clamp_min(min_value).view(batch, 1, 1, k_len)
         # Rows with no visible key of positive weight keep the plain mask (there is nothing left to attend to).
         usable = (visible & (log_w4 > min_value)).any(-1, keepdim=True)
-        bias = torch.where(visible & usable, log_w4, torch.where(visible, 0.0, min_value))
-        return base_fn(module, query, key, value, bias.to(query.dtype), **kwargs)
-    return _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, min_over_all=min_over_all, **kwargs)
+        bias = torch.where(visible & usable, log_w4, torch.where(visible, 0.0, min_value)).to(query.dtype)
+    prepared = _Prepared(controls, attention_mask, shape, visible, log_w, mult_w, min_over_all, bias)
+    _PREPARED.set(prepared)
+    return prepared
+
+
+def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
+    controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
+    base_fn = _base_function(module, _hf_ext_base)
+    if not controls:
+        return base_fn(module, query, key, value, attention_mask, **kwargs)
+    p = _prepare(controls, attention_mask, query, key.shape[-2])
+    if p.bias is not None:
+        return base_fn(module, query, key, value, p.bias, **kwargs)
+    return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,
+                                     min_over_all=p.min_over_all, **kwargs)
 
 
 def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -206,8 +242,7 @@ _switch_lock = threading.Lock()
 _switched: dict[int, list] = {}  # id(config) -> [config, original implementation, refcount]
 
 
-def _configs_to_switch(model: nn.Module, attentions: Sequence[nn.Module]) -> list:
-    anatomy = get_anatomy(model)
+def _configs_to_switch(model: nn.Module, anatomy, attentions: Sequence[nn.Module]) -> list:
     configs = {}
     for owner in [anatomy.decoder, *attentions]:
         config = getattr(owner, "config", None)
@@ -259,7 +294,7 @@ def _as_weights(weights) -> torch.Tensor:
         weights = weights.unsqueeze(0)
     if weights.dim() != 2 or weights.shape[1] == 0:
         raise ValueError(f"weights must have shape [keys] or [batch, keys], got {tuple(weights.shape)}")
-    weights = weights.detach().float()
+    weights = weights.detach().float().clone()  # ours: later in-place edits by the caller cannot leak in
     if not torch.isfinite(weights).all() or (weights < 0).any():
         bad = weights[~torch.isfinite(weights) | (weights < 0)][0].item()
         raise ValueError(f"attention weights must be finite and >= 0 (0 removes a key, 1 keeps it), got {bad}")
@@ -311,13 +346,14 @@ def attention_controls(
         attention_layers={id(anatomy.attentions[i]): i for i in selected},
     )
     register_attention_functions()
-    configs = _configs_to_switch(model, [anatomy.attentions[i] for i in selected])
+    configs = _configs_to_switch(model, anatomy, [anatomy.attentions[i] for i in selected])
     _acquire(configs)
     token = _CONTROLS.set(_CONTROLS.get() + (control,))
     try:
         yield control
     finally:
         _CONTROLS.reset(token)
+        _PREPARED.set(None)
         _release(configs)
 
 

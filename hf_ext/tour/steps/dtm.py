@@ -56,7 +56,8 @@ def dtm_step(ctx: TourContext) -> StepResult:
                  "int8_param_share": round(plan.metrics["int8_param_share"], 3), "identity_fdtm": identity["fdtm"],
                  "plan_fdt_ratio": round(plan.metrics["fdt_ratio"], 3)},
         summary=(f"Identity gives FDT = N = {identity['fdtm']:.0f}. Quantizing decoder Linears cumulatively in FDTM "
-                 f"order keeps more of the greedy path than a random order (AUC {aucs['fdtm']:.3f} vs "
+                 f"order keeps {'more' if aucs['fdtm'] > aucs['random'] else 'no more'} of the greedy path than a random "
+                 f"order (AUC {aucs['fdtm']:.3f} vs "
                  f"{aucs['random']:.3f}, 4-bit stress level). The int8 plan converts "
                  f"{plan.metrics['int8_param_share']:.0%} of those parameters at mean FDT/N "
                  f"{plan.metrics['fdt_ratio']:.3f}."),
