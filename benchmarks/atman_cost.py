@@ -65,6 +65,38 @@ def atman_arm(state, max_batch_size=1, prefix_reuse=True):
     return ex.explain_ids(state["prompt"], state["target"]).delta
 
 
+def plot_rows(rows: list[dict], path) -> Path | None:
+    """Time ratio (AtMan/naive) and peak memory (×plain) as functions of ``max_batch_size``; ``None`` without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    bs = [r["max_batch_size"] for r in rows]
+    fig = Figure(figsize=(8, 3), dpi=100, layout="tight")
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax1.plot(bs, [r["ratio_b_over_a"] for r in rows], marker="o", label="AtMan / naive AtMan")
+    ax1.axhline(0.6, color="grey", ls="--", label="target 0.6")
+    ax1.set_xscale("log", base=2)
+    ax1.set_xlabel("max_batch_size")
+    ax1.set_ylabel("time ratio")
+    ax1.legend(fontsize=8)
+    if "peak_mb_atman" in rows[0]:
+        ax2.plot(bs, [r["peak_mb_atman"] for r in rows], marker="o", label="AtMan")
+        ax2.plot(bs, [r["peak_mb_naive"] for r in rows], marker="s", label="naive AtMan")
+        ax2.axhline(rows[0]["peak_mb_plain"], color="tab:green", ls="--", label="one plain forward")
+        ax2.axhline(rows[0]["peak_mb_gradxinput"], color="tab:red", ls="--", label="gradient×input")
+        ax2.set_xscale("log", base=2)
+        ax2.set_xlabel("max_batch_size")
+        ax2.set_ylabel("peak MiB above load")
+        ax2.legend(fontsize=8)
+    fig.suptitle(f"AtMan cost, Llama hidden {rows[0]['hidden_size']}, {rows[0]['num_layers']} layers, "
+                 f"prompt {rows[0]['prompt']} ({rows[0]['device']})", fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
 def main(argv=None) -> int:
     args = common_argparser(__doc__.splitlines()[0]).parse_args(argv)
     import torch
@@ -83,7 +115,7 @@ def main(argv=None) -> int:
         mem["plain"] = peak_rss_mb(ArmSpec(me, setup="load_arm", run="plain_arm", kwargs=kw), device=args.device)
         mem["gradxinput"] = peak_rss_mb(ArmSpec(me, setup="load_arm", run="gradxinput_arm", kwargs=kw), device=args.device)
         print(f"peak memory above the loaded model: plain forward {mem['plain']:.1f} MiB, gradient×input {mem['gradxinput']:.1f} MiB")
-    path = None
+    path, rows = None, []
     for bs in size["batch_sizes"]:
         ours = atman_arm(state, bs, True)
         naive = atman_arm(state, bs, False)
@@ -110,7 +142,9 @@ def main(argv=None) -> int:
                      f"×{row['peak_atman_over_gradxinput']:.2f} grad×input), naive {row['peak_mb_naive']:.1f} MiB")
         print(format_ab(res, case=f"bs={bs:<3}") + extra)
         path = append_json_row(NAME, row, out=args.out, device=args.device)
-    print(f"rows appended to {path} ({time.perf_counter() - started:.1f} s)")
+        rows.append(row)
+    fig = plot_rows(rows, Path(args.out) / f"{NAME}.png")
+    print(f"rows appended to {path}" + (f"; figure {fig}" if fig else "") + f" ({time.perf_counter() - started:.1f} s)")
     return 0
 
 
