@@ -568,9 +568,9 @@ def apply_plan(model: nn.Module, plan: CompressionPlan, *, backend: str = "torch
         ao.quantize_(model, ao.Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: fqn in targets)
     else:
         quanto = _require("optimum.quanto", "optimum-quanto")
-        for name in plan.int8:
-            quanto.quantize(model.get_submodule(name), weights=quanto.qint8)
-            quanto.freeze(model.get_submodule(name))
+        # quanto swaps children of the module it is given, so quantize from the root with exact-name includes
+        quanto.quantize(model, weights=quanto.qint8, include=list(plan.int8))
+        quanto.freeze(model)
     return masks
 
 

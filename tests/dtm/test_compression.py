@@ -241,3 +241,26 @@ def test_model_card_renders():
                              fdt={"fdtm": 30.5, "fdt_median": 32, "fdt_full_share": 0.75, "sdtm": 1.0, "sdt_share": 0.03})
     text = str(card)
     assert "50.0 % of decoder-Linear parameters" in text and "| 30.50 | 32 | 0.750 |" in text
+
+
+@pytest.mark.parametrize("backend, module", [("torchao", "torchao.quantization"), ("quanto", "optimum.quanto")])
+def test_optional_int8_backends(backend, module):
+    """Where installed, the optional backends quantize exactly the planned Linears, close to the absmax simulation."""
+    pytest.importorskip(module)
+    from hf_ext.dtm.compression import CompressionPlan, apply_plan, fake_quant
+
+    model = tiny_causal_lm("llama", seed=1)
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n][:4]
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    with torch.no_grad():
+        plain = model(ids).logits
+        with fake_quant(model, names, bits=8):
+            simulated = model(ids).logits
+    quantized = copy.deepcopy(model)
+    apply_plan(quantized, CompressionPlan(int8=names, sparsity={}), backend=backend)
+    with torch.no_grad():
+        out = quantized(ids).logits
+    assert not torch.equal(out, plain)
+    # torchao's int8 rounding differs slightly from per-row absmax; quanto's qint8 matches it
+    tol = 2e-2 if backend == "torchao" else 1e-5
+    torch.testing.assert_close(out, simulated, atol=tol, rtol=0)
