@@ -15,10 +15,9 @@ Example:
     2.0
 """
 
-import datasets
 import evaluate
 
-from hf_ext.dtm.divergence import aligned_divergence, divergence_from_ids
+from hf_ext.dtm.metric_inputs import comparison_features, divergence_from_inputs
 
 _DESCRIPTION = """First divergent token (FDT): the number of leading reference tokens a candidate model reproduces
 (0-based; N when none diverges), averaged over samples (FDTM), with median, quantiles and the share with FDT = N.
@@ -43,39 +42,16 @@ Returns:
 """
 
 
-def _clean(rows):
-    return [[int(t) for t in row if int(t) != -100] for row in rows]
-
-
-def _result(predictions, references, aligned=False, tokenizer=None):
-    if len(predictions) != len(references):
-        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; pass one per reference")
-    texts = bool(predictions) and isinstance(predictions[0], str)
-    if texts and not aligned:
-        raise ValueError("texts are only accepted with aligned=True; teacher-forced DTMs take token ids")
-    if aligned:
-        return aligned_divergence(references if texts else _clean(references),
-                                  predictions if texts else _clean(predictions), tokenizer=tokenizer)
-    return divergence_from_ids(_clean(predictions), _clean(references))
-
-
-_FEATURES = [
-    datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")),
-                       "references": datasets.Sequence(datasets.Value("int64"))}),
-    datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-]
-
-
 class FDTM(evaluate.Comparison):
     """The FDTM comparison (see the module docstring)."""
 
     def _info(self):
         return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-                                       features=_FEATURES, module_type="comparison",
+                                       features=comparison_features(), module_type="comparison",
                                        reference_urls=["https://arxiv.org/abs/2311.01544"])
 
     def _compute(self, predictions, references, aligned=False, tokenizer=None):
-        res = _result(predictions, references, aligned=aligned, tokenizer=tokenizer)
+        res = divergence_from_inputs(predictions, references, aligned=aligned, tokenizer=tokenizer)
         agg = res.aggregate()
         out = {k: v for k, v in agg.items() if k.startswith("fdt") or k == "variant"}
         out.update(fdt=res.fdt.tolist(), num_tokens=res.num_tokens.tolist())

@@ -12,10 +12,9 @@ Example:
     2.0
 """
 
-import datasets
 import evaluate
 
-from hf_ext.dtm.divergence import aligned_divergence, divergence_from_ids
+from hf_ext.dtm.metric_inputs import comparison_features, divergence_from_inputs
 
 _DESCRIPTION = """Sum of divergent tokens (SDT): how many tokens a candidate model gets wrong (teacher-forced) or would
 have to correct (aligned, who-what-benchmark), averaged over samples (SDTM), with its share of N."""
@@ -36,39 +35,16 @@ Returns:
 """
 
 
-def _clean(rows):
-    return [[int(t) for t in row if int(t) != -100] for row in rows]
-
-
-def _result(predictions, references, aligned=False, tokenizer=None):
-    if len(predictions) != len(references):
-        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; pass one per reference")
-    texts = bool(predictions) and isinstance(predictions[0], str)
-    if texts and not aligned:
-        raise ValueError("texts are only accepted with aligned=True; teacher-forced DTMs take token ids")
-    if aligned:
-        return aligned_divergence(references if texts else _clean(references),
-                                  predictions if texts else _clean(predictions), tokenizer=tokenizer)
-    return divergence_from_ids(_clean(predictions), _clean(references))
-
-
-_FEATURES = [
-    datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")),
-                       "references": datasets.Sequence(datasets.Value("int64"))}),
-    datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-]
-
-
 class SDTM(evaluate.Comparison):
     """The SDTM comparison (see the module docstring)."""
 
     def _info(self):
         return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-                                       features=_FEATURES, module_type="comparison",
+                                       features=comparison_features(), module_type="comparison",
                                        reference_urls=["https://arxiv.org/abs/2311.01544"])
 
     def _compute(self, predictions, references, aligned=False, tokenizer=None):
-        res = _result(predictions, references, aligned=aligned, tokenizer=tokenizer)
+        res = divergence_from_inputs(predictions, references, aligned=aligned, tokenizer=tokenizer)
         agg = res.aggregate()
         return {"sdtm": agg["sdtm"], "sdt_median": agg["sdt_median"], "sdt_share": agg["sdt_share"],
                 "variant": agg["variant"], "sdt": res.sdt.tolist()}

@@ -1,0 +1,46 @@
+"""Input handling shared by the ``fdtm`` and ``sdtm`` ``evaluate`` comparisons (hf_ext/metrics/…)."""
+
+from __future__ import annotations
+
+from .divergence import DivergenceResult, aligned_divergence, divergence_from_ids
+
+IGNORE = -100
+
+
+def _clean(rows) -> list[list[int]]:
+    return [[int(t) for t in row if int(t) != IGNORE] for row in rows]
+
+
+def divergence_from_inputs(predictions, references, *, aligned: bool = False, tokenizer=None) -> DivergenceResult:
+    """FDT/SDT per sample from an ``evaluate`` comparison's inputs.
+
+    Args:
+        predictions: id lists (the candidate's teacher-forced argmax; ``-100`` padding is dropped), or, with
+            ``aligned=True``, its free-running generation as ids or texts.
+        references: the base model's continuation ids (or texts, aligned only), one per prediction.
+        aligned: the who-what-benchmark alignment definition instead of teacher forcing.
+        tokenizer: tokenizes texts (aligned only).
+
+    Raises:
+        ValueError: different numbers of predictions and references, or texts without ``aligned=True``.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; pass one per reference")
+    texts = bool(predictions) and isinstance(predictions[0], str)
+    if texts and not aligned:
+        raise ValueError("texts are only accepted with aligned=True; teacher-forced DTMs take token ids")
+    if aligned:
+        return aligned_divergence(references if texts else _clean(references),
+                                  predictions if texts else _clean(predictions), tokenizer=tokenizer)
+    return divergence_from_ids(_clean(predictions), _clean(references))
+
+
+def comparison_features():
+    """The two accepted input schemas: id sequences, or strings (aligned variant)."""
+    import datasets
+
+    return [
+        datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")),
+                           "references": datasets.Sequence(datasets.Value("int64"))}),
+        datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+    ]
