@@ -41,6 +41,30 @@ class Registration:
 
 #: Components append their entry here (keep this the only place that registers with transformers).
 REGISTRATIONS: list[Registration] = []
+REGISTRATIONS.append(Registration(  # u-μP (issue 4)
+    model_type="umup_llama",
+    config="hf_ext.umup.configuration_umup:UMupConfig",
+    models={"AutoModelForCausalLM": "hf_ext.umup.modeling_umup:UMupLlamaForCausalLM",
+            "AutoModel": "hf_ext.umup.modeling_umup:UMupLlamaModel"},
+))
+REGISTRATIONS.append(Registration(  # MAD striped hybrids (issue 5)
+    model_type="mad_stack",
+    config="hf_ext.mad.models:MADStackConfig",
+    models={"AutoModelForCausalLM": "hf_ext.mad.models:MADStackForCausalLM",
+            "AutoModel": "hf_ext.mad.models:MADStackModel"},
+))
+REGISTRATIONS.append(Registration(  # T-FREE (issue 3); the backbone is TFreeConfig.text_config (get_text_config)
+    model_type="tfree",
+    config="hf_ext.tfree.configuration_tfree:TFreeConfig",
+    models={"AutoModelForCausalLM": "hf_ext.tfree.modeling_tfree:TFreeForCausalLM"},
+    tokenizer="hf_ext.tfree.tokenization_tfree:TFreeTokenizer",
+))
+
+REGISTRATIONS.append(Registration(  # SCAR (issue 6): the config names the base model; ScarModel loads it + adapter
+    model_type="scar",
+    config="hf_ext.scar.configuration_scar:ScarConfig",
+    models={"AutoModelForCausalLM": "hf_ext.scar.modeling_scar:ScarModel"},
+))
 
 _lock = threading.Lock()
 _done = False
@@ -62,13 +86,24 @@ def register() -> None:
         return
     import transformers
 
+    pending = False
     for reg in REGISTRATIONS:
-        config_cls = _load(reg.config)
-        transformers.AutoConfig.register(reg.model_type, config_cls, exist_ok=True)
-        for auto_name, model_path in reg.models.items():
-            getattr(transformers, auto_name).register(config_cls, _load(model_path), exist_ok=True)
-        if reg.tokenizer:
-            transformers.AutoTokenizer.register(config_cls, tokenizer_class=_load(reg.tokenizer), exist_ok=True)
+        try:
+            config_cls = _load(reg.config)
+            transformers.AutoConfig.register(reg.model_type, config_cls, exist_ok=True)
+            for auto_name, model_path in reg.models.items():
+                getattr(transformers, auto_name).register(config_cls, _load(model_path), exist_ok=True)
+            if reg.tokenizer:
+                transformers.AutoTokenizer.register(config_cls, tokenizer_class=_load(reg.tokenizer), exist_ok=True)
+        except (AttributeError, ImportError) as err:
+            # The first `import transformers` came from a registered module itself (still half-imported): retry
+            # on the next register() call, which such a module makes at its end (see hf_ext/umup/modeling_umup.py).
+            if "partially initialized" not in str(err):
+                raise
+            pending = True
+    if pending:
+        with _lock:
+            _done = False
 
 
 class _AfterTransformersImport(importlib.abc.MetaPathFinder):

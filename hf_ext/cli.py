@@ -36,6 +36,13 @@ COMMAND_MODULES: list[str] = [
     "hf_ext.tour.runner",
     "hf_ext.atman.cli",
     "hf_ext.dtm.cli",
+    "hf_ext.scar.cli",
+    "hf_ext.umup.cli",
+    "hf_ext.diffusion.sld.cli",
+    "hf_ext.moral.cli",
+    "hf_ext.diffusion.multifusion.cli",
+    "hf_ext.tfree.cli",
+    "hf_ext.mad.cli",
 ]
 
 #: Distributions reported by ``hf-ext env`` (distribution name -> label).

@@ -46,8 +46,10 @@ from torch import nn
 
 from hf_ext.core.anatomy import get_anatomy
 from hf_ext.core.attention import attention_controls
+from hf_ext.core.cache import SuffixRecomputeCache, cache_argument
 from hf_ext.core.inputs import position_ids_from_mask
 
+from .packing import pack, packed_inputs
 from .units import GRANULARITIES, Unit, text_units, tile_units
 
 logger = logging.getLogger(__name__)
@@ -161,8 +163,9 @@ class _Prepared:
     prompt_len: int              # prompt length including padding
     target_ids: torch.Tensor     # [T]
     base_ce: torch.Tensor        # [T]
-    cache: object | None         # the base pass's DynamicCache
+    cache: object | None         # the base pass's SuffixRecomputeCache
     embeddings: torch.Tensor     # [L, D] for the cosine neighbourhood
+    dirty_from: int | None = None  # cache positions >= this hold a perturbed forward's states, not the base pass's
 
     @property
     def length(self) -> int:
@@ -191,9 +194,13 @@ class AtManExplainer:
         conceptual_threshold: κ in ``[0, 1]`` for co-suppressing similar tokens, ``None`` = off.
         max_neighbours: at most this many neighbours per suppressed token (most similar first); ``None`` = no cap.
         layers: decoder layers to manipulate (``None`` = all).
-        max_batch_size: perturbations per forward.
+        max_batch_size: rows per forward (one perturbation per row, or several packed ones: see ``pack``).
         prefix_reuse: reuse the base pass's KV cache before the first suppressed position (disabled automatically
             for ``"reference_compat"``).
+        pack: with prefix reuse in log-additive mode on all layers, put several perturbations' suffixes end to end
+            in one row of at most the sequence's length (a 4D attention mask keeps them apart; see
+            :mod:`hf_ext.atman.packing`): fewer, fuller forwards, each no longer than one plain forward.
+            ``False``: one perturbation per row.
         progress: show a tqdm bar over batches.
 
     Example:
@@ -206,7 +213,7 @@ class AtManExplainer:
     def __init__(self, model: nn.Module, tokenizer=None, *, mode: str = "log_additive", suppression_factor: float = 0.1,
                  conceptual_threshold: float | None = None, max_neighbours: int | None = None,
                  layers: int | Sequence[int] | None = None, max_batch_size: int = 1, prefix_reuse: bool = True,
-                 progress: bool = True):
+                 pack: bool = True, progress: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
         self.model = model
@@ -223,6 +230,8 @@ class AtManExplainer:
         self.max_batch_size = max_batch_size
         self.layers = layers
         self.prefix_reuse = bool(prefix_reuse) and mode != "reference_compat"
+        # Packing expresses the manipulation as one additive 4D mask for every layer: log-additive, all layers.
+        self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
         self.progress = progress
         self.anatomy = get_anatomy(model)
         impl = getattr(self.anatomy.text_config, "_attn_implementation", None) or "eager"
@@ -357,14 +366,30 @@ class AtManExplainer:
         T = target.numel()
         L = mask.shape[1]
         ones = torch.ones(1, L)
+        # Packed forwards append their keys after the base pass's L positions (at most L more).
+        cache = SuffixRecomputeCache(2 * L if self.pack else L) if self.prefix_reuse else None
+        kw = {cache_argument(self.model): cache} if cache is not None else {}
         with attention_controls(self.model, ones, mode=_CORE_MODE[self.mode], layers=self.layers):
-            out = self.model(**{feed_name: feed}, **(extra or {}), attention_mask=mask, position_ids=pos,
+            out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
                              use_cache=self.prefix_reuse, logits_to_keep=T)
         ce = nn.functional.cross_entropy(out.logits[0, -T:].float(), target, reduction="none")
-        cache = out.get("cache", None) if self.prefix_reuse else None
-        if cache is None and self.prefix_reuse:
-            cache = out.get("past_key_values", None)
+        if cache is not None and not cache.layers:
+            raise ValueError(f"{type(self.model).__name__} did not fill the key/value cache it was given; "
+                             "use prefix_reuse=False")
         return ce, cache
+
+    def _restore_base(self, prep: _Prepared) -> None:
+        """Recompute the base pass from ``prep.dirty_from`` into the cache (after an earlier :meth:`score_weights`)."""
+        s = prep.dirty_from
+        if s is None or prep.cache is None:
+            return
+        prep.cache.resume_from(s, 1, rewrite=True)
+        with attention_controls(self.model, torch.ones(1, prep.length), mode=_CORE_MODE[self.mode], layers=self.layers):
+            self.model(**{prep.feed_name: prep.feed[:, s:], cache_argument(self.model): prep.cache},
+                       attention_mask=prep.attention_mask, position_ids=prep.position_ids[:, s:], use_cache=True,
+                       logits_to_keep=1)
+        prep.cache.broadcast_base(s)
+        prep.dirty_from = None
 
     def _prepare_text(self, ids, mask, target) -> _Prepared:
         seq = torch.cat([ids, target[:-1].view(1, -1)], dim=1)
@@ -438,12 +463,19 @@ class AtManExplainer:
             starts.append(int(changed[0]) if changed.numel() else L)
         if not self.prefix_reuse:
             starts = [0 if s < L else L for s in starts]
-        order = sorted(range(C), key=lambda c: starts[c])
+        # Latest start first: a forward from s overwrites cache positions >= s only, which no later batch
+        # (starting at or before s) reads (hf_ext.core.cache).
+        order = sorted(range(C), key=lambda c: -starts[c])
         ce = prep.base_ce.unsqueeze(0).repeat(C, 1)
         todo = [c for c in order if starts[c] < L]
+        if self.pack and todo:
+            return self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.to(prep.attention_mask.device), desc)
         batches = [todo[i : i + self.max_batch_size] for i in range(0, len(todo), self.max_batch_size)]
         device = prep.attention_mask.device
         mode = _CORE_MODE[self.mode]
+        if batches:
+            self._restore_base(prep)
+        cache_kw = cache_argument(self.model)
         for batch in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
             B = len(batch)
             s = min(starts[c] for c in batch)
@@ -451,7 +483,8 @@ class AtManExplainer:
             feed = prep.feed[:, s:]
             kwargs = {prep.feed_name: feed.expand(B, *feed.shape[1:])}
             if s > 0:
-                kwargs["cache"] = self._prefix_cache(prep.cache, s, B)
+                kwargs[cache_kw] = prep.cache.resume_from(s, B)
+                prep.dirty_from = s
             with attention_controls(self.model, weights[batch], mode=mode, layers=self.layers):
                 out = self.model(**kwargs, attention_mask=prep.attention_mask.expand(B, -1),
                                  position_ids=prep.position_ids[:, s:].expand(B, -1), use_cache=s > 0, logits_to_keep=keep)
@@ -462,16 +495,41 @@ class AtManExplainer:
             del out
         return ce.to(device) if ce.device != device else ce
 
-    @staticmethod
-    def _prefix_cache(base, start: int, batch: int):
-        from transformers import DynamicCache
+    def _score_packed(self, prep: _Prepared, weights: torch.Tensor, starts: dict[int, int], ce: torch.Tensor,
+                      desc: str) -> torch.Tensor:
+        """Fill the target CE ``ce`` ``[C, T]`` (base values in) of the perturbations in ``starts``, packed forwards."""
+        from tqdm.auto import tqdm
 
-        cache = DynamicCache()
-        for layer_idx, layer in enumerate(base.layers):
-            k = layer.keys[:, :, :start].expand(batch, -1, -1, -1)
-            v = layer.values[:, :, :start].expand(batch, -1, -1, -1)
-            cache.update(k, v, layer_idx)
-        return cache
+        L, T = prep.length, prep.target_ids.numel()
+        device = prep.attention_mask.device
+        dtype = self.anatomy.input_embeddings.weight.dtype
+        real = prep.attention_mask[0].bool()
+        w = weights.to(device)
+        cache_kw = cache_argument(self.model)
+        for fb in tqdm(pack(starts, L, capacity=L, rows_per_forward=self.max_batch_size), desc=desc,
+                       disable=not self.progress, leave=False):
+            inp = packed_inputs(fb, weights=w, real=real, position_ids=prep.position_ids[0], dtype=dtype)
+            B = len(fb.rows)
+            # Query index (in its row) of every scored target position: segment c's last min(T, L - s) tokens.
+            rows_idx, q_idx, pert, tgt_t = [], [], [], []
+            for r, c, s, off in fb.segments:
+                keep = min(T, L - s)
+                for t in range(T - keep, T):
+                    rows_idx.append(r)
+                    q_idx.append(off + (L - T + t) - s)
+                    pert.append(c)
+                    tgt_t.append(t)
+            union = sorted(set(q_idx))
+            column = {q: u for u, q in enumerate(union)}
+            out = self.model(**{prep.feed_name: prep.feed[0][inp["positions"]], cache_kw: prep.cache.resume_from(L, B)},
+                             attention_mask=inp["mask"], position_ids=inp["position_ids"], use_cache=True,
+                             logits_to_keep=torch.tensor(union, device=device))
+            logits = out.logits[torch.tensor(rows_idx, device=device), torch.tensor([column[q] for q in q_idx], device=device)]
+            tgt_t = torch.tensor(tgt_t, device=device)
+            new = nn.functional.cross_entropy(logits.float(), prep.target_ids[tgt_t], reduction="none")
+            ce[torch.tensor(pert, device=device), tgt_t] = new
+            del out, logits
+        return ce
 
     def _explain(self, prep: _Prepared, units: list[Unit] | None, include_target: bool) -> Explanation:
         n_prompt = prep.prompt_len - prep.pad

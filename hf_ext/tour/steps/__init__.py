@@ -10,4 +10,11 @@ STEP_MODULES: list[str] = [
     "hf_ext.tour.steps.core",
     "hf_ext.tour.steps.atman",
     "hf_ext.tour.steps.dtm",
+    "hf_ext.tour.steps.scar",
+    "hf_ext.tour.steps.umup",
+    "hf_ext.tour.steps.moral",
+    "hf_ext.tour.steps.sld",
+    "hf_ext.tour.steps.multifusion",
+    "hf_ext.tour.steps.tfree",
+    "hf_ext.tour.steps.mad",
 ]

@@ -1,0 +1,110 @@
+"""T-FREE tokenizer speed: TFreeTokenizer.encode_activations vs a 64k ByteLevel BPE (tokenizers, encode_batch), words/s.
+
+Both arms encode the same documents — Python's own help topics (``pydoc_data.topics``) plus the docstrings of a fixed
+list of standard-library modules — in one batch call: the BPE (trained with ``tokenizers`` on that very text, vocab
+target 64k) with ``encode_batch`` (Rust, all cores), T-FREE to activation ids in CSR form (regex split in C,
+whitespace rules in numpy, one cached pattern per distinct word; single thread). Throughput is whitespace-separated
+input words per second; ``tfree/bpe`` < 1 means T-FREE is faster (target: T-FREE words/s ≥ 1.0× BPE's). The
+first (cold-cache) T-FREE pass is reported separately. Both arms are checked to be reversible on the text first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import time
+
+from _timing import append_json_row, common_argparser, format_ab, plot_ab, time_ab
+
+NAME = "tfree_tokenizer_speed"
+MODULES = ("abc", "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "concurrent.futures", "csv",
+           "dataclasses", "datetime", "decimal", "difflib", "email", "enum", "fractions", "functools", "gzip",
+           "hashlib", "heapq", "html", "http.client", "inspect", "io", "ipaddress", "itertools", "json", "logging",
+           "mailbox", "math", "multiprocessing", "operator", "os", "pathlib", "pickle", "pprint", "random", "re",
+           "sched", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile", "tempfile",
+           "textwrap", "threading", "timeit", "tokenize", "traceback", "typing", "unittest", "urllib.parse", "uuid",
+           "warnings", "xml.etree.ElementTree", "zipfile")
+
+
+def corpus(quick: bool) -> list[str]:
+    """pydoc help topics + stdlib docstrings (module, classes, functions, methods), in a fixed order."""
+    from pydoc_data.topics import topics
+
+    docs = [topics[k] for k in sorted(topics)]
+    if quick:  # smoke test: no module imports
+        return [d[:1500] for d in docs[:30]]
+    for name in MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        seen = set()
+        for obj in [mod, *[getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_")]]:
+            doc = inspect.getdoc(obj) if (inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj)) else None
+            if doc and doc not in seen:
+                seen.add(doc)
+                docs.append(doc)
+    return docs
+
+
+def main(argv=None) -> int:
+    parser = common_argparser(__doc__.splitlines()[0])
+    parser.add_argument("--bpe-vocab", type=int, default=64000)
+    parser.add_argument("--hash-vocab-size", type=int, default=8000)
+    args = parser.parse_args(argv)
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from hf_ext.tfree import TFreeTokenizer
+
+    docs = corpus(args.quick)
+    n_chars, n_words = sum(map(len, docs)), sum(len(d.split()) for d in docs)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    t0 = time.perf_counter()
+    bpe.train_from_iterator(docs, trainers.BpeTrainer(vocab_size=args.bpe_vocab, show_progress=False,
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    train_s = time.perf_counter() - t0
+    tok = TFreeTokenizer(hash_vocab_size=args.hash_vocab_size, num_activations=10)
+    # correctness: both arms are reversible on (a sample of) this text
+    sample = docs[:: max(1, len(docs) // 50)]
+    bad_bpe = sum(bpe.decode(e.ids) != d for e, d in zip(bpe.encode_batch(sample), sample))
+    bad_tfree = sum(tok.decode(tok(d).input_ids) != d for d in sample)
+    if bad_tfree:
+        print(f"T-FREE round trip failed on {bad_tfree}/{len(sample)} documents", file=sys.stderr)
+        return 1
+    cold = TFreeTokenizer(hash_vocab_size=args.hash_vocab_size, num_activations=10)
+    t0 = time.perf_counter()
+    enc = cold.encode_activations(docs, format="csr")
+    cold_s = time.perf_counter() - t0
+    n_tfree_words = int(enc["text_offsets"][-1])
+    n_bpe_tokens = sum(len(e.ids) for e in bpe.encode_batch(docs))
+    res = time_ab(lambda: bpe.encode_batch(docs), lambda: tok.encode_activations(docs, format="csr"),
+                  repeats=args.repeats or (2 if args.quick else 7), warmup=1, label_a="bpe_encode_batch",
+                  label_b="tfree_encode")
+    wps_bpe, wps_tfree = n_words / res["median_a_s"], n_words / res["median_b_s"]
+    speed_ratio = wps_tfree / wps_bpe
+    print(f"corpus: {len(docs)} documents, {n_chars:,} characters, {n_words:,} whitespace words; BPE trained in "
+          f"{train_s:.1f} s to {bpe.get_vocab_size():,} entries (target {args.bpe_vocab:,}); BPE round-trip "
+          f"mismatches {bad_bpe}/{len(sample)}")
+    print(format_ab(res, case="stdlib docs"))
+    print(f"words/s: BPE {wps_bpe:,.0f}, T-FREE warm {wps_tfree:,.0f} ({speed_ratio:.2f}× BPE, target ≥ 1.0), "
+          f"T-FREE cold first pass {n_words / cold_s:,.0f} ({cold_s:.2f} s, {len(cold._cache):,} distinct words)")
+    print(f"units per whitespace word on this text: BPE {n_bpe_tokens / n_words:.3f}, T-FREE {n_tfree_words / n_words:.3f}")
+    row = {"benchmark": NAME, "case": "stdlib_docs", "quick": args.quick, "device": "cpu", "documents": len(docs),
+           "characters": n_chars, "whitespace_words": n_words, "bpe_vocab": bpe.get_vocab_size(),
+           "bpe_train_s": train_s, "baseline": "tokenizers ByteLevel BPE encode_batch",
+           "project": "TFreeTokenizer.encode_activations(format='csr')", "words_per_s_bpe": wps_bpe,
+           "words_per_s_tfree": wps_tfree, "speed_ratio_tfree_over_bpe": speed_ratio, "target_met": speed_ratio >= 1.0,
+           "tfree_cold_s": cold_s, "words_per_s_tfree_cold": n_words / cold_s,
+           "bpe_tokens_per_ws_word": n_bpe_tokens / n_words, "tfree_words_per_ws_word": n_tfree_words / n_words,
+           **{k: v for k, v in res.items() if not k.startswith("times_")}}
+    append_json_row(NAME, row, out=args.out, device="cpu")
+    plot_ab(f"{args.out}/{NAME}.png", {"stdlib docs": res},
+            title=f"T-FREE vs 64k BPE, {n_words:,} words (CPU)", unit="s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

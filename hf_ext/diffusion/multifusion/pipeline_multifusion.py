@@ -1,0 +1,238 @@
+"""``MultiFusionPipeline``: Stable-Diffusion-style generation conditioned on interleaved multilingual text and images.
+
+The CLIP text encoder of SD is replaced by an interleaved multimodal encoder (a Llava-style VLM, or a causal LM with a
+MAGMA image prefix: :class:`~.modeling_multifusion.MagmaEncoder`); its hidden states (a selectable layer) are mapped
+into the UNet's cross-attention width by a :class:`~.modeling_multifusion.MultiFusionProjector` or by the UNet's own
+``encoder_hid_proj`` (``encoder_hid_dim_type="text_proj"``), with the padding mask passed as
+``encoder_attention_mask``. Classifier-free guidance takes a text, image or multimodal negative prompt. Per-item
+weights act in the encoder's attention (AtMan, :mod:`hf_ext.core.attention`) and optionally in the UNet's
+cross-attention (:mod:`.attention_processor`).
+
+Example:
+    >>> from PIL import Image
+    >>> from hf_ext.diffusion.multifusion import MultiFusionPipeline, tiny_multifusion_components
+    >>> pipe = MultiFusionPipeline(**tiny_multifusion_components())
+    >>> pipe.set_progress_bar_config(disable=True)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> img = Image.new("RGB", (32, 32), (0, 200, 0))
+    >>> out = pipe([img, "a red apple"], weights=[1.0, 20.0], num_inference_steps=2, generator=g, output_type="np")
+    >>> out.images.shape
+    (1, 32, 32, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, UNet2DConditionModel  # noqa: F401 - by name
+from diffusers.configuration_utils import ConfigMixin  # noqa: F401 - the component loader looks names up here
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .attention_processor import cross_attention_weights
+from .encoding_multifusion import EncodedPrompt, InterleavedEncoder, normalize_prompts, pad_and_stack
+from .modeling_multifusion import MultiFusionProjector  # noqa: F401 - re-exported for component loading
+
+__all__ = ["MultiFusionPipeline", "MultiFusionPipelineOutput"]
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class MultiFusionPipelineOutput(BaseOutput):
+    """Output of :class:`MultiFusionPipeline`.
+
+    Attributes:
+        images: list of PIL images, ``np.ndarray [B, H, W, 3]`` in [0, 1], a ``torch.Tensor``, or the latents
+            ``[B, C, h, w]`` for ``output_type="latent"``.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+class MultiFusionPipeline(DiffusionPipeline):
+    """Text/image-interleaved prompt → image, with a VLM or MAGMA-style encoder in place of CLIP.
+
+    Args:
+        encoder: ``LlavaForConditionalGeneration``-style VLM, :class:`MagmaEncoder`, or a causal LM (text only).
+        tokenizer: the encoder's tokenizer.
+        unet: ``UNet2DConditionModel``; its cross-attention width is reached through ``projection`` or its own
+            ``encoder_hid_proj`` (``encoder_hid_dim_type="text_proj"``), or equals the encoder width.
+        vae: ``AutoencoderKL``.
+        scheduler: any diffusers scheduler (DDIM, PNDM, Euler …).
+        image_processor: turns PIL images into the encoder's ``pixel_values`` (``None`` = text only).
+        projection: optional :class:`MultiFusionProjector` ``d_lm -> cross_attention_dim``.
+        encoder_layer: index into the encoder's hidden states (``-1`` = last layer, after the final norm).
+
+    ``save_pretrained`` / ``MultiFusionPipeline.from_pretrained`` round-trip every component (safetensors).
+    """
+
+    model_cpu_offload_seq = "encoder->projection->unet->vae"
+    _optional_components = ["image_processor", "projection"]
+
+    def __init__(self, encoder, tokenizer, unet, vae, scheduler, image_processor=None, projection=None,
+                 encoder_layer: int = -1):
+        super().__init__()
+        self.register_modules(encoder=encoder, tokenizer=tokenizer, unet=unet, vae=vae, scheduler=scheduler,
+                              image_processor=image_processor, projection=projection)
+        self.register_to_config(encoder_layer=encoder_layer)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 8
+        self.vae_image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self._check_widths()
+
+    # ---------------------------------------------------------------------------------------------- encoding
+    def _check_widths(self) -> None:
+        if self.encoder is None or self.unet is None:
+            return
+        enc = self.interleaved_encoder()
+        cross = self.unet.config.cross_attention_dim
+        if self.projection is not None:
+            if self.projection.config.in_dim != enc.hidden_size or self.projection.config.out_dim != cross:
+                raise ValueError(f"the projection maps {self.projection.config.in_dim} -> {self.projection.config.out_dim} "
+                                 f"but the encoder width is {enc.hidden_size} and the UNet's cross-attention width {cross}")
+        elif getattr(self.unet, "encoder_hid_proj", None) is not None:
+            if self.unet.config.encoder_hid_dim != enc.hidden_size:
+                raise ValueError(f"the UNet's encoder_hid_dim is {self.unet.config.encoder_hid_dim} but the encoder width "
+                                 f"is {enc.hidden_size}")
+        elif cross != enc.hidden_size:
+            raise ValueError(f"the encoder width {enc.hidden_size} differs from the UNet's cross_attention_dim {cross}: "
+                             "pass projection=MultiFusionProjector(d_lm, cross_attention_dim) or build the UNet with "
+                             "encoder_hid_dim=d_lm, encoder_hid_dim_type='text_proj'")
+
+    def interleaved_encoder(self, layer: int | None = None) -> InterleavedEncoder:
+        """The :class:`InterleavedEncoder` over this pipeline's encoder, tokenizer and image processor."""
+        return InterleavedEncoder(self.encoder, self.tokenizer, self.image_processor,
+                                  layer=self.config.encoder_layer if layer is None else layer)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt, weights=None, *, layer: int | None = None, device=None) -> EncodedPrompt:
+        """Encode interleaved prompt(s) without projection (cache the result and pass it as ``prompt_embeds``).
+
+        Returns:
+            :class:`EncodedPrompt` (``hidden_states [B, L, d_lm]``, ``attention_mask [B, L]``, item spans, weights).
+        """
+        device = self._execution_device if device is None else device
+        return self.interleaved_encoder(layer).encode(prompt, weights, device=device)
+
+    def condition(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Encoder hidden states → what the UNet receives as ``encoder_hidden_states`` (projection if any)."""
+        if self.projection is not None:
+            return self.projection(hidden_states)
+        return hidden_states.to(self.unet.dtype)
+
+    # ---------------------------------------------------------------------------------------------- call
+    @torch.no_grad()
+    def __call__(self, prompt=None, negative_prompt=None, weights=None, negative_weights=None, *,
+                 height: int | None = None, width: int | None = None, num_inference_steps: int = 25,
+                 guidance_scale: float = 7.5, num_images_per_prompt: int = 1, generator=None,
+                 latents: torch.Tensor | None = None, prompt_embeds: EncodedPrompt | None = None,
+                 negative_prompt_embeds: EncodedPrompt | None = None, cross_attention_weighting: bool = False,
+                 output_type: str = "pil", return_dict: bool = True):
+        """Generate images.
+
+        Args:
+            prompt: one interleaved prompt ``[item, …]`` (``str`` / ``PIL.Image`` / ``(item, weight)``) or a batch.
+            negative_prompt: the unconditional branch: ``None`` (the empty prompt ``""``), or a text, image or
+                multimodal prompt (one for all rows, or one per row).
+            weights: per-item weights of ``prompt`` in the encoder's attention (e.g. text 20 : image 1).
+            negative_weights: the same for ``negative_prompt``.
+            height, width: image size (default: ``unet.config.sample_size * vae_scale_factor``).
+            num_inference_steps, guidance_scale: sampler steps and CFG scale (CFG is off for ``<= 1``).
+            num_images_per_prompt: images per prompt row.
+            generator: ``torch.Generator`` (or one per image) for the initial noise.
+            latents: initial latents ``[B*n, C, h, w]`` instead of sampling them.
+            prompt_embeds, negative_prompt_embeds: cached :meth:`encode_prompt` results (skip the encoder).
+            cross_attention_weighting: also apply the prompt's item weights in the UNet's cross-attention.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
+
+        Returns:
+            :class:`MultiFusionPipelineOutput` (or ``(images,)`` with ``return_dict=False``).
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r} is not one of {OUTPUT_TYPES}")
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images_per_prompt!r}")
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of prompt and prompt_embeds")
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0
+
+        cond = prompt_embeds if prompt_embeds is not None else self.encode_prompt(prompt, weights, device=device)
+        batch = cond.hidden_states.shape[0]
+        parts = [cond]
+        if do_cfg:
+            if negative_prompt_embeds is None:
+                if negative_prompt is None:
+                    neg_rows, neg_w = [[""]] * batch, None
+                else:
+                    neg_rows, neg_w = normalize_prompts(negative_prompt, negative_weights)
+                    if len(neg_rows) == 1 and batch > 1:
+                        neg_rows = neg_rows * batch
+                        neg_w = neg_w * batch if neg_w is not None else None
+                    if len(neg_rows) != batch:
+                        raise ValueError(f"got {len(neg_rows)} negative prompts for {batch} prompts; give one or one per prompt")
+                negative_prompt_embeds = self.encode_prompt(neg_rows, neg_w, device=device)
+            if negative_prompt_embeds.hidden_states.shape[0] != batch:
+                raise ValueError(f"negative_prompt_embeds has {negative_prompt_embeds.hidden_states.shape[0]} rows, "
+                                 f"prompt has {batch}")
+            parts = [negative_prompt_embeds, cond]
+        hidden, mask = pad_and_stack(parts)
+        key_w = None
+        if cross_attention_weighting and cond.weights is not None:
+            key_w = torch.ones_like(mask, dtype=torch.float32)
+            cond_w = cond.key_weights()
+            key_w[-batch:, : cond_w.shape[1]] = cond_w
+            key_w = key_w.repeat_interleave(num_images_per_prompt, dim=0)
+        n = num_images_per_prompt
+        hidden = hidden.repeat_interleave(n, dim=0).to(device)
+        mask = mask.repeat_interleave(n, dim=0).to(device)
+        context = self.condition(hidden)
+
+        # latents
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        shape = (batch * n, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=context.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        latents = latents.to(device=device, dtype=context.dtype) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+
+        weighting = cross_attention_weights(self.unet, key_w) if key_w is not None else _nullcontext()
+        with weighting, self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
+            for t in self.scheduler.timesteps:
+                model_in = torch.cat([latents] * 2) if do_cfg else latents
+                model_in = self.scheduler.scale_model_input(model_in, t)
+                noise = self.unet(model_in, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+                if do_cfg:
+                    uncond, cond_pred = noise.chunk(2)
+                    noise = uncond + guidance_scale * (cond_pred - uncond)
+                latents = self.scheduler.step(noise, t, latents).prev_sample
+                bar.update()
+
+        if output_type == "latent":
+            images = latents
+        else:
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+            images = self.vae_image_processor.postprocess(decoded, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return MultiFusionPipelineOutput(images=images)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

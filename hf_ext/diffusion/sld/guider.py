@@ -1,0 +1,293 @@
+"""``SafeLatentGuidance``: SLD as a modular-diffusers guider (``diffusers.guiders.BaseGuidance``).
+
+A guider sees the denoiser's predictions for each condition and combines them. SLD needs three: the prompt
+(``pred_cond``), the unconditional/negative (``pred_uncond``) and the safety concept (``pred_concept``). The loop
+passes model inputs as tuples ``(cond, uncond, concept)``; :meth:`SafeLatentGuidance.prepare_inputs` splits them
+into one batch per condition (tuple index 0/1/2), the loop runs the denoiser on each and calls the guider.
+
+* ``num_conditions`` is 3 when SLD is active at this step, 2 during a warm-up step with momentum scale 0 (the
+  concept branch is skipped: same result, a third less compute), 2 with SLD off, 1 without CFG;
+* the momentum lives on the guider and is reset by ``set_state(step=0, …)``;
+* the combination is :func:`~hf_ext.diffusion.sld.guidance.sld_step`, the same code as the pipelines.
+
+Unlike the pipelines (one batched call), modular loops call the denoiser once per condition: same FLOPs, less
+batching. Any modular pipeline whose loop forwards 3-tuples (prompt, negative, concept embeddings) can use it.
+
+Example:
+    >>> import torch
+    >>> from hf_ext.diffusion.sld.guider import SafeLatentGuidance
+    >>> g = SafeLatentGuidance(guidance_scale=7.5, sld_warmup_steps=0)
+    >>> g.set_state(step=0, num_inference_steps=4, timestep=torch.tensor(999))
+    >>> batches = g.prepare_inputs({"prompt_embeds": (torch.ones(1, 2), torch.zeros(1, 2), -torch.ones(1, 2))})
+    >>> [b.__guidance_identifier__ for b in batches]
+    ['pred_cond', 'pred_uncond', 'pred_concept']
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers.configuration_utils import register_to_config
+from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput, rescale_noise_cfg
+
+from .guidance import SLDConfig, sld_step
+
+__all__ = ["SafeLatentGuidance"]
+
+
+class SafeLatentGuidance(BaseGuidance):
+    """Classifier-free guidance with Safe Latent Diffusion (Schramowski et al. 2023) for modular pipelines.
+
+    Args:
+        guidance_scale: s_g (CFG); ≤ 1 disables CFG and SLD.
+        sld_guidance_scale, sld_warmup_steps, sld_threshold, sld_momentum_scale, sld_mom_beta: as in
+            :class:`~hf_ext.diffusion.sld.guidance.SLDConfig` (defaults: Medium); ``sld_guidance_scale ≤ 1``
+            disables SLD. ``sld_warmup_steps`` is a step index (int) or a fraction of the schedule (float).
+        guidance_rescale: φ of "Common Diffusion Noise Schedules…" (0 = off).
+        skip_warmup_concept: skip the concept branch during warm-up when ``sld_momentum_scale == 0``.
+        start, stop, enabled: as in ``BaseGuidance``.
+
+    ``guider.config`` round-trips through ``save_pretrained``/``from_pretrained`` (``guider_config.json``).
+
+    Example:
+        >>> g = SafeLatentGuidance.from_preset("strong", guidance_scale=7.5)
+        >>> g.sld_config.threshold
+        0.025
+    """
+
+    _input_predictions = ["pred_cond", "pred_uncond", "pred_concept"]
+
+    @register_to_config
+    def __init__(
+        self,
+        guidance_scale: float = 7.5,
+        sld_guidance_scale: float = 1000.0,
+        sld_warmup_steps: int | float = 10,
+        sld_threshold: float = 0.01,
+        sld_momentum_scale: float = 0.3,
+        sld_mom_beta: float = 0.4,
+        guidance_rescale: float = 0.0,
+        skip_warmup_concept: bool = True,
+        start: float = 0.0,
+        stop: float = 1.0,
+        enabled: bool = True,
+    ):
+        super().__init__(start, stop, enabled)
+        self.guidance_scale = guidance_scale
+        self.guidance_rescale = guidance_rescale
+        self.skip_warmup_concept = skip_warmup_concept
+        self.sld_config = SLDConfig(guidance_scale=sld_guidance_scale, warmup_steps=sld_warmup_steps,
+                                    threshold=sld_threshold, momentum_scale=sld_momentum_scale, mom_beta=sld_mom_beta)
+        self._momentum: list[torch.Tensor] | None = None
+        self.diagnostics: list = []
+
+    @classmethod
+    def from_preset(cls, preset: str | SLDConfig, **kwargs) -> SafeLatentGuidance:
+        """Build from an SLD preset name or :class:`SLDConfig` (other keywords as in ``__init__``)."""
+        return cls(**SLDConfig.from_preset(preset).to_diffusers_kwargs(), **kwargs)
+
+    # ------------------------------------------------------------------ state
+    def set_state(self, step: int, num_inference_steps: int, timestep: torch.LongTensor) -> None:
+        super().set_state(step, num_inference_steps, timestep)
+        if step == 0:
+            self._momentum, self.diagnostics = None, []
+
+    def _warmup_index(self) -> int:
+        n = self._num_inference_steps if self._num_inference_steps is not None else 0
+        return self.sld_config.warmup_index(n)
+
+    def _is_cfg_enabled(self) -> bool:
+        if not self._enabled:
+            return False
+        in_range = True
+        if self._num_inference_steps is not None:
+            in_range = int(self._start * self._num_inference_steps) <= self._step < int(
+                self._stop * self._num_inference_steps)
+        return in_range and not math.isclose(self.guidance_scale, 1.0) and self.guidance_scale > 1.0
+
+    def _is_sld_enabled(self) -> bool:
+        return self._is_cfg_enabled() and self.sld_config.enabled
+
+    def _concept_needed(self) -> bool:
+        if not self._is_sld_enabled():
+            return False
+        step = self._step if self._step is not None else 0
+        return not (self.skip_warmup_concept and self.sld_config.skips_concept(step, self._warmup_index()))
+
+    @property
+    def num_conditions(self) -> int:
+        if not self._is_cfg_enabled():
+            return 1
+        return 3 if self._concept_needed() else 2
+
+    @property
+    def is_conditional(self) -> bool:
+        return self._count_prepared == 1
+
+    # ------------------------------------------------------------------ batching
+    def _indices(self) -> list[int]:
+        return list(range(self.num_conditions))
+
+    def prepare_inputs(self, data: dict[str, tuple[torch.Tensor, ...]]) -> list:
+        """Split ``{name: (cond, uncond, concept)}`` into one ``BlockState`` per active condition."""
+        if self._concept_needed():
+            for key, value in data.items():
+                if isinstance(value, tuple) and len(value) < 3 and value[0] is not None:
+                    raise ValueError(f"SLD needs a third (safety-concept) entry in the model input {key!r}; got a "
+                                     f"{len(value)}-tuple. Pass (cond, uncond, concept) tuples (e.g. "
+                                     "safety_prompt_embeds from an encoder step), or disable SLD "
+                                     "(sld_guidance_scale=0).")
+        # stock loops pass 2-tuples for optional inputs such as (None, None): pad them for the concept branch
+        data = {k: (v + (None,) * (3 - len(v)) if isinstance(v, tuple) and len(v) < 3 else v)
+                for k, v in data.items()}
+        return [self._prepare_batch(data, idx, name) for idx, name in zip(self._indices(), self._input_predictions)]
+
+    def prepare_inputs_from_block_state(self, data, input_fields: dict[str, str | tuple[str, ...]]) -> list:
+        return [self._prepare_batch_from_block_state(input_fields, data, idx, name)
+                for idx, name in zip(self._indices(), self._input_predictions)]
+
+    # ------------------------------------------------------------------ combination
+    def forward(self, pred_cond: torch.Tensor, pred_uncond: torch.Tensor | None = None,
+                pred_concept: torch.Tensor | None = None) -> GuiderOutput:
+        """Combine the predictions; with SLD active this is :func:`sld_step` (momentum kept on the guider)."""
+        if not self._is_cfg_enabled():
+            pred = pred_cond
+        elif not self._is_sld_enabled():
+            pred = pred_uncond + self.guidance_scale * (pred_cond - pred_uncond)
+        else:
+            out = sld_step(pred_uncond, pred_cond, pred_concept, self._momentum, step=self._step or 0,
+                           guidance_scale=self.guidance_scale, config=self.sld_config,
+                           warmup_index=self._warmup_index())
+            if pred_concept is not None:
+                self._momentum = out.momentum
+            pred = out.noise_pred
+        if self.guidance_rescale > 0.0 and pred_uncond is not None:
+            pred = rescale_noise_cfg(pred, pred_cond, self.guidance_rescale)
+        return GuiderOutput(pred=pred, pred_cond=pred_cond, pred_uncond=pred_uncond)
+
+
+# ---------------------------------------------------------------------------------------------- SDXL modular blocks
+def _modular_blocks():
+    """The SLD blocks for diffusers' modular SDXL pipeline (built lazily: modular diffusers is experimental)."""
+    from diffusers.modular_pipelines import ModularPipelineBlocks
+    from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
+    from diffusers.modular_pipelines.stable_diffusion_xl.denoise import StableDiffusionXLLoopDenoiser
+    from diffusers.modular_pipelines.stable_diffusion_xl.encoders import StableDiffusionXLTextEncoderStep
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from ._common import DEFAULT_SAFETY_CONCEPT, normalize_concepts
+
+    class SafetyConceptEncoderStep(ModularPipelineBlocks):
+        """Encode the safety concept with both SDXL text encoders → ``safety_prompt_embeds`` ``(B·n, S, D)`` and
+        ``safety_pooled_prompt_embeds`` ``(B·n, P)`` (B from ``prompt_embeds``, n = ``num_images_per_prompt``)."""
+
+        model_name = "stable-diffusion-xl"
+
+        @property
+        def description(self) -> str:
+            return "Encodes the SLD safety concept (one concept) for SafeLatentGuidance."
+
+        @property
+        def expected_components(self):
+            return [ComponentSpec("text_encoder", CLIPTextModel),
+                    ComponentSpec("text_encoder_2", CLIPTextModelWithProjection),
+                    ComponentSpec("tokenizer", CLIPTokenizer), ComponentSpec("tokenizer_2", CLIPTokenizer)]
+
+        @property
+        def inputs(self):
+            return [InputParam("safety_concept", default=DEFAULT_SAFETY_CONCEPT, type_hint=str),
+                    InputParam("prompt_embeds", required=True, type_hint=torch.Tensor),
+                    InputParam("num_images_per_prompt", default=1)]
+
+        @property
+        def intermediate_outputs(self):
+            return [OutputParam("safety_prompt_embeds", type_hint=torch.Tensor, kwargs_type="denoiser_input_fields"),
+                    OutputParam("safety_pooled_prompt_embeds", type_hint=torch.Tensor,
+                                kwargs_type="denoiser_input_fields")]
+
+        @torch.no_grad()
+        def __call__(self, components, state):
+            bs = self.get_block_state(state)
+            concepts = normalize_concepts(bs.safety_concept)
+            if len(concepts) != 1:
+                raise ValueError(f"the modular SLD blocks take one safety concept, got {len(concepts)}; join them "
+                                 "into one text or use SafeLatentDiffusionXLPipeline for several")
+            rows = bs.prompt_embeds.shape[0] * (bs.num_images_per_prompt or 1)
+            emb, _, pooled, _ = StableDiffusionXLTextEncoderStep.encode_prompt(
+                components, concepts[0], concepts[0], components._execution_device, 1, False)
+            bs.safety_prompt_embeds = emb.expand(rows, *emb.shape[1:]).contiguous()
+            bs.safety_pooled_prompt_embeds = pooled.expand(rows, *pooled.shape[1:]).contiguous()
+            self.set_block_state(state, bs)
+            return components, state
+
+    class SafeLatentLoopDenoiser(StableDiffusionXLLoopDenoiser):
+        """SDXL loop step that feeds ``(cond, uncond, concept)`` tuples to the guider (use with
+        :class:`SafeLatentGuidance`; other guiders ignore the third entry)."""
+
+        @property
+        def description(self) -> str:
+            return "Denoise step passing (prompt, negative, safety concept) inputs to the guider (SLD)."
+
+        @property
+        def expected_components(self):
+            return [ComponentSpec("guider", SafeLatentGuidance, default_creation_method="from_config"),
+                    *super().expected_components[1:]]
+
+        @property
+        def inputs(self):
+            return [*super().inputs, InputParam("safety_prompt_embeds", type_hint=torch.Tensor),
+                    InputParam("safety_pooled_prompt_embeds", type_hint=torch.Tensor)]
+
+        @torch.no_grad()
+        def __call__(self, components, block_state, i, t):
+            g = lambda name: getattr(block_state, name, None)  # noqa: E731
+            guider_inputs = {
+                "prompt_embeds": (g("prompt_embeds"), g("negative_prompt_embeds"), g("safety_prompt_embeds")),
+                "time_ids": (g("add_time_ids"), g("negative_add_time_ids"), g("add_time_ids")),
+                "text_embeds": (g("pooled_prompt_embeds"), g("negative_pooled_prompt_embeds"),
+                                g("safety_pooled_prompt_embeds")),
+                "image_embeds": (g("ip_adapter_embeds"), g("negative_ip_adapter_embeds"), g("ip_adapter_embeds")),
+            }
+            components.guider.set_state(step=i, num_inference_steps=block_state.num_inference_steps, timestep=t)
+            guider_state = components.guider.prepare_inputs(guider_inputs)
+            for batch in guider_state:
+                components.guider.prepare_models(components.unet)
+                cond = {k: getattr(batch, k) for k in guider_inputs}
+                prompt_embeds = cond.pop("prompt_embeds")
+                if cond.get("image_embeds") is None:
+                    cond.pop("image_embeds", None)
+                batch.noise_pred = components.unet(
+                    block_state.scaled_latents, t, encoder_hidden_states=prompt_embeds,
+                    timestep_cond=block_state.timestep_cond, cross_attention_kwargs=block_state.cross_attention_kwargs,
+                    added_cond_kwargs=cond, return_dict=False)[0]
+                components.guider.cleanup_models(components.unet)
+            block_state.noise_pred = components.guider(guider_state)[0]
+            return components, block_state
+
+    return SafetyConceptEncoderStep, SafeLatentLoopDenoiser
+
+
+def sld_sdxl_modular_blocks():
+    """diffusers' modular SDXL blocks (``StableDiffusionXLAutoBlocks``, text-to-image path) with SLD: a
+    ``safety_concept`` encoder step after the text encoder and a denoiser that passes the concept branch to the
+    guider. Set the guider with ``pipe.update_components(guider=SafeLatentGuidance(...))``.
+
+    Example:
+        >>> blocks = sld_sdxl_modular_blocks()  # doctest: +SKIP
+        >>> pipe = blocks.init_pipeline(); pipe.update_components(**sdxl_components, guider=SafeLatentGuidance())
+        >>> latents = pipe(prompt="a cat", safety_concept="violence", output="latents")  # doctest: +SKIP
+    """
+    from diffusers.modular_pipelines.stable_diffusion_xl.modular_blocks_stable_diffusion_xl import (
+        StableDiffusionXLAutoBlocks,
+    )
+
+    encoder_cls, denoiser_cls = _modular_blocks()
+    blocks = StableDiffusionXLAutoBlocks()
+    blocks.sub_blocks.insert("safety_concept", encoder_cls(), 1)
+    loop = blocks.sub_blocks["denoise"].sub_blocks["denoise"].sub_blocks["denoise"]
+    if "denoiser" not in loop.sub_blocks:
+        raise RuntimeError(f"unexpected modular SDXL layout (loop blocks {list(loop.sub_blocks)}); this diffusers "
+                           "version is not supported by sld_sdxl_modular_blocks")
+    loop.sub_blocks["denoiser"] = denoiser_cls()
+    return blocks

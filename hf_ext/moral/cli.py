@@ -1,0 +1,157 @@
+"""``hf-ext moral score|eval|fit``: moral scores from a sentence encoder (std-lib imports only here).
+
+Out of the box (offline) it uses the direction fitted on the bundled all-MiniLM-L6-v2 that ships with hf_ext;
+``--model`` fits (once, then cached) a direction for any sentence-transformers model path or Hub id.
+
+Example:
+    hf-ext moral score "kill people" "smile at my friend" --templates
+    hf-ext moral score "Someone was cruel." --json
+    hf-ext moral eval --out runs/moral            # user-study r, MFQ foundations, PNG plots
+    hf-ext moral score "töten" --model sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 --language de
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+logger = logging.getLogger(__name__)
+
+_LANGUAGES = ("en", "ar", "cs", "de", "zh")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="sentence-transformers model path or Hub id (default: the bundled all-MiniLM-L6-v2 and its "
+                        "shipped direction); a new model's direction is fitted once and cached")
+    p.add_argument("--language", default="en", choices=_LANGUAGES,
+                   help="language of the fit questions (non-English: the shipped translated questions)")
+    p.add_argument("--direction", default=None, help="a saved direction (folder or .json) to use instead of fitting")
+    p.add_argument("--cache-dir", default=None, help="where fitted directions are cached (default ~/.cache/hf_ext/moral)")
+    p.add_argument("--refit", action="store_true", help="fit again even if a cached direction exists")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, …")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``moral`` group (``score``, ``eval``, ``fit``) to the ``hf-ext`` parser."""
+    p = subparsers.add_parser("moral", help="MoralDirection: moral scores from sentence embeddings",
+                              description="MoralDirection (Schramowski et al. 2022; Hämmerl et al. 2023): score texts on "
+                                          "the moral direction of a sentence encoder, evaluate it, fit it.")
+    sub = p.add_subparsers(dest="moral_command", metavar="ACTION", required=True)
+
+    s = sub.add_parser("score", help="score texts (offline by default)",
+                       description="Print the moral score of each TEXT (unclipped; the fit verbs lie in [-1, 1]).")
+    s.add_argument("texts", nargs="+", metavar="TEXT")
+    s.add_argument("--templates", action="store_true",
+                   help="treat each TEXT as an action phrase and average its 10 question templates (as in the user study)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(s)
+    s.set_defaults(func=_cmd_score)
+
+    e = sub.add_parser("eval", help="user-study correlation and MFQ foundations, with plots",
+                       description="Correlate with the user study (Pearson r, dos/don'ts), score the MFQ and write plots.")
+    e.add_argument("--study", default="globalAMT", choices=["globalAMT", "regional"])
+    e.add_argument("--variant", default="templates", choices=["templates", "raw"],
+                   help="templates: mean of the 10 question templates (the paper's MD); raw: the participants' question")
+    e.add_argument("--mfq-file", default=None, help="CSV with MFQ statements in --language (required for non-English MFQ)")
+    e.add_argument("--out", default="moral_eval", help="folder for results.json and the PNG plots")
+    e.add_argument("--human", default=None, help="human MFQ reference for the bar plot: us, cs, zh or de")
+    _common(e)
+    e.set_defaults(func=_cmd_eval)
+
+    f = sub.add_parser("fit", help="fit and save a direction for --model",
+                       description="Fit the moral direction of --model in --language and save it (JSON + safetensors).")
+    f.add_argument("--out", required=True, help="folder (or .json path) to save the direction to")
+    _common(f)
+    f.set_defaults(func=_cmd_fit)
+    return p
+
+
+def _direction(args: argparse.Namespace):
+    from hf_ext.moral.direction import MoralDirection, cached_direction
+
+    if args.direction:
+        return MoralDirection.load(args.direction, encoder=args.model or "bundled", device=args.device)
+    if args.model is None and args.language != "en":
+        raise ValueError(f"the bundled all-MiniLM-L6-v2 is English-only: pass --model <multilingual encoder> for "
+                         f"--language {args.language}")
+    return cached_direction(args.model or "bundled", args.language, cache_dir=args.cache_dir, device=args.device,
+                            refit=args.refit, progress=not args.no_progress)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    try:
+        md = _direction(args)
+        scores = md.score(args.texts, use_templates=args.templates, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("%s", err)
+        return 1
+    if args.json:
+        print(json.dumps({"encoder": md.encoder_name, "language": md.language, "use_templates": args.templates,
+                          "scores": [{"text": t, "score": float(s)} for t, s in zip(args.texts, scores)]},
+                         ensure_ascii=False, indent=1))
+    else:
+        width = min(60, max(len(t) for t in args.texts))
+        for t, s in zip(args.texts, scores):
+            print(f"{s:+.4f}  {t:<{width}}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hf_ext.moral import evaluation, mfq
+
+    try:
+        md = _direction(args)
+        us = evaluation.user_study_correlation(md, args.study, variant=args.variant, batch_size=args.batch_size,
+                                               progress=not args.no_progress)
+        if args.mfq_file:
+            statements = mfq.load_statements(args.mfq_file, args.language)
+        elif md.language == "en":
+            statements = None
+        else:
+            statements = False
+        mfq_res = mfq.score_mfq(md, statements, batch_size=args.batch_size) if statements is not False else None
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("%s", err)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = ("r", "p", "n", "r_dos", "p_dos", "n_dos", "r_donts", "p_donts", "n_donts", "study", "language", "variant",
+            "missing")
+    result = {"encoder": md.encoder_name, "language": md.language, "user_study": {k: us[k] for k in keys}}
+    evaluation.plot_user_study(us, out / "user_study.png")
+    evaluation.plot_pc1(md, out / "pc1_actions.png", us["actions"], embeddings=us["embeddings"],
+                        title=f"user-study actions on the moral direction of {md.encoder_name} ({md.language})")
+    print(f"{md.encoder_name} ({md.language}), {args.study}: Pearson r = {us['r']:.4f} (n = {us['n']}, p = {us['p']:.2e}); "
+          f"dos r = {us['r_dos']:.3f} (n = {us['n_dos']}), don'ts r = {us['r_donts']:.3f} (n = {us['n_donts']})")
+    if mfq_res is not None:
+        result["mfq"] = {"foundations": mfq_res["foundations"], "items": mfq_res["items"]}
+        human = args.human or {"en": "us", "cs": "cs", "zh": "zh", "de": "de"}.get(md.language)
+        evaluation.plot_mfq(mfq_res["foundations"], out / "mfq_foundations.png", human=human)
+        print("MFQ foundations: " + ", ".join(f"{k} {v:+.3f}" for k, v in mfq_res["foundations"].items()))
+    else:
+        print(f"MFQ skipped: the {md.language!r} MFQ statements are not shipped (licence); pass --mfq-file")
+    (out / "results.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    print(f"wrote {out / 'results.json'} and plots in {out}")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from hf_ext.moral.direction import MoralDirection
+
+    try:
+        md = MoralDirection.fit(args.model or "bundled", args.language, device=args.device, batch_size=args.batch_size,
+                                progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        logger.error("%s", err)
+        return 1
+    path = md.save(args.out)
+    scores = dict(zip(md.fit_phrases, md.fit_scores))
+    print(f"wrote {path}: {md!r}; kill {scores['kill']:+.3f}, smile {scores.get('smile', float('nan')):+.3f}, "
+          f"PC1 explains {100 * md.explained_variance_ratio[0]:.1f} % of the fit set's variance")
+    return 0

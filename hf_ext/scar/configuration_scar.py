@@ -1,0 +1,146 @@
+"""Configuration of a SCAR adapter (sparse conditioned autoencoder, Härle et al. 2024, arXiv 2411.07122).
+
+A :class:`ScarConfig` describes the TopK sparse autoencoder, where it sits in the base model and which latents are
+conditioned on which concepts. It names the base model (Hub id / path and revision) like a PEFT ``adapter_config.json``
+names ``base_model_name_or_path``; the base model's weights are never saved with the adapter.
+
+Example:
+    >>> cfg = ScarConfig(n_inputs=64, layer=1, site="mlp", concepts=["toxicity"], base_model_name_or_path="gpt2")
+    >>> cfg.n_latents, cfg.k, cfg.num_concepts
+    (384, 32, 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+#: Where the adapter hooks: the output of the layer's MLP (before it is added to the residual stream), as the
+#: released SCAR checkpoint, or the output of the whole decoder layer (the residual stream), as G-SAE.
+SITES: tuple[str, ...] = ("mlp", "block")
+#: How a steered output is built: ``"replace"`` puts the (steered) reconstruction x̂ in place of the activation
+#: (the reference; even α = 1 changes generations), ``"error_preserving"`` adds only the steering change to the
+#: original activation, x + x̂(steered) − x̂, so α = 1 is exactly the base model.
+STEERING_OUTPUTS: tuple[str, ...] = ("replace", "error_preserving")
+
+
+class ScarConfig(PretrainedConfig):
+    """Hyper-parameters and placement of a SCAR adapter.
+
+    Args:
+        n_inputs: width ``D`` of the hooked activation (the base model's hidden size).
+        n_latents: number of SAE latents ``L`` (default ``6 * n_inputs``, the released expansion factor).
+        k: latents kept by TopK per token (default ``n_latents // 12``, the released ratio 2048 / 24576).
+        layer: 0-based decoder layer (the released checkpoint uses 25 of Llama-3-8B's 32); negative counts from the end.
+        site: ``"mlp"`` (MLP output, reference) or ``"block"`` (decoder-layer output = residual stream).
+        concepts: names of the conditioned latents; latent ``i`` is trained as the logit of concept ``i``
+            (``0..C-1``). Default ``["concept"]``.
+        normalize: per-token layer normalisation of the input and de-normalisation of the output (the reference
+            hard-codes ``True`` whatever its config says; here the flag is honoured).
+        eps: added to the standard deviation in the normaliser (1e-5 as the reference).
+        steering_output: ``"replace"`` (reference) or ``"error_preserving"``; the default of :meth:`ScarAdapter.steer`.
+        bce_weight: weight of the concept BCE term in the training loss (reference: 1).
+        pos_grad_scale: multiplier of the BCE gradient on positive tokens (the reference's ``cond_loss_scaling``;
+            1 = plain BCE, the G-SAE setting).
+        tied_init: initialise ``W_dec = W_encᵀ`` (the reference; the weights are not tied afterwards).
+        base_model_name_or_path: Hub id or local path of the base model the adapter was trained on.
+        base_model_revision: optional revision (commit / tag) of the base model.
+        base_model_type: ``model_type`` of the base model (checked on attach and load).
+        base_hidden_size: hidden size of the base model (checked on attach and load).
+        base_num_layers: number of decoder layers of the base model (checked on attach and load).
+
+    Raises:
+        ValueError: an unknown site or steering output, ``k`` outside ``[1, n_latents]``, fewer latents than
+            concepts, non-positive sizes, duplicate concept names.
+    """
+
+    model_type = "scar"
+
+    def __init__(
+        self,
+        n_inputs: int = 64,
+        n_latents: int | None = None,
+        k: int | None = None,
+        layer: int = 0,
+        site: str = "mlp",
+        concepts: list[str] | None = None,
+        normalize: bool = True,
+        eps: float = 1e-5,
+        steering_output: str = "replace",
+        bce_weight: float = 1.0,
+        pos_grad_scale: float = 1.0,
+        tied_init: bool = True,
+        base_model_name_or_path: str | None = None,
+        base_model_revision: str | None = None,
+        base_model_type: str | None = None,
+        base_hidden_size: int | None = None,
+        base_num_layers: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.n_inputs = n_inputs
+        self.n_latents = 6 * n_inputs if n_latents is None else n_latents
+        self.k = max(1, self.n_latents // 12) if k is None else k
+        self.layer = layer
+        self.site = site
+        self.concepts = list(concepts) if concepts is not None else ["concept"]
+        self.normalize = normalize
+        self.eps = eps
+        self.steering_output = steering_output
+        self.bce_weight = bce_weight
+        self.pos_grad_scale = pos_grad_scale
+        self.tied_init = tied_init
+        self.base_model_name_or_path = base_model_name_or_path
+        self.base_model_revision = base_model_revision
+        self.base_model_type = base_model_type
+        self.base_hidden_size = base_hidden_size
+        self.base_num_layers = base_num_layers
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(**kwargs)
+        self.validate_scar()
+
+    @property
+    def num_concepts(self) -> int:
+        """Number ``C`` of conditioned latents (``len(concepts)``)."""
+        return len(self.concepts)
+
+    def validate_scar(self) -> None:
+        """Check the SCAR fields (called by ``__init__``; call again after editing fields by hand)."""
+        for name in ("n_inputs", "n_latents", "k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ScarConfig.{name} must be a positive int, got {value!r}")
+        if self.k > self.n_latents:
+            raise ValueError(f"ScarConfig.k={self.k} exceeds n_latents={self.n_latents}; TopK keeps at most n_latents "
+                             "latents, choose k in [1, n_latents]")
+        if self.site not in SITES:
+            raise ValueError(f"unknown site {self.site!r}; choose one of {SITES} (MLP output or decoder-layer output)")
+        if self.steering_output not in STEERING_OUTPUTS:
+            raise ValueError(f"unknown steering_output {self.steering_output!r}; choose one of {STEERING_OUTPUTS}")
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+            raise ValueError(f"ScarConfig.layer must be an int decoder-layer index, got {self.layer!r}")
+        if not self.concepts or not all(isinstance(c, str) and c for c in self.concepts):
+            raise ValueError(f"concepts must be a non-empty list of non-empty names, got {self.concepts!r}")
+        if len(set(self.concepts)) != len(self.concepts):
+            raise ValueError(f"concept names must be unique, got {self.concepts!r}")
+        if self.num_concepts > self.n_latents:
+            raise ValueError(f"{self.num_concepts} concepts need at least as many latents, n_latents={self.n_latents}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps!r}")
+        if not self.pos_grad_scale >= 0 or not self.bce_weight >= 0:
+            raise ValueError(f"bce_weight and pos_grad_scale must be >= 0, got {self.bce_weight!r}, {self.pos_grad_scale!r}")
+
+    def concept_index(self, concept: int | str) -> int:
+        """Latent index of ``concept`` (a name from :attr:`concepts` or an index ``0..C-1``).
+
+        Raises:
+            ValueError: an unknown name or an index outside ``[0, C)``.
+        """
+        if isinstance(concept, str):
+            if concept not in self.concepts:
+                raise ValueError(f"unknown concept {concept!r}; this adapter's conditioned concepts are {self.concepts}")
+            return self.concepts.index(concept)
+        if isinstance(concept, bool) or not isinstance(concept, int) or not 0 <= concept < self.num_concepts:
+            raise ValueError(f"concept index {concept!r} does not exist; this adapter conditions latents "
+                             f"0..{self.num_concepts - 1} ({self.concepts})")
+        return concept

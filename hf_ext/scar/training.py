@@ -1,0 +1,450 @@
+"""SCAR training: activation caching into ``datasets``, ``transformers.Trainer`` on cached activations or end to end
+on text, and a plain Accelerate loop that runs unchanged on 1 or N processes.
+
+* :func:`build_activation_dataset`: run the base model up to the hooked site and store one row per token
+  (``activations`` ``[D]`` float32/float16, ``labels`` ``[C]``, ``sequence_id``); a sequence's labels are copied to its
+  tokens and tokens from the first EOS on are dropped (spec §4, as the reference's ``ActivationsDataset``).
+* :func:`train_scar`: :class:`ScarTrainer` (a ``transformers.Trainer``) on such a dataset. Loss
+  ``NMSE + bce_weight · BCE`` with the positive-token gradient multiplier ``pos_grad_scale`` (see
+  :meth:`ScarAdapter.forward`). Defaults follow the reference (Adam, lr 1e-5, batch 2048 tokens, grad clip 1.0).
+* :func:`train_scar_end_to_end`: the same through ``Trainer`` on tokenized text (activations computed on the fly,
+  no dump), via :class:`ScarEndToEnd`.
+* ``python -m hf_ext.scar.training ...`` (:func:`main`): an Accelerate loop on a saved activation dataset (or a seeded
+  synthetic one). Batches are split across processes, so 1 process and ``accelerate launch --num_processes N`` produce
+  the same weights up to float reduction order.
+
+Example:
+    >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+    >>> model, tok = tiny_causal_lm("llama"), tiny_tokenizer()
+    >>> scar = ScarAdapter.for_model(model, layer=1, concepts=["x"]).attach(model)
+    >>> ds = build_activation_dataset(model, tok, ["a b c", "x y z"], [0, 1], adapter=scar, progress=False)
+    >>> ds.column_names
+    ['activations', 'labels', 'sequence_id']
+    >>> scar, log = train_scar(scar, ds, epochs=2, batch_size=8, lr=1e-3, progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.utils import logging
+
+from .configuration_scar import ScarConfig
+from .modeling_scar import ScarAdapter
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["ScarEndToEnd", "ScarTrainer", "build_activation_dataset", "main", "train_scar", "train_scar_end_to_end"]
+
+_STORAGE = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _labels_matrix(labels: Any, n: int, num_concepts: int) -> torch.Tensor:
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    if y.dim() == 1:
+        y = y[:, None]
+    if y.dim() != 2 or y.shape[0] != n or y.shape[1] != num_concepts:
+        raise ValueError(f"labels must be [num_texts] or [num_texts, {num_concepts}] (one per concept), got shape "
+                         f"{tuple(y.shape)} for {n} texts")
+    return y
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=max_length is not None,
+                        max_length=max_length)
+    finally:
+        tokenizer.padding_side = side
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _valid_tokens(ids: torch.Tensor, mask: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """``[B, T]`` bool: real tokens before the first EOS of each row (left padding allowed)."""
+    valid = mask.bool()
+    if eos_token_id is not None:
+        is_eos = (ids == eos_token_id) & valid
+        valid = valid & (is_eos.long().cumsum(-1) == 0)
+    return valid
+
+
+def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Any, *,
+                             adapter: ScarAdapter | None = None, layer: int | None = None, site: str = "mlp",
+                             batch_size: int = 16, max_length: int | None = None, storage_dtype: str = "float32",
+                             eos_token_id: int | None = None, progress: bool = True):
+    """Cache token activations at the adapter's site, with each sequence's labels copied to its tokens.
+
+    Args:
+        model: the base causal LM (``eval()`` mode).
+        tokenizer: its tokenizer (padding on the left is used).
+        texts: ``N`` strings.
+        labels: ``N`` labels (one concept) or ``[N, C]``; ``-1`` marks "unlabelled" text that counts as negative in
+            the loss, as the reference's Wikitext tokens.
+        adapter: an attached :class:`ScarAdapter` (defines layer, site and ``C``); or give ``layer``/``site``.
+        batch_size: texts per forward.
+        max_length: truncate texts to this many tokens.
+        storage_dtype: ``"float32"`` or ``"float16"`` (Arrow has no bfloat16).
+        eos_token_id: tokens from the first EOS on are dropped (default ``tokenizer.eos_token_id``; with pad = eos,
+            as in the reference, padding is dropped as well).
+        progress: tqdm bar.
+
+    Returns:
+        ``datasets.Dataset`` with ``activations`` (``[D]`` per row), ``labels`` (``[C]``) and ``sequence_id``.
+
+    Raises:
+        ValueError: mismatched texts/labels, unknown storage dtype, neither adapter nor layer.
+    """
+    from datasets import Array2D, Dataset, Features, Value, concatenate_datasets  # noqa: F401
+    from tqdm.auto import tqdm
+
+    from ..core.inputs import position_ids_from_mask
+    from ..core.scoring import _forward_accepts
+
+    if storage_dtype not in _STORAGE:
+        raise ValueError(f"storage_dtype must be one of {sorted(_STORAGE)}, got {storage_dtype!r}")
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings")
+    temporary = adapter is None
+    if temporary:
+        if layer is None:
+            raise ValueError("pass an attached adapter=... or the layer=... (and site=...) to cache")
+        num_concepts = _labels_matrix(labels, len(texts), 1 if torch.as_tensor(labels).dim() == 1
+                                      else torch.as_tensor(labels).shape[1]).shape[1]
+        adapter = ScarAdapter.for_model(model, layer=layer, site=site, n_latents=max(1, num_concepts),
+                                        k=1, concepts=[f"c{i}" for i in range(num_concepts)]).attach(model)
+    elif not adapter.is_attached:
+        adapter.attach(model)
+    try:
+        y = _labels_matrix(labels, len(texts), adapter.num_concepts)
+        eos = eos_token_id if eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
+        device = next(model.parameters()).device
+        pass_pos = _forward_accepts(model, "position_ids")
+        acts, labs, seq_ids = [], [], []
+        for start in tqdm(range(0, len(texts), batch_size), desc="caching activations", disable=not progress):
+            ids, mask = _tokenize(tokenizer, texts[start:start + batch_size], max_length)
+            inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+            if pass_pos:
+                inputs["position_ids"] = position_ids_from_mask(inputs["attention_mask"])
+            a = adapter.run_capture(model, inputs, activations=True).float().cpu()
+            valid = _valid_tokens(ids, mask, eos)
+            rows_, cols = valid.nonzero(as_tuple=True)
+            acts.append(a[rows_, cols].to(_STORAGE[storage_dtype]))
+            labs.append(y[start + rows_])
+            seq_ids.append(start + rows_)
+        acts_t, labs_t, seq_t = torch.cat(acts), torch.cat(labs), torch.cat(seq_ids)
+    finally:
+        if temporary:
+            adapter.detach()
+    from datasets import List
+
+    features = Features({"activations": List(Value(storage_dtype), length=acts_t.shape[1]),
+                         "labels": List(Value("float32"), length=labs_t.shape[1]), "sequence_id": Value("int64")})
+    ds = Dataset.from_dict({"activations": acts_t.numpy(), "labels": labs_t.numpy(), "sequence_id": seq_t.numpy()},
+                           features=features)
+    return ds.with_format("torch")
+
+
+class ActivationTensors(torch.utils.data.Dataset):
+    """In-memory ``activations`` ``[N, D]`` / ``labels`` ``[N, C]`` with batched fetching (``__getitems__``), so a
+    DataLoader builds a batch with one tensor index instead of ``batch_size`` Arrow row reads."""
+
+    def __init__(self, activations: torch.Tensor, labels: torch.Tensor) -> None:
+        self.activations, self.labels = activations.float(), labels.float()
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> ActivationTensors:
+        if isinstance(dataset, ActivationTensors):
+            return dataset
+        columns = dataset.with_format("torch")[:] if hasattr(dataset, "with_format") else dataset
+        return cls(torch.as_tensor(columns["activations"]), torch.as_tensor(columns["labels"]))
+
+    def __len__(self) -> int:
+        return self.activations.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"activations": self.activations[i], "labels": self.labels[i]}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return {"activations": self.activations[idx], "labels": self.labels[idx]}
+
+
+def _collate_activations(rows: Any) -> dict[str, torch.Tensor]:
+    if isinstance(rows, dict):  # already a batch (ActivationTensors.__getitems__)
+        return rows
+    return {"activations": torch.stack([torch.as_tensor(r["activations"]) for r in rows]).float(),
+            "labels": torch.stack([torch.as_tensor(r["labels"]) for r in rows]).float()}
+
+
+class ScarTrainer(Trainer):
+    """``transformers.Trainer`` for a :class:`ScarAdapter` (on activations) or :class:`ScarEndToEnd` (on text).
+
+    The model's forward returns the SCAR loss; ``compute_loss`` also logs its NMSE and BCE parts.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs["loss"]
+        if model.training:
+            self._scar_parts = {"nmse": float(outputs["nmse"]),
+                                "bce": float(outputs["bce"]) if outputs["bce"] is not None else float("nan")}
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, *args, **kwargs):
+        parts = getattr(self, "_scar_parts", None)
+        if parts and "loss" in logs:
+            logs = {**logs, **parts}
+        return super().log(logs, *args, **kwargs)
+
+
+def _trainer_cls():
+    return ScarTrainer
+
+
+def _training_args(output_dir: str | None, *, epochs: float, batch_size: int, lr: float, max_grad_norm: float,
+                   seed: int, progress: bool, max_steps: int, logging_steps: int, extra: dict[str, Any]):
+    import tempfile
+
+    from transformers import TrainingArguments
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=output_dir or tempfile.mkdtemp(prefix="scar-train-"), num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size, learning_rate=lr, max_grad_norm=max_grad_norm, seed=seed,
+        data_seed=seed, optim="adamw_torch", weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+        lr_scheduler_type="constant", warmup_steps=0, save_strategy="no", report_to="none",
+        disable_tqdm=not progress, logging_steps=logging_steps, dataloader_num_workers=0, max_steps=max_steps,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    kwargs.update(extra)
+    return TrainingArguments(**kwargs)
+
+
+def train_scar(adapter: ScarAdapter, dataset: Any, *, epochs: float = 1.0, batch_size: int = 2048, lr: float = 1e-5,
+               max_grad_norm: float = 1.0, seed: int = 0, max_steps: int = -1, logging_steps: int = 50,
+               output_dir: str | None = None, progress: bool = True, eval_dataset: Any = None,
+               **training_args: Any) -> tuple[ScarAdapter, list[dict[str, float]]]:
+    """Train ``adapter`` on cached activations with :class:`ScarTrainer` (``transformers.Trainer``).
+
+    Args:
+        adapter: the :class:`ScarAdapter` (trained in place; may be attached).
+        dataset: from :func:`build_activation_dataset` (``activations``, ``labels``).
+        epochs, batch_size, lr, max_grad_norm: reference defaults (100 epochs in the paper; Adam(W, no decay),
+            lr 1e-5, 2048 tokens, clip 1.0, constant schedule).
+        seed: data order and any randomness.
+        max_steps: stop after this many steps (``-1``: epochs decide).
+        logging_steps: log interval (the log history is returned).
+        output_dir: Trainer output folder (default: a temporary folder; no checkpoints are written).
+        progress: tqdm bars.
+        eval_dataset: optional held-out activations.
+        **training_args: other ``TrainingArguments`` fields.
+
+    Returns:
+        ``(adapter, trainer.state.log_history)``.
+    """
+    cls = _trainer_cls()
+    args = _training_args(output_dir, epochs=epochs, batch_size=batch_size, lr=lr, max_grad_norm=max_grad_norm,
+                          seed=seed, progress=progress, max_steps=max_steps, logging_steps=logging_steps,
+                          extra=training_args)
+    was_training = adapter.training
+    args.remove_unused_columns = False
+    trainer = cls(model=adapter, args=args, train_dataset=ActivationTensors.from_dataset(dataset),
+                  eval_dataset=None if eval_dataset is None else ActivationTensors.from_dataset(eval_dataset),
+                  data_collator=_collate_activations)
+    trainer.train()
+    adapter.train(was_training)
+    adapter.eval()
+    return adapter, trainer.state.log_history
+
+
+class ScarEndToEnd(nn.Module):
+    """Frozen base model + attached adapter: ``forward(input_ids, attention_mask, labels)`` → SCAR loss on the fly.
+
+    The base model runs without gradients up to the hooked site (the rest is skipped); the adapter's loss is
+    computed on real tokens before the first EOS, with each sequence's labels copied to its tokens.
+
+    Args:
+        model: the base causal LM.
+        adapter: a :class:`ScarAdapter` (attached to ``model`` here if it is not yet).
+        eos_token_id: tokens from the first EOS on are dropped.
+    """
+
+    def __init__(self, model: nn.Module, adapter: ScarAdapter, eos_token_id: int | None = None) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.config = adapter.config
+        object.__setattr__(self, "base", model)  # not a submodule: never trained, never saved
+        if not adapter.is_attached:
+            adapter.attach(model)
+        self.eos_token_id = eos_token_id
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+        from ..core.inputs import position_ids_from_mask
+        from ..core.scoring import _forward_accepts
+
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if _forward_accepts(self.base, "position_ids"):
+            inputs["position_ids"] = position_ids_from_mask(attention_mask)
+        acts = self.adapter.run_capture(self.base, inputs, activations=True)
+        valid = _valid_tokens(input_ids, attention_mask, self.eos_token_id)
+        r, c = valid.nonzero(as_tuple=True)
+        y = labels.float()
+        y = y[:, None] if y.dim() == 1 else y
+        return self.adapter(acts[r, c], y[r])
+
+
+def train_scar_end_to_end(model: nn.Module, tokenizer: Any, adapter: ScarAdapter, texts: Sequence[str], labels: Any, *,
+                          epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-5, max_grad_norm: float = 1.0,
+                          seed: int = 0, max_steps: int = -1, max_length: int | None = None, logging_steps: int = 50,
+                          output_dir: str | None = None, progress: bool = True, **training_args: Any
+                          ) -> tuple[ScarAdapter, list[dict[str, float]]]:
+    """Train ``adapter`` with ``Trainer`` directly on text (no activation dump): batches of ``batch_size`` texts.
+
+    Arguments as :func:`train_scar`; ``labels`` ``[N]`` or ``[N, C]`` per text.
+
+    Returns:
+        ``(adapter, log_history)``.
+    """
+    from datasets import Dataset
+
+    y = _labels_matrix(labels, len(texts), adapter.num_concepts)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    ds = Dataset.from_dict({"text": list(texts), "labels": y.tolist()})
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids, mask = _tokenize(tokenizer, [r["text"] for r in rows], max_length)
+        return {"input_ids": ids, "attention_mask": mask,
+                "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.float32)}
+
+    wrapper = ScarEndToEnd(model, adapter, eos_token_id=eos)
+    cls = _trainer_cls()
+    args = _training_args(output_dir, epochs=epochs, batch_size=batch_size, lr=lr, max_grad_norm=max_grad_norm,
+                          seed=seed, progress=progress, max_steps=max_steps, logging_steps=logging_steps,
+                          extra={"remove_unused_columns": False, **training_args})
+    trainer = cls(model=wrapper, args=args, train_dataset=ds, data_collator=collate)
+    trainer.train()
+    adapter.eval()
+    return adapter, trainer.state.log_history
+
+
+# ------------------------------------------------------------------------------------------------- Accelerate script
+
+
+def synthetic_activations(num_tokens: int, n_inputs: int, num_concepts: int = 1, seed: int = 0):
+    """A seeded toy activation dataset: Gaussian tokens plus a concept direction on positive tokens."""
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(num_tokens, num_concepts, generator=g) < 0.3).float()
+    directions = torch.randn(num_concepts, n_inputs, generator=g) * 3
+    x = torch.randn(num_tokens, n_inputs, generator=g) + y @ directions
+    return Dataset.from_dict({"activations": x.numpy(), "labels": y.numpy()}).with_format("torch")
+
+
+def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, batch_size: int = 2048, lr: float = 1e-5,
+                     max_grad_norm: float = 1.0, seed: int = 0, progress: bool = True) -> list[float]:
+    """Plain Accelerate loop (Adam, grad clip, global batch ``batch_size`` split across processes).
+
+    With ``split_batches`` every process sees its slice of the same global batch in the same order (no shuffling),
+    and DDP averages the gradients, so N processes reproduce one process up to float reduction order.
+
+    Returns:
+        The global mean loss per step (on every process).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from torch.utils.data import DataLoader
+
+    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              cpu=not torch.cuda.is_available())
+    set_seed(seed)
+    n = len(dataset)
+    if batch_size % accelerator.num_processes:
+        raise ValueError(f"batch_size {batch_size} must be divisible by the {accelerator.num_processes} processes")
+    loader = DataLoader(ActivationTensors.from_dataset(dataset), batch_size=batch_size, shuffle=False, collate_fn=_collate_activations,
+                        drop_last=n >= batch_size)
+    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
+    model, optimizer, loader = accelerator.prepare(adapter, optimizer, loader)
+    losses: list[float] = []
+    from tqdm.auto import tqdm
+
+    model.train()
+    for _ in range(epochs):
+        for batch in tqdm(loader, desc="scar (accelerate)", disable=not (progress and accelerator.is_main_process)):
+            out = model(**batch)
+            accelerator.backward(out["loss"])
+            if max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(accelerator.reduce(out["loss"].detach(), reduction="mean")))
+    accelerator.wait_for_everyone()
+    model.eval()
+    return losses
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hf_ext.scar.training`` / ``accelerate launch -m hf_ext.scar.training``: train on activations.
+
+    Example:
+        accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
+            -m hf_ext.scar.training --synthetic 512 --n-inputs 16 --out runs/scar-acc
+    """
+    p = argparse.ArgumentParser(prog="python -m hf_ext.scar.training", description=main.__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--activations", help="a dataset folder saved with build_activation_dataset(...).save_to_disk")
+    src.add_argument("--synthetic", type=int, help="train on this many seeded synthetic tokens (a smoke test)")
+    p.add_argument("--n-inputs", type=int, default=16, help="activation width for --synthetic")
+    p.add_argument("--concepts", nargs="+", default=["concept"])
+    p.add_argument("--n-latents", type=int, default=None)
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--layer", type=int, default=0)
+    p.add_argument("--site", default="mlp")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=2048, help="global batch (split across processes)")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--pos-grad-scale", type=float, default=1.0)
+    p.add_argument("--bce-weight", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for the adapter (written by the main process)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if args.activations:
+        from datasets import load_from_disk
+
+        ds = load_from_disk(args.activations).with_format("torch")
+        n_inputs = len(ds[0]["activations"])
+    else:
+        n_inputs = args.n_inputs
+        ds = synthetic_activations(args.synthetic, n_inputs, len(args.concepts), seed=args.seed)
+    cfg = ScarConfig(n_inputs=n_inputs, n_latents=args.n_latents, k=args.k, layer=args.layer, site=args.site,
+                     concepts=args.concepts, pos_grad_scale=args.pos_grad_scale, bce_weight=args.bce_weight)
+    adapter = ScarAdapter(cfg, seed=args.seed)
+    losses = accelerate_train(adapter, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              progress=not args.no_progress)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        out = Path(args.out)
+        adapter.save_pretrained(out, card=False)
+        (out / "losses.json").write_text(json.dumps({"losses": losses,
+                                                     "world_size": int(os.environ.get("WORLD_SIZE", "1"))}))
+        print(f"trained {len(losses)} steps, final loss {losses[-1]:.4f}" if losses else "no steps",
+              file=sys.stderr)
+    return 0 if all(math.isfinite(v) for v in losses) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,530 @@
+"""``TFreeForCausalLM``: any transformers decoder with a T-FREE sparse trigram embedding, head, loss and decoding.
+
+* **Embedding**: ``nn.EmbeddingBag(v, h, mode="sum")`` over each word's activation ids (a word with ``T`` trigrams
+  sums ``T·m`` rows; duplicates count twice, as in the reference), fed to the backbone as ``inputs_embeds``.
+* **Head**: ``Linear(h, v)`` gives ``v`` multi-label logits per word position.
+* **Loss**: ``loss_scale × mean_{p, j} BCEWithLogits(x_pj, y_pj; pos_weight)`` over the predicted positions and all
+  ``v`` outputs, computed sparsely — ``Σ softplus(x) + Σ_pos [pos_weight·softplus(−x) − softplus(x)]`` — from the next
+  word's activation ids, never building the dense ``[seq, v]`` target.
+* **Decode dictionary**: the model owns it as CSR buffers (unique activation ids per word, their multiplicities and
+  the word's trigram count), saved with the weights; ``forward(input_ids=word ids)`` maps ids to patterns itself and
+  returns dictionary scores (``[B, logits_to_keep, d]``), so ``generate()`` works unchanged (greedy, sampling, beam
+  search, logits processors, KV cache, batch > 1).
+
+Example:
+    >>> from hf_ext.tfree import TFreeConfig, TFreeForCausalLM, TFreeTokenizer
+    >>> tok = TFreeTokenizer(words=["hello", "world"], hash_vocab_size=1000, num_activations=4)
+    >>> model = TFreeForCausalLM(TFreeConfig(hash_vocab_size=1000, num_activations=4))
+    >>> model.set_decode_dictionary(tok)
+    >>> ids = tok("hello world", return_tensors="pt").input_ids
+    >>> model(ids).logits.shape  # one score per dictionary word
+    torch.Size([1, 2, 18])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_tfree import TFreeConfig
+from .hashing import TrigramHasher
+from .wordsplit import EOT, SPECIAL_WORDS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TFreeCausalLMOutput", "TFreeForCausalLM", "TFreePreTrainedModel", "sparse_bce_loss", "dictionary_fingerprint"]
+
+
+def dictionary_fingerprint(words: Sequence[str]) -> str:
+    """A short hash of a word list, stored in the config to check that a tokenizer's ids match the model's dictionary."""
+    h = hashlib.sha1()
+    for w in words:
+        h.update(w.encode("utf-8") + b"\x00")
+    return h.hexdigest()[:16]
+
+
+#: transformers ≥ 5.2x calls the KV cache ``cache``; earlier 5.x releases ``past_key_values``.
+_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+@dataclass
+class TFreeCausalLMOutput(CausalLMOutputWithPast):
+    """Output of :class:`TFreeForCausalLM` (``CausalLMOutputWithPast`` plus the raw activation logits).
+
+    Attributes:
+        loss: scalar sparse BCE loss (when ``labels`` are given).
+        logits: dictionary scores ``[B, K, d]`` for the last ``K = logits_to_keep`` positions (``None`` in a training
+            forward unless ``return_dictionary_scores=True``).
+        activation_logits: raw multi-label logits ``[B, K, v]`` (when ``return_activation_logits=True``).
+        cache / past_key_values, hidden_states, attentions: as the backbone returns them.
+    """
+
+    activation_logits: torch.Tensor | None = None
+
+
+def sparse_bce_loss(logits: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor, weights: torch.Tensor,
+                    pos_weight: float, loss_scale: float = 1.0) -> torch.Tensor:
+    """``loss_scale × Σ_{p,j} w_p·BCE(x_pj, y_pj; pos_weight) / (#{w_p > 0}·v)`` with sparse positives.
+
+    Args:
+        logits: ``[N, v]`` multi-label logits.
+        pos_rows, pos_cols: ``[P]`` coordinates of the positive targets (unique per row).
+        weights: ``[N]`` per-position weights (0 = ignored position).
+        pos_weight: weight of the positive term.
+        loss_scale: multiplier of the mean.
+
+    Example:
+        >>> x = torch.zeros(2, 5)
+        >>> float(sparse_bce_loss(x, torch.tensor([0]), torch.tensor([1]), torch.ones(2), pos_weight=1.0))  # log 2
+        0.6931471824645996
+    """
+    x = logits.float()
+    w = weights.to(x.dtype)
+    total = (F.softplus(x).sum(-1) * w).sum()
+    if pos_rows.numel():
+        xp = x[pos_rows, pos_cols]
+        total = total + (w[pos_rows] * (pos_weight * F.softplus(-xp) - F.softplus(xp))).sum()
+    denom = (w > 0).sum().clamp(min=1) * x.shape[-1]
+    return loss_scale * total / denom
+
+
+class TFreePreTrainedModel(PreTrainedModel):
+    config_class = TFreeConfig
+    base_model_prefix = "tfree"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+    accepts_loss_kwargs = False  # the loss is a mean over positions × v; Trainer must scale for grad accumulation
+
+    def _init_weights(self, module: nn.Module) -> None:
+        h = self.config.hidden_size
+        if isinstance(module, nn.EmbeddingBag):
+            nn.init.normal_(module.weight, std=(2 / (5 * h)) ** 0.5)  # "pythia" init of the release
+        elif isinstance(module, nn.Linear) and module is getattr(self, "lm_head", None):
+            nn.init.normal_(module.weight, std=(2 / (5 * h)) ** 0.5)
+
+
+class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
+    """T-FREE causal LM over any transformers decoder backbone (``config.text_config``).
+
+    Inputs are either ``input_ids`` ``[B, W]`` — ids of words in the model's decode dictionary (what ``generate()``
+    feeds back) — or ``activation_ids`` ``[B, W, A]`` from :meth:`TFreeTokenizer.encode_activations` (``-1`` padded;
+    no dictionary needed: the training path).
+
+    Labels: ``[B, W, A]`` activation ids (``-1`` padding; a word with none is ignored) or ``[B, W]`` dictionary word
+    ids (``-100`` ignored). Like transformers' causal LMs, position ``p`` is trained to predict word ``p + 1``.
+
+    Example:
+        >>> from transformers import Qwen2Config
+        >>> cfg = TFreeConfig(text_config=Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        ...                   num_attention_heads=4, num_key_value_heads=2), hash_vocab_size=512, num_activations=4)
+        >>> model = TFreeForCausalLM(cfg)
+        >>> acts = torch.randint(0, 512, (2, 5, 12))
+        >>> out = model(activation_ids=acts, labels=acts)
+        >>> out.loss.shape, out.logits
+        (torch.Size([]), None)
+    """
+
+    def __init__(self, config: TFreeConfig):
+        super().__init__(config)
+        h, v = config.hidden_size, config.hash_vocab_size
+        self.model = AutoModel.from_config(config.text_config)
+        # the backbone's own token embedding is never used (inputs_embeds): shrink it to one row
+        self.model.set_input_embeddings(nn.Embedding(1, h))
+        self.embed = nn.EmbeddingBag(v, h, mode="sum")
+        self.lm_head = nn.Linear(h, v, bias=False)
+        d, nnz = config.dictionary_size, config.dictionary_nnz
+        self.register_buffer("dict_indptr", torch.zeros(d + 1, dtype=torch.long))
+        self.register_buffer("dict_indices", torch.zeros(nnz, dtype=torch.long))
+        self.register_buffer("dict_counts", torch.zeros(nnz, dtype=torch.long))
+        self.register_buffer("dict_trigrams", torch.zeros(d, dtype=torch.long))
+        self._hasher: TrigramHasher | None = None
+        self.post_init()
+
+    # ------------------------------------------------------------------ HF plumbing
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embed = value
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def get_decoder(self) -> nn.Module:
+        return self.model
+
+    @property
+    def hasher(self) -> TrigramHasher:
+        if self._hasher is None:
+            c = self.config
+            self._hasher = TrigramHasher(c.hash_vocab_size, c.num_activations, c.num_lowercase_activations,
+                                         c.hash_scheme, c.trigram_unit, c.entire_words)
+        return self._hasher
+
+    # ------------------------------------------------------------------ decode dictionary
+    @property
+    def dictionary_size(self) -> int:
+        """Number of words in the decode dictionary (``d``)."""
+        return int(self.dict_trigrams.numel())
+
+    def _patterns(self, words: Sequence[str], tokenizer=None):
+        if tokenizer is not None:
+            return tokenizer.words_to_patterns(words)
+        from .tokenization_tfree import _PatternCache
+
+        cache = _PatternCache(self.hasher)
+        lens, chunks, tri = [], [], []
+        for w in words:
+            p, t = self.hasher.word_pattern(w) if w not in (" ", "\n") else (cache.pattern(w), 1)
+            lens.append(len(p))
+            chunks.append(p)
+            tri.append(t)
+        indptr = np.zeros(len(words) + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        data = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+        return indptr, data, np.array(tri, dtype=np.int64)
+
+    def _csr_from_patterns(self, indptr: np.ndarray, data: np.ndarray):
+        """Multiplicity lists (sorted per word) → unique ids + counts per word."""
+        n = len(indptr) - 1
+        row = np.repeat(np.arange(n), np.diff(indptr))
+        first = np.ones(len(data), dtype=bool)
+        first[1:] = (data[1:] != data[:-1]) | (row[1:] != row[:-1])
+        starts = np.flatnonzero(first)
+        counts = np.diff(np.append(starts, len(data)))
+        new_indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row[starts], minlength=n), out=new_indptr[1:])
+        return new_indptr, data[starts].astype(np.int64), counts
+
+    def set_decode_dictionary(self, words_or_tokenizer, *, tokenizer=None) -> None:
+        """Replace the decode dictionary (e.g. with a ``wordfreq`` list, or a tokenizer's word list).
+
+        Args:
+            words_or_tokenizer: a :class:`TFreeTokenizer` (its word list, in id order; its hashing must match the
+                config) or a sequence of words (their ids are their positions).
+            tokenizer: optional tokenizer whose pattern cache computes the patterns faster.
+
+        Raises:
+            ValueError: an empty dictionary, or a tokenizer whose hashing differs from the config.
+        """
+        from .tokenization_tfree import TFreeTokenizer
+
+        if isinstance(words_or_tokenizer, TFreeTokenizer):
+            tokenizer = words_or_tokenizer
+            words = tokenizer.words
+        else:
+            if isinstance(words_or_tokenizer, str) or not isinstance(words_or_tokenizer, Sequence):
+                raise TypeError("set_decode_dictionary expects a TFreeTokenizer or a list of words, got "
+                                f"{type(words_or_tokenizer).__name__}")
+            words = list(words_or_tokenizer)
+        if not words:
+            raise ValueError("the decode dictionary is empty; pass at least one word (e.g. tokenizer.words or a "
+                             "wordfreq list: wordfreq.top_n_list('en', 50000))")
+        for w in words:
+            if not isinstance(w, str) or not w:
+                raise ValueError(f"dictionary words must be non-empty str, got {w!r}")
+        if tokenizer is not None and tokenizer.hash_config() != self.config.hash_config():
+            raise ValueError(f"the tokenizer hashes with {tokenizer.hash_config()} but the model with "
+                             f"{self.config.hash_config()}; use a matching tokenizer")
+        indptr, data, tri = self._patterns(words, tokenizer)
+        indptr, idx, counts = self._csr_from_patterns(indptr, data)
+        dev = self.lm_head.weight.device
+        self.dict_indptr = torch.from_numpy(indptr).to(dev)
+        self.dict_indices = torch.from_numpy(idx).to(dev)
+        self.dict_counts = torch.from_numpy(counts).to(dev)
+        self.dict_trigrams = torch.from_numpy(tri).to(dev)
+        self.config.dictionary_size, self.config.dictionary_nnz = len(words), int(len(idx))
+        self.config.dictionary_fingerprint = dictionary_fingerprint(words)
+        self._decode_words_cache = list(words)
+
+    def add_decode_words(self, words: Sequence[str], *, tokenizer=None) -> list[int]:
+        """Append ``words`` to the decode dictionary (no de-duplication); returns their new ids."""
+        if not words:
+            return []
+        indptr, data, tri = self._patterns(list(words), tokenizer)
+        indptr, idx, counts = self._csr_from_patterns(indptr, data)
+        d0 = self.dictionary_size
+        dev = self.dict_indptr.device
+        self.dict_indptr = torch.cat([self.dict_indptr, torch.from_numpy(indptr[1:]).to(dev) + self.dict_indptr[-1]])
+        self.dict_indices = torch.cat([self.dict_indices, torch.from_numpy(idx).to(dev)])
+        self.dict_counts = torch.cat([self.dict_counts, torch.from_numpy(counts).to(dev)])
+        self.dict_trigrams = torch.cat([self.dict_trigrams, torch.from_numpy(tri).to(dev)])
+        self.config.dictionary_size, self.config.dictionary_nnz = self.dictionary_size, int(self.dict_indices.numel())
+        return list(range(d0, d0 + len(words)))
+
+    def truncate_decode_dictionary(self, size: int) -> None:
+        """Keep only the first ``size`` dictionary words (undo :meth:`add_decode_words`)."""
+        if not 0 < size <= self.dictionary_size:
+            raise ValueError(f"size={size} must be in [1, {self.dictionary_size}]")
+        nnz = int(self.dict_indptr[size])
+        self.dict_indptr = self.dict_indptr[: size + 1].clone()
+        self.dict_indices = self.dict_indices[:nnz].clone()
+        self.dict_counts = self.dict_counts[:nnz].clone()
+        self.dict_trigrams = self.dict_trigrams[:size].clone()
+        self.config.dictionary_size, self.config.dictionary_nnz = size, nnz
+
+    def _check_word_ids(self, ids: torch.Tensor) -> None:
+        d = self.dictionary_size
+        if d == 0:
+            raise ValueError("the model's decode dictionary is empty: call model.set_decode_dictionary(tokenizer) "
+                             "(or pass activation_ids instead of input_ids)")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= d):
+            raise ValueError(f"word ids must be in [0, {d}) (the decode dictionary), got range "
+                             f"[{int(ids.min())}, {int(ids.max())}]; after encoding new words call "
+                             "model.set_decode_dictionary(tokenizer) or use model.generate_text(...)")
+
+    def _dictionary_rows(self, ids: torch.Tensor):
+        """Flat unique ids, counts and owning row of the dictionary words ``ids`` (1-D)."""
+        starts = self.dict_indptr[ids]
+        lens = self.dict_indptr[ids + 1] - starts
+        total = int(lens.sum())
+        row = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), lens, output_size=total)
+        first = torch.cumsum(lens, 0) - lens
+        pos = torch.arange(total, device=ids.device) - first[row] + starts[row]
+        return self.dict_indices[pos], self.dict_counts[pos], row, lens
+
+    # ------------------------------------------------------------------ embedding
+    def embed_words(self, input_ids: torch.Tensor | None = None, activation_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Word embeddings ``[B, W, h]`` from dictionary ``input_ids`` ``[B, W]`` or ``activation_ids`` ``[B, W, A]``."""
+        c = self.config
+        m = c.num_activations
+        w_dtype = self.embed.weight.dtype
+        if activation_ids is not None:
+            if not torch.is_tensor(activation_ids) or activation_ids.dim() != 3:
+                raise ValueError("activation_ids must be a [batch, words, activations] LongTensor padded with -1, got "
+                                 f"{type(activation_ids).__name__} {tuple(getattr(activation_ids, 'shape', ()))}")
+            if activation_ids.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"activation_ids must be an integer tensor, got {activation_ids.dtype}")
+            B, W, _ = activation_ids.shape
+            if activation_ids.numel() and int(activation_ids.max()) >= c.hash_vocab_size:
+                raise ValueError(f"activation ids must be < hash_vocab_size={c.hash_vocab_size}; got "
+                                 f"{int(activation_ids.max())} (a tokenizer with another v?)")
+            valid = activation_ids >= 0
+            lens = valid.sum(-1).reshape(-1)
+            flat = activation_ids[valid].long()
+            offsets = torch.cumsum(lens, 0) - lens
+            weights = None
+            factor = torch.ones_like(lens, dtype=w_dtype)
+            if c.embedding_aggregation == "mean":
+                factor = factor / m
+            if c.normalize_by_trigrams:
+                factor = factor / (lens.to(w_dtype) / m).clamp(min=1)
+            if c.embedding_aggregation == "mean" or c.normalize_by_trigrams:
+                weights = torch.repeat_interleave(factor, lens, output_size=flat.numel())
+            return self.embed(flat, offsets, per_sample_weights=weights).view(B, W, -1)
+        if input_ids is None:
+            raise ValueError("pass input_ids (dictionary word ids), activation_ids or inputs_embeds")
+        if not torch.is_tensor(input_ids) or input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be a [batch, words] LongTensor, got {tuple(getattr(input_ids, 'shape', ()))}")
+        B, W = input_ids.shape
+        ids = input_ids.reshape(-1).long()
+        self._check_word_ids(ids)
+        flat, counts, row, lens = self._dictionary_rows(ids)
+        factor = torch.ones(len(ids), dtype=w_dtype, device=ids.device)
+        if c.embedding_aggregation == "mean":
+            factor = factor / m
+        if c.normalize_by_trigrams:
+            factor = factor / self.dict_trigrams[ids].to(w_dtype).clamp(min=1)
+        weights = counts.to(w_dtype) * factor[row]
+        offsets = torch.cumsum(lens, 0) - lens
+        return self.embed(flat, offsets, per_sample_weights=weights).view(B, W, -1)
+
+    # ------------------------------------------------------------------ decoding
+    def dictionary_scores(self, activation_logits: torch.Tensor) -> torch.Tensor:
+        """Scores ``[..., d]`` of every dictionary word from multi-label logits ``[..., v]`` (sparse CSR product).
+
+        ``pos_minus_neg``: ``S_w/(m·T_w) + (S_w − Σ_j a_j)/(v − m·T_w)``; ``pos_only``: ``S_w/(m·T_w)``, with
+        ``a = σ(logits)`` and ``S_w`` the sum of ``a`` over the word's unique pattern; times ``dictionary_logit_scale``.
+        """
+        c = self.config
+        d = self.dictionary_size
+        if d == 0:
+            raise ValueError("the model's decode dictionary is empty: call model.set_decode_dictionary(tokenizer)")
+        lead = activation_logits.shape[:-1]
+        a = torch.sigmoid(activation_logits.reshape(-1, c.hash_vocab_size).float())
+        with warnings.catch_warnings():  # "sparse CSR support is in beta" / invariant-check notices
+            warnings.simplefilter("ignore", UserWarning)
+            csr = torch.sparse_csr_tensor(self.dict_indptr, self.dict_indices,
+                                          torch.ones(self.dict_indices.numel(), dtype=a.dtype, device=a.device),
+                                          size=(d, c.hash_vocab_size))
+            s = (csr @ a.T).T  # [N, d]
+        mt = (c.num_activations * self.dict_trigrams).to(a.dtype)
+        score = s / mt
+        if c.decode_variant == "pos_minus_neg":
+            score = score + (s - a.sum(-1, keepdim=True)) / (c.hash_vocab_size - mt).clamp(min=1)
+        return (score * c.dictionary_logit_scale).reshape(*lead, d)
+
+    # ------------------------------------------------------------------ forward
+    def _targets(self, labels: torch.Tensor, attention_mask: torch.Tensor | None):
+        """Positives (rows, cols) and weights of the shifted targets: position p predicts word p + 1."""
+        B, W = labels.shape[:2]
+        n = B * (W - 1)
+        if labels.dim() == 3:
+            tgt = labels[:, 1:].reshape(n, -1)
+            valid = tgt >= 0
+            first = valid.clone()
+            first[:, 1:] &= tgt[:, 1:] != tgt[:, :-1]  # ids are sorted per word: keep each once
+            rows, cols = first.nonzero(as_tuple=True)
+            cols = tgt[rows, cols]
+            weights = valid.any(-1)
+        elif labels.dim() == 2:
+            tgt = labels[:, 1:].reshape(-1)
+            weights = tgt != -100
+            if weights.any():
+                self._check_word_ids(tgt[weights])
+            safe = torch.where(weights, tgt, torch.zeros_like(tgt))
+            cols, _, rows, _ = self._dictionary_rows(safe)
+            keep = weights[rows]
+            rows, cols = rows[keep], cols[keep]
+        else:
+            raise ValueError(f"labels must be [batch, words, activations] activation ids or [batch, words] word ids, "
+                             f"got shape {tuple(labels.shape)}")
+        if attention_mask is not None and attention_mask.dim() == 2:
+            weights = weights & attention_mask[:, 1:].reshape(-1).bool()
+        return rows, cols, weights.float()
+
+    def forward(self, input_ids: torch.Tensor | None = None, activation_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                past_key_values=None, cache=None, inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
+                return_activation_logits: bool = False, return_dictionary_scores: bool | None = None,
+                **kwargs: Any) -> TFreeCausalLMOutput:
+        """Run the backbone on word embeddings; loss from sparse targets, dictionary scores for kept positions.
+
+        Args:
+            input_ids: ``[B, W]`` dictionary word ids; or activation_ids ``[B, W, A]``; or inputs_embeds ``[B, W, h]``.
+            attention_mask: ``[B, W]`` word mask (1 = real word).
+            labels: see the class docstring. With labels the output has the loss and no dictionary scores unless
+                ``return_dictionary_scores=True``.
+            logits_to_keep: score only the last ``k`` positions (``0`` = all; ``generate()`` passes 1), or a 1-D
+                tensor of positions.
+            return_activation_logits: also return the raw ``[B, K, v]`` multi-label logits.
+        """
+        kwargs.pop("num_items_in_batch", None)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_words(input_ids=input_ids if activation_ids is None else None,
+                                             activation_ids=activation_ids)
+        backbone_kwargs = {k: v for k, v in kwargs.items() if v is not None and k != "return_dict"}
+        cache = cache if cache is not None else past_key_values
+        if cache is not None:
+            backbone_kwargs[self._backbone_cache_arg()] = cache
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
+            # left padding: count only real words (every backbone family, every transformers version)
+            width = inputs_embeds.shape[1]
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=use_cache, return_dict=True, **backbone_kwargs)
+        hidden = out.last_hidden_state
+        loss = None
+        if labels is not None:
+            if labels.shape[:2] != hidden.shape[:2]:
+                raise ValueError(f"labels {tuple(labels.shape)} must match the input's [batch, words] "
+                                 f"{tuple(hidden.shape[:2])}")
+            rows, cols, weights = self._targets(labels.to(hidden.device), attention_mask)
+            act = self.lm_head(hidden[:, :-1]).reshape(-1, self.config.hash_vocab_size)
+            loss = sparse_bce_loss(act, rows, cols, weights, self.config.pos_weight, self.config.loss_scale)
+        want_scores = return_dictionary_scores if return_dictionary_scores is not None else labels is None
+        logits = act_logits = None
+        if want_scores or return_activation_logits:
+            if isinstance(logits_to_keep, int):
+                kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
+            else:
+                kept = hidden[:, logits_to_keep]
+            act_logits = self.lm_head(kept)
+            if want_scores:
+                logits = self.dictionary_scores(act_logits)
+        new_cache = getattr(out, "cache", None)
+        if new_cache is None:
+            new_cache = getattr(out, "past_key_values", None)
+        return TFreeCausalLMOutput(loss=loss, logits=logits,
+                                   activation_logits=act_logits if return_activation_logits else None,
+                                   hidden_states=getattr(out, "hidden_states", None),
+                                   attentions=getattr(out, "attentions", None), **{_CACHE_FIELD: new_cache})
+
+    def _backbone_cache_arg(self) -> str:
+        import inspect
+
+        params = inspect.signature(self.model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    # ------------------------------------------------------------------ text in, text out
+    @contextlib.contextmanager
+    def prompt_words(self, tokenizer, texts: Sequence[str]):
+        """Temporarily add the prompts' out-of-dictionary words to the tokenizer and the decode dictionary.
+
+        Yields the padded ``input_ids`` and ``attention_mask`` of ``texts``. Both dictionaries are restored on exit.
+        """
+        d0, t0 = self.dictionary_size, len(tokenizer)
+        if tokenizer.hash_config() != self.config.hash_config():
+            raise ValueError(f"the tokenizer hashes with {tokenizer.hash_config()} but the model with "
+                             f"{self.config.hash_config()}")
+        fp = getattr(self.config, "dictionary_fingerprint", None)
+        if d0 == 0:
+            raise ValueError("the model's decode dictionary is empty: call model.set_decode_dictionary(tokenizer)")
+        if d0 > t0 or (fp is not None and dictionary_fingerprint(tokenizer.words[:d0]) != fp):
+            raise ValueError("the tokenizer's word list does not start with the model's decode dictionary; call "
+                             "model.set_decode_dictionary(tokenizer) first")
+        try:
+            enc = tokenizer(list(texts), return_tensors="pt", padding=True, padding_side="left")
+            if len(tokenizer) > d0:
+                self.add_decode_words(tokenizer.words[d0:], tokenizer=tokenizer)
+            yield enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        finally:
+            if self.dictionary_size > d0:
+                self.truncate_decode_dictionary(d0)
+            if len(tokenizer) > t0:
+                tokenizer.truncate_dictionary(t0)
+
+    @torch.no_grad()
+    def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
+                      skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:
+        """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.
+
+        Example:
+            >>> model.generate_text(tok, ["hello"], max_new_words=3, do_sample=False)  # doctest: +SKIP
+            [' world ...']
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        eos = tokenizer.convert_tokens_to_ids(EOT) if EOT in tokenizer.get_vocab() else None
+        generate_kwargs.setdefault("eos_token_id", eos)
+        generate_kwargs.setdefault("pad_token_id", eos if eos is not None else 0)
+        with self.prompt_words(tokenizer, prompts) as (ids, mask):
+            out = self.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_words, **generate_kwargs)
+            texts = []
+            for row, prompt in zip(out[:, ids.shape[1]:].tolist(), prompts):
+                new = [i for i in row if not (skip_special_tokens and i == eos)]
+                full = tokenizer.decode(tokenizer.encode(prompt, add_special_tokens=False) + new)
+                texts.append(full[len(prompt):] if full.startswith(prompt) else tokenizer.decode(new))
+        return texts
+
+
+#: Index of ``<|endoftext|>`` in the default dictionary order (special words first).
+EOT_ID = SPECIAL_WORDS.index(EOT)
+
+
+try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
+    from hf_ext.auto import register as _register
+
+    _register()
+except ImportError:  # exported to the Hub without hf_ext installed
+    pass

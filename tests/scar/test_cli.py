@@ -1,0 +1,37 @@
+"""`hf-ext scar train|detect|generate` on a saved tiny model and a small CSV (offline)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from hf_ext.cli import main
+from hf_ext.scar.toy import concept_corpus
+from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+
+
+def test_scar_cli_train_detect_generate(tmp_path, capsys, caplog):
+    base = tmp_path / "base"
+    tiny_causal_lm("gpt2").save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    texts, labels = concept_corpus(40, seed=0)
+    with open(tmp_path / "data.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels))
+    out = tmp_path / "scar"
+    assert main(["scar", "train", "--model", str(base), "--data", str(tmp_path / "data.csv"), "--layer", "1",
+                 "--epochs", "1", "--batch-size", "64", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
+    capsys.readouterr()
+    assert main(["scar", "detect", "--adapter", str(out), "--text", "the cat .", "--text", "the war .", "--tokens"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["text"] for r in rows] == ["the cat .", "the war ."] and 0 <= rows[0]["concept"] <= 1
+    assert len(rows[0]["tokens"]) == len("the cat .") + 1  # char tokens + <s>
+    assert main(["scar", "generate", "--adapter", str(out), "--prompt", "the cat", "--max-new-tokens", "4",
+                 "--strength", "5", "--op", "replace"]) == 0
+    assert "steered:" in capsys.readouterr().out
+    # bad input: unknown concept, --data without --model
+    assert main(["scar", "generate", "--adapter", str(out), "--prompt", "x", "--concept", "nope"]) == 1
+    assert "unknown concept" in caplog.text
+    assert main(["scar", "train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "x")]) == 1

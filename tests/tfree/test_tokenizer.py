@@ -1,0 +1,105 @@
+"""TFreeTokenizer: AutoTokenizer round trip, activation ids against the hasher, padding, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hf_ext.tfree import TFreeTokenizer
+from hf_ext.tfree.hashing import TrigramHasher
+from hf_ext.tfree.wordsplit import SPECIAL_WORDS, text_to_words
+
+
+def test_save_load_with_auto_tokenizer(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = TFreeTokenizer(words=["alpha"], hash_vocab_size=4096, num_activations=6, num_lowercase_activations=2,
+                         hash_scheme="fast")
+    tok("grown words here")
+    tok.save_pretrained(tmp_path)
+    data_files = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".py")  # .py: only after export_for_hub
+    assert data_files == ["tokenizer_config.json", "words.json"]
+    assert sum((tmp_path / f).stat().st_size for f in data_files) < 10_000  # small files, no hash table
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(loaded, TFreeTokenizer)
+    assert loaded.words == tok.words and loaded.hash_config() == tok.hash_config()
+    assert loaded.words[: len(SPECIAL_WORDS)] == list(SPECIAL_WORDS)
+    assert loaded("grown words").input_ids == tok("grown words").input_ids
+
+
+def test_activation_ids_match_hasher_and_padding():
+    tok = TFreeTokenizer(hash_vocab_size=8000, num_activations=10, num_lowercase_activations=2)
+    h = TrigramHasher(8000, 10, 2)
+    texts = ["Hello world!", "a"]
+    enc = tok.encode_activations(texts, return_tensors="np", padding_side="right")
+    for b, text in enumerate(texts):
+        words = text_to_words(text, parse_special=False)
+        assert enc["attention_mask"][b].sum() == len(words)
+        for p, w in enumerate(words):
+            row = enc["activation_ids"][b, p]
+            expected = sorted(np.concatenate([h.rows(np.array([t]))[0] for t in h.trigram_ids(w)]).tolist())
+            assert row[row >= 0].tolist() == expected
+    left = tok.encode_activations(texts, return_tensors="np", padding_side="left")
+    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert (left["activation_ids"][1, 2] == enc["activation_ids"][1, 0]).all()
+    flat = tok.encode_activations(texts, format="flat")
+    assert flat["num_words"] == [3, 1] and flat["activation_ids"][1][0] == enc["activation_ids"][1, 0][
+        enc["activation_ids"][1, 0] >= 0].tolist()
+    short = tok.encode_activations(texts, max_words=2, return_tensors="np")
+    assert short["activation_ids"].shape[1] == 2
+    eos = tok.encode_activations(["a"], add_eos_token=True, format="flat")["activation_ids"][0]
+    assert len(eos) == 2 and sorted(eos[1]) == sorted(h.whole_word_row("<|endoftext|>").tolist())
+
+
+def test_same_text_same_encoding_regardless_of_history():
+    a, b = TFreeTokenizer(), TFreeTokenizer()
+    b.encode_activations(["lots of other words first", "and more"])
+    b("grow the dictionary")
+    ea = a.encode_activations(["the same text"], return_tensors="np")
+    eb = b.encode_activations(["the same text"], return_tensors="np")
+    assert (ea["activation_ids"] == eb["activation_ids"]).all()
+
+
+def test_dictionary_growth_and_frozen_dictionary():
+    tok = TFreeTokenizer(words=["known"])
+    n = len(tok)
+    tok("known unknownword")
+    assert len(tok) == n + 1 and tok.words[-1] == "unknownword"
+    tok.truncate_dictionary(n)
+    frozen = TFreeTokenizer(words=["known"], grow_dictionary=False)
+    with pytest.raises(ValueError, match="grow_dictionary=False"):
+        frozen("known unknownword")
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="num_activations=10"):
+        TFreeTokenizer(hash_vocab_size=8, num_activations=10)
+    with pytest.raises(ValueError, match="unknown hash_scheme"):
+        TFreeTokenizer(hash_scheme="crc32")
+    with pytest.raises(TypeError, match="words must be a sequence of str"):
+        TFreeTokenizer(words="the")
+    tok = TFreeTokenizer()
+    with pytest.raises(ValueError, match="format="):
+        tok.encode_activations(["a"], format="coo")
+    with pytest.raises(ValueError, match="max_words=0"):
+        tok.encode_activations(["a"], max_words=0)
+    with pytest.raises(ValueError, match="outside the dictionary"):
+        tok.decode([10**6])
+    with pytest.raises(TypeError, match="text must be a str"):
+        text_to_words(3)
+
+
+@pytest.mark.slow
+def test_datasets_map_num_proc_matches_single_process():
+    from datasets import Dataset
+
+    tok = TFreeTokenizer(hash_vocab_size=512, num_activations=4)
+    texts = [f"document {i}: the cat sat on mat number {i}." for i in range(8)]
+    ds = Dataset.from_dict({"text": texts})
+
+    def enc(batch):
+        return {"activation_ids": tok.encode_activations(batch["text"], format="flat")["activation_ids"]}
+
+    single = ds.map(enc, batched=True, batch_size=3)["activation_ids"]
+    multi = ds.map(enc, batched=True, batch_size=3, num_proc=2)["activation_ids"]
+    assert single == multi
