@@ -550,16 +550,9 @@ class ScarAdapter(nn.Module):
                 raise ValueError("detect() on strings needs the base model's tokenizer; pass tokenizer=...")
             if not texts or not all(isinstance(t, str) for t in texts):
                 raise TypeError("texts must be a string, a non-empty list of strings or a [B, T] id tensor")
-            side = tokenizer.padding_side
-            tokenizer.padding_side = "left"
-            try:
-                if tokenizer.pad_token_id is None:
-                    tokenizer.pad_token = tokenizer.eos_token
-                enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=max_length is not None,
-                                max_length=max_length)
-            finally:
-                tokenizer.padding_side = side
-            ids, mask = enc["input_ids"], enc["attention_mask"]
+            from .training import _tokenize  # one left-padding tokenizer call for detection and caching
+
+            ids, mask = _tokenize(tokenizer, texts, max_length)
         device = next(model.parameters()).device
         pass_pos = _forward_accepts(model, "position_ids")
         probs = []
