@@ -315,7 +315,7 @@ class ArmSpec:
 
 
 def measure_peak(spec: str | ArmSpec, *, device: str = "cpu", timeout: float = 300.0,
-                 method: str = "auto") -> dict[str, Any]:
+                 method: str = "auto", env: dict[str, str] | None = None) -> dict[str, Any]:
     """Peak memory of one arm, measured in a fresh subprocess: see :func:`peak_rss_mb`.
 
     Args:
@@ -323,6 +323,7 @@ def measure_peak(spec: str | ArmSpec, *, device: str = "cpu", timeout: float = 3
         device: ``"cpu"`` or a CUDA device.
         timeout: seconds before the subprocess is killed (then ``RuntimeError``).
         method: ``"auto"``, or ``"sampled"`` to force the portable CPU method (for tests).
+        env: extra environment variables of the subprocess.
 
     Returns:
         ``{"peak_mb", "baseline_mb", "method", "device"}``; ``method`` is ``"vmhwm"`` (Linux: the child's
@@ -335,7 +336,8 @@ def measure_peak(spec: str | ArmSpec, *, device: str = "cpu", timeout: float = 3
     payload = json.dumps({**asdict(arm), "device": device, "cwd": os.getcwd(), "method": method})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--measure-arm", payload]
     with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, **env} if env else None)
         killed = threading.Event()
 
         def kill():
@@ -380,7 +382,8 @@ def _drive_child(proc: subprocess.Popen) -> dict[str, Any] | None:
     return None
 
 
-def peak_rss_mb(spec: str | ArmSpec, *, device: str = "cpu", timeout: float = 300.0) -> float:
+def peak_rss_mb(spec: str | ArmSpec, *, device: str = "cpu", timeout: float = 300.0,
+                env: dict[str, str] | None = None) -> float:
     """Peak memory (MiB) of an arm above its post-load baseline, measured in the arm's OWN subprocess.
 
     The subprocess imports the target and calls ``setup`` (imports, model loading), takes the baseline,
@@ -399,6 +402,7 @@ def peak_rss_mb(spec: str | ArmSpec, *, device: str = "cpu", timeout: float = 30
         spec: an :class:`ArmSpec` or ``"target:run"`` / ``"target:setup:run"``.
         device: ``"cpu"`` or a CUDA device.
         timeout: seconds before the subprocess is killed (``RuntimeError``).
+        env: extra environment variables of the subprocess (e.g. ``MALLOC_MMAP_THRESHOLD_``).
 
     Example:
         >>> peak_rss_mb(ArmSpec("benchmarks/core_tiny_forward.py", setup="load_arm", run="forward_arm",
@@ -406,7 +410,7 @@ def peak_rss_mb(spec: str | ArmSpec, *, device: str = "cpu", timeout: float = 30
         ...                             "batch": 4, "seq": 32}))  # doctest: +SKIP
         12.5
     """
-    return float(measure_peak(spec, device=device, timeout=timeout)["peak_mb"])
+    return float(measure_peak(spec, device=device, timeout=timeout, env=env)["peak_mb"])
 
 
 _MARK = "__HF_EXT_PEAK__"

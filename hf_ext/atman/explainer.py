@@ -19,7 +19,8 @@ reproducing published numbers; prefix reuse is disabled under it because it is n
 Speed: every target token is scored in one pass; perturbations are batched ``max_batch_size`` at a time; and the
 base pass's KV cache is reused for the positions before each batch's first suppressed position (exact in the causal
 modes: suppressing key ``i`` leaves rows ``< i`` unchanged). Perturbations are sorted by that start position so the
-batches are tight.
+batches are tight; in log-additive mode their suffixes are packed end to end into rows of at most ``L`` tokens
+(:mod:`hf_ext.atman.packing`, segment attention on CPU: :mod:`hf_ext.core.segments`).
 
 Defaults and which are choices **[unconfirmed]** against the paper: ``suppression_factor=0.1`` (reference ``Explainer``
 and API ``control_factor`` default), ``conceptual_threshold=None`` (API default: no neighbourhood; the reference's
@@ -39,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -48,8 +50,9 @@ from hf_ext.core.anatomy import get_anatomy
 from hf_ext.core.attention import attention_controls
 from hf_ext.core.cache import SuffixRecomputeCache, cache_argument
 from hf_ext.core.inputs import position_ids_from_mask
+from hf_ext.core.segments import SegmentPlan, layer_map, segment_attention
 
-from .packing import pack, packed_inputs
+from .packing import pack, packed_inputs, segment_inputs
 from .units import GRANULARITIES, Unit, text_units, tile_units
 
 logger = logging.getLogger(__name__)
@@ -164,12 +167,22 @@ class _Prepared:
     target_ids: torch.Tensor     # [T]
     base_ce: torch.Tensor        # [T]
     cache: object | None         # the base pass's SuffixRecomputeCache
-    embeddings: torch.Tensor     # [L, D] for the cosine neighbourhood
     dirty_from: int | None = None  # cache positions >= this hold a perturbed forward's states, not the base pass's
 
     @property
     def length(self) -> int:
         return self.attention_mask.shape[1]
+
+
+def _sliding_window(config) -> int | None:
+    """The model's attention window where some layer has one (``None``: every layer sees the whole sequence)."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return window if "sliding_attention" in layer_types else None
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window)
 
 
 def _check_factor(name: str, value, low: float, high: float | None) -> float:
@@ -198,9 +211,13 @@ class AtManExplainer:
         prefix_reuse: reuse the base pass's KV cache before the first suppressed position (disabled automatically
             for ``"reference_compat"``).
         pack: with prefix reuse in log-additive mode on all layers, put several perturbations' suffixes end to end
-            in one row of at most the sequence's length (a 4D attention mask keeps them apart; see
-            :mod:`hf_ext.atman.packing`): fewer, fuller forwards, each no longer than one plain forward.
-            ``False``: one perturbation per row.
+            in one row of at most the sequence's length (see :mod:`hf_ext.atman.packing`): fewer, fuller forwards,
+            each no longer than one plain forward. ``"segments"``: each suffix attends to its own positions (one
+            attention call per suffix and layer; fewest FLOPs, the cache holds only the base pass);
+            ``"mask"``: one 4D mask keeps the suffixes apart (one attention call per layer; the cache holds
+            ``2L`` positions); ``True`` (default): ``"segments"`` on CPU, ``"mask"`` on accelerators, where kernel
+            launches cost more than masked-out scores. ``False``: one perturbation per row. Sequences longer than a
+            model's sliding attention window are not packed (only the model's own masks are right there).
         progress: show a tqdm bar over batches.
 
     Example:
@@ -213,7 +230,7 @@ class AtManExplainer:
     def __init__(self, model: nn.Module, tokenizer=None, *, mode: str = "log_additive", suppression_factor: float = 0.1,
                  conceptual_threshold: float | None = None, max_neighbours: int | None = None,
                  layers: int | Sequence[int] | None = None, max_batch_size: int = 1, prefix_reuse: bool = True,
-                 pack: bool = True, progress: bool = True):
+                 pack: bool | str = True, progress: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
         self.model = model
@@ -230,10 +247,15 @@ class AtManExplainer:
         self.max_batch_size = max_batch_size
         self.layers = layers
         self.prefix_reuse = bool(prefix_reuse) and mode != "reference_compat"
-        # Packing expresses the manipulation as one additive 4D mask for every layer: log-additive, all layers.
-        self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
+        if pack not in (True, False, "segments", "mask"):
+            raise ValueError(f"pack={pack!r} must be True, False, 'segments' or 'mask'")
         self.progress = progress
         self.anatomy = get_anatomy(model)
+        # Packing expresses the manipulation as one additive bias per suffix for every layer: log-additive, all
+        # layers, and sequences no longer than a sliding window (a packed row's masks are ours, not the model's).
+        self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
+        self._pack_how = pack if isinstance(pack, str) else None
+        self._window = _sliding_window(self.anatomy.text_config)
         impl = getattr(self.anatomy.text_config, "_attn_implementation", None) or "eager"
         if impl not in ("sdpa", "eager"):
             raise ValueError(
@@ -362,14 +384,26 @@ class AtManExplainer:
     def _device(self):
         return next(self.model.parameters()).device
 
+    @property
+    def packing(self) -> str | None:
+        """How perturbations are packed: ``"segments"``, ``"mask"`` or ``None`` (one per row); sequences longer
+        than the model's sliding window are not packed (see :meth:`packing_for`)."""
+        if not self.pack:
+            return None
+        return self._pack_how or ("segments" if self._device().type == "cpu" else "mask")
+
+    def packing_for(self, length: int) -> str | None:
+        """:attr:`packing` for a sequence of ``length`` positions: ``None`` beyond a sliding window, where only the
+        model's own masks are right."""
+        return None if self._window is not None and length > self._window else self.packing
+
     def _base_pass(self, feed_name, feed, mask, pos, target, extra=None):
         T = target.numel()
         L = mask.shape[1]
-        ones = torch.ones(1, L)
-        # Packed forwards append their keys after the base pass's L positions (at most L more).
-        cache = SuffixRecomputeCache(2 * L if self.pack else L) if self.prefix_reuse else None
+        # Mask-packed forwards append their keys after the base pass's L positions (at most L more).
+        cache = SuffixRecomputeCache(2 * L if self.packing_for(L) == "mask" else L) if self.prefix_reuse else None
         kw = {cache_argument(self.model): cache} if cache is not None else {}
-        with attention_controls(self.model, ones, mode=_CORE_MODE[self.mode], layers=self.layers):
+        with self._unmanipulated(L):
             out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
                              use_cache=self.prefix_reuse, logits_to_keep=T)
         ce = nn.functional.cross_entropy(out.logits[0, -T:].float(), target, reduction="none")
@@ -378,13 +412,21 @@ class AtManExplainer:
                              "use prefix_reuse=False")
         return ce, cache
 
+    def _unmanipulated(self, length: int):
+        """Context of the base pass: weights 1 are the plain model in log-additive mode (a zero bias on the visible
+        keys), so it runs plain, on the model's own (causal, lighter) kernels; the multiplicative modes keep their
+        score shift, as their perturbed forwards have it."""
+        if self.mode == "log_additive":
+            return nullcontext()
+        return attention_controls(self.model, torch.ones(1, length), mode=_CORE_MODE[self.mode], layers=self.layers)
+
     def _restore_base(self, prep: _Prepared) -> None:
         """Recompute the base pass from ``prep.dirty_from`` into the cache (after an earlier :meth:`score_weights`)."""
         s = prep.dirty_from
         if s is None or prep.cache is None:
             return
         prep.cache.resume_from(s, 1, rewrite=True)
-        with attention_controls(self.model, torch.ones(1, prep.length), mode=_CORE_MODE[self.mode], layers=self.layers):
+        with self._unmanipulated(prep.length):
             self.model(**{prep.feed_name: prep.feed[:, s:], cache_argument(self.model): prep.cache},
                        attention_mask=prep.attention_mask, position_ids=prep.position_ids[:, s:], use_cache=True,
                        logits_to_keep=1)
@@ -396,8 +438,7 @@ class AtManExplainer:
         full_mask = torch.cat([mask, torch.ones(1, target.numel() - 1, dtype=mask.dtype, device=mask.device)], dim=1)
         pos = position_ids_from_mask(full_mask)
         ce, cache = self._base_pass("input_ids", seq, full_mask, pos, target)
-        emb = self.anatomy.input_embeddings(seq)[0].float()
-        return _Prepared("input_ids", seq, full_mask, pos, int((mask[0] == 0).sum()), ids.shape[1], target, ce, cache, emb)
+        return _Prepared("input_ids", seq, full_mask, pos, int((mask[0] == 0).sum()), ids.shape[1], target, ce, cache)
 
     def _prepare_embeds(self, ids, mask, target, extra) -> _Prepared:
         seq = torch.cat([ids, target[:-1].view(1, -1)], dim=1)
@@ -418,7 +459,7 @@ class AtManExplainer:
             raise ValueError(f"{type(self.model).__name__} did not pass inputs_embeds to its language model; image "
                              "explanations need a Llava-style model")
         return _Prepared("inputs_embeds", embeds, full_mask, pos, int((mask[0] == 0).sum()), ids.shape[1], target, ce,
-                         cache, embeds[0].float())
+                         cache)
 
     def _unit_weights(self, prep: _Prepared, positions: Sequence[Sequence[int]], factor: float | None = None,
                       neighbourhood: bool = True) -> torch.Tensor:
@@ -429,7 +470,9 @@ class AtManExplainer:
         kappa = self.conceptual_threshold if neighbourhood else None
         cos = None
         if kappa is not None:
-            e = nn.functional.normalize(prep.embeddings, dim=-1)
+            # The input embeddings ([L, D]): the language model's input, image features included.
+            emb = self.anatomy.input_embeddings(prep.feed) if prep.feed_name == "input_ids" else prep.feed
+            e = nn.functional.normalize(emb[0].detach().float(), dim=-1)
             cos = (e @ e.T).cpu()
             real = prep.attention_mask[0].bool().cpu()
         for c, pos in enumerate(positions):
@@ -468,7 +511,7 @@ class AtManExplainer:
         order = sorted(range(C), key=lambda c: -starts[c])
         ce = prep.base_ce.unsqueeze(0).repeat(C, 1)
         todo = [c for c in order if starts[c] < L]
-        if self.pack and todo:
+        if self.packing_for(L) and todo:
             return self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.to(prep.attention_mask.device), desc)
         batches = [todo[i : i + self.max_batch_size] for i in range(0, len(todo), self.max_batch_size)]
         device = prep.attention_mask.device
@@ -505,10 +548,11 @@ class AtManExplainer:
         dtype = self.anatomy.input_embeddings.weight.dtype
         real = prep.attention_mask[0].bool()
         w = weights.to(device)
+        segmented = self.packing_for(L) == "segments"
+        layer_of = layer_map(self.model) if segmented else None
         cache_kw = cache_argument(self.model)
         for fb in tqdm(pack(starts, L, capacity=L, rows_per_forward=self.max_batch_size), desc=desc,
                        disable=not self.progress, leave=False):
-            inp = packed_inputs(fb, weights=w, real=real, position_ids=prep.position_ids[0], dtype=dtype)
             B = len(fb.rows)
             # Query index (in its row) of every scored target position: segment c's last min(T, L - s) tokens.
             rows_idx, q_idx, pert, tgt_t = [], [], [], []
@@ -521,14 +565,21 @@ class AtManExplainer:
                     tgt_t.append(t)
             union = sorted(set(q_idx))
             column = {q: u for u, q in enumerate(union)}
-            out = self.model(**{prep.feed_name: prep.feed[0][inp["positions"]], cache_kw: prep.cache.resume_from(L, B)},
-                             attention_mask=inp["mask"], position_ids=inp["position_ids"], use_cache=True,
-                             logits_to_keep=torch.tensor(union, device=device))
+            keep = {"logits_to_keep": torch.tensor(union, device=device)}
+            if segmented:
+                inp = segment_inputs(fb, weights=w, real=real, position_ids=prep.position_ids[0], dtype=dtype)
+                with segment_attention(self.model, SegmentPlan(prep.cache, inp["segments"], layer_of)):
+                    out = self.model(**{prep.feed_name: prep.feed[0][inp["positions"]]},
+                                     position_ids=inp["position_ids"], use_cache=False, **keep)
+            else:
+                inp = packed_inputs(fb, weights=w, real=real, position_ids=prep.position_ids[0], dtype=dtype)
+                out = self.model(**{prep.feed_name: prep.feed[0][inp["positions"]], cache_kw: prep.cache.resume_from(L, B)},
+                                 attention_mask=inp["mask"], position_ids=inp["position_ids"], use_cache=True, **keep)
             logits = out.logits[torch.tensor(rows_idx, device=device), torch.tensor([column[q] for q in q_idx], device=device)]
             tgt_t = torch.tensor(tgt_t, device=device)
             new = nn.functional.cross_entropy(logits.float(), prep.target_ids[tgt_t], reduction="none")
             ce[torch.tensor(pert, device=device), tgt_t] = new
-            del out, logits
+            del out, logits, inp
         return ce
 
     def _explain(self, prep: _Prepared, units: list[Unit] | None, include_target: bool) -> Explanation:

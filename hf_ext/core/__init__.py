@@ -30,6 +30,10 @@ _LAZY = {
     "build_layer_masks": "layers",
     "current_params": "hooks",
     "rows": "hooks",
+    "SuffixRecomputeCache": "cache",
+    "Segment": "segments",
+    "SegmentPlan": "segments",
+    "segment_attention": "segments",
 }
 
 __all__ = list(_LAZY)

@@ -141,6 +141,27 @@ class _Prepared:
 _PREPARED: contextvars.ContextVar[_Prepared | None] = contextvars.ContextVar("hf_ext_attention_prepared", default=None)
 
 
+def log_additive_bias(visible: torch.Tensor, log_w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention bias ``[..., Q, K]``: ``log w`` on visible keys, the dtype's minimum on hidden ones.
+
+    Args:
+        visible: ``[..., Q, K]`` bool, which keys each query may see (causality, padding).
+        log_w: ``log`` of the key weights, broadcastable to ``visible`` (``-inf`` allowed: weight 0).
+        dtype: dtype of the bias (the model's).
+
+    A query whose visible keys all have weight 0 keeps the plain mask (0 on visible keys): there is nothing left
+    to attend to, and an all-``-inf`` row would make the softmax undefined.
+    """
+    min_value = torch.finfo(dtype).min
+    log_w = log_w.clamp_min(min_value)
+    usable = (visible & (log_w > min_value)).any(-1, keepdim=True)
+    return torch.where(visible & usable, log_w, torch.where(visible, 0.0, min_value)).to(dtype)
+
+
+# A SegmentPlan (hf_ext.core.segments) takes over the attention of the layers it covers while it is set.
+_SEGMENT_PLAN: contextvars.ContextVar = contextvars.ContextVar("hf_ext_segment_plan", default=None)
+
+
 def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
     batch, _, q_len, _ = query.shape
     shape = (batch, q_len, k_len, query.dtype, query.device)
@@ -162,19 +183,18 @@ def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
             min_over_all |= control.mode == "multiplicative_reference"
     bias = None
     if mult_w is None:
-        min_value = torch.finfo(query.dtype).min
-        log_w4 = log_w.clamp_min(min_value).view(batch, 1, 1, k_len)
-        # Rows with no visible key of positive weight keep the plain mask (there is nothing left to attend to).
-        usable = (visible & (log_w4 > min_value)).any(-1, keepdim=True)
-        bias = torch.where(visible & usable, log_w4, torch.where(visible, 0.0, min_value)).to(query.dtype)
+        bias = log_additive_bias(visible, log_w.view(batch, 1, 1, k_len), query.dtype)
     prepared = _Prepared(controls, attention_mask, shape, visible, log_w, mult_w, min_over_all, bias)
     _PREPARED.set(prepared)
     return prepared
 
 
 def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
-    controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
     base_fn = _base_function(module, _hf_ext_base)
+    plan = _SEGMENT_PLAN.get()
+    if plan is not None and plan.applies_to(module):
+        return plan.attend(module, query, key, value, base_fn, **kwargs)
+    controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
     if not controls:
         return base_fn(module, query, key, value, attention_mask, **kwargs)
     p = _prepare(controls, attention_mask, query, key.shape[-2])

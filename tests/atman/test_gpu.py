@@ -11,13 +11,14 @@ from hf_ext.testing import tiny_causal_lm
 pytestmark = pytest.mark.gpu
 
 
+@pytest.mark.parametrize("pack", ["mask", "segments"])
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
 @torch.no_grad()
-def test_packed_prefix_reuse_equals_naive_on_cuda(family):
+def test_packed_prefix_reuse_equals_naive_on_cuda(family, pack):
     model = tiny_causal_lm(family, hidden_size=128, max_position_embeddings=256).cuda()
     gen = torch.Generator().manual_seed(0)
     prompt, target = torch.randint(4, 128, (96,), generator=gen), torch.randint(4, 128, (4,), generator=gen)
-    runs = {(reuse, bs): AtManExplainer(model, max_batch_size=bs, prefix_reuse=reuse, progress=False)
+    runs = {(reuse, bs): AtManExplainer(model, max_batch_size=bs, prefix_reuse=reuse, pack=pack, progress=False)
             .explain_ids(prompt, target).delta for reuse, bs in [(False, 1), (True, 1), (True, 8), (False, 8)]}
     for key, delta in runs.items():
         torch.testing.assert_close(delta, runs[False, 1], atol=2e-4, rtol=1e-3, msg=str(key))

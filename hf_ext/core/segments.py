@@ -1,0 +1,116 @@
+"""Segment attention: several suffix recomputations packed into one row, each attending to what its own forward would.
+
+A workload such as AtMan recomputes positions ``s..L-1`` of one sequence many times (once per perturbation),
+re-using a base pass's keys/values for ``0..s-1``. Packing puts several such *segments* end to end in one batch
+row, so a forward carries about ``L`` tokens instead of one short suffix. Inside attention, segment ``c`` (start
+``s_c``, ``n_c = L - s_c`` queries) attends to
+
+    [the base pass's cached keys 0..s_c-1 ; the segment's own new keys s_c..L-1]
+
+that is, to the ``L`` positions of its sequence, with its own additive bias ``[n_c, L]`` (causality, padding and
+log-additive key weights), computed by the model's own sdpa/eager attention function. Compared with one dense
+``[Q, L + Q]`` mask over the whole packed row this does ``Σ n_c · L`` instead of ``Q · (L + Q)`` score
+computations per row, and the segments' new keys are never stored: the cache keeps the base pass's ``L`` positions
+and the forward runs without a cache (``use_cache=False``), so its memory is that of one plain forward.
+
+Example:
+    >>> cache = DynamicCache()                                                 # doctest: +SKIP
+    >>> model(ids, past_key_values=cache, use_cache=True)                      # doctest: +SKIP  (base pass)
+    >>> plan = SegmentPlan(cache, [Segment(row=0, offset=0, start=s, bias=b)])  # doctest: +SKIP
+    >>> with segment_attention(model, plan):                                   # doctest: +SKIP
+    ...     model(inputs_embeds=row_embeds, position_ids=row_positions, use_cache=False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .anatomy import get_anatomy
+from .attention import _SEGMENT_PLAN, _acquire, _configs_to_switch, _release, register_attention_functions
+
+__all__ = ["Segment", "SegmentPlan", "layer_map", "segment_attention"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One suffix recomputation inside a packed row.
+
+    Attributes:
+        row: batch row of the packed forward.
+        offset: index of the segment's first query in its row.
+        start: ``s``, the sequence position of that query (the segment covers positions ``s..L-1``).
+        bias: ``[1, 1, L - s, L]`` additive attention bias over the sequence's ``L`` positions, in the model's dtype.
+    """
+
+    row: int
+    offset: int
+    start: int
+    bias: torch.Tensor
+
+
+class SegmentPlan:
+    """What the attention layers of one packed forward compute (see the module doc).
+
+    Args:
+        cache: the base pass's cache; layer ``i``'s ``keys``/``values`` (``[1, H_kv, >= L, d]``) hold the base keys.
+        segments: the segments of every row (rows may hold several; queries in no segment, i.e. row padding, get a
+            zero attention output).
+        layer_of: ``{id(attention module): layer index}`` of the layers the plan covers.
+    """
+
+    def __init__(self, cache, segments: Sequence[Segment], layer_of: dict[int, int]):
+        self.cache = cache
+        self.segments = list(segments)
+        self.layer_of = layer_of
+
+    def applies_to(self, module: nn.Module) -> bool:
+        return id(module) in self.layer_of
+
+    def attend(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, base_fn, **kwargs):
+        """Attention of one layer: ``query`` ``[B, H, Q, d]``, ``key``/``value`` ``[B, H_kv, Q, d]`` (the row's new
+        states only). Returns ``([B, Q, H, d_v], None)`` as transformers' attention functions do."""
+        cached = self.cache.layers[self.layer_of[id(module)]]
+        base_k, base_v = cached.keys, cached.values
+        batch, heads, q_len, _ = query.shape
+        out = query.new_zeros(batch, q_len, heads, value.shape[-1])
+        for seg in self.segments:
+            n, s, r, o = seg.bias.shape[-2], seg.start, seg.row, seg.offset
+            k = torch.cat([base_k[:1, :, :s], key[r : r + 1, :, o : o + n]], dim=2)
+            v = torch.cat([base_v[:1, :, :s], value[r : r + 1, :, o : o + n]], dim=2)
+            y, _ = base_fn(module, query[r : r + 1, :, o : o + n], k, v, seg.bias, **kwargs)
+            out[r, o : o + n] = y[0]
+        return out, None
+
+
+@contextmanager
+def segment_attention(model: nn.Module, plan: SegmentPlan) -> Iterator[SegmentPlan]:
+    """Run the attention layers ``plan`` covers by the plan inside the block (other layers run unchanged).
+
+    Args:
+        model: a transformers causal LM / VLM with ``sdpa`` or ``eager`` attention.
+        plan: the plan (its ``layer_of`` from :func:`layer_map`).
+
+    Raises:
+        ValueError: flash/flex attention (a per-segment bias is not possible there).
+    """
+    anatomy = get_anatomy(model)
+    register_attention_functions()
+    configs = _configs_to_switch(model, anatomy, [anatomy.attentions[i] for i in sorted(set(plan.layer_of.values()))])
+    _acquire(configs)
+    token = _SEGMENT_PLAN.set(plan)
+    try:
+        yield plan
+    finally:
+        _SEGMENT_PLAN.reset(token)
+        _release(configs)
+
+
+def layer_map(model: nn.Module, layers: int | Sequence[int] | None = None) -> dict[int, int]:
+    """``{id(attention module): layer index}`` of ``model``'s selected decoder layers (``None``: all)."""
+    anatomy = get_anatomy(model)
+    return {id(anatomy.attentions[i]): i for i in anatomy.resolve_layers(layers)}
