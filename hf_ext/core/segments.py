@@ -16,7 +16,7 @@ and the forward runs without a cache (``use_cache=False``), so its memory is tha
 Example:
     >>> cache = DynamicCache()                                                 # doctest: +SKIP
     >>> model(ids, past_key_values=cache, use_cache=True)                      # doctest: +SKIP  (base pass)
-    >>> plan = SegmentPlan(cache, [Segment(row=0, offset=0, start=s, bias=b)])  # doctest: +SKIP
+    >>> plan = SegmentPlan(cache, [Segment(row=0, offset=0, start=s, bias=b)], layer_map(model))  # doctest: +SKIP
     >>> with segment_attention(model, plan):                                   # doctest: +SKIP
     ...     model(inputs_embeds=row_embeds, position_ids=row_positions, use_cache=False)
 """
