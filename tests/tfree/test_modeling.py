@@ -287,41 +287,6 @@ def test_fast_hash_scheme_model_runs():
     assert out.shape == (1, 5)
 
 
-def test_convert_reference_checkpoint_layout(tmp_path):
-    """A synthetic checkpoint in the (assumed) reference layout converts and loads with the Auto classes."""
-    yaml = pytest.importorskip("yaml")
-    from transformers import AutoModelForCausalLM
-
-    from hf_ext.tfree.conversion import convert_reference_checkpoint
-
-    h, layers, v, m = 32, 2, 256, 4
-    inter = 64
-    g = torch.Generator().manual_seed(0)
-    state = {"embedding.weight": torch.randn(v, h, generator=g), "norm.weight": torch.ones(h),
-             "lm_head.weight": torch.randn(v, h, generator=g)}
-    for i in range(layers):
-        for name, shape in (("attention.query", (h, h)), ("attention.key", (h, h)), ("attention.value", (h, h)),
-                            ("attention.dense", (h, h)), ("mlp.dense_in", (inter, h)), ("mlp.dense_in_gate", (inter, h)),
-                            ("mlp.dense_out", (h, inter)), ("input_layernorm", (h,)), ("post_attention_layernorm", (h,))):
-            state[f"layers.{i}.{name}.weight"] = torch.randn(*shape, generator=g)
-    (tmp_path / "ckpt" / "transformer").mkdir(parents=True)
-    (tmp_path / "ckpt" / "tokenizer").mkdir()
-    torch.save(state, tmp_path / "ckpt" / "transformer" / "transformer.pt")
-    (tmp_path / "ckpt" / "transformer" / "transformer_config.yaml").write_text(yaml.safe_dump(
-        {"hidden_size": h, "num_layers": layers, "num_attention_heads": 4, "intermediate_size": inter}))
-    (tmp_path / "ckpt" / "tokenizer" / "tokenizer_config.yaml").write_text(yaml.safe_dump(
-        {"vocab_size": v, "vocab_population": m, "vocab_population_partial_lowercase": 2}))
-    out = convert_reference_checkpoint(tmp_path / "ckpt", tmp_path / "out", words=WORDS)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    assert torch.equal(model.embed.weight, state["embedding.weight"])
-    assert torch.equal(model.model.layers[1].mlp.gate_proj.weight, state["layers.1.mlp.dense_in_gate.weight"])
-    assert model.config.num_lowercase_activations == 2 and model.dictionary_size > len(WORDS)
-    state["layers.0.unknown.weight"] = torch.zeros(1)
-    torch.save(state, tmp_path / "ckpt" / "transformer" / "transformer.pt")
-    with pytest.raises(ValueError, match="match no rule"):
-        convert_reference_checkpoint(tmp_path / "ckpt", tmp_path / "out2")
-
-
 def test_logits_processors_and_stopping(llama_tfree):
     model, tok = llama_tfree
     ids = tok(["the cat sat"], return_tensors="pt").input_ids
