@@ -23,7 +23,8 @@ from typing import Any
 _EXPORTS = {
     "ScarConfig": "configuration_scar", "SITES": "configuration_scar", "STEERING_OUTPUTS": "configuration_scar",
     "ScarAdapter": "modeling_scar", "ScarModel": "modeling_scar", "ScarOutput": "modeling_scar",
-    "ScarDetection": "modeling_scar", "nmse": "modeling_scar", "load_reference_sae_state_dict": "modeling_scar",
+    "ScarDetection": "modeling_scar", "nmse": "modeling_scar", "load_reference_sae_state_dict": "reference_checkpoint",
+    "load_reference_checkpoint": "reference_checkpoint",
     "build_activation_dataset": "training", "train_scar": "training", "train_scar_end_to_end": "training",
     "ScarTrainer": "training", "ScarEndToEnd": "training",
     "auroc": "evaluation", "detection_auroc": "evaluation", "steering_fdt": "evaluation",

@@ -638,6 +638,17 @@ class ScarAdapter(nn.Module):
             adapter.attach(model)
         return adapter
 
+    @classmethod
+    def from_reference_checkpoint(cls, source: Any, model: nn.Module | None = None, **kwargs: Any) -> ScarAdapter:
+        """The SAE of a released SCAR checkpoint (ml-research/SCAR ``LLama3_SAE``: path, Hub id or state dict).
+
+        See :func:`hf_ext.scar.reference_checkpoint.load_reference_checkpoint` for the layout and the arguments
+        (``layer``, ``k``, ``site``, ``concepts``, ``revision``, ``dtype``).
+        """
+        from .reference_checkpoint import load_reference_checkpoint
+
+        return load_reference_checkpoint(source, model, adapter_class=cls, **kwargs)
+
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
                     commit_message: str = "Upload SCAR adapter", **card_context: Any) -> str:
         """Upload the adapter files and model card (never the base model) to the Hub; returns the commit URL."""
@@ -798,18 +809,6 @@ class ScarModel(PreTrainedModel, GenerationMixin):
                 logger.warning(f"ScarModel.from_pretrained(model=...) ignores base-model kwargs {unused}")
         adapter.attach(model)
         return cls(cfg, model=model, adapter=adapter)
-
-
-def load_reference_sae_state_dict(state: Mapping[str, torch.Tensor], prefix: str = "SAE.") -> dict[str, torch.Tensor]:
-    """Map a reference ``LLama3_SAE`` state dict (keys ``SAE.encoder.weight`` …) to :class:`ScarAdapter` keys.
-
-    Example:
-        >>> sd = {"SAE.encoder.weight": torch.zeros(4, 2), "model.embed_tokens.weight": torch.zeros(3, 2)}
-        >>> sorted(load_reference_sae_state_dict(sd))
-        ['encoder.weight']
-    """
-    keep = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix):] in keep}
 
 
 # A first `import transformers` made by this module's own imports ran hf_ext's Auto registration while this module was
