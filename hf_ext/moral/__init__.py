@@ -27,8 +27,9 @@ _EXPORTS = {
     "correlate": "evaluation", "user_study_correlation": "evaluation", "plot_pc1": "evaluation",
     "plot_user_study": "evaluation", "plot_mfq": "evaluation",
     "score_mfq": "mfq", "foundation_scores": "mfq",
+    "measure_scorings": "measurement",
 }
-_SUBMODULES = ("direction", "encoders", "evaluation", "mfq", "resources", "cli")
+_SUBMODULES = ("direction", "encoders", "evaluation", "measurement", "mfq", "resources", "cli")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

@@ -286,7 +286,9 @@ class MoralDirection:
 
         Args:
             texts: list of strings.
-            use_templates: ``False`` (default): embed each text as is (MFQ statements, sentences, subtitles).
+            use_templates: ``False`` (default): embed each text as is (action phrases, MFQ statements, sentences,
+                subtitles; for action phrases it gets more signs right than the templates on both user studies and
+                on hf_ext's everyday actions: :func:`hf_ext.moral.measurement.measure_scorings`, README).
                 ``True``: treat each text as an action phrase ("kill people") and average the embeddings of its
                 10 questions — the English templates, or for a non-English direction the shipped translated
                 questions of that English phrase (use :meth:`score_questions` for your own questions). This is

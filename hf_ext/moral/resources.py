@@ -29,6 +29,7 @@ __all__ = [
     "USER_STUDIES",
     "atomic_verbs",
     "context_phrases",
+    "everyday_actions",
     "human_scores",
     "nmi_name_map",
     "reference_user_study_scores",
@@ -135,6 +136,21 @@ def template_questions(phrase: str, language: str = "en") -> list[str]:
             "MoralDirection.score_questions([[q1, ..., q10]])"
         )
     return list(table[phrase])
+
+
+def everyday_actions() -> dict[str, int]:
+    """Action -> obvious moral sign (+1 / −1) of 60 everyday actions (30 each), written for hf_ext as a test set.
+
+    Not taken from either study and not used to fit or tune anything: :func:`hf_ext.moral.measurement.measure_scorings`
+    reports how often a scoring gets their sign right.
+
+    Example:
+        >>> acts = everyday_actions()
+        >>> len(acts), sum(v > 0 for v in acts.values()), acts["kick a stray dog"]
+        (60, 30, -1)
+    """
+    with open(DATA_DIR / "everyday_actions.csv", encoding="utf-8", newline="") as fh:
+        return {row["action"]: int(row["sign"]) for row in csv.DictReader(fh)}
 
 
 @functools.lru_cache(maxsize=2)
