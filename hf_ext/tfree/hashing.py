@@ -12,7 +12,9 @@ Two hash families:
   the same rejection, sort and lowercase-sharing rules.
 
 The 2^24-row table is never materialised: rows are computed lazily and cached per trigram, and
-:class:`TrigramHasher.word_pattern` is cached per word by the tokenizer.
+:class:`TrigramHasher.word_pattern` is cached per word by the tokenizer. :meth:`TrigramHasher.word_patterns` computes
+many words at once (trigrams, rows and sorting in numpy; md5 only for trigrams never seen before, first draws batched):
+what a first pass over new text costs.
 
 Example:
     >>> h = TrigramHasher(vocab_size=8000, num_activations=10)
@@ -35,6 +37,8 @@ __all__ = ["HASH_SCHEMES", "TRIGRAM_UNITS", "TrigramHasher", "validate_hash_para
 HASH_SCHEMES = ("aa_md5", "fast")
 TRIGRAM_UNITS = ("byte", "char")
 _ASCII_CASE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+_CASE_BYTE = np.zeros(256, dtype=bool)
+_CASE_BYTE[list(_ASCII_CASE)] = True
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -93,7 +97,8 @@ class TrigramHasher:
         validate_hash_params(vocab_size, num_activations, num_lowercase_activations, hash_scheme, trigram_unit)
         self.v, self.m, self.k = vocab_size, num_activations, num_lowercase_activations
         self.scheme, self.unit, self.entire_words = hash_scheme, trigram_unit, bool(entire_words)
-        self._row_cache: dict[int, np.ndarray] = {}
+        self._row_cache: dict[int, int] = {}  # trigram id -> slot of its row in self._row_store
+        self._row_store = np.empty((1024, num_activations), dtype=np.int64)
 
     # ------------------------------------------------------------------ trigrams
     def trigram_ids(self, word: str) -> np.ndarray:
@@ -125,22 +130,43 @@ class TrigramHasher:
         return ord(low[0]) | (ord(low[1]) << 21) | (ord(low[2]) << 42)
 
     # ------------------------------------------------------------------ rows
+    def _md5_row(self, i: int) -> list[int]:
+        """The aa_md5 row of trigram id ``i`` drawn one value at a time (rejection of repeats), unsorted."""
+        row: list[int] = []
+        for k in range(self.m):
+            j = 0
+            while True:
+                x = _md5_int(f"{i}_{k}_{j}") % self.v
+                if x not in row:
+                    row.append(x)
+                    break
+                j += 1
+        return row
+
     def _base_rows(self, ids: np.ndarray) -> np.ndarray:
         """Sorted rows without case sharing, ``[n, m]``."""
+        ids = np.asarray(ids, dtype=np.int64)
         n, m, v = len(ids), self.m, self.v
         out = np.empty((n, m), dtype=np.int64)
+        if n == 0:
+            return out
         if self.scheme == "aa_md5":
-            for r, i in enumerate(ids.tolist()):
-                row: list[int] = []
-                for k in range(m):
-                    j = 0
-                    while True:
-                        x = _md5_int(f"{i}_{k}_{j}") % v
-                        if x not in row:
-                            row.append(x)
-                            break
-                        j += 1
-                out[r] = row
+            if v < 2**32:
+                # first draws (j = 0) of every (trigram, k) in one pass; the 128-bit digest mod v in 32-bit limbs
+                md5, tails = hashlib.md5, [f"_{k}_0".encode() for k in range(m)]
+                heads = [str(i).encode() for i in ids.tolist()]
+                digests = b"".join([md5(head + tail).digest() for head in heads for tail in tails])
+                limbs = np.frombuffer(digests, dtype=">u4").reshape(n, m, 4).astype(np.uint64)
+                r = np.zeros((n, m), dtype=np.uint64)
+                for limb in range(4):
+                    r = ((r << np.uint64(32)) + limbs[..., limb]) % np.uint64(v)
+                out[:] = r.astype(np.int64)
+                ordered = np.sort(out, axis=1)
+                redo = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(1)) if m > 1 else []
+            else:
+                redo = range(n)
+            for r_i in redo:  # a repeat among the first draws: the sequential rejection decides (rare for m ≪ v)
+                out[r_i] = self._md5_row(int(ids[r_i]))
         else:
             base = ids.astype(np.uint64)
             for k in range(m):
@@ -159,35 +185,61 @@ class TrigramHasher:
         out.sort(axis=1)
         return out
 
+    def _lower_ids(self, ids: list[int]) -> list[int | None]:
+        """:meth:`_lower_id` of many ids (vectorised for the byte unit)."""
+        if self.unit != "byte":
+            return [self._lower_id(i) for i in ids]
+        a = np.asarray(ids, dtype=np.int64)
+        b = np.stack([a & 255, (a >> 8) & 255, a >> 16])
+        low = np.where((b >= 65) & (b <= 90), b + 32, b)
+        shared = _CASE_BYTE[b].all(0) & (low != b).any(0)
+        low_ids = low[0] + (low[1] << 8) + (low[2] << 16)
+        return [int(x) if ok else None for x, ok in zip(low_ids.tolist(), shared.tolist())]
+
+    def _store(self, ids: list[int], rows: np.ndarray) -> None:
+        start = len(self._row_cache)
+        need = start + len(ids)
+        if need > len(self._row_store):
+            grown = np.empty((max(need, 2 * len(self._row_store)), self.m), dtype=np.int64)
+            grown[:start] = self._row_store[:start]
+            self._row_store = grown
+        self._row_store[start:need] = rows
+        self._row_cache.update(zip(ids, range(start, need)))
+
+    def _ensure(self, ids: list[int]) -> None:
+        """Compute and cache the rows of the (unique) trigram ids that are not cached yet."""
+        cache = self._row_cache
+        missing = [i for i in ids if i not in cache]
+        if not missing:
+            return
+        lowers = dict(zip(missing, self._lower_ids(missing))) if self.k else {}
+        lowers = {i: low for i, low in lowers.items() if low is not None}
+        need = list(dict.fromkeys(missing + [low for low in lowers.values() if low not in cache]))
+        base = self._base_rows(np.array(need, dtype=np.int64))
+        slot = dict(zip(need, range(len(need))))
+        rows = base[[slot[i] for i in missing]]
+        if lowers:  # the last k entries come from the lowercase trigram's row (which has no case sharing itself)
+            shared = [r for r, i in enumerate(missing) if i in lowers]
+            low_rows = np.stack([base[slot[lowers[i]]] if lowers[i] in slot else self._row_store[cache[lowers[i]]]
+                                 for i in (missing[r] for r in shared)])
+            rows[shared, self.m - self.k:] = low_rows[:, self.m - self.k:]
+        asked = set(missing)
+        extra = [i for i in need if i not in asked]  # lowercase rows computed on the way
+        self._store(missing, rows)
+        if extra:
+            self._store(extra, base[[slot[i] for i in extra]])
+
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Activation rows ``[n, m]`` of trigram ids (with lowercase sharing; cached per trigram id)."""
         ids = np.asarray(ids, dtype=np.int64)
-        cache = self._row_cache
-        missing = [i for i in dict.fromkeys(ids.tolist()) if i not in cache]
-        if missing:
-            need = list(missing)
-            lowers = {}
-            if self.k:
-                for i in missing:
-                    low = self._lower_id(i)
-                    if low is not None:
-                        lowers[i] = low
-                        if low not in cache:
-                            need.append(low)
-            need = list(dict.fromkeys(need))
-            base = self._base_rows(np.array(need, dtype=np.int64))
-            base_of = dict(zip(need, base))
-            for low in lowers.values():  # the lowercase rows themselves have no case sharing
-                cache.setdefault(low, base_of[low] if low in base_of else cache[low])
-            for i in missing:
-                row = base_of[i]
-                if i in lowers:
-                    low_row = cache[lowers[i]]
-                    row = np.concatenate([row[: self.m - self.k], low_row[self.m - self.k:]])
-                cache[i] = row
         if len(ids) == 0:
             return np.empty((0, self.m), dtype=np.int64)
-        return np.stack([cache[i] for i in ids.tolist()])
+        unique, inverse = np.unique(ids, return_inverse=True)
+        keys = unique.tolist()
+        self._ensure(keys)
+        cache = self._row_cache
+        slots = np.fromiter((cache[i] for i in keys), dtype=np.int64, count=len(keys))
+        return self._row_store[slots[inverse.reshape(-1)]]
 
     def whole_word_row(self, word: str) -> np.ndarray:
         """The ``m`` rows of a word hashed whole (special words; every word with ``entire_words``); no de-duplication."""
@@ -214,3 +266,73 @@ class TrigramHasher:
             return np.sort(self.whole_word_row(word)), 1
         tids = self.trigram_ids(word)
         return np.sort(self.rows(tids).ravel()), len(tids)
+
+    def word_patterns(self, words: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`word_pattern` of many words at once, as CSR: ``(indptr [n+1], ids [nnz], trigram counts [n])``.
+
+        Equal to calling :meth:`word_pattern` per word; the trigrams of all words are extracted, de-duplicated, hashed
+        (new ones only) and sorted per word in numpy.
+
+        Example:
+            >>> h = TrigramHasher(8000, 10)
+            >>> indptr, ids, n_tri = h.word_patterns(["Hello", "<|ws|>", "ab"])
+            >>> np.diff(indptr).tolist(), n_tri.tolist()
+            ([50, 10, 20], [5, 1, 2])
+        """
+        n, m = len(words), self.m
+        for w in words:
+            if not isinstance(w, str) or not w:
+                raise ValueError(f"word must be a non-empty str, got {w!r}")
+        whole = [i for i, w in enumerate(words) if self.entire_words or is_special_word(w)]
+        split = [i for i, w in enumerate(words) if not (self.entire_words or is_special_word(w))]
+        lens = np.zeros(n, dtype=np.int64)
+        n_tri = np.ones(n, dtype=np.int64)
+        parts: dict[int, np.ndarray] = {i: np.sort(self.whole_word_row(words[i])) for i in whole}
+        lens[whole] = m
+        split_data = np.empty(0, dtype=np.int64)
+        if split:
+            padded = [" " + words[i] + " " for i in split]
+            if self.unit == "byte":
+                enc = [p.encode("utf-8") for p in padded]
+                buf = np.frombuffer(b"".join(enc), dtype=np.uint8).astype(np.int64)
+            else:
+                enc = padded
+                buf = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+            blen = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
+            per_word = blen - 2  # trigram positions per word (≥ 1: a padded word has ≥ 3 units)
+            owner = np.repeat(np.arange(len(split), dtype=np.int64), per_word)
+            pos = np.arange(len(owner), dtype=np.int64) + np.repeat(np.cumsum(blen) - blen - (np.cumsum(per_word)
+                                                                                              - per_word), per_word)
+            if self.unit == "byte":
+                key = np.unique((owner << 24) | buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16))
+                owner, tids = key >> 24, key & 0xFFFFFF
+            else:
+                tids = buf[pos] | (buf[pos + 1] << 21) | (buf[pos + 2] << 42)
+                order = np.lexsort((tids, owner))
+                owner, tids = owner[order], tids[order]
+                first = np.ones(len(tids), dtype=bool)
+                first[1:] = (owner[1:] != owner[:-1]) | (tids[1:] != tids[:-1])
+                owner, tids = owner[first], tids[first]
+            counts = np.bincount(owner, minlength=len(split))
+            flat = self.rows(tids).reshape(-1)  # [P·m], grouped by word
+            seg = counts * m
+            starts = np.cumsum(seg) - seg
+            split_data = np.empty_like(flat)
+            for t in np.unique(counts).tolist():  # words with t trigrams: one [n_t, t·m] row-wise sort
+                ws = np.flatnonzero(counts == t)
+                src = (np.repeat(starts[ws], t * m) + np.tile(np.arange(t * m), len(ws)))
+                split_data[src] = np.sort(flat[src].reshape(len(ws), t * m), axis=1).reshape(-1)
+            lens[split] = seg
+            n_tri[split] = counts
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        if not whole:
+            return indptr, split_data, n_tri
+        data = np.empty(int(indptr[-1]), dtype=np.int64)
+        for i, row in parts.items():
+            data[indptr[i]: indptr[i + 1]] = row
+        if split:
+            seg = lens[split]
+            dest = np.repeat(indptr[split] - (np.cumsum(seg) - seg), seg) + np.arange(int(seg.sum()), dtype=np.int64)
+            data[dest] = split_data
+        return indptr, data, n_tri

@@ -191,17 +191,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             return tokenizer.words_to_patterns(words)
         from .tokenization_tfree import _PatternCache
 
-        cache = _PatternCache(self.hasher)
-        lens, chunks, tri = [], [], []
-        for w in words:
-            p, t = self.hasher.word_pattern(w) if w not in (" ", "\n") else (cache.pattern(w), 1)
-            lens.append(len(p))
-            chunks.append(p)
-            tri.append(t)
-        indptr = np.zeros(len(words) + 1, dtype=np.int64)
-        np.cumsum(lens, out=indptr[1:])
-        data = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
-        return indptr, data, np.array(tri, dtype=np.int64)
+        return _PatternCache(self.hasher).csr(words)
 
     def _csr_from_patterns(self, indptr: np.ndarray, data: np.ndarray):
         """Multiplicity lists (sorted per word) → unique ids + counts per word."""

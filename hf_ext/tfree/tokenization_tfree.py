@@ -64,7 +64,12 @@ _FAST_SPLIT_ESCAPED = re.compile(r"(?:[^\W\d_]+|(?s:.)) ?")
 
 
 class _PatternCache(dict):
-    """word -> cache id; a miss computes the word's pattern and its whitespace-rule flags (vectorised lookups)."""
+    """word -> cache id, with per-id whitespace-rule flags and activation patterns in numpy arrays.
+
+    A miss only registers the word; :meth:`settle` computes the flags of all new words at once (before any flag is
+    read) and :meth:`flush` their patterns (:meth:`TrigramHasher.word_patterns`, before any pattern is read): a first
+    pass over new text hashes all its new words in one batch.
+    """
 
     def __init__(self, hasher: TrigramHasher):
         super().__init__()
@@ -73,13 +78,15 @@ class _PatternCache(dict):
         self._cap = 0
         self.ok_after = self.ok_before = self.is_space = self.out_cid = self.pat_len = self.pat_ptr = None
         self.trigrams = self.base_of = self.trail = None
-        self._data: list[np.ndarray] = []
         self._pat_data = np.empty(0, dtype=np.int32)
         self._pat_fill = 0
+        self._settled = 0  # ids below have their flags
+        self._pending: list[int] = []  # ids whose pattern is not computed yet
         self._grow(1024)
-        for special in (WS, NL, NO_WS, *WS_RUN_TOKENS.values(), *NL_RUN_TOKENS.values()):
+        for special in (WS, NL, NO_WS, " ", "\n", *WS_RUN_TOKENS.values(), *NL_RUN_TOKENS.values()):
             self[special]
-        self.WS, self.NL, self.NO_WS = self[WS], self[NL], self[NO_WS]
+        self.settle()
+        self.WS, self.NL, self.NO_WS, self.SPACE = self[WS], self[NL], self[NO_WS], self[" "]
         self.WS2, self.WS4, self.NL2, self.NL4 = (self[WS_RUN_TOKENS[2]], self[WS_RUN_TOKENS[4]],
                                                   self[NL_RUN_TOKENS[2]], self[NL_RUN_TOKENS[4]])
 
@@ -103,45 +110,86 @@ class _PatternCache(dict):
 
     def __missing__(self, word: str) -> int:
         cid = len(self.words)
-        if cid >= self._cap:
-            self._grow(2 * self._cap)
         self.words.append(word)
         self[word] = cid
-        self.base_of[cid] = cid
         if len(word) >= 2 and word[-1] == " " and not is_special_word(word):
-            # a split piece that absorbed the single space after it (fast path): expands to [piece, " "]
-            base = self[word[:-1]]
-            self.base_of[cid], self.trail[cid] = base, True
-            return cid
-        special = is_special_word(word)
-        self.is_space[cid] = word == " "
-        self.ok_after[cid] = word != " " and not special and word[-1] not in NO_WS_AFTER
-        self.ok_before[cid] = word != " " and not special and word[0] not in NO_WS_BEFORE
-        self.out_cid[cid] = cid
-        if word == " ":
-            self.out_cid[cid] = self[WS]
-        elif word == "\n":
-            self.out_cid[cid] = self[NL]
-        else:
-            pattern, n_tri = self.hasher.word_pattern(word)
-            if self._pat_fill + len(pattern) > len(self._pat_data):
-                new = np.empty(max(2 * len(self._pat_data), self._pat_fill + len(pattern), 4096), dtype=np.int32)
-                new[: self._pat_fill] = self._pat_data[: self._pat_fill]
-                self._pat_data = new
-            self._pat_data[self._pat_fill: self._pat_fill + len(pattern)] = pattern
-            self.pat_ptr[cid] = self._pat_fill
-            self.pat_len[cid] = len(pattern)
-            self.trigrams[cid] = n_tri
-            self._pat_fill += len(pattern)
+            self[word[:-1]]  # a split piece that absorbed the single space after it: its base word too
         return cid
 
-    @property
-    def pat_data(self) -> np.ndarray:
-        return self._pat_data
+    def settle(self) -> None:
+        """Flags (and queued patterns) of the words added since the last call, computed together."""
+        start, end = self._settled, len(self.words)
+        if start == end:
+            return
+        if end > self._cap:
+            self._grow(max(end, 2 * self._cap))
+        new = self.words[start:end]
+        ids = np.arange(start, end, dtype=np.int64)
+        special = [is_special_word(w) for w in new]
+        trail = np.array([len(w) >= 2 and w[-1] == " " and not sp for w, sp in zip(new, special)], dtype=bool)
+        plain = [not sp and w != " " for w, sp in zip(new, special)]
+        self.trail[start:end] = trail
+        self.base_of[start:end] = [self[w[:-1]] if t else i for w, t, i in zip(new, trail.tolist(), ids.tolist())]
+        self.is_space[start:end] = [w == " " for w in new]
+        # a trailing-space piece expands to [base, " "]: its own flags are never read
+        self.ok_after[start:end] = [p and w[-1] not in NO_WS_AFTER for w, p in zip(new, plain)]
+        self.ok_before[start:end] = [p and w[0] not in NO_WS_BEFORE for w, p in zip(new, plain)]
+        out = ids.copy()
+        is_ws, is_nl = [w == " " for w in new], [w == "\n" for w in new]
+        if any(is_ws) or any(is_nl):
+            out[is_ws] = self[WS]
+            out[is_nl] = self[NL]
+        self.out_cid[start:end] = out
+        self._pending += [i for i, t, a, b in zip(ids.tolist(), trail.tolist(), is_ws, is_nl) if not (t or a or b)]
+        self._settled = end
+        if len(self.words) > end:  # WS / NL registered just now (first cache use)
+            self.settle()
+
+    def flush(self) -> None:
+        """Compute the patterns of all queued words in one batch."""
+        self.settle()
+        if not self._pending:
+            return
+        cids, self._pending = self._pending, []
+        indptr, data, n_tri = self.hasher.word_patterns([self.words[c] for c in cids])
+        end = self._pat_fill + len(data)
+        if end > len(self._pat_data):
+            new = np.empty(max(2 * len(self._pat_data), end, 4096), dtype=np.int32)
+            new[: self._pat_fill] = self._pat_data[: self._pat_fill]
+            self._pat_data = new
+        self._pat_data[self._pat_fill: end] = data
+        self.pat_ptr[cids] = self._pat_fill + indptr[:-1]
+        self.pat_len[cids] = np.diff(indptr)
+        self.trigrams[cids] = n_tri
+        self._pat_fill = end
+
+    def ids(self, words: Sequence[str]) -> np.ndarray:
+        """Cache ids of ``words`` (registering new ones), flags settled."""
+        out = np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+        self.settle()
+        return out
+
+    def gather(self, cids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CSR ``(indptr, ids)`` of the patterns of cache ids ``cids`` (with multiplicity)."""
+        self.flush()
+        lens = self.pat_len[cids]
+        indptr = np.zeros(len(cids) + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        # int32 positions halve the memory traffic of this (output-sized) gather when they fit
+        pos_type = np.int32 if max(int(indptr[-1]), self._pat_fill) < 2**31 else np.int64
+        idx = np.arange(indptr[-1], dtype=pos_type)
+        idx += np.repeat((self.pat_ptr[cids] - indptr[:-1]).astype(pos_type), lens)  # own offset + pattern start
+        return indptr, self._pat_data[idx]
+
+    def csr(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(indptr [n+1], ids [nnz], trigram_counts [n])`` of ``words`` (" " and "\\n" as their special words)."""
+        cids = self.out_cid[self.ids(words)]
+        indptr, data = self.gather(cids)
+        return indptr, data, self.trigrams[cids].copy()
 
     def pattern(self, word: str) -> np.ndarray:
-        cid = self[word]
-        cid = int(self.out_cid[cid])
+        cid = int(self.out_cid[self.ids([word])[0]])
+        self.flush()
         p = int(self.pat_ptr[cid])
         return self._pat_data[p: p + int(self.pat_len[cid])]
 
@@ -325,17 +373,7 @@ class TFreeTokenizer(PreTrainedTokenizer):
 
     def words_to_patterns(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR of the patterns of ``words``: ``(indptr [n+1], indices [nnz], trigram_counts [n])`` (with multiplicity)."""
-        cids = np.fromiter((self._cache.out_cid[self._cache[w]] for w in words), dtype=np.int64, count=len(words))
-        return self._gather(cids) + (self._cache.trigrams[cids].copy(),)
-
-    def _gather(self, cids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c = self._cache
-        lens = c.pat_len[cids]
-        indptr = np.zeros(len(cids) + 1, dtype=np.int64)
-        np.cumsum(lens, out=indptr[1:])
-        idx = np.arange(indptr[-1], dtype=np.int64)
-        idx += np.repeat(c.pat_ptr[cids] - indptr[:-1], lens)  # source position = own offset + pattern start
-        return indptr, c.pat_data[idx]
+        return self._cache.csr(words)
 
     def _text_cids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised :func:`text_to_words` over a batch: the cache ids of all words and each word's text index."""
@@ -352,7 +390,7 @@ class TFreeTokenizer(PreTrainedTokenizer):
             lens[b] = len(p)
             pieces += p
         n = len(pieces)
-        cids = np.fromiter(map(c.__getitem__, pieces), dtype=np.int64, count=n)
+        cids = c.ids(pieces)
         text_of = np.repeat(np.arange(len(texts), dtype=np.int64), lens)
         if n == 0:
             return cids, text_of
@@ -362,7 +400,7 @@ class TFreeTokenizer(PreTrainedTokenizer):
             ends = np.cumsum(n_exp)
             expanded = np.empty(int(ends[-1]), dtype=np.int64)
             expanded[ends - n_exp] = c.base_of[cids]
-            expanded[ends[trail] - 1] = c[" "]
+            expanded[ends[trail] - 1] = c.SPACE
             cids, text_of = expanded, np.repeat(text_of, n_exp)
             n = len(cids)
         same_next = text_of[1:] == text_of[:-1]
@@ -461,7 +499,7 @@ class TFreeTokenizer(PreTrainedTokenizer):
             keep = pos < max_words
             cids, text_of, pos = cids[keep], text_of[keep], pos[keep]
             n_words = np.minimum(n_words, max_words)
-        indptr, data = self._gather(cids)
+        indptr, data = self._cache.gather(cids)
         lens = np.diff(indptr)
         if format == "csr":
             text_offsets = np.zeros(B + 1, dtype=np.int64)

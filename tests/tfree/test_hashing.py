@@ -116,3 +116,49 @@ def test_word_pattern_is_sum_of_trigram_rows():
 def test_bad_hash_parameters(kwargs, err, match):
     with pytest.raises(err, match=match):
         TrigramHasher(**kwargs)
+
+
+def _naive_pattern(word: str, v: int, m: int, k: int) -> list[int]:
+    """Spec §3-§4 written out: byte trigrams of " w " (a set), md5 rows, lowercase sharing of [a-zA-Z ] trigrams."""
+    padded = (" " + word + " ").encode("utf-8")
+    out = []
+    for tri in {padded[i:i + 3] for i in range(len(padded) - 2)}:
+        row = _naive_md5_row(tri[0] + 256 * tri[1] + 65536 * tri[2], m, v)
+        low = tri.lower()
+        if k and low != tri and all(c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ " for c in tri):
+            row = row[: m - k] + _naive_md5_row(low[0] + 256 * low[1] + 65536 * low[2], m, v)[m - k:]
+        out += row
+    return sorted(out)
+
+
+_WORD_ALPHABET = "abcXYZ éüß漢1_"
+
+
+@pytest.mark.parametrize("v, m, k", [(8000, 10, 2), (48, 6, 3), (12, 10, 0)])
+def test_batched_word_patterns_equal_the_spec(v, m, k):
+    """word_patterns (one batch: trigrams, first md5 draws and sorting vectorised) == the spec per word."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=15, deadline=None)
+    @given(st.lists(st.text(alphabet=_WORD_ALPHABET, min_size=1, max_size=7), min_size=1, max_size=12))
+    def check(words):
+        h = TrigramHasher(v, m, k)
+        indptr, data, n_tri = h.word_patterns(words)
+        for i, w in enumerate(words):
+            assert data[indptr[i]:indptr[i + 1]].tolist() == _naive_pattern(w, v, m, k)
+            assert n_tri[i] == len({(" " + w + " ").encode()[j:j + 3] for j in range(len((" " + w + " ").encode()) - 2)})
+
+    check()
+
+
+def test_batched_word_patterns_special_words_and_char_unit():
+    h = TrigramHasher(1000, 4, 1, trigram_unit="char")
+    words = ["<|ws|>", "Straße", "ab", "<|endoftext|>", "漢字"]
+    indptr, data, n_tri = h.word_patterns(words)
+    for i, w in enumerate(words):
+        pattern, t = TrigramHasher(1000, 4, 1, trigram_unit="char").word_pattern(w)  # fresh: per-word path
+        assert data[indptr[i]:indptr[i + 1]].tolist() == sorted(pattern.tolist()) and n_tri[i] == t
+    assert n_tri.tolist() == [1, 6, 2, 1, 2]  # char unit: " Straße " has 6 character trigrams
+    with pytest.raises(ValueError, match="non-empty str"):
+        h.word_patterns(["ok", ""])

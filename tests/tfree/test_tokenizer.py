@@ -103,3 +103,22 @@ def test_datasets_map_num_proc_matches_single_process():
     single = ds.map(enc, batched=True, batch_size=3)["activation_ids"]
     multi = ds.map(enc, batched=True, batch_size=3, num_proc=2)["activation_ids"]
     assert single == multi
+
+
+def test_first_pass_batch_equals_word_by_word():
+    """A new tokenizer's first pass (all new words hashed in one batch) == the per-word reference path, and the same
+    encoding again (warm) and split over several calls."""
+    texts = ["Hello  world!\n\nNew words: Straße, naïve, 漢字, x_y=1+2.", "<|ws|> looks special", "", "  ", "again Hello"]
+    kwargs = dict(hash_vocab_size=4000, num_activations=8, num_lowercase_activations=3)
+    h = TrigramHasher(4000, 8, 3)
+    cold = TFreeTokenizer(**kwargs)
+    first = cold.encode_activations(texts, format="flat")
+    for text, per_word in zip(texts, first["activation_ids"]):
+        words = text_to_words(text, parse_special=False)
+        assert len(per_word) == len(words)
+        for w, ids in zip(words, per_word):
+            assert ids == sorted(h.word_pattern(w)[0].tolist()), w
+    assert cold.encode_activations(texts, format="flat") == first
+    piecewise = TFreeTokenizer(**kwargs)
+    parts = [piecewise.encode_activations([t], format="flat")["activation_ids"][0] for t in texts]
+    assert parts == first["activation_ids"]
