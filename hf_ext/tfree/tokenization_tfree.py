@@ -183,12 +183,14 @@ class _PatternCache(dict):
 
     def csr(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(indptr [n+1], ids [nnz], trigram_counts [n])`` of ``words`` (" " and "\\n" as their special words)."""
-        cids = self.out_cid[self.ids(words)]
+        registered = self.ids(words)  # may grow the flag arrays: read them only afterwards
+        cids = self.out_cid[registered]
         indptr, data = self.gather(cids)
         return indptr, data, self.trigrams[cids].copy()
 
     def pattern(self, word: str) -> np.ndarray:
-        cid = int(self.out_cid[self.ids([word])[0]])
+        registered = int(self.ids([word])[0])  # may grow the flag arrays: read them only afterwards
+        cid = int(self.out_cid[registered])
         self.flush()
         p = int(self.pat_ptr[cid])
         return self._pat_data[p: p + int(self.pat_len[cid])]

@@ -122,3 +122,19 @@ def test_first_pass_batch_equals_word_by_word():
     piecewise = TFreeTokenizer(**kwargs)
     parts = [piecewise.encode_activations([t], format="flat")["activation_ids"][0] for t in texts]
     assert parts == first["activation_ids"]
+
+
+def test_thousands_of_new_words_at_once():
+    """More new words than the cache's initial capacity (1,024) in one call: patterns, dictionary and model."""
+    from hf_ext.tfree import TFreeConfig, TFreeForCausalLM
+
+    words = [f"w{i}x" for i in range(3000)]
+    tok = TFreeTokenizer(words=words, hash_vocab_size=1000, num_activations=4)
+    indptr, data, n_tri = tok.words_to_patterns(words)
+    h = TrigramHasher(1000, 4)
+    for i in (0, 1023, 1024, 2999):
+        assert data[indptr[i]:indptr[i + 1]].tolist() == sorted(h.word_pattern(words[i])[0].tolist())
+    for source in (tok, [f"v{i}y" for i in range(3000)]):
+        model = TFreeForCausalLM(TFreeConfig(hash_vocab_size=1000, num_activations=4))
+        model.set_decode_dictionary(source)
+        assert model.dictionary_size >= 3000
