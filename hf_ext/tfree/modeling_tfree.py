@@ -189,7 +189,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
     def _patterns(self, words: Sequence[str], tokenizer=None):
         if tokenizer is not None:
             return tokenizer.words_to_patterns(words)
-        from .tokenization_tfree import _PatternCache
+        from .pattern_cache import _PatternCache
 
         return _PatternCache(self.hasher).csr(words)
 
