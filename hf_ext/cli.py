@@ -43,6 +43,7 @@ COMMAND_MODULES: list[str] = [
     "hf_ext.diffusion.multifusion.cli",
     "hf_ext.tfree.cli",
     "hf_ext.mad.cli",
+    "hf_ext.reproduce.cli",
 ]
 
 #: Distributions reported by ``hf-ext env`` (distribution name -> label).

@@ -121,13 +121,18 @@ def run_layers(
 
     position_embeddings = None
     if anatomy.rotary_emb is not None:
-        position_embeddings = anatomy.rotary_emb(hidden_states, position_ids)
+        if "layer_type" in inspect.signature(anatomy.rotary_emb.forward).parameters:
+            # Gemma3: one rotary table per layer type (local and global layers use different bases)
+            position_embeddings = {t: anatomy.rotary_emb(hidden_states, position_ids, t) for t in set(layer_types)}
+        else:
+            position_embeddings = anatomy.rotary_emb(hidden_states, position_ids)
 
     for index in range(start_layer, end):
         layer = anatomy.layers[index]
         kwargs = dict(attention_mask=masks[layer_types[index]], position_ids=position_ids, use_cache=False)
         if position_embeddings is not None and "position_embeddings" in _layer_accepts(layer):
-            kwargs["position_embeddings"] = position_embeddings
+            kwargs["position_embeddings"] = (position_embeddings[layer_types[index]]
+                                             if isinstance(position_embeddings, dict) else position_embeddings)
         out = layer(hidden_states, **kwargs)
         hidden_states = out[0] if isinstance(out, tuple) else out
 
