@@ -7,7 +7,7 @@ from PyPI wheels (:mod:`hf_ext.reproduce.models`), so a run needs no Hub access.
 
 Example:
     >>> sorted(REPRODUCTIONS)
-    ['atman', 'dtm']
+    ['atman', 'dtm', 'moral']
     >>> out = reproduce("atman", model="smollm2-135m-instruct", quick=True)  # doctest: +SKIP
 """
 
@@ -21,19 +21,22 @@ from pathlib import Path
 REPRODUCTIONS: dict[str, str] = {
     "atman": "hf_ext.reproduce.atman",
     "dtm": "hf_ext.reproduce.dtm",
+    "moral": "hf_ext.reproduce.moral",
 }
 
 #: The real models every reproduction runs on by default.
 DEFAULT_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
 
-def reproduce(component: str, *, model: str = DEFAULT_MODELS[0], quick: bool = False, out_dir: str | os.PathLike | None = None,
+def reproduce(component: str, *, model: str | None = None, quick: bool = False, out_dir: str | os.PathLike | None = None,
               root: str | os.PathLike = "runs", progress: bool = True, **overrides) -> Path:
     """Run the reproduction of ``component`` on ``model`` and write its report; returns the report folder.
 
     Args:
         component: a key of :data:`REPRODUCTIONS`.
-        model: a real-model name (:data:`hf_ext.reproduce.models.REAL_MODELS`), a local folder or a Hub id.
+        model: a real-model name (:data:`hf_ext.reproduce.models.REAL_MODELS`), a local folder or a Hub id (default:
+            the module's ``DEFAULT_MODEL``, else ``DEFAULT_MODELS[0]``; the moral reproduction takes a sentence
+            encoder).
         quick: the smoke-test size (minutes on 2 cores) instead of the full run.
         out_dir: the report folder (default ``<root>/reproduce-<component>-<model>-<time>``).
         root: parent folder of the default ``out_dir``.
@@ -43,5 +46,7 @@ def reproduce(component: str, *, model: str = DEFAULT_MODELS[0], quick: bool = F
     if component not in REPRODUCTIONS:
         raise ValueError(f"unknown component {component!r}; reproductions exist for {sorted(REPRODUCTIONS)}")
     module = importlib.import_module(REPRODUCTIONS[component])
+    if model is None:
+        model = getattr(module, "DEFAULT_MODEL", DEFAULT_MODELS[0])
     report = module.run(model, quick=quick, progress=progress, **overrides)
     return report.write(out_dir, root=root)

