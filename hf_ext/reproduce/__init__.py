@@ -7,7 +7,7 @@ from PyPI wheels (:mod:`hf_ext.reproduce.models`), so a run needs no Hub access.
 
 Example:
     >>> sorted(REPRODUCTIONS)
-    ['atman', 'dtm', 'moral']
+    ['atman', 'dtm', 'moral', 'scar']
     >>> out = reproduce("atman", model="smollm2-135m-instruct", quick=True)  # doctest: +SKIP
 """
 
@@ -22,6 +22,7 @@ REPRODUCTIONS: dict[str, str] = {
     "atman": "hf_ext.reproduce.atman",
     "dtm": "hf_ext.reproduce.dtm",
     "moral": "hf_ext.reproduce.moral",
+    "scar": "hf_ext.reproduce.scar",
 }
 
 #: The real models every reproduction runs on by default.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 # Kept in sync with hf_ext.reproduce.REPRODUCTIONS / DEFAULT_MODELS without importing torch for --help.
-_COMPONENTS = ("atman", "dtm", "moral")
+_COMPONENTS = ("atman", "dtm", "moral", "scar")
 _MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
 
