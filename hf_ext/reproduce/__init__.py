@@ -7,7 +7,7 @@ from PyPI wheels (:mod:`hf_ext.reproduce.models`), so a run needs no Hub access.
 
 Example:
     >>> sorted(REPRODUCTIONS)
-    ['atman', 'dtm', 'moral', 'scar']
+    ['atman', 'dtm', 'moral', 'scar', 'tfree']
     >>> out = reproduce("atman", model="smollm2-135m-instruct", quick=True)  # doctest: +SKIP
 """
 
@@ -23,6 +23,7 @@ REPRODUCTIONS: dict[str, str] = {
     "dtm": "hf_ext.reproduce.dtm",
     "moral": "hf_ext.reproduce.moral",
     "scar": "hf_ext.reproduce.scar",
+    "tfree": "hf_ext.reproduce.tfree",
 }
 
 #: The real models every reproduction runs on by default.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 # Kept in sync with hf_ext.reproduce.REPRODUCTIONS / DEFAULT_MODELS without importing torch for --help.
-_COMPONENTS = ("atman", "dtm", "moral", "scar")
+_COMPONENTS = ("atman", "dtm", "moral", "scar", "tfree")
 _MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
 
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("component", choices=_COMPONENTS)
     p.add_argument("--model", default=None,
                    help=f"{' or '.join(_MODELS)} (default {_MODELS[0]}), or a Hub id / local folder; moral: a sentence "
-                        "encoder (default: the bundled all-MiniLM-L6-v2)")
+                        "encoder (default: the bundled all-MiniLM-L6-v2); tfree: the corpus (python-docs)")
     p.add_argument("--quick", action="store_true", help="smoke-test size (a few items, minutes on 2 cores)")
     p.add_argument("--out", default=None, help="report folder (default runs/reproduce-<component>-<model>-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -219,7 +219,7 @@ def run(model: str = DEFAULT_MODEL, *, quick: bool = False, settings: Settings |
     Returns:
         The :class:`~hf_ext.reproduce.report.Report` (call ``.write()``; it also writes the adapters).
     """
-    from hf_ext.scar import ScarAdapter, train_scar, steering_fdt
+    from hf_ext.scar import ScarAdapter, steering_fdt, train_scar
 
     from .models import resolve_model
     from .texts import SOURCE, paragraphs
@@ -306,7 +306,8 @@ def run(model: str = DEFAULT_MODEL, *, quick: bool = False, settings: Settings |
             elif s == "reconstruct":
                 ctx_f = adapter.reconstruct
             else:
-                ctx_f = lambda s=s: adapter.steer({concept: s * scale}, op="replace", output="replace")  # noqa: E731
+                def ctx_f(s=s, a=adapter, c=concept, m_=scale):
+                    return a.steer({c: s * m_}, op="replace", output="replace")
             row: dict[str, Any] = {"setting": label, "strength": s if isinstance(s, float) else None,
                                    "latent_value": s * scale if isinstance(s, float) else None}
             for set_name in ("neutral", concept):
