@@ -12,8 +12,8 @@ one real model:
    (mean σ(z_0) over a text's tokens) against a logistic-regression probe and a difference-of-means direction
    trained on the same activations (mean over the text's tokens).
 4. **Steering** with the reference's output mode (the MLP output is replaced by the steered reconstruction):
-   ``h_0 ← s · m`` for strengths ``s`` (``m``: the latent's mean value on the concept's training tokens; ``s < 0``
-   steers away, ``s > 0`` towards); greedy continuations of neutral prompts and of prompts that carry the concept,
+   ``h_0 ← s · m`` for strengths ``s``, with ``m`` chosen so that at ``|s| = 1`` the steering vector
+   ``m · σ · W_dec[:, 0]`` is as long as the site's mean activation (``s < 0`` steers away, ``s > 0`` towards); greedy continuations of neutral prompts and of prompts that carry the concept,
    judged by a classifier independent of the SAE (word frequencies for German, the bundled MoralDirection encoder
    for immoral); FDT against the base model's greedy continuations; perplexity on held-out neutral prose.
 5. **SAE quality** on held-out neutral prose: L0, explained variance, cross-entropy loss recovered
@@ -64,7 +64,8 @@ class Settings:
         max_length: tokens per neutral paragraph.
         prompts: prompts per prompt set (neutral / carrying the concept).
         max_new_tokens: greedy continuation length (also the FDT reference length).
-        strengths: steering strengths ``s`` (``h_0 ← s · m``).
+        strengths: steering strengths ``s`` (``h_0 ← s · m``; at ``|s| = 1`` the steering vector is as long as the
+            site's mean activation).
         seed: data subsampling and training seed.
     """
 
@@ -76,20 +77,20 @@ class Settings:
     epochs: int = 10
     batch_size: int = 256
     lr: float = 1e-3
-    max_train_texts: int | None = 800
+    max_train_texts: int | None = 600
     max_test_texts: int | None = None
-    neutral_train: int = 40
-    neutral_eval: int = 12
+    neutral_train: int = 24
+    neutral_eval: int = 8
     max_length: int = 96
     prompts: int = 8
     max_new_tokens: int = 24
-    strengths: tuple[float, ...] = (-16.0, -4.0, 0.0, 4.0, 16.0)
+    strengths: tuple[float, ...] = (-2.0, -0.5, 0.0, 0.5, 2.0)
     seed: int = 0
 
 
 FULL = Settings()
-QUICK = Settings(expansion=2, epochs=3, max_train_texts=48, max_test_texts=24, neutral_train=4, neutral_eval=2,
-                 max_length=48, prompts=2, max_new_tokens=6, strengths=(-8.0, 8.0))
+QUICK = Settings(expansion=2, epochs=3, max_train_texts=32, max_test_texts=16, neutral_train=2, neutral_eval=1,
+                 max_length=32, prompts=2, max_new_tokens=4, strengths=(1.0,))
 
 
 def _subsample(texts: list[str], labels: list[int], n: int | None, seed: int) -> tuple[list[str], list[int]]:
@@ -289,9 +290,11 @@ def run(model: str = DEFAULT_MODEL, *, quick: bool = False, settings: Settings |
         nll_zero = mean_nll(m, tok, neutral_eval, settings.max_length, zero_ablation(site))
         quality.update(ce_base=base_nll, ce_sae=nll_sae, ce_zero_ablation=nll_zero,
                        ce_loss_recovered=(nll_zero - nll_sae) / (nll_zero - base_nll) if nll_zero != base_nll else None)
-        # 5. steering: h_0 <- s * m, m = the latent's mean value where active on the concept's training tokens
-        pos = (y_tr == 1) & (z_tr > 0)
-        scale = float(z_tr[pos].mean()) if bool(pos.any()) else 1.0
+        # 5. steering: h_0 <- s * m, with |m · σ · W_dec[:, 0]| = the mean activation norm (σ: mean token std)
+        with torch.no_grad():
+            sd = a_ev.std(-1).mean() if adapter.config.normalize else torch.tensor(1.0)
+            scale = float(a_ev.norm(dim=-1).mean() / (sd * adapter.decoder.weight[:, 0].norm()))
+        z_active = z_tr[(y_tr == 1) & (z_tr > 0)]
         judge = ConceptJudge(concept)
         prompts[concept] = list(CONCEPT_PROMPTS[concept][: settings.prompts])
         if concept not in base_text:
@@ -340,7 +343,8 @@ def run(model: str = DEFAULT_MODEL, *, quick: bool = False, settings: Settings |
                      "train_tokens": int(a_tr.shape[0]), "neutral_tokens": int(a_nt.shape[0]),
                      "test_tokens": int(a_te.shape[0]), "test_examples": te_x[:4]},
             "adapter": {"n_latents": adapter.config.n_latents, "k": adapter.config.k, "layer": layer,
-                        "site": adapter.config.site, "latent_scale_m": scale, "train_s": train_s},
+                        "site": adapter.config.site, "latent_scale_m": scale, "train_s": train_s,
+                        "latent_mean_on_concept_tokens": float(z_active.mean()) if len(z_active) else None},
             "detection": detection, "quality": quality, "steering": rows, "seconds": time.perf_counter() - t_c}
     figures["base_continuations"] = base_text
     figures["prompts"] = prompts
@@ -384,8 +388,8 @@ def _fill_report(report: Report, model: str, settings: Settings, results: dict[s
         ["concept", "setting", "concept rate, neutral prompts", "concept rate, concept prompts",
          f"FDT vs base (of {n})", "perplexity, neutral prose"],
         rows, formats=["s", "s", ".0%", ".0%", ".1f", ".2f"],
-        notes="s: the conditioned latent is set to s·m (m: its mean value on the concept's training tokens; s < 0 "
-              "away, s > 0 towards) and the MLP output is replaced by the steered reconstruction (the reference's "
+        notes="s: the conditioned latent is set to s·m (at |s| = 1 the steering vector is as long as the site's mean "
+              "activation; s < 0 away, s > 0 towards) and the MLP output is replaced by the steered reconstruction (the reference's "
               "mode). Concept rate by an independent classifier: word frequencies (wordfreq) for german, the bundled "
               "MoralDirection encoder (score < 0) for immoral."))
     rows = [[c, r["adapter"]["n_latents"], r["adapter"]["k"], r["quality"]["l0"], r["quality"]["explained_variance"],
