@@ -83,6 +83,7 @@ def test_tfree_closed_dictionary_predictions_and_likelihood_against_naive():
     assert res["units"] == len(words)
 
 
+@pytest.mark.slow
 def test_quick_run(tmp_path):
     from hf_ext.cli import main
 
