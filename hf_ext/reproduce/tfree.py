@@ -126,7 +126,7 @@ def python_docs() -> list[str]:
 
     Example:
         >>> docs = python_docs()
-        >>> len(docs) > 1000 and docs[0].startswith("The \"assert\" statement")
+        >>> len(docs) > 1000 and docs[0].startswith('The "assert" statement')
         True
     """
     import json
