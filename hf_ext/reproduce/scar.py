@@ -155,8 +155,13 @@ def zero_ablation(module):
 
 
 @torch.no_grad()
-def mean_nll(model, tok, texts: list[str], max_length: int, ctx=None, batch_size: int = 4) -> float:
-    """Token-weighted mean next-token cross-entropy (nats) of ``texts`` under ``model`` (inside ``ctx``)."""
+def mean_nll(model, tok, texts: list[str], max_length: int, ctx=None, batch_size: int | None = None) -> float:
+    """Token-weighted mean next-token cross-entropy (nats) of ``texts`` under ``model`` (inside ``ctx``).
+
+    ``batch_size`` defaults to what keeps the logits under ~50 M floats (Gemma's 262k vocabulary: one text at a time).
+    """
+    vocab = model.config.get_text_config().vocab_size
+    batch_size = batch_size or max(1, int(5e7 // (max_length * vocab)))
     total, count = 0.0, 0
     with ctx if ctx is not None else nullcontext():
         for start in range(0, len(texts), batch_size):
