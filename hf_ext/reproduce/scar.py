@@ -77,14 +77,14 @@ class Settings:
     epochs: int = 10
     batch_size: int = 256
     lr: float = 1e-3
-    max_train_texts: int | None = 600
+    max_train_texts: int | None = 300
     max_test_texts: int | None = None
-    neutral_train: int = 24
-    neutral_eval: int = 8
+    neutral_train: int = 12
+    neutral_eval: int = 6
     max_length: int = 96
-    prompts: int = 8
-    max_new_tokens: int = 24
-    strengths: tuple[float, ...] = (-2.0, -0.5, 0.0, 0.5, 2.0)
+    prompts: int = 6
+    max_new_tokens: int = 20
+    strengths: tuple[float, ...] = (-2.0, -0.5, 0.5, 2.0)
     seed: int = 0
 
 
