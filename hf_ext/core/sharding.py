@@ -293,7 +293,8 @@ def _fresh_instance(cls: type, module: nn.Module) -> nn.Module:
     except ImportError:  # pragma: no cover - transformers is a dependency
         pass
     if hasattr(cls, "from_config") and hasattr(cls, "register_to_config"):  # a diffusers ConfigMixin
-        return cls.from_config(config)
+        # diffusers drops keys listed in `_use_default_values` (it lists positional arguments too): pass them all
+        return cls.from_config({k: v for k, v in dict(config).items() if k != "_use_default_values"})
     return cls(config)
 
 
