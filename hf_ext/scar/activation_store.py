@@ -4,8 +4,10 @@ The in-memory cache (:func:`hf_ext.scar.build_activation_dataset` without ``outp
 activation in RAM: ``tokens × D × 4`` bytes (Llama-3-8B, D = 4096: 16 KiB per token, 1 GiB per 65k tokens), which
 does not scale to the released SCAR runs. With ``output_dir`` the activations stream to disk as they are computed
 (:class:`ActivationWriter`: at most one shard in memory) and training reads them through :class:`ActivationStore`, a
-``torch.utils.data.Dataset`` over memory-mapped shards whose pages are handed back to the kernel every
-``release_mb`` of reads, so training memory stays flat however large the cache grows.
+``torch.utils.data.Dataset`` over memory-mapped shards. A shard's mapped pages are handed back to the kernel as soon
+as a batch's rows have been copied out of it (``madvise(MADV_DONTNEED)``; they stay in the page cache): the kernel
+maps whole page-cache folios (up to MiBs) around every touched row, so a shuffled epoch would otherwise map the whole
+cache into the process. Training memory is then bounded by one shard, however large the cache grows.
 
 Layout of a store folder: ``shard-00000.safetensors`` … (tensors ``activations`` ``[n, D]`` float32/float16,
 ``labels`` ``[n, C]`` float32, ``sequence_id`` ``[n]`` int64) and ``activation_store.json`` (widths, dtype, rows per
@@ -57,7 +59,8 @@ class ActivationWriter:
         n_inputs: activation width ``D``.
         num_concepts: label columns ``C``.
         storage_dtype: ``"float32"`` or ``"float16"``.
-        shard_mb: a shard is written once this many MiB of activations are buffered (peak buffer: about 2× this).
+        shard_mb: activations per shard file in MiB (the last shard may be smaller); bounds the writer's buffer
+            (about 2× this) and the pages a reader keeps mapped.
         overwrite: replace an existing store in ``directory``.
 
     Raises:
@@ -65,7 +68,7 @@ class ActivationWriter:
     """
 
     def __init__(self, directory: str | os.PathLike, *, n_inputs: int, num_concepts: int,
-                 storage_dtype: str = "float32", shard_mb: float = 256.0, overwrite: bool = False) -> None:
+                 storage_dtype: str = "float32", shard_mb: float = 128.0, overwrite: bool = False) -> None:
         if storage_dtype not in _NP:
             raise ValueError(f"storage_dtype must be one of {sorted(_NP)}, got {storage_dtype!r}")
         for name, value in (("n_inputs", n_inputs), ("num_concepts", num_concepts)):
@@ -109,22 +112,25 @@ class ActivationWriter:
         self._buffer.append((a.detach().cpu().to(_TORCH[self.storage_dtype]), y.detach().cpu().float(),
                              s.detach().cpu().long()))
         self._buffered += a.shape[0]
-        if self._buffered >= self._shard_rows:
-            self._flush()
+        while self._buffered >= self._shard_rows:
+            self._flush(self._shard_rows)
 
-    def _flush(self) -> None:
+    def _flush(self, rows: int | None = None) -> None:
+        """Write the first ``rows`` buffered rows (default: all) as the next shard; keep the rest buffered."""
         from safetensors.torch import save_file
 
         if not self._buffered:
             return
-        tensors = {"activations": torch.cat([b[0] for b in self._buffer]),
-                   "labels": torch.cat([b[1] for b in self._buffer]),
-                   "sequence_id": torch.cat([b[2] for b in self._buffer])}
-        self._buffer, self._buffered = [], 0
+        columns = [torch.cat([b[i] for b in self._buffer]) for i in range(3)]
+        rows = self._buffered if rows is None else rows
+        rest = [c[rows:] for c in columns]
+        self._buffer = [tuple(rest)] if rest[0].shape[0] else []
+        self._buffered = int(rest[0].shape[0])
+        tensors = {"activations": columns[0][:rows].contiguous(), "labels": columns[1][:rows].contiguous(),
+                   "sequence_id": columns[2][:rows].contiguous()}
         name = f"shard-{len(self._shards):05d}.safetensors"
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(self.directory / name),
-                  metadata={"format": "hf_ext.scar.activation_store"})
-        self._shards.append({"file": name, "rows": int(tensors["activations"].shape[0])})
+        save_file(tensors, str(self.directory / name), metadata={"format": "hf_ext.scar.activation_store"})
+        self._shards.append({"file": name, "rows": rows})
 
     def close(self) -> ActivationStore:
         """Write the last shard and the index; returns the store opened for reading.
@@ -166,21 +172,19 @@ class ActivationStore(torch.utils.data.Dataset):
 
     Shards are memory-mapped read-only on first use (per process, so DataLoader workers open their own maps).
     :meth:`__getitems__` gathers a whole batch with one fancy index per shard (what ``DataLoader`` and
-    ``transformers.Trainer`` call), converting float16 storage to float32. Every ``release_mb`` MiB of reads the
-    mapped pages are dropped from this process (``madvise(MADV_DONTNEED)``; they stay in the page cache), so the
-    resident memory does not grow with the store.
+    ``transformers.Trainer`` call), converting float16 storage to float32, and drops each shard's mapped pages from
+    this process once its rows are copied, so the resident memory stays below one shard plus the batch.
 
     Args:
         directory: a folder written by :class:`ActivationWriter` (or :func:`~hf_ext.scar.build_activation_dataset`
             with ``output_dir``).
-        release_mb: read volume between page releases.
 
     Raises:
         FileNotFoundError: no store in ``directory`` (or a shard is missing).
         ValueError: a shard does not match the index (truncated or replaced file).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, release_mb: float = 256.0) -> None:
+    def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_NAME
         if not index_path.is_file():
@@ -194,9 +198,7 @@ class ActivationStore(torch.utils.data.Dataset):
         rows = [int(s["rows"]) for s in self.index["shards"]]
         self._starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
         self._layouts = [self._check_shard(s) for s in self.index["shards"]]
-        self.release_bytes = int(release_mb * _MB)
         self._maps: dict[int, tuple[mmap.mmap, dict[str, np.ndarray]]] = {}
-        self._read_since_release = 0
 
     def _check_shard(self, shard: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         path = self.directory / shard["file"]
@@ -239,22 +241,31 @@ class ActivationStore(torch.utils.data.Dataset):
             self._maps[shard] = (mm, arrays)
         return self._maps[shard][1]
 
-    def release(self) -> None:
-        """Drop the mapped pages from this process's resident memory (the data stays on disk / in the page cache)."""
-        for shard, (mm, _arrays) in list(self._maps.items()):
+    def release(self, shard: int | None = None) -> None:
+        """Drop the mapped pages of ``shard`` (default: every shard) from this process's resident memory; the data
+        stays on disk and in the page cache."""
+        for index in ([shard] if shard is not None else list(self._maps)):
+            if index not in self._maps:
+                continue
+            mm = self._maps[index][0]
             if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
                 mm.madvise(mmap.MADV_DONTNEED)
             else:  # no madvise (Windows): unmapping releases the pages; the map reopens on the next read
-                del self._maps[shard], _arrays
+                del self._maps[index]
                 mm.close()
-        self._read_since_release = 0
 
-    def _gather(self, key: str, rows: np.ndarray, width: int, dtype) -> np.ndarray:
-        out = np.empty((len(rows), width) if width else (len(rows),), dtype=dtype)
+    def _gather(self, rows: np.ndarray, keys: dict[str, tuple[int, Any]]) -> dict[str, np.ndarray]:
+        """``{key: values of rows}`` for ``keys = {name: (width or 0, dtype)}``, shard by shard, releasing each."""
+        out = {k: np.empty((len(rows), width) if width else (len(rows),), dtype=dtype)
+               for k, (width, dtype) in keys.items()}
         shard_of = np.searchsorted(self._starts, rows, side="right") - 1
         for shard in np.unique(shard_of):
             where = np.nonzero(shard_of == shard)[0]
-            out[where] = self._arrays(int(shard))[key][rows[where] - self._starts[shard]]
+            local = rows[where] - self._starts[shard]
+            arrays = self._arrays(int(shard))
+            for key in keys:
+                out[key][where] = arrays[key][local]
+            self.release(int(shard))
         return out
 
     def _rows(self, indices: Any) -> np.ndarray:
@@ -267,13 +278,9 @@ class ActivationStore(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Any) -> dict[str, torch.Tensor]:
         """A batch: ``{"activations": [B, D] float32, "labels": [B, C] float32}`` for row ``indices``."""
-        rows = self._rows(indices)
-        acts = self._gather("activations", rows, self.n_inputs, np.float32)
-        labels = self._gather("labels", rows, self.num_concepts, np.float32)
-        self._read_since_release += acts.nbytes
-        if self._read_since_release >= self.release_bytes:
-            self.release()
-        return {"activations": torch.from_numpy(acts), "labels": torch.from_numpy(labels)}
+        got = self._gather(self._rows(indices), {"activations": (self.n_inputs, np.float32),
+                                                 "labels": (self.num_concepts, np.float32)})
+        return {"activations": torch.from_numpy(got["activations"]), "labels": torch.from_numpy(got["labels"])}
 
     def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
         if isinstance(index, (int, np.integer)):
@@ -283,16 +290,24 @@ class ActivationStore(torch.utils.data.Dataset):
 
     def sequence_ids(self) -> torch.Tensor:
         """``[N]`` int64: the text each row came from."""
-        return torch.from_numpy(self._gather("sequence_id", np.arange(len(self)), 0, np.int64))
+        return torch.from_numpy(self._gather(np.arange(len(self)), {"sequence_id": (0, np.int64)})["sequence_id"])
 
     def to_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Everything in memory: ``(activations [N, D] float32, labels [N, C] float32)`` (the in-memory path)."""
-        batch = self.__getitems__(np.arange(len(self)))
-        return batch["activations"], batch["labels"]
+        """Everything in memory: ``(activations [N, D] float32, labels [N, C] float32)`` (the in-memory path), filled
+        shard by shard with the pages released in between, so the peak is the result plus one shard."""
+        acts = np.empty((len(self), self.n_inputs), dtype=np.float32)
+        labels = np.empty((len(self), self.num_concepts), dtype=np.float32)
+        for shard in range(self.num_shards):
+            lo, hi = self._starts[shard], self._starts[shard + 1]
+            arrays = self._arrays(shard)
+            acts[lo:hi] = arrays["activations"]
+            labels[lo:hi] = arrays["labels"]
+            self.release(shard)
+        return torch.from_numpy(acts), torch.from_numpy(labels)
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: maps are per process, reopened on first read
         state = dict(self.__dict__)
-        state["_maps"], state["_read_since_release"] = {}, 0
+        state["_maps"] = {}
         return state
 
     def __repr__(self) -> str:

@@ -113,11 +113,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         logger.error("%s", err)
         return 1
+    import torch
     from accelerate import PartialState
 
     from hf_ext.core.sharding import sharding_report, unsharded_copy
 
-    state, report = PartialState(), sharding_report(model)
+    state, report = PartialState(cpu=not torch.cuda.is_available()), sharding_report(model)
     plain = unsharded_copy(model)  # a collective when sharded: every process takes part
     if state.is_main_process:
         out = Path(args.out)

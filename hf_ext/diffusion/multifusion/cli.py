@@ -156,7 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "losses.json").write_text(json.dumps({"losses": res.losses, "trainable": len(res.trainable),
-                                                     "processes": acc.num_processes, "sharding": report}),
+                                                     "processes": acc.num_processes, "world_size": acc.num_processes,
+                                                     "sharding": report}),
                                          encoding="utf-8")
         sharded = any(r["sharded"] for r in report.values())
         print(f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es)"
