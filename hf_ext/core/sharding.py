@@ -24,11 +24,11 @@ Example (2 processes; run with ``torchrun --nproc_per_node 2 script.py``):
     >>> from hf_ext.core.sharding import shard_model, unsharded_copy
     >>> from hf_ext.testing import tiny_causal_lm
     >>> torch.distributed.init_process_group("gloo")  # doctest: +SKIP
-    >>> model = shard_model(tiny_causal_lm("llama"))  # doctest: +SKIP  (needs a process group)
+    >>> model = shard_model(tiny_causal_lm("llama"))  # needs a process group  # doctest: +SKIP
     >>> type(model.lm_head.weight).__name__  # doctest: +SKIP
     'DTensor'
     >>> optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)  # doctest: +SKIP
-    >>> plain = unsharded_copy(model)  # doctest: +SKIP  (a LlamaForCausalLM on rank 0, None elsewhere)
+    >>> plain = unsharded_copy(model)  # a LlamaForCausalLM on rank 0, None elsewhere  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ of processes. The base model is not trained and not sharded (cache its activatio
 Example (under ``torchrun --nproc_per_node 2``):
     >>> from hf_ext.scar import ScarAdapter, ScarConfig
     >>> adapter = ScarAdapter(ScarConfig(n_inputs=16, n_latents=64, k=8))
-    >>> adapter = shard_scar(adapter)  # doctest: +SKIP  (needs a process group)
+    >>> adapter = shard_scar(adapter)  # needs a process group  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ tensors after the layers; each becomes its own FSDP unit so that only one of the
 Example (under ``torchrun --nproc_per_node 2``):
     >>> from hf_ext.tfree.training import tiny_tfree
     >>> model, tok = tiny_tfree("llama")
-    >>> model = shard_tfree(model)  # doctest: +SKIP  (needs a process group)
+    >>> model = shard_tfree(model)  # needs a process group  # doctest: +SKIP
 """
 
 from __future__ import annotations

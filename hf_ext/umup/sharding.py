@@ -10,7 +10,7 @@ Example (under ``torchrun --nproc_per_node 2``):
     >>> from hf_ext.umup import UMupConfig, UMupLlamaForCausalLM, umup_param_groups
     >>> model = UMupLlamaForCausalLM(UMupConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
     ...                                         num_hidden_layers=2, num_attention_heads=4))
-    >>> model = shard_umup(model)  # doctest: +SKIP  (needs a process group)
+    >>> model = shard_umup(model)  # needs a process group  # doctest: +SKIP
     >>> optimizer = torch.optim.AdamW(umup_param_groups(model, lr=0.5, weight_decay=0.01))  # doctest: +SKIP
 """
 
@@ -36,8 +36,9 @@ def group_summary(groups: Any, model: nn.Module) -> list[tuple[str, float, float
         >>> from hf_ext.umup import UMupConfig, UMupLlamaForCausalLM, umup_param_groups
         >>> m = UMupLlamaForCausalLM(UMupConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
         ...                                     num_hidden_layers=2, num_attention_heads=4))
-        >>> group_summary(umup_param_groups(m, lr=1.0), m)[0][:2]
-        ('embedding', 0.17677669529663687)
+        >>> name, lr, weight_decay, multiplier, params = group_summary(umup_param_groups(m, lr=1.0), m)[0]
+        >>> name, round(lr, 4), params
+        ('embedding', 0.1768, ('model.embed_tokens.weight',))
     """
     groups = groups.param_groups if isinstance(groups, torch.optim.Optimizer) else groups
     names = {id(p): n for n, p in model.named_parameters()}

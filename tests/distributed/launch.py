@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-#: fp32, N processes vs 1 (see the README's "Scaling out"): 99.9 % of the weights within FINE, all within COARSE.
+#: fp32, N processes vs 1 (see the README's "Scaling out"): 99.9 % of the weights within FINE, all within COARSE. The
+#: few coordinates beyond FINE have a (near-)zero true gradient (attention key biases, never-seen vocabulary rows),
+#: where Adam turns float noise into steps of up to ±lr; COARSE holds for the README recipes' learning rates and steps.
 FINE, COARSE = 1e-5, 5e-4
 
 
@@ -69,9 +71,9 @@ def run_meta(folder: Path) -> tuple[int, list[dict], list[float]]:
     return int(meta["world_size"]), reports, list(meta["losses"])
 
 
-def compare_outputs(one: Path, other: Path) -> dict[str, float]:
+def compare_outputs(one: Path, other: Path, coarse: float = COARSE) -> dict[str, float]:
     """Every safetensors file of the 1-process output exists in ``other`` with the same keys, shapes and dtypes;
-    weight files agree to FINE (99.9 %) / COARSE (all). Returns ``{relative file: max |Δ|}`` of the weight files."""
+    weight files agree to FINE (99.9 %) / ``coarse`` (all). Returns ``{relative file: max |Δ|}`` of the weight files."""
     from safetensors.torch import load_file
 
     files = sorted(p.relative_to(one) for p in one.rglob("*.safetensors"))
@@ -86,6 +88,6 @@ def compare_outputs(one: Path, other: Path) -> dict[str, float]:
             continue
         diffs = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a if a[k].is_floating_point()])
         stats[str(rel)] = float(diffs.max())
-        assert float(diffs.max()) <= COARSE, f"{rel}: max |Δ| {float(diffs.max()):.3g} > {COARSE}"
+        assert float(diffs.max()) <= coarse, f"{rel}: max |Δ| {float(diffs.max()):.3g} > {coarse}"
         assert float(torch.quantile(diffs[: 2**24], 0.999)) <= FINE, f"{rel}: 99.9th percentile above {FINE}"
     return stats

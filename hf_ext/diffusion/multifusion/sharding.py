@@ -13,7 +13,7 @@ exist. Collect the trainable parameters (and build the optimizer) after sharding
 Example (under ``torchrun --nproc_per_node 2``):
     >>> from hf_ext.diffusion.multifusion import MultiFusionPipeline, tiny_multifusion_components
     >>> pipe = MultiFusionPipeline(**tiny_multifusion_components())
-    >>> shard_fusion(pipe)  # doctest: +SKIP  (needs a process group)
+    >>> shard_fusion(pipe)  # needs a process group  # doctest: +SKIP
 """
 
 from __future__ import annotations
