@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--head-dim", type=int, default=16)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=16, help="global batch (split across processes)")
     p.add_argument("--lr", type=float, default=0.5, help="u-μP base learning rate η")
@@ -150,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..core.sharding import sharding_report, unsharded_copy
 
     acc = Accelerator(cpu=not torch.cuda.is_available())
-    model = build_byte_model(args.width, args.depth, args.seq_len, seed=args.seed)
+    try:
+        model = build_byte_model(args.width, args.depth, args.seq_len, args.head_dim, seed=args.seed)
+    except ValueError as err:
+        logger.error("%s", err)
+        return 1
     try:
         losses = train_umup(model, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                             weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, accelerator=acc,

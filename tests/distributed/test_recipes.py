@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.xdist_group("multiprocess")]
 COMPONENTS = ["umup", "tfree", "scar", "fusion-a", "fusion-b"]
 
 
-def test_readme_has_a_ddp_and_an_fsdp_recipe_per_component():
+def test_readme_has_a_ddp_and_an_fsdp_recipe_per_component(capsys):
     cpu, gpu = readme_recipes(0), readme_recipes(1)
     assert sorted(cpu) == sorted(f"{c}-{kind}" for c in COMPONENTS for kind in ("ddp", "fsdp"))
     for c in COMPONENTS:
@@ -30,6 +30,22 @@ def test_readme_has_a_ddp_and_an_fsdp_recipe_per_component():
         assert argv[:4] == ["accelerate", "launch", "--config_file", config] and "--fsdp" not in argv
         assert (REPO / config).is_file()
         assert argv[argv.index("-m"):argv.index("-m") + 2] == cpu[name][cpu[name].index("-m"):cpu[name].index("-m") + 2]
+        _options_exist(argv, capsys)
+
+
+def _options_exist(argv, capsys):
+    """Every ``--option`` of a (GPU) recipe is one its command accepts (they cannot run here)."""
+    import importlib
+
+    args = argv[argv.index("-m") + 2:]
+    words = [a for a in args[: next(i for i, a in enumerate(args) if a.startswith("--"))]]
+    try:  # argparse exits after --help; hf_ext.cli.main returns its exit code instead
+        assert importlib.import_module(argv[argv.index("-m") + 1]).main([*words, "--help"]) == 0
+    except SystemExit as stop:
+        assert stop.code == 0
+    helptext = capsys.readouterr().out
+    unknown = [a for a in args if a.startswith("--") and a not in helptext]
+    assert not unknown, f"{unknown} are not options of {' '.join(argv[:argv.index('-m') + 2 + len(words)])}"
 
 
 def _check_run(folder, world, sharded, losses_one):
