@@ -85,12 +85,11 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
                              adapter: ScarAdapter | None = None, layer: int | None = None, site: str = "mlp",
                              batch_size: int = 16, max_length: int | None = None, storage_dtype: str = "float32",
                              eos_token_id: int | None = None, progress: bool = True, output_dir: Any = None,
-                             shard_mb: float = 256.0, overwrite: bool = False):
+                             shard_mb: float = 128.0, overwrite: bool = False):
     """Cache token activations at the adapter's site, with each sequence's labels copied to its tokens.
 
-    In memory (a ``datasets.Dataset``) by default; with ``output_dir`` the activations are written to disk batch by
-    batch as sharded safetensors and an :class:`~hf_ext.scar.activation_store.ActivationStore` (memory-mapped) is
-    returned, so neither caching nor training holds the whole cache in RAM. Both train to the same adapter.
+    In memory by default; with ``output_dir`` written to disk batch by batch (sharded safetensors) and returned as a
+    memory-mapped :class:`~hf_ext.scar.activation_store.ActivationStore`: same rows, same training result.
 
     Args:
         model: the base causal LM (``eval()`` mode).
@@ -105,17 +104,14 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
         eos_token_id: tokens from the first EOS on are dropped (default ``tokenizer.eos_token_id``; with pad = eos,
             as in the reference, padding is dropped as well).
         progress: tqdm bar.
-        output_dir: stream the cache into this folder (see above); ``None`` keeps it in memory.
-        shard_mb: activations per shard file, in MiB (with ``output_dir``).
-        overwrite: replace a store already in ``output_dir``.
+        output_dir, shard_mb, overwrite: stream into this folder, in shards of ``shard_mb`` MiB, replacing a store.
 
     Returns:
-        ``datasets.Dataset`` with ``activations`` (``[D]`` per row), ``labels`` (``[C]``) and ``sequence_id``; or,
-        with ``output_dir``, an ``ActivationStore`` with the same rows.
+        ``datasets.Dataset`` with ``activations`` (``[D]`` per row), ``labels`` (``[C]``) and ``sequence_id``
+        (with ``output_dir``: an ``ActivationStore``).
 
     Raises:
-        ValueError: mismatched texts/labels, unknown storage dtype, neither adapter nor layer, or ``output_dir``
-            already holds a store (without ``overwrite``).
+        ValueError: mismatched texts/labels, unknown storage dtype, neither adapter nor layer, an existing store.
     """
     from datasets import Array2D, Dataset, Features, Value, concatenate_datasets  # noqa: F401
     from tqdm.auto import tqdm
@@ -387,11 +383,9 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
     and the gradients are averaged (DDP, or FSDP2's reduce-scatter when sharded), so N processes reproduce one process
     up to float reduction order.
 
-    Args:
-        adapter: a detached :class:`ScarAdapter` (trained in place; the same initial weights on every process).
-        dataset: an in-memory ``datasets.Dataset`` or an on-disk ``ActivationStore``.
-        fsdp: shard the adapter with FSDP2 (:func:`~hf_ext.scar.sharding.shard_scar`) even without an Accelerate
-            FSDP2 launch; it then stays sharded (save it via :func:`hf_ext.core.sharding.unsharded_copy`).
+    ``dataset``: a ``datasets.Dataset`` or an ``ActivationStore``. ``fsdp``: shard the (detached) adapter with FSDP2
+    (:func:`~hf_ext.scar.sharding.shard_scar`) without an FSDP2 launch too; it stays sharded (save via
+    ``hf_ext.core.sharding.unsharded_copy``).
 
     Returns:
         The global mean loss per step (on every process).
@@ -399,6 +393,7 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
 
     from ..core.sharding import sharding_kwargs
     from .sharding import shard_scar
@@ -420,17 +415,13 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
         optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
         model, optimizer, loader = accelerator.prepare(adapter, optimizer, loader)
     losses: list[float] = []
-    from tqdm.auto import tqdm
-
     model.train()
     for _ in range(epochs):
         for batch in tqdm(loader, desc="scar (accelerate)", disable=not (progress and accelerator.is_main_process)):
             out = model(**batch)
             accelerator.backward(out["loss"])
-            if max_grad_norm and shard is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)  # DTensor-aware global norm
-            elif max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            if max_grad_norm:  # torch's clip computes the global norm of DTensor gradients; Accelerate's handles DDP
+                (torch.nn.utils.clip_grad_norm_ if shard is not None else accelerator.clip_grad_norm_)(model.parameters(), max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
             losses.append(float(accelerator.reduce(out["loss"].detach(), reduction="mean")))

@@ -40,6 +40,11 @@ def test_writer_and_store_round_trip_across_shards(tmp_path, dtype):
     assert set(first) == {"activations", "labels", "sequence_id"} and str(first["activations"].dtype).endswith(dtype)
     with pytest.raises(IndexError, match="out of range"):
         store[[0, 50]]
+    from hf_ext.scar.training import _collate_activations
+
+    loader = torch.utils.data.DataLoader(store, batch_size=8, num_workers=2, collate_fn=_collate_activations)
+    batches = list(loader)  # worker processes open their own maps
+    assert torch.equal(torch.cat([b["activations"] for b in batches]), expect)
 
 
 def test_store_errors(tmp_path):

@@ -37,6 +37,7 @@ from torch import nn
 from ...core.sharding import sharding_kwargs
 from .checkpoint import gather_for_checkpoint, load_checkpoint, save_checkpoint, write_checkpoint
 from .encoding_multifusion import InterleavedEncoder
+from .sharding import shard_fusion, shard_semantic
 
 logger = logging.getLogger(__name__)
 
@@ -356,8 +357,6 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
     freeze_for_fusion(pipe)
     shard = sharding_kwargs(acc, fsdp)
     if shard is not None:
-        from .sharding import shard_fusion
-
         shard_fusion(pipe, device=device, **shard)
     params = freeze_for_fusion(pipe)  # after sharding: the DTensor parameters the optimizer must hold
     pipe.unet.train()
@@ -439,8 +438,7 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
 
     Args:
         encoder, pairs, config: as above (``config.batch_size`` pairs per step, divisible by the processes).
-        accelerator: an ``accelerate.Accelerator`` (default: a new one).
-        progress: tqdm bar on the main process.
+        accelerator, progress: an ``accelerate.Accelerator`` (default: a new one); tqdm bar on the main process.
         fsdp: shard the encoder with FSDP2 (:func:`~.sharding.shard_semantic`) without an FSDP2 launch too; it
             stays sharded (save it via :func:`hf_ext.core.sharding.unsharded_copy`).
 
@@ -470,8 +468,6 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
     names = enable_bitfit(model) if cfg.method == "bitfit" else enable_lora(model)
     shard = sharding_kwargs(acc, fsdp)
     if shard is not None:
-        from .sharding import shard_semantic
-
         shard_semantic(encoder, device=acc.device, **shard)
     named = dict(model.named_parameters())  # after sharding: the DTensor parameters
     params = [named[n] for n in names]
