@@ -1,28 +1,19 @@
-"""README tables generated from committed reproduction reports.
+"""The README's result tables, regenerated from the committed reports in ``docs/results/``.
 
-A table generated from a report sits in the README between two HTML comments naming the report (a path relative to
-the repository root, normally ``reports/<component>-<model>.json``: the ``report.json`` of a full run, committed) and
-the table's key:
+A full run's ``report.json`` is committed, without its per-item arrays, as
+``docs/results/reproduce-<component>-<model>.json`` (:func:`commit_results`). The README holds each table between
+two markers::
 
-.. code-block:: markdown
+    <!-- results: <component> <model> <table key> -->
+    | the table, as :func:`hf_ext.reproduce.report.render_table` renders it |
+    <!-- /results -->
 
-    <!-- reproduce: reports/moral-bundled.json moral.user_study -->
-    | study | scoring | ... |
-    <!-- /reproduce -->
-
-:func:`regenerate` rewrites every such block from its report (:func:`~hf_ext.reproduce.report.render_table`), so the
-README shows exactly the reports' figures; ``tests/reproduce/test_readme_tables.py`` fails when it does not, and
-``python -m hf_ext.reproduce.readme [README.md]`` rewrites the file in place.
+:func:`check` lists the blocks whose text differs from what the JSON renders (a test runs it); ``python -m
+hf_ext.reproduce.readme --write`` rewrites them.
 
 Example:
-    >>> text = "<!-- reproduce: r.json demo -->\\nold\\n<!-- /reproduce -->"
-    >>> report = {"tables": [{"key": "demo", "columns": ["a"], "rows": [[1.5]], "formats": [".1f"]}]}
-    >>> print(regenerate(text, load=lambda path: report))
-    <!-- reproduce: r.json demo -->
-    | a |
-    |--:|
-    | 1.5 |
-    <!-- /reproduce -->
+    >>> blocks("x\\n<!-- results: atman m t -->\\n| a |\\n<!-- /results -->\\n")
+    [(('atman', 'm', 't'), '| a |')]
 """
 
 from __future__ import annotations
@@ -30,67 +21,74 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .report import render_table
 
-__all__ = ["BLOCK", "regenerate", "table_blocks"]
-
-#: A generated block: the report path, the table key, the current table text.
-BLOCK = re.compile(r"<!-- reproduce: (?P<path>\S+) (?P<key>\S+) -->\n(?P<table>.*?)\n?<!-- /reproduce -->", re.S)
-
-
-def table_blocks(text: str) -> list[tuple[str, str]]:
-    """``(report path, table key)`` of every generated block in ``text``."""
-    return [(m["path"], m["key"]) for m in BLOCK.finditer(text)]
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = ROOT / "docs" / "results"
+_BLOCK = re.compile(r"<!-- results: (\S+) (\S+) (\S+) -->\n(.*?)\n?<!-- /results -->", re.S)
+#: figures left out of the committed JSON (per item or per scan entry: large, and not shown in the README)
+_BULKY = ("per_item", "seconds", "cpu_seconds", "scan_int4", "scan_prune", "kept")
 
 
-def regenerate(text: str, *, root: str | Path = ".", load: Callable[[str], dict[str, Any]] | None = None) -> str:
-    """``text`` with every generated block re-rendered from its report.
-
-    Args:
-        text: the README.
-        root: folder the report paths are relative to.
-        load: report path → parsed JSON (default: read ``root / path``).
-
-    Raises:
-        FileNotFoundError: a report is missing; KeyError: a report has no table with the key.
-    """
-    cache: dict[str, dict[str, Any]] = {}
-
-    def report(path: str) -> dict[str, Any]:
-        if path not in cache:
-            if load is not None:
-                cache[path] = load(path)
-            else:
-                file = Path(root) / path
-                if not file.is_file():
-                    raise FileNotFoundError(f"README table source {file} does not exist; run the reproduction and "
-                                            "commit its report.json there")
-                cache[path] = json.loads(file.read_text(encoding="utf-8"))
-        return cache[path]
-
-    def render(match: re.Match) -> str:
-        tables = {t["key"]: t for t in report(match["path"])["tables"]}
-        if match["key"] not in tables:
-            raise KeyError(f"{match['path']} has no table {match['key']!r}; it has {sorted(tables)}")
-        return f"<!-- reproduce: {match['path']} {match['key']} -->\n{render_table(tables[match['key']])}\n<!-- /reproduce -->"
-
-    return BLOCK.sub(render, text)
+def results_path(component: str, model: str, results_dir: Path = RESULTS_DIR) -> Path:
+    return Path(results_dir) / f"reproduce-{component}-{model.replace('/', '--')}.json"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Rewrite the README (default ``README.md``) in place from its reports."""
-    path = Path((argv if argv is not None else sys.argv[1:] or ["README.md"])[0])
-    old = path.read_text(encoding="utf-8")
-    new = regenerate(old, root=path.parent)
-    if new != old:
-        path.write_text(new, encoding="utf-8")
-    print(f"{path}: {len(table_blocks(new))} generated tables, {'updated' if new != old else 'unchanged'}")
-    return 0
+def commit_results(run_dir: str | Path, results_dir: Path = RESULTS_DIR) -> Path:
+    """Copy a run's ``report.json`` to ``docs/results/`` without its bulky per-item figures."""
+    data = json.loads((Path(run_dir) / "report.json").read_text())
+    data["figures"] = {k: v for k, v in data["figures"].items() if k not in _BULKY}
+    path = results_path(data["component"], data["model"], results_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return path
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def blocks(text: str) -> list[tuple[tuple[str, str, str], str]]:
+    """``[((component, model, table key), block text)]`` of the README's result blocks."""
+    return [((m.group(1), m.group(2), m.group(3)), m.group(4).strip()) for m in _BLOCK.finditer(text)]
+
+
+def render(component: str, model: str, key: str, results_dir: Path = RESULTS_DIR) -> str:
+    """The markdown of table ``key`` of the committed report of ``component`` on ``model``."""
+    path = results_path(component, model, results_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed results {path}; run `hf-ext reproduce {component} --model {model}` "
+                                "and commit_results() its folder")
+    data = json.loads(path.read_text())
+    for table in data["tables"]:
+        if table["key"] == key:
+            return render_table(table)
+    raise KeyError(f"{path.name} has no table {key!r}; it has {[t['key'] for t in data['tables']]}")
+
+
+def check(readme: Path = ROOT / "README.md", results_dir: Path = RESULTS_DIR) -> list[str]:
+    """Keys of the README blocks that differ from the committed JSON (empty: in sync)."""
+    return [" ".join(k) for k, text in blocks(readme.read_text(encoding="utf-8"))
+            if text != render(*k, results_dir=results_dir)]
+
+
+def write(readme: Path = ROOT / "README.md", results_dir: Path = RESULTS_DIR) -> int:
+    """Rewrite every result block of the README from the JSON; returns the number of blocks."""
+    text = readme.read_text(encoding="utf-8")
+    count = 0
+
+    def sub(m):
+        nonlocal count
+        count += 1
+        return f"<!-- results: {m.group(1)} {m.group(2)} {m.group(3)} -->\n" \
+               f"{render(m.group(1), m.group(2), m.group(3), results_dir)}\n<!-- /results -->"
+
+    readme.write_text(_BLOCK.sub(sub, text), encoding="utf-8")
+    return count
+
+
+if __name__ == "__main__":  # python -m hf_ext.reproduce.readme [--write]
+    if "--write" in sys.argv:
+        print(f"rewrote {write()} result blocks")
+    else:
+        stale = check()
+        print("README result tables are in sync" if not stale else f"stale: {stale}")
+        sys.exit(1 if stale else 0)

@@ -115,3 +115,20 @@ def test_run_layers_bad_input(causal_lm):
         run_layers(causal_lm, h, 0, torch.ones(1, 4))
     with pytest.raises(ValueError, match="return_logits"):
         run_layers(causal_lm, h, 0, end_layer=1, return_logits=True)
+
+
+def test_run_layers_on_gemma3_local_and_global_rotary():
+    """Gemma3 keeps one rotary table per layer type (local base 10k, global 1M): resuming must pick the right one."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg).eval()
+    ids = torch.randint(4, 128, (2, 12))
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        for start in range(4):
+            got = run_layers(model, out.hidden_states[start], start, return_logits=True)
+            assert torch.allclose(got, out.logits, atol=1e-5), start

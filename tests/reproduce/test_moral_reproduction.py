@@ -18,7 +18,7 @@ def test_quick_run_reproduces_the_committed_report(tmp_path):
 
     assert main(["reproduce", "moral", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     quick = json.loads((tmp_path / "report.json").read_text())
-    full = json.loads((ROOT / "reports" / "moral-bundled.json").read_text())
+    full = json.loads((ROOT / "docs" / "results" / "reproduce-moral-bundled.json").read_text())
     def same(rows_a, rows_b):  # text cells equal, numbers within float noise of the encoder
         assert len(rows_a) == len(rows_b)
         for a, b in zip(rows_a, rows_b):
