@@ -1,5 +1,5 @@
-"""``hf-ext reproduce scar``: its pieces against naive computations, the whole run on a tiny model, and the quick run
-on SmolLM2 (real tier)."""
+"""``hf-ext reproduce scar``: its pieces against naive computations and the whole run on a tiny model (the quick run on
+SmolLM2 is in tests/real/test_reproduce_scar.py)."""
 
 from __future__ import annotations
 
@@ -80,21 +80,3 @@ def test_whole_run_on_a_tiny_model(tmp_path):
         assert adapter.config.concepts == [concept] and adapter.config.layer == data["figures"]["layer"]
         card = (out / f"adapter-{concept}" / "README.md").read_text()
         assert "model-index" in card and f"{res['detection']['scar']}" in card
-
-
-@pytest.mark.real
-def test_quick_run_on_smollm2(tmp_path):
-    from hf_ext.cli import main
-    from hf_ext.reproduce.models import RealModelUnavailable
-
-    try:
-        from hf_ext.testing import real_model
-
-        real_model("smollm2-135m-instruct")
-    except RealModelUnavailable as err:
-        pytest.skip(str(err))
-    assert main(["reproduce", "scar", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
-    data = json.loads((tmp_path / "report.json").read_text())
-    det = {r[0]: r[1:] for r in next(t for t in data["tables"] if t["key"] == "scar.detection")["rows"]}
-    assert det["german"][0] > 0.8  # German vs English questions are easy for a pretrained LM's activations
-    assert (tmp_path / "adapter-german" / "adapter_model.safetensors").is_file()
