@@ -221,7 +221,7 @@ def _tiny_ddim():
 
 def _require_diffusers():
     """``import diffusers`` or raise an ``ImportError`` naming the ``hf-ext[diffusion]`` extra."""
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     return require("diffusers")
 

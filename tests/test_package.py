@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import hf_ext
-from hf_ext._optional import require
+from hf_ext.utils.imports import require
 
 
 def _run(code: str, cwd=None) -> subprocess.CompletedProcess:

@@ -84,7 +84,7 @@ def to_html(exp, *, postprocessing: str = "none", target_token: int | None = Non
 
 def plot(exp, path=None, *, postprocessing: str = "none", target_token: int | None = None):
     """A matplotlib ``Figure``: bars per unit (text) or the tile heat-map (image); written as PNG to ``path``."""
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     require("matplotlib")
     from matplotlib.figure import Figure

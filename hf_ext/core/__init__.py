@@ -6,42 +6,24 @@ Submodules are imported on first use (``hf_ext.core.attention`` etc.) so that ``
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
-_LAZY = {
-    "position_ids_from_mask": "inputs",
-    "ModelAnatomy": "anatomy",
-    "get_anatomy": "anatomy",
-    "run_layers": "layers",
-    "forward_hooks": "hooks",
-    "module_swaps": "hooks",
-    "attention_controls": "attention",
-    "AttentionControl": "attention",
-    "spans_to_key_positions": "attention",
-    "key_weights": "attention",
-    "teacher_forced_logprobs": "scoring",
-    "greedy_reference": "scoring",
-    "TeacherForcedScores": "scoring",
-    "sequence_logprob": "scoring",
-    "cross_entropy_per_token": "scoring",
-    "weights_fingerprint": "scoring",
-    "items_to_key_positions": "attention",
-    "build_layer_masks": "layers",
-    "current_params": "hooks",
-    "rows": "hooks",
-    "SuffixRecomputeCache": "cache",
-    "Segment": "segments",
-    "SegmentPlan": "segments",
-    "segment_attention": "segments",
-}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "inputs": ["position_ids_from_mask"],
+    "anatomy": ["ModelAnatomy", "get_anatomy"],
+    "layers": ["run_layers", "build_layer_masks"],
+    "hooks": ["forward_hooks", "module_swaps", "current_params", "rows"],
+    "attention": ["attention_controls", "AttentionControl", "spans_to_key_positions", "key_weights",
+                  "items_to_key_positions"],
+    "scoring": ["teacher_forced_logprobs", "greedy_reference", "TeacherForcedScores", "sequence_logprob",
+                "cross_entropy_per_token", "weights_fingerprint"],
+    "cache": ["SuffixRecomputeCache"],
+    "segments": ["Segment", "SegmentPlan", "segment_attention"],
+})
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hf_ext.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+register_component(
+    name="core", title="Core", order=0, package=__name__,
+    summary="model anatomy, resume-from-layer, hooks with a lifetime, attention manipulation, teacher-forced scoring",
+    tour=".tour", extras=["plots"], notebook="01_core.ipynb",
+)

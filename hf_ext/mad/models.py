@@ -597,10 +597,3 @@ class CausalLMAutoEncoder(nn.Module):
         t = shift_labels if shift_labels is not None else targets if targets is not None else labels
         loss = aligned_cross_entropy(logits, t) if t is not None else None
         return CausalLMOutput(loss=loss, logits=logits)
-
-
-# The first `import transformers` may have come from this module (half-imported at that moment): complete the
-# Auto-class registration now (idempotent; see hf_ext.auto.register).
-from hf_ext.auto import register as _register  # noqa: E402
-
-_register()

@@ -83,7 +83,7 @@ def mad_report(source: Any, out_dir: str | Path, title: str = "MAD benchmark", k
         title: heading of the markdown report.
         knob_plots: also draw the accuracy-vs-knob figures (one per task).
     """
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     matplotlib = require("matplotlib")
     matplotlib.use("Agg")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
+from hf_ext.utils.imports import require
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
+from hf_ext.utils.imports import require
+
 from . import resources
 
 logger = logging.getLogger(__name__)

@@ -810,10 +810,3 @@ def load_reference_sae_state_dict(state: Mapping[str, torch.Tensor], prefix: str
     """
     keep = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix):] in keep}
-
-
-# A first `import transformers` made by this module's own imports ran hf_ext's Auto registration while this module was
-# half-imported; finish it now that ScarModel exists (idempotent).
-from hf_ext.auto import register as _register  # noqa: E402
-
-_register()

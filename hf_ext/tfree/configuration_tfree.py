@@ -137,11 +137,3 @@ class TFreeConfig(PretrainedConfig):
         tc = self.text_config
         out["text_config"] = tc.to_dict() if isinstance(tc, PretrainedConfig) else tc
         return out
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

@@ -520,11 +520,3 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
 #: Index of ``<|endoftext|>`` in the default dictionary order (special words first).
 EOT_ID = SPECIAL_WORDS.index(EOT)
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

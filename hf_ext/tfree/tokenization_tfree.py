@@ -490,11 +490,3 @@ class TFreeTokenizer(PreTrainedTokenizer):
         if return_tensors is None:
             return {"activation_ids": act.tolist(), "attention_mask": mask.tolist()}
         return {"activation_ids": act, "attention_mask": mask}
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

@@ -210,7 +210,7 @@ def plot_losses(losses: Sequence[float], path, *, title: str = "T-FREE training 
     """Write a PNG of the loss curve (needs matplotlib: ``pip install 'hf-ext[plots]'``); returns the path."""
     from pathlib import Path
 
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     plt = require("matplotlib.pyplot")
     fig, ax = plt.subplots(figsize=(5, 3))

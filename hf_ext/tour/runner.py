@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import io
 import json
-import logging
 import os
 import random
 import sys
@@ -27,6 +27,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+from hf_ext.utils.cli import add_common_options, print_result, resolve_device
+from hf_ext.utils.logging import get_logger
+from hf_ext.utils.progress import progress_bar, progress_enabled
 
 from .registry import (
     DEFAULT_BUDGET_S,
@@ -38,7 +42,7 @@ from .registry import (
     select_steps,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Default base folder of tour runs (relative to the working directory).
 DEFAULT_OUT = Path("runs")
@@ -76,15 +80,6 @@ class TourRun:
     def exit_code(self) -> int:
         """0 when no step failed, else 1."""
         return int(any(r.result.status == "failed" for r in self.records))
-
-
-def resolve_device(device: str | None) -> str:
-    """``"auto"``/``None`` -> ``"cuda"`` when available, else ``"cpu"``; other values are returned unchanged."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _seed_everything(seed: int) -> None:
@@ -214,7 +209,8 @@ def run_tour(
         seed: seed passed to every step (and set for ``random``/torch before each step).
         model: optional Hub id for steps that can use a real checkpoint.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        progress: allow progress output (a line per step on stderr, tqdm bars inside steps).
+        progress: allow progress bars (one over the steps, and the steps' own), unless transformers' settings
+            hide them (:func:`hf_ext.utils.progress.progress_enabled`).
         budget_s: per-step budget in seconds; exceeding it only logs a warning (without ``full``).
         stream: where the result table goes (default ``sys.stdout``; pass ``io.StringIO()`` to capture it).
 
@@ -236,9 +232,10 @@ def run_tour(
     device = resolve_device(device)
     run_dir = _new_run_dir(Path(out) if out is not None else DEFAULT_OUT)
     run = TourRun(run_dir=run_dir, report_path=run_dir / "report.md")
-    for i, step in enumerate(selected, 1):
-        if progress:
-            print(f"[{i}/{len(selected)}] {step.name} ({step.component}) …", file=sys.stderr, flush=True)
+    progress = progress_enabled(progress)
+    bar = progress_bar(selected, enabled=progress, desc="tour", unit="step")
+    for step in bar:
+        bar.set_postfix_str(f"{step.name} ({step.component})")
         step_dir = run_dir / step.name
         step_dir.mkdir(parents=True, exist_ok=True)
         ctx = TourContext(out_dir=step_dir, full=full, seed=seed, model=model, device=device, progress=progress,
@@ -282,13 +279,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--full", action="store_true", help="run the longer versions of the steps (no time budget)")
     p.add_argument("--steps", nargs="+", metavar="NAME", help="run only these steps (see --list)")
     p.add_argument("--list", action="store_true", help="list the steps and exit")
-    p.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT), help="base folder of the run folder (default: runs)")
-    p.add_argument("--model", metavar="HUB_ID", help="a Hub id/local path for steps that can use a real model")
-    p.add_argument("--seed", type=int, default=0, help="seed passed to every step (default: 0)")
-    p.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:N")
+    add_common_options(p, model="a Hub id or local path for the steps that can use a real model (default: tiny "
+                                "models built in code)", device="auto", seed=0, out=str(DEFAULT_OUT),
+                       out_help="the run folder tour-<timestamp>/ with report.md goes inside", json=True, progress=True)
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
                    help=f"per-step time budget; exceeding it warns (default: {DEFAULT_BUDGET_S:g})")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no per-step lines or progress bars")
     p.set_defaults(func=_cmd_tour)
     return p
 
@@ -298,8 +293,8 @@ def _cmd_tour(args: argparse.Namespace) -> int:
         steps = registered_steps()
         width = max((len(n) for n in steps), default=4)
         cwidth = max((len(s.component) for s in steps.values()), default=9)
-        for step in steps.values():
-            print(f"{step.name:<{width}}  {step.component:<{cwidth}}  {step.description}")
+        print_result([_describe(s) for s in steps.values()], "\n".join(
+            f"{s.name:<{width}}  {s.component:<{cwidth}}  {s.description}" for s in steps.values()), as_json=args.json)
         return 0
     try:
         selected = select_steps(args.steps)
@@ -307,5 +302,8 @@ def _cmd_tour(args: argparse.Namespace) -> int:
         print(f"hf-ext tour: error: {err}", file=sys.stderr)
         return 2
     run = run_tour([s.name for s in selected], out=args.out, full=args.full, seed=args.seed, model=args.model,
-                   device=args.device, progress=args.progress, budget_s=args.budget)
+                   device=args.device, progress=not args.no_progress, budget_s=args.budget,
+                   stream=io.StringIO() if args.json else None)
+    if args.json:
+        print((run.run_dir / "results.json").read_text(encoding="utf-8"), end="")
     return run.exit_code

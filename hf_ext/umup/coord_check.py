@@ -91,7 +91,7 @@ def _short(name: str) -> str:
 def plot_coord_check(rows: list[dict], path: str | Path, step: int | None = None) -> Path:
     """RMS vs width (log-log), one panel per parametrisation × {activations, weight gradients}, at ``step``
     (default: the last recorded step)."""
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     require("matplotlib")
     from matplotlib.figure import Figure

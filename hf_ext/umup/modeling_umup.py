@@ -430,12 +430,3 @@ def convert_llama_to_umup(config: Any, **overrides: Any) -> UMupConfig:
     )
     fields.update(overrides)
     return UMupConfig(**fields)
-
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

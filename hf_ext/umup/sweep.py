@@ -205,7 +205,7 @@ def transfer_summary(rows: list[dict]) -> dict[str, Any]:
 
 def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Loss vs log2 LR, one line per width, one panel per parametrization; the optimum of each width marked."""
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     require("matplotlib")
     from matplotlib.figure import Figure

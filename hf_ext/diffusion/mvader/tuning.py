@@ -72,7 +72,7 @@ def enable_lora(model: nn.Module, *, r: int = 8, alpha: int = 16, dropout: float
     Returns:
         Names of the trainable LoRA parameters. LoRA's ``B`` starts at zero, so outputs are unchanged at first.
     """
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     peft = require("peft")  # ImportError naming the package if it is missing
     LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model

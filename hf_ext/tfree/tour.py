@@ -8,10 +8,10 @@ decoding). ``--model`` converts that causal LM with ``convert_to_tfree`` instead
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
-@tour_step("tfree", component="tfree", order=20,
+@tour_step("tfree", component="tfree",
            description="T-FREE: trigram-hash tokenizer + tiny model trained on Python's help texts, then generate()")
 def tfree_step(ctx: TourContext) -> StepResult:
     """Train a tiny T-FREE model on stdlib help topics and generate from a prompt."""

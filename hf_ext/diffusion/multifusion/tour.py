@@ -6,10 +6,10 @@ With ``--model`` it loads a saved ``MultiFusionPipeline`` folder instead of buil
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
-@tour_step("multifusion", component="multifusion", order=88,
+@tour_step("multifusion", component="multifusion",
            description="MultiFusion: fusion tuning (attn2 + projection) and interleaved image/text generation")
 def multifusion_step(ctx: TourContext) -> StepResult:
     """Stage B fusion tuning on coloured shapes, held-out denoising loss, interleaved + weighted generation."""

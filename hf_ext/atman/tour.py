@@ -6,7 +6,7 @@ explanation has a known right answer; with ``--model`` it explains that checkpoi
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
 def _copy_model(seed: int, steps: int):
@@ -31,7 +31,7 @@ def _copy_model(seed: int, steps: int):
     return model.eval(), tok
 
 
-@tour_step("atman", component="atman", order=70,
+@tour_step("atman", component="atman",
            description="AtMan explanation heat-map, deletion AUC vs random, steering during generate()")
 def atman_step(ctx: TourContext) -> StepResult:
     """Explain, score faithfulness and steer on a tiny trained copy model (or ``--model``)."""

@@ -8,10 +8,10 @@ folder or Hub id) it generates real images at 512×512 (slow on CPU).
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
-@tour_step("sld", component="sld", order=90,
+@tour_step("sld", component="sld",
            description="SLD off vs Medium vs Max images (PNG), UNet batch per step, I2P metrics on synthetic scores")
 def sld_step(ctx: TourContext) -> StepResult:
     """Generate with SLD off / Medium / Max from one seed, save a PNG grid and per-step diagnostics."""

@@ -7,10 +7,10 @@ builds an int8 plan. ``--full`` trains longer and uses more prompts.
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
-@tour_step("dtm", component="dtm", order=40,
+@tour_step("dtm", component="dtm",
            description="FDT/SDT by teacher forcing, sensitivity scan, coverage curve (FDTM vs random order), int8 plan")
 def dtm_step(ctx: TourContext) -> StepResult:
     """Divergent token metrics and DTM-guided compression on a tiny trained model."""

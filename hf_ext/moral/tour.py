@@ -7,10 +7,10 @@ direction of that sentence-transformers model instead.
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
-@tour_step("moral", component="moral", order=90,
+@tour_step("moral", component="moral",
            description="MoralDirection on all-MiniLM-L6-v2: user-study Pearson r, MFQ foundations, PC1 scatter")
 def moral_step(ctx: TourContext) -> StepResult:
     """Score the user-study actions and the MFQ with the shipped (or ``--model``) direction and plot them."""

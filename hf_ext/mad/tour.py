@@ -3,13 +3,13 @@ and its report (per-task bar chart PNG + markdown)."""
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 #: sha256 of mad-lab's in-context-recall baseline at ntr=64, nte=16, seed 12345 (numpy 2.4.6), see specs/mad.md §9.
 _CR_GOLDEN = "a0442f227f9102e3d25bc3a8f5f1581ffbc3197b1799dbe901001367f38521e5"
 
 
-@tour_step("mad", component="mad", order=75,
+@tour_step("mad", component="mad",
            description="MAD synthetic tasks: mad-lab parity hash, a --lite benchmark run of a tiny striped model, report")
 def mad_step(ctx: TourContext) -> StepResult:
     """Generate the six tasks, check the parity hash, run ``--lite`` on a tiny model and render the report."""

@@ -8,7 +8,7 @@ steering towards, and the first divergent token vs the base model at α = 1 and 
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
 def _plot(res, path) -> None:
@@ -32,7 +32,7 @@ def _plot(res, path) -> None:
     fig.savefig(path)
 
 
-@tour_step("scar", component="scar", order=25,
+@tour_step("scar", component="scar",
            description="SCAR toy: train LM + conditioned SAE, detection AUROC, steering away/towards, FDT vs base")
 def scar_step(ctx: TourContext) -> StepResult:
     """Run :func:`hf_ext.scar.toy.run_toy_experiment` and plot the steering rates and the detector's scores."""

@@ -7,10 +7,10 @@ and steps (minutes).
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 
-@tour_step("umup", component="umup", order=30,
+@tour_step("umup", component="umup",
            description="u-μP: unit-scaled Llama, per-tensor LRs, tiny LR-transfer sweep vs standard parametrisation")
 def umup_step(ctx: TourContext) -> StepResult:
     """Tiny LR sweep of UMupLlamaForCausalLM vs LlamaForCausalLM across two widths."""

@@ -8,7 +8,7 @@ when matplotlib is not installed). With ``--model`` it also times that checkpoin
 Example:
     >>> from pathlib import Path
     >>> from hf_ext.tour import TourContext
-    >>> from hf_ext.tour.steps.environment import environment_step
+    >>> from hf_ext.tour.environment import environment_step
     >>> result = environment_step(TourContext(out_dir=Path("/tmp/env-step")))  # doctest: +SKIP
     >>> result.metrics["llama_tokens_per_s"] > 0  # doctest: +SKIP
     True
@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ..registry import StepResult, TourContext, tour_step
+from .registry import StepResult, TourContext, tour_step
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _time_forward(model, input_ids, *, repeats: int, device: str) -> float:
 
 
 def _bar_chart(path: Path, times_ms: dict[str, float], device: str, shape: tuple[int, ...]) -> Path:
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     require("matplotlib")
     from matplotlib.figure import Figure  # Agg canvas, no pyplot global state (safe inside notebooks)

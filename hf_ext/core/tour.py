@@ -8,7 +8,7 @@ computed with :func:`hf_ext.core.attention.attention_controls`. With ``--model``
 
 from __future__ import annotations
 
-from ..registry import StepResult, TourContext, tour_step
+from hf_ext.tour import StepResult, TourContext, tour_step
 
 _PROMPT = "the cat sat on the mat and the dog"
 
@@ -25,7 +25,7 @@ def _load(ctx: TourContext):
     return tiny_causal_lm("llama", seed=ctx.seed).to(ctx.device), tiny_tokenizer(), "tiny llama (random weights)"
 
 
-@tour_step("core", component="core", order=10,
+@tour_step("core", component="core",
            description="anatomy, run_layers, attention controls (token influence map) and teacher-forced scoring")
 def core_step(ctx: TourContext) -> StepResult:
     """Anatomy, run_layers, attention controls and teacher-forced scoring on one causal LM."""
@@ -64,7 +64,7 @@ def core_step(ctx: TourContext) -> StepResult:
     top = max(range(1, length), key=lambda k: influence[k]) if length > 1 else 0
     artifacts = []
     try:
-        from hf_ext._optional import require
+        from hf_ext.utils.imports import require
 
         require("matplotlib")
         from matplotlib.figure import Figure

@@ -1,4 +1,4 @@
-"""Cells of notebooks/08_dtm.ipynb (built by notebooks/make_notebooks.py)."""
+"""Cells of notebooks/06_dtm.ipynb (built by notebooks/make_notebooks.py)."""
 
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
