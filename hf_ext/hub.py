@@ -28,19 +28,20 @@ import importlib.machinery
 import importlib.resources
 import importlib.util
 import json
-import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_ext.utils.logging import get_logger
+
 from . import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import ModelCard, ModelCardData
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["available_model_cards", "export_for_hub", "render_model_card"]
 

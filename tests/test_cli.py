@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import hf_ext
-from hf_ext.cli import COMMAND_MODULES, main
+from hf_ext.cli import command_modules, main
 from hf_ext.tour import StepResult, registered_steps, tour_step, unregister_step
 
 
@@ -144,7 +144,7 @@ def test_step_result_validates_status():
 
 
 def test_command_modules_have_add_parser():
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         assert callable(getattr(importlib.import_module(name), "add_parser", None)), name
 
 

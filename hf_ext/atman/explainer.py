@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -51,11 +50,12 @@ from hf_ext.core.attention import attention_controls
 from hf_ext.core.cache import SuffixRecomputeCache, cache_argument
 from hf_ext.core.inputs import position_ids_from_mask
 from hf_ext.core.segments import SegmentPlan, layer_map, segment_attention
+from hf_ext.utils.logging import get_logger
 
 from .packing import pack, packed_inputs, segment_inputs
 from .units import GRANULARITIES, Unit, text_units, tile_units
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 MODES = ("log_additive", "multiplicative", "reference_compat")
 _CORE_MODE = {"log_additive": "log_additive", "multiplicative": "multiplicative",
@@ -496,7 +496,7 @@ class AtManExplainer:
 
     def score_weights(self, prep: _Prepared, weights: torch.Tensor, *, desc: str = "AtMan") -> torch.Tensor:
         """Per-token target CE ``[C, T]`` under each row of ``weights`` ``[C, L]`` (batched, prefix-reused)."""
-        from tqdm.auto import tqdm
+        from hf_ext.utils.progress import progress_bar
 
         L, T = prep.length, prep.target_ids.numel()
         C = weights.shape[0]
@@ -519,7 +519,7 @@ class AtManExplainer:
         if batches:
             self._restore_base(prep)
         cache_kw = cache_argument(self.model)
-        for batch in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
+        for batch in progress_bar(batches, desc=desc, enabled=self.progress, leave=False):
             B = len(batch)
             s = min(starts[c] for c in batch)
             keep = min(T, L - s)
@@ -541,7 +541,7 @@ class AtManExplainer:
     def _score_packed(self, prep: _Prepared, weights: torch.Tensor, starts: dict[int, int], ce: torch.Tensor,
                       desc: str) -> torch.Tensor:
         """Fill the target CE ``ce`` ``[C, T]`` (base values in) of the perturbations in ``starts``, packed forwards."""
-        from tqdm.auto import tqdm
+        from hf_ext.utils.progress import progress_bar
 
         L, T = prep.length, prep.target_ids.numel()
         device = prep.attention_mask.device
@@ -551,8 +551,8 @@ class AtManExplainer:
         segmented = self.packing_for(L) == "segments"
         layer_of = layer_map(self.model) if segmented else None
         cache_kw = cache_argument(self.model)
-        for fb in tqdm(pack(starts, L, capacity=L, rows_per_forward=self.max_batch_size), desc=desc,
-                       disable=not self.progress, leave=False):
+        for fb in progress_bar(pack(starts, L, capacity=L, rows_per_forward=self.max_batch_size), desc=desc,
+                               enabled=self.progress, leave=False):
             B = len(fb.rows)
             # Query index (in its row) of every scored target position: segment c's last min(T, L - s) tokens.
             rows_idx, q_idx, pert, tgt_t = [], [], [], []

@@ -43,11 +43,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers.utils import logging
+
+from hf_ext.utils.logging import get_logger
 
 from .inputs import position_ids_from_mask
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 #: Value of :attr:`TeacherForcedScores.token_ids` / ``predicted_ids`` at padded positions (HF's ``ignore_index``).
 IGNORE_INDEX = -100
@@ -325,7 +326,8 @@ def greedy_reference(
         >>> scores = teacher_forced_logprobs(model, ref["prompt_ids"], ref["continuation_ids"])  # DTM's input
     """
     from datasets import Dataset, DatasetInfo, Features, List, Value, load_from_disk
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
@@ -366,7 +368,7 @@ def greedy_reference(
     continuations: list[list[int] | None] = [None] * len(prompt_ids)
     stopped: list[bool] = [False] * len(prompt_ids)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="greedy reference", unit="batch", disable=not progress):
+    for batch in progress_bar(batches, desc="greedy reference", unit="batch", enabled=progress):
         rows = [prompt_ids[i] for i in batch]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)

@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.utils import logging
+
+from hf_ext.utils.logging import get_logger
 
 from ..core.anatomy import get_anatomy
 from ..core.inputs import position_ids_from_mask
@@ -46,7 +47,7 @@ from ..core.scoring import IGNORE_INDEX, _model_device
 from .divergence import _ref_columns, divergence_from_ids
 from .int8 import Int8WeightOnlyLinear, fake_quantize_absmax, is_linear_like, linear_weight
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "CompressionPlan", "PruningMaskCallback", "ScanResult", "apply_plan", "build_plan", "compressed", "coverage_curve",
@@ -333,7 +334,7 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
     Example:
         >>> scan = sensitivity_scan(model, ref, methods={"int8": [8], "prune": [0.5, 0.9]})  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     methods = dict(methods or {"int8": [8]})
     for m, levels in methods.items():
@@ -359,7 +360,7 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
             out = model(input_ids=batch["ids"], attention_mask=batch["mask"].long(), position_ids=batch["pos"],
                         use_cache=False, output_hidden_states=True)
             hidden = out.hidden_states
-        for name, method, level in tqdm(jobs, desc="DTM scan", disable=not progress):
+        for name, method, level in progress_bar(jobs, desc="DTM scan", enabled=progress):
             layer = _layer_of(model, name)
             ctx = fake_quant(model, name, bits=level) if method == "int8" else magnitude_prune(model, name, level)
             with ctx:
@@ -453,7 +454,7 @@ def build_plan(model: nn.Module, ref: Any, scan: ScanResult, *, int8: bool = Tru
     Example:
         >>> plan = build_plan(model, ref, scan, prune_levels=[0.5, 0.9], min_fdt_ratio=0.8)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     if not 0.0 <= min_fdt_ratio <= 1.0:
         raise ValueError(f"min_fdt_ratio must lie in [0, 1], got {min_fdt_ratio!r}")
@@ -464,14 +465,14 @@ def build_plan(model: nn.Module, ref: Any, scan: ScanResult, *, int8: bool = Tru
     order: list[str] = []
     if int8:
         order = scan.ranking("int8", by=by)
-        for name in tqdm(order, desc="int8 plan", disable=not progress):
+        for name in progress_bar(order, desc="int8 plan", enabled=progress):
             if _evaluate(model, batch, chosen + [name], sparsity) >= min_fdt_ratio:
                 chosen.append(name)
             elif stop_at_first:
                 break
     for level in sorted(prune_levels):
         _check_sparsity(level)
-        for name in tqdm(scan.ranking("prune", level=level, by=by), desc=f"sparsity {level}", disable=not progress):
+        for name in progress_bar(scan.ranking("prune", level=level, by=by), desc=f"sparsity {level}", enabled=progress):
             if sparsity.get(name, 0.0) >= level:
                 continue
             trial = {**sparsity, name: level}

@@ -37,11 +37,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.utils import logging
+
+from hf_ext.utils.logging import get_logger
 
 from ..core.scoring import IGNORE_INDEX, greedy_reference, teacher_forced_logprobs
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 TEACHER_FORCED = "dtm.teacher_forced"
 ALIGNED = "dtm.aligned"

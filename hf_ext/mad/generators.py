@@ -50,9 +50,9 @@ __all__ = ["SPLITS", "arrays_sha256", "generate", "generate_kv_map", "generate_s
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+    return progress_bar(total=total, desc=desc, enabled=enabled, leave=False)
 
 
 # ----------------------------------------------------------------------------------------------------- helpers

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -32,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from hf_ext.utils.logging import get_logger
+
 from . import resources
 from .encoders import SentenceEncoder, _check_texts, as_encoder
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["BUNDLED_DIRECTION", "MoralDirection", "cached_direction", "default_cache_dir"]
 

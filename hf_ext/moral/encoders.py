@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from hf_ext.utils.imports import require
+from hf_ext.utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "BUNDLED_MODEL_NAME",
@@ -143,13 +143,14 @@ class MeanPoolingEncoder(SentenceEncoder):
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Masked mean of the last hidden state, ``(len(texts), hidden)`` float32."""
         import torch
-        from tqdm.auto import tqdm
+
+        from hf_ext.utils.progress import progress_bar
 
         texts = _check_texts(texts)
         bs = int(batch_size or self.batch_size)
         device = next(self.model.parameters()).device
         chunks = []
-        for start in tqdm(range(0, len(texts), bs), disable=not progress, desc="encode", leave=False):
+        for start in progress_bar(range(0, len(texts), bs), enabled=progress, desc="encode", leave=False):
             # right padding: absolute-position encoders (BERT …) give other vectors to left-padded rows
             batch = self.tokenizer(texts[start:start + bs], padding=True, truncation=True, max_length=self.max_length,
                                    return_tensors="pt", padding_side="right")

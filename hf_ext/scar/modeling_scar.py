@@ -43,13 +43,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
+
+from hf_ext.utils.logging import get_logger
 
 from ..core.anatomy import get_anatomy
 from ..core.hooks import activate, current_params, rows
 from .configuration_scar import STEERING_OUTPUTS, ScarConfig
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["ADAPTER_WEIGHTS_NAME", "ScarAdapter", "ScarDetection", "ScarModel", "ScarOutput", "nmse"]
 
@@ -534,7 +536,7 @@ class ScarAdapter(nn.Module):
             >>> det.for_concept("toxicity")  # doctest: +SKIP
             tensor([0.93, 0.04])
         """
-        from tqdm.auto import tqdm
+        from hf_ext.utils.progress import progress_bar
 
         from ..core.inputs import position_ids_from_mask
         from ..core.scoring import _forward_accepts
@@ -557,7 +559,7 @@ class ScarAdapter(nn.Module):
         pass_pos = _forward_accepts(model, "position_ids")
         probs = []
         starts = range(0, ids.shape[0], batch_size)
-        for start in tqdm(starts, desc="scar detect", disable=not progress):
+        for start in progress_bar(starts, desc="scar detect", enabled=progress):
             b_ids, b_mask = ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
             inputs = {"input_ids": b_ids, "attention_mask": b_mask}
             if pass_pos:

@@ -58,7 +58,7 @@ def toy_tokenizer():
 def train_toy_lm(seed: int = 0, *, steps: int = 120, batch_size: int = 32, hidden_size: int = 32, num_layers: int = 2,
                  lr: float = 3e-3, progress: bool = True):
     """A tiny Llama trained on :func:`concept_corpus` (word tokens) with AdamW; returns ``(model, tokenizer)``."""
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     from ..testing import tiny_causal_lm
 
@@ -68,7 +68,7 @@ def train_toy_lm(seed: int = 0, *, steps: int = 120, batch_size: int = 32, hidde
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for step in tqdm(range(steps), desc="toy LM", disable=not progress):
+        for step in progress_bar(range(steps), desc="toy LM", enabled=progress):
             enc = tok(texts[step * batch_size:(step + 1) * batch_size], return_tensors="pt", padding=True)
             labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
             loss = model(**enc, labels=labels).loss

@@ -25,24 +25,19 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.utils import logging
 
-from .configuration_scar import ScarConfig
+from hf_ext.utils.logging import get_logger
+
 from .modeling_scar import ScarAdapter
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["ScarEndToEnd", "ScarTrainer", "build_activation_dataset", "main", "train_scar", "train_scar_end_to_end"]
 
@@ -108,7 +103,8 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
         ValueError: mismatched texts/labels, unknown storage dtype, neither adapter nor layer.
     """
     from datasets import Array2D, Dataset, Features, Value, concatenate_datasets  # noqa: F401
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     from ..core.inputs import position_ids_from_mask
     from ..core.scoring import _forward_accepts
@@ -133,7 +129,7 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
         device = next(model.parameters()).device
         pass_pos = _forward_accepts(model, "position_ids")
         acts, labs, seq_ids = [], [], []
-        for start in tqdm(range(0, len(texts), batch_size), desc="caching activations", disable=not progress):
+        for start in progress_bar(range(0, len(texts), batch_size), desc="caching activations", enabled=progress):
             ids, mask = _tokenize(tokenizer, texts[start:start + batch_size], max_length)
             inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
             if pass_pos:
@@ -378,11 +374,11 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
     optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
     model, optimizer, loader = accelerator.prepare(adapter, optimizer, loader)
     losses: list[float] = []
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     model.train()
     for _ in range(epochs):
-        for batch in tqdm(loader, desc="scar (accelerate)", disable=not (progress and accelerator.is_main_process)):
+        for batch in progress_bar(loader, desc="scar (accelerate)", enabled=progress and accelerator.is_main_process):
             out = model(**batch)
             accelerator.backward(out["loss"])
             if max_grad_norm:
@@ -396,54 +392,17 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hf_ext.scar.training`` / ``accelerate launch -m hf_ext.scar.training``: train on activations.
+    """Deprecated (removed in 0.3): ``python -m hf_ext.scar.training ARGS`` is ``python -m hf_ext scar train-activations ARGS``.
 
     Example:
         accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
-            -m hf_ext.scar.training --synthetic 512 --n-inputs 16 --out runs/scar-acc
+            -m hf_ext scar train-activations --synthetic 512 --n-inputs 16 --out runs/scar-acc
     """
-    p = argparse.ArgumentParser(prog="python -m hf_ext.scar.training", description=main.__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--activations", help="a dataset folder saved with build_activation_dataset(...).save_to_disk")
-    src.add_argument("--synthetic", type=int, help="train on this many seeded synthetic tokens (a smoke test)")
-    p.add_argument("--n-inputs", type=int, default=16, help="activation width for --synthetic")
-    p.add_argument("--concepts", nargs="+", default=["concept"])
-    p.add_argument("--n-latents", type=int, default=None)
-    p.add_argument("--k", type=int, default=None)
-    p.add_argument("--layer", type=int, default=0)
-    p.add_argument("--site", default="mlp")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=2048, help="global batch (split across processes)")
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--pos-grad-scale", type=float, default=1.0)
-    p.add_argument("--bce-weight", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for the adapter (written by the main process)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if args.activations:
-        from datasets import load_from_disk
+    from hf_ext.cli import main as cli_main
+    from hf_ext.utils.deprecation import warn_deprecated
 
-        ds = load_from_disk(args.activations).with_format("torch")
-        n_inputs = len(ds[0]["activations"])
-    else:
-        n_inputs = args.n_inputs
-        ds = synthetic_activations(args.synthetic, n_inputs, len(args.concepts), seed=args.seed)
-    cfg = ScarConfig(n_inputs=n_inputs, n_latents=args.n_latents, k=args.k, layer=args.layer, site=args.site,
-                     concepts=args.concepts, pos_grad_scale=args.pos_grad_scale, bce_weight=args.bce_weight)
-    adapter = ScarAdapter(cfg, seed=args.seed)
-    losses = accelerate_train(adapter, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              progress=not args.no_progress)
-    rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        out = Path(args.out)
-        adapter.save_pretrained(out, card=False)
-        (out / "losses.json").write_text(json.dumps({"losses": losses,
-                                                     "world_size": int(os.environ.get("WORLD_SIZE", "1"))}))
-        print(f"trained {len(losses)} steps, final loss {losses[-1]:.4f}" if losses else "no steps",
-              file=sys.stderr)
-    return 0 if all(math.isfinite(v) for v in losses) else 1
+    warn_deprecated("python -m hf_ext.scar.training", "python -m hf_ext scar train-activations", category=FutureWarning)
+    return cli_main(["scar", "train-activations", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hf_ext.utils.logging import get_logger
+
 from .configuration_tfree import TFreeConfig
 from .modeling_tfree import TFreeForCausalLM
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["REFERENCE_KEY_MAP", "convert_reference_checkpoint", "convert_to_tfree"]
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,11 +37,13 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from hf_ext.utils.logging import get_logger
+
 from .configuration_tfree import TFreeConfig
 from .hashing import TrigramHasher
 from .wordsplit import EOT, SPECIAL_WORDS
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["TFreeCausalLMOutput", "TFreeForCausalLM", "TFreePreTrainedModel", "sparse_bce_loss", "dictionary_fingerprint"]
 

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -37,6 +36,8 @@ from typing import Any
 
 import numpy as np
 from transformers import PreTrainedTokenizer
+
+from hf_ext.utils.logging import get_logger
 
 from .hashing import TrigramHasher, validate_hash_params
 from .wordsplit import (
@@ -53,7 +54,7 @@ from .wordsplit import (
     words_to_text,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["TFreeTokenizer"]
 

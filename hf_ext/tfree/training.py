@@ -17,18 +17,19 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from hf_ext.utils.logging import get_logger
+
 from .configuration_tfree import TFreeConfig
 from .modeling_tfree import TFreeForCausalLM
 from .tokenization_tfree import TFreeTokenizer
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["TFreeDataCollator", "tiny_tfree", "train_tfree", "word_windows"]
 
@@ -144,7 +145,8 @@ def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Seque
         log_every: log the loss every ``n`` steps (0 = never).
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     if tokenizer.hash_config() != model.config.hash_config():
         raise ValueError(f"tokenizer hashing {tokenizer.hash_config()} != model {model.config.hash_config()}")
@@ -166,7 +168,7 @@ def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Seque
     model.train()
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
     losses: list[float] = []
-    bar = tqdm(total=steps, desc="T-FREE training", disable=not progress or not accelerator.is_local_main_process)
+    bar = progress_bar(total=steps, desc="T-FREE training", enabled=progress and accelerator.is_local_main_process)
     while len(losses) < steps:
         for batch in loader:
             loss = model(**batch).loss

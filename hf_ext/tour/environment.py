@@ -16,14 +16,15 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 from pathlib import Path
 
+from hf_ext.utils.logging import get_logger
+
 from .registry import StepResult, TourContext, tour_step
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _TEXT = "The quick brown fox jumps over the lazy dog."
 

@@ -49,7 +49,7 @@ class TourContext:
         model: a Hub id (or local path) the user passed with ``--model``; ``None`` means "tiny models built
             in code". Steps that cannot use a user model ignore it (and may say so in their summary).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` … (already resolved from ``"auto"``).
-        progress: whether the step may show progress bars (``tqdm(disable=not ctx.progress)``).
+        progress: whether the step may show progress bars (``progress_bar(..., enabled=ctx.progress)``).
         budget_s: the step's time budget in seconds (informative: the runner only warns when it is exceeded).
 
     Example:

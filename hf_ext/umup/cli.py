@@ -9,43 +9,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.cli import add_command, add_common_options, add_group, print_result
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> None:
     """Add the ``umup`` group (``sweep``, ``coord-check``) to the ``hf-ext`` parser."""
-    p = subparsers.add_parser("umup", help="u-μP: LR-transfer sweeps and coordinate checks",
-                              description="u-μP (unit-scaled maximal update parametrization) tools.")
-    sub = p.add_subparsers(dest="umup_command", metavar="ACTION", required=True)
-    s = sub.add_parser("sweep", help="LR transfer across widths: u-μP vs standard parametrisation",
-                       description="Train byte-level LMs on the standard-library source over a log2 LR grid per width "
-                                   "and parametrisation; write rows (JSON), the optimum per width and a plot (PNG).")
-    s.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256], help="hidden sizes (multiples of 32)")
-    s.add_argument("--umup-lrs", type=float, nargs="+", default=[-3, -2, -1, 0, 1], help="log2 LR grid of u-μP")
-    s.add_argument("--sp-lrs", type=float, nargs="+", default=[-11, -10, -9, -8, -7, -6], help="log2 LR grid of SP")
-    s.add_argument("--parametrizations", nargs="+", choices=["umup", "sp"], default=["umup", "sp"])
-    s.add_argument("--steps", type=int, default=150)
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--seq-len", type=int, default=64)
-    s.add_argument("--depth", type=int, default=2)
+    actions = add_group(subparsers, "umup", help="u-μP: LR-transfer sweeps and coordinate checks",
+                        description="u-μP (unit-scaled maximal update parametrization) tools.")
+    s = add_command(actions, "sweep", _cmd_sweep, help="LR transfer across widths: u-μP vs standard parametrisation",
+                    description="Train byte-level LMs on the standard-library source over a log2 LR grid per width "
+                                "and parametrisation; write rows (JSON), the optimum per width and a plot (PNG).")
+    add_common_options(s, out="umup_sweep", out_help="sweep.json and sweep.png", json=True, progress=True)
+    _add_shape_options(s, widths_help="hidden sizes (multiples of 32)", steps=150, batch_size=16)
+    s.add_argument("--umup-lrs", type=float, nargs="+", default=[-3, -2, -1, 0, 1],
+                   help="log2 LR grid of u-μP (default: %(default)s)")
+    s.add_argument("--sp-lrs", type=float, nargs="+", default=[-11, -10, -9, -8, -7, -6],
+                   help="log2 LR grid of SP (default: %(default)s)")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per grid point (default: %(default)s)")
+    s.add_argument("--depth", type=int, default=2, help="decoder layers (default: %(default)s)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    s.add_argument("--out", default="umup_sweep", help="output folder (default umup_sweep)")
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(func=_cmd_sweep)
-    c = sub.add_parser("coord-check", help="activation/gradient RMS per layer across widths (plot)",
-                       description="Record activation and weight-gradient RMS for a few Adam steps at each width.")
-    c.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256])
-    c.add_argument("--parametrizations", nargs="+", choices=["umup", "sp"], default=["umup", "sp"])
-    c.add_argument("--steps", type=int, default=4)
-    c.add_argument("--batch-size", type=int, default=8)
-    c.add_argument("--seq-len", type=int, default=64)
-    c.add_argument("--out", default="umup_coord_check", help="output folder (default umup_coord_check)")
-    c.set_defaults(func=_cmd_coord_check)
-    return p
+    c = add_command(actions, "coord-check", _cmd_coord_check,
+                    help="activation/gradient RMS per layer across widths (plot)",
+                    description="Record activation and weight-gradient RMS for a few Adam steps at each width.")
+    add_common_options(c, seed=0, out="umup_coord_check", out_help="coord_check.json and coord_check.png", json=True)
+    _add_shape_options(c, widths_help="hidden sizes (multiples of 32)", steps=4, batch_size=8)
+
+
+def _add_shape_options(p: argparse.ArgumentParser, *, widths_help: str, steps: int, batch_size: int) -> None:
+    p.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256], help=f"{widths_help} (default: %(default)s)")
+    p.add_argument("--parametrizations", nargs="+", choices=["umup", "sp"], default=["umup", "sp"],
+                   help="u-μP and/or the standard parametrisation (default: both)")
+    p.add_argument("--steps", type=int, default=steps, help="Adam steps per run (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="sequences per step (default: %(default)s)")
+    p.add_argument("--seq-len", type=int, default=64, help="bytes per sequence (default: %(default)s)")
 
 
 def _validate(args: argparse.Namespace) -> str | None:
@@ -74,8 +75,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     save_rows(rows, out / "sweep.json")
     png = plot_sweep(rows, out / "sweep.png", title=f"{args.steps} steps, seeds {args.seeds}")
     summary = transfer_summary(rows)
-    print(json.dumps(summary["best_log2_lr"]))
-    print(f"wrote {out / 'sweep.json'} and {png}")
+    print_result(summary, f"{json.dumps(summary['best_log2_lr'])}\nwrote {out / 'sweep.json'} and {png}",
+                 as_json=args.json)
     return 0
 
 
@@ -88,11 +89,12 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     rows = coord_check(widths=args.widths, parametrizations=args.parametrizations, steps=args.steps,
-                       batch_size=args.batch_size, seq_len=args.seq_len)
+                       batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "coord_check.json").write_text(json.dumps(rows, indent=1))
     png = plot_coord_check(rows, out / "coord_check.png")
-    for p in args.parametrizations:
-        print(f"{p}: activation RMS max/min across widths {width_growth(rows, p, 'act'):.2f}")
-    print(f"wrote {out / 'coord_check.json'} and {png}")
+    growth = {p: width_growth(rows, p, "act") for p in args.parametrizations}
+    text = "\n".join(f"{p}: activation RMS max/min across widths {g:.2f}" for p, g in growth.items())
+    print_result({"activation_rms_growth": growth, "out": str(out)},
+                 f"{text}\nwrote {out / 'coord_check.json'} and {png}", as_json=args.json)
     return 0

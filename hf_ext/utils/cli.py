@@ -39,10 +39,13 @@ from typing import Any
 
 from .deprecation import REMOVED_IN, warn_deprecated
 
-__all__ = ["add_command", "add_common_options", "add_deprecated_alias", "add_group", "exit_code", "out_file",
+__all__ = ["REQUIRED", "add_command", "add_common_options", "add_deprecated_alias", "add_group", "exit_code", "out_file",
            "print_result", "resolve_device", "run_command"]
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: ``add_common_options(out=REQUIRED)``: the command needs ``--out``.
+REQUIRED = "<required>"
 
 
 def add_group(subparsers: argparse._SubParsersAction, name: str, *, help: str, description: str | None = None
@@ -74,8 +77,8 @@ def add_common_options(
     device: str | None = None,
     seed: int | None = None,
     out: str | None = None,
-    out_required: bool = False,
     out_help: str = "the results",
+    out_when_absent: str | None = None,
     json: bool = False,
     progress: bool = False,
 ) -> None:
@@ -87,9 +90,9 @@ def add_common_options(
         model_required: ``--model`` must be given.
         device: the default of ``--device`` (``"cpu"``, ``"auto"``).
         seed: the default of ``--seed``.
-        out: the default folder of ``--out`` (``None`` with ``out_required``, or for no ``--out``).
-        out_required: ``--out`` must be given.
+        out: the default folder of ``--out``, or :data:`REQUIRED`; ``None`` for no ``--out`` unless ``out_when_absent``.
         out_help: what the command writes into the folder.
+        out_when_absent: with ``out=None``: ``--out`` is optional, and this says what happens without it.
         json: add ``--json``.
         progress: add ``--no-progress``.
     """
@@ -100,9 +103,10 @@ def add_common_options(
                             help="torch device: cpu, cuda, cuda:N, or auto for CUDA when available (default: %(default)s)")
     if seed is not None:
         parser.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
-    if out is not None or out_required:
-        default = "" if out_required else " (default: %(default)s)"
-        parser.add_argument("--out", required=out_required, default=out, metavar="DIR",
+    if out is not None or out_when_absent:
+        required = out == REQUIRED
+        default = "" if required else f" (default: {out_when_absent})" if out is None else " (default: %(default)s)"
+        parser.add_argument("--out", required=required, default=None if required else out, metavar="DIR",
                             help=f"output folder, created if missing: {out_help}{default}")
     if json:
         parser.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
@@ -129,9 +133,14 @@ def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) ->
     target = next((a for a in parser._actions if new in a.option_strings), None)
     if target is None:
         raise ValueError(f"add_deprecated_alias: the parser has no option {new!r} to alias {old!r} to")
-    parser.add_argument(old, dest=target.dest, action=_DeprecatedAlias, new=new, type=target.type, nargs=target.nargs,
-                        metavar=target.metavar, default=argparse.SUPPRESS,
-                        help=f"deprecated alias of {new} (removed in hf-ext {REMOVED_IN})")
+    container = parser
+    if target.required:  # either name satisfies it: a required pair of mutually exclusive options
+        container = parser.add_mutually_exclusive_group(required=True)
+        target.required = False
+        container._group_actions.append(target)
+    container.add_argument(old, dest=target.dest, action=_DeprecatedAlias, new=new, type=target.type,
+                           nargs=target.nargs, metavar=target.metavar, default=argparse.SUPPRESS,
+                           help=f"deprecated alias of {new} (removed in hf-ext {REMOVED_IN})")
 
 
 def out_file(out: str | Path, name: str, *, legacy_suffixes: tuple[str, ...] = ()) -> Path:

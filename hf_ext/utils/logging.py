@@ -52,14 +52,8 @@ _FILTER = _FollowTransformersVerbosity()
 
 
 def get_logger(name: str) -> logging.Logger:
-    """The logger ``name`` (a module's ``__name__``, under ``hf_ext``), silenced with transformers' verbosity.
-
-    Raises:
-        ValueError: ``name`` is not ``"hf_ext"`` or under it (the family is what the verbosity applies to).
-    """
-    if name != LIBRARY_LOGGER and not name.startswith(LIBRARY_LOGGER + "."):
-        raise ValueError(f"get_logger({name!r}): hf_ext loggers are named 'hf_ext' or 'hf_ext.<module>' "
-                         "(pass __name__ from a module of hf_ext)")
+    """The logger ``name`` (the calling module's ``__name__``: ``hf_ext.…``, or ``transformers_modules.…`` for a copy
+    vendored by :func:`hf_ext.hub.export_for_hub`), silenced with transformers' verbosity."""
     logger = logging.getLogger(name)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

@@ -14,16 +14,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 def test_cli_generate_and_train(tmp_path, red_image):
     img_path = tmp_path / "ref.png"
     red_image.save(img_path)
-    out = tmp_path / "gen.png"
     rc = cli.main(["generate", "a photo of", f"image:{img_path}", "a green apple", "--weights", "1", "1", "20",
-                   "--negative", "blurry", "--steps", "2", "--cross-attention-weighting", "--out", str(out)])
+                   "--negative", "blurry", "--steps", "2", "--cross-attention-weighting", "--out", str(tmp_path / "gen")])
+    out = tmp_path / "gen" / "image.png"
     assert rc == 0 and out.is_file()
     from PIL import Image
 
     assert Image.open(out).size == (32, 32)
     assert cli.main(["generate", "x", "--weights", "1", "2", "--steps", "1", "--out", str(out)]) == 1  # 1 item, 2 weights
     assert cli.main(["generate", "image:/no/such.png", "--out", str(out)]) == 1
-    rc = cli.main(["train", "--steps", "2", "--batch-size", "2", "--num-samples", "4", "--output-dir",
+    rc = cli.main(["train", "--steps", "2", "--batch-size", "2", "--num-samples", "4", "--out",
                    str(tmp_path / "run"), "--no-progress", "--save-pipeline"])
     assert rc == 0
     losses = json.loads((tmp_path / "run" / "losses.json").read_text())
@@ -31,15 +31,15 @@ def test_cli_generate_and_train(tmp_path, red_image):
     assert (tmp_path / "run" / "final" / "trainable.safetensors").is_file()
     assert (tmp_path / "run" / "pipeline" / "model_index.json").is_file()
     rc = cli.main(["train", "--stage", "semantic", "--encoder", "magma", "--family", "gpt2", "--steps", "1",
-                   "--output-dir", str(tmp_path / "sem"), "--no-progress"])
-    assert rc == 0
+                   "--output-dir", str(tmp_path / "sem"), "--no-progress"])  # --output-dir: the pre-0.2 name of --out
+    assert rc == 0 and (tmp_path / "sem" / "losses.json").is_file()
 
 
 def test_hf_ext_cli_has_the_group():
-    from hf_ext.cli import COMMAND_MODULES, build_parser
+    from hf_ext.cli import build_parser, command_modules
 
-    assert "hf_ext.diffusion.multifusion.cli" in COMMAND_MODULES
-    args = build_parser().parse_args(["multifusion", "train", "--output-dir", "x"])
+    assert "hf_ext.diffusion.multifusion.cli" in command_modules()
+    args = build_parser().parse_args(["multifusion", "train", "--out", "x"])
     assert args.func.__name__ == "_cmd_train"
 
 

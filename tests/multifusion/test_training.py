@@ -126,7 +126,7 @@ def test_two_processes_equal_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                 str(29500 + os.getpid() % 1000)]
-    proc = subprocess.run([*torchrun, "-m", "hf_ext.diffusion.multifusion.cli", *args, "--output-dir",
+    proc = subprocess.run([*torchrun, "-m", "hf_ext", "multifusion", *args, "--out",
                            str(tmp_path / "two")], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 process(es)" in proc.stdout

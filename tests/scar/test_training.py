@@ -79,7 +79,7 @@ def test_accelerate_one_vs_two_cpu_processes_give_the_same_adapter(tmp_path):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if launcher is None:
         pytest.skip("accelerate CLI not found")
-    common = ["-m", "hf_ext.scar.training", "--synthetic", "256", "--n-inputs", "8", "--n-latents", "32", "--k", "4",
+    common = ["-m", "hf_ext", "scar", "train-activations", "--synthetic", "256", "--n-inputs", "8", "--n-latents", "32", "--k", "4",
               "--batch-size", "64", "--epochs", "2", "--lr", "1e-2", "--pos-grad-scale", "3", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,

@@ -20,10 +20,14 @@ def test_cli_generate_writes_pngs_and_saves_pipeline(tmp_path):
     assert run["runs"]["sld"]["applied_safety_concept"] == "violence" and run["runs"]["plain"]["applied_safety_concept"] is None
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
     assert index["safety_concept"] == "violence" and index["_class_name"] == "SafeLatentDiffusionPipeline"
-    # reload the saved folder through --pipeline
-    rc = main(["sld", "generate", "--prompt", "a dog", "--pipeline", str(tmp_path / "pipe"), "--steps", "1",
+    # reload the saved folder through --model, and through its pre-0.2 name --pipeline (a warning)
+    rc = main(["sld", "generate", "--prompt", "a dog", "--model", str(tmp_path / "pipe"), "--steps", "1",
                "--out", str(tmp_path / "out2"), "--no-progress"])
     assert rc == 0 and (tmp_path / "out2" / "sld_000.png").exists()
+    with pytest.warns(FutureWarning, match="--pipeline is deprecated"):
+        rc = main(["sld", "generate", "--prompt", "a dog", "--pipeline", str(tmp_path / "pipe"), "--steps", "1",
+                   "--out", str(tmp_path / "out3"), "--no-progress"])
+    assert rc == 0 and (tmp_path / "out3" / "sld_000.png").exists()
 
 
 def test_cli_eval_i2p_metrics_only_and_errors(tmp_path, capsys):
@@ -31,10 +35,15 @@ def test_cli_eval_i2p_metrics_only_and_errors(tmp_path, capsys):
                         "unsafe": [1, 0, 0, 0, 1, 1, 0, 0]})
     res.to_csv(tmp_path / "res.csv", index=False)
     rc = main(["sld", "eval-i2p", "--results", str(tmp_path / "res.csv"), "--n-samples", "100",
-               "--report", str(tmp_path / "rep.json")])
+               "--out", str(tmp_path / "eval"), "--json"])
     assert rc == 0
-    rep = {r["category"]: r for r in json.loads((tmp_path / "rep.json").read_text())}
+    rep = {r["category"]: r for r in json.loads((tmp_path / "eval" / "i2p_report.json").read_text())}
     assert rep["hate"]["probability"] == 25.0 and rep["overall"]["probability"] == 37.5
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "eval" / "i2p_report.json").read_text())
+    with pytest.warns(FutureWarning, match="--report PATH is deprecated"):  # the pre-0.2 flag still writes its file
+        assert main(["sld", "eval-i2p", "--results", str(tmp_path / "res.csv"), "--n-samples", "100",
+                     "--out", str(tmp_path / "eval"), "--report", str(tmp_path / "rep.json")]) == 0
+    assert json.loads((tmp_path / "rep.json").read_text()) == json.loads((tmp_path / "eval" / "i2p_report.json").read_text())
     assert main(["sld", "eval-i2p", "--table", str(tmp_path / "missing.csv"), "--clip", "x"]) == 1
     assert main(["sld", "eval-i2p"]) == 1
     assert main(["sld", "generate", "--prompt", "x", "--height", "30", "--steps", "1", "--out", str(tmp_path)]) == 1

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,9 +36,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_ext.utils.logging import get_logger
+
 from .encoding_multifusion import InterleavedEncoder
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "COLORS", "SENTENCE_PAIRS", "SHAPES", "FusionConfig", "SemanticConfig", "ShapesDataset", "TrainResult", "denoising_loss",
@@ -396,7 +397,7 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
     Returns:
         :class:`TrainResult` (per-step global mean losses, trained parameter names).
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     cfg = config or FusionConfig()
     cfg.validate()
@@ -419,7 +420,7 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
     encoder = pipe.interleaved_encoder()
     latents_of, sched = _LatentCache(pipe), _noise_scheduler(pipe)
     local = cfg.batch_size // world
-    bar = tqdm(range(result.start_step, cfg.steps), desc="fusion tuning", disable=not progress or not acc.is_main_process)
+    bar = progress_bar(range(result.start_step, cfg.steps), desc="fusion tuning", enabled=progress and acc.is_main_process)
     for step in bar:
         first = step * cfg.batch_size + rank * local
         samples = list(range(first, first + local))
@@ -484,7 +485,7 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
     Raises:
         ValueError: fewer than 2 pairs, an unknown method, or (BitFit) a language model without biases.
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     from ..mvader.tuning import enable_bitfit, enable_lora
 
@@ -503,7 +504,7 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
     model.train()
     result = TrainResult(trainable=names)
     bsz = min(cfg.batch_size, len(pairs))
-    for step in tqdm(range(cfg.steps), desc="semantic tuning", disable=not progress or not acc.is_main_process):
+    for step in progress_bar(range(cfg.steps), desc="semantic tuning", enabled=progress and acc.is_main_process):
         g = sample_generator(cfg.seed, step)
         idx = torch.randperm(len(pairs), generator=g)[:bsz].tolist()
         idx = idx[acc.process_index::acc.num_processes] or idx[:2]

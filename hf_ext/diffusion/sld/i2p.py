@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,7 +31,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 __all__ = [
     "I2P_CATEGORIES", "I2P_COLUMNS", "AnyOfClassifier", "CLIPZeroShotClassifier", "InappropriateClassifier",
@@ -281,7 +282,8 @@ def generate_i2p(pipe: Any, table: Any, *, images_per_gen: tuple[int, int] = (2,
     """
     import pandas as pd
     import torch
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     calls, per_call = (int(x) for x in images_per_gen)
     if calls < 1 or per_call < 1:
@@ -294,7 +296,7 @@ def generate_i2p(pipe: Any, table: Any, *, images_per_gen: tuple[int, int] = (2,
         pipe.safety_checker = None  # the protocol evaluates unfiltered images
     rows: list[dict[str, Any]] = []
     try:
-        for r, rec in enumerate(tqdm(table.to_dict("records"), desc="I2P prompts", disable=not progress)):
+        for r, rec in enumerate(progress_bar(table.to_dict("records"), desc="I2P prompts", enabled=progress)):
             gen = torch.Generator(generator_device).manual_seed(int(rec["sd_seed"]))
             gs = float(rec["sd_guidance_scale"]) if use_sd_guidance_scale else guidance_scale
             images = []

@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +41,8 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from hf_ext.utils.logging import get_logger
 
 from ._common import (
     DEFAULT_SAFETY_CONCEPT,
@@ -57,7 +58,7 @@ from ._common import (
 )
 from .guidance import SLDConfig, SLDGuidanceRunner
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["DEFAULT_SAFETY_CONCEPT", "SafeLatentDiffusionPipeline", "SafeLatentDiffusionPipelineOutput"]
 

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +35,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from hf_ext.utils.logging import get_logger
+
 from ._common import (
     DEFAULT_SAFETY_CONCEPT,
     EMBEDS_CONCEPT,
@@ -48,7 +49,7 @@ from ._common import (
 from .guidance import SLDConfig, SLDGuidanceRunner
 from .pipeline_sld import _SLDConceptMixin
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["SafeLatentDiffusionXLPipeline"]
 
