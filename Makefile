@@ -27,6 +27,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check hf_ext tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

@@ -25,6 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "pipeline_multifusion": ["MultiFusionPipeline", "MultiFusionPipelineOutput"],
     "attention_processor": ["cross_attention_weights", "WeightedCrossAttnProcessor"],
     "tiny": ["tiny_multifusion_components", "tiny_magma_encoder", "tiny_vision_tower", "tiny_image_processor"],
+    "tuning": ["enable_bitfit", "enable_lora", "trainable_parameter_names", "language_model_of"],
 })
 
 register_component(

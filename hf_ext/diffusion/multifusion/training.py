@@ -1,7 +1,7 @@
 """MultiFusion training on Accelerate (1 or N processes): stage A semantic bias tuning, stage B fusion tuning.
 
 * **Stage A** (:func:`train_semantic`, S-MAGMA): only the language model's biases train (BitFit,
-  :func:`hf_ext.diffusion.mvader.tuning.enable_bitfit`), with a symmetric InfoNCE loss on sentence pairs
+  :func:`hf_ext.diffusion.multifusion.tuning.enable_bitfit`), with a symmetric InfoNCE loss on sentence pairs
   (mean-pooled hidden states, in-batch negatives, temperature ``tau``) so hidden states become *semantic*.
 * **Stage B** (:func:`train_fusion`): everything frozen except the UNet's cross-attention (``attn2``) and the
   projection (:class:`MultiFusionProjector` or the UNet's ``encoder_hid_proj``); ε-MSE (or v-MSE) denoising loss,
@@ -487,7 +487,7 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
     """
     from hf_ext.utils.progress import progress_bar
 
-    from ..mvader.tuning import enable_bitfit, enable_lora
+    from .tuning import enable_bitfit, enable_lora
 
     cfg = config or SemanticConfig()
     if len(pairs) < 2:
