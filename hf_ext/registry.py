@@ -6,7 +6,8 @@ its ``hf-ext`` command group, its tour step, its model-card templates, the pip e
 :mod:`hf_ext.auto`, :mod:`hf_ext.cli` and :mod:`hf_ext.tour` read the registry; nothing else lists components.
 Everything is declared as dotted paths, so registering imports nothing heavy: ``import hf_ext.scar`` stays free of
 torch and transformers. The components of hf_ext are found by importing every package under ``hf_ext``
-(:func:`discover`); a package elsewhere registers when it is imported.
+(:func:`discover`); a package elsewhere registers when it is imported, and :func:`discover` imports the packages that
+installed distributions name in the entry-point group ``hf_ext.components`` (so ``hf-ext`` finds their commands).
 
 ``order`` is the component's place in the one canonical order (the README's): the CLI groups, the tour steps and
 :func:`components` follow it.
@@ -34,7 +35,7 @@ from types import MappingProxyType
 
 from .utils.logging import get_logger
 
-__all__ = ["AutoClasses", "Component", "components", "discover", "get_component", "on_register",
+__all__ = ["ENTRY_POINT_GROUP", "AutoClasses", "Component", "components", "discover", "get_component", "on_register",
            "register_component", "registered_components", "unregister_component"]
 
 logger = get_logger(__name__)
@@ -109,6 +110,9 @@ _COMPONENTS: dict[str, Component] = {}
 _LISTENERS: list[Callable[[Component], None]] = []
 _lock = threading.RLock()
 _discovered = False
+
+#: Entry-point group naming the component packages of other distributions (``name = "package"``).
+ENTRY_POINT_GROUP = "hf_ext.components"
 
 
 def _absolute(path: str, package: str) -> str:
@@ -205,27 +209,35 @@ def on_register(listener: Callable[[Component], None]) -> None:
 
 def discover() -> None:
     """Import every package under ``hf_ext`` once (cheap: package ``__init__`` files import no torch), so that the
-    components of hf_ext register. A package that registers no component is searched for sub-packages
-    (``hf_ext.diffusion`` holds ``sld``, ``multifusion``, ``mvader``). A package that fails to import is logged and
-    skipped: one broken component must not hide the others."""
+    components of hf_ext register, then the packages of the ``hf_ext.components`` entry points. A package of hf_ext
+    that registers no component is searched for sub-packages (``hf_ext.diffusion`` holds ``sld``, ``multifusion``,
+    ``mvader``). A package that fails to import is logged and skipped: one broken component must not hide the others."""
     global _discovered
     with _lock:
         if _discovered:
             return
         _discovered = True
         _discover_under(importlib.import_module("hf_ext"))
+        from importlib.metadata import entry_points  # here, not at module level: it is slow to import
+
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            _import_logged(entry_point.value)
+
+
+def _import_logged(name: str):
+    try:
+        return importlib.import_module(name)
+    except Exception as err:  # noqa: BLE001 - see discover()
+        logger.error("could not import %s while looking for components: %s: %s", name, type(err).__name__, err)
+        return None
 
 
 def _discover_under(package) -> None:
     for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
         if not info.ispkg:
             continue
-        try:
-            sub = importlib.import_module(info.name)
-        except Exception as err:  # noqa: BLE001 - see discover()
-            logger.error("could not import %s while looking for components: %s: %s", info.name, type(err).__name__, err)
-            continue
-        if not any(c.package == info.name for c in _COMPONENTS.values()):
+        sub = _import_logged(info.name)
+        if sub is not None and not any(c.package == info.name for c in _COMPONENTS.values()):
             _discover_under(sub)
 
 

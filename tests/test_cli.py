@@ -161,3 +161,62 @@ def test_cli_import_and_help_do_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr
+
+
+def _commands(parser=None, path=("hf-ext",)):
+    """(command path, parser) of every command parser of hf-ext, the groups included."""
+    import argparse
+
+    from hf_ext.cli import build_parser
+
+    parser = parser or build_parser()
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_option_has_help():
+    import argparse
+
+    missing = [(" ".join(path), a.option_strings or a.dest) for path, p in _commands() for a in p._actions
+               if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    assert not missing, f"options without help text: {missing}"
+    assert len(list(_commands())) >= 30  # the walk reaches every group's commands
+
+
+def test_common_options_mean_the_same_everywhere():
+    """--out names a folder, --json and --no-progress are flags, --seed an int, wherever a command has them."""
+    import argparse
+
+    seen = {"--out": 0, "--json": 0, "--no-progress": 0, "--seed": 0, "--model": 0, "--device": 0}
+    for path, parser in _commands():
+        for a in parser._actions:
+            for option in set(a.option_strings) & set(seen):
+                seen[option] += 1
+                where = f"{' '.join(path)} {option}"
+                if option == "--out":
+                    assert a.metavar == "DIR" and "folder" in a.help, where
+                elif option == "--no-progress":
+                    assert isinstance(a, argparse._StoreTrueAction) and a.dest == "no_progress", where
+                elif option == "--json" and path[-1] != "explain":  # atman explain: also the pre-0.2 --json PATH
+                    assert isinstance(a, argparse._StoreTrueAction), where
+                elif option == "--seed":
+                    assert a.type is int, where
+                elif option in ("--model", "--device"):
+                    assert a.dest == option[2:], where
+    assert min(seen.values()) >= 8, seen  # each option is shared by many commands
+
+
+def test_python_m_hf_ext_is_the_same_cli():
+    proc = subprocess.run([sys.executable, "-m", "hf_ext", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"hf-ext {hf_ext.__version__}"
+
+
+def test_command_modules_deprecated_alias(recwarn):
+    from hf_ext import cli
+
+    with pytest.warns(DeprecationWarning, match="COMMAND_MODULES is deprecated"):
+        legacy = cli.COMMAND_MODULES
+    assert list(legacy) == cli.command_modules()

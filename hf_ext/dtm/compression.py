@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_ext.utils.imports import require
 from hf_ext.utils.logging import get_logger
 
 from ..core.anatomy import get_anatomy
@@ -564,24 +565,15 @@ def apply_plan(model: nn.Module, plan: CompressionPlan, *, backend: str = "torch
         for name in plan.int8:
             model.set_submodule(name, Int8WeightOnlyLinear.from_linear(model.get_submodule(name)))
     elif backend == "torchao":
-        ao = _require("torchao.quantization", "torchao")
+        ao = require("torchao.quantization")
         targets = set(plan.int8)
         ao.quantize_(model, ao.Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: fqn in targets)
     else:
-        quanto = _require("optimum.quanto", "optimum-quanto")
+        quanto = require("optimum.quanto", distribution="optimum-quanto")
         # quanto swaps children of the module it is given, so quantize from the root with exact-name includes
         quanto.quantize(model, weights=quanto.qint8, include=list(plan.int8))
         quanto.freeze(model)
     return masks
-
-
-def _require(module: str, dist: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ImportError(f"backend needs {dist}: pip install {dist} ({err})") from err
 
 
 def save_compressed(model: nn.Module, plan: CompressionPlan, path: str | Path) -> Path:

@@ -142,11 +142,9 @@ def toxicity_scores(texts: Sequence[str], scorer: Callable[[list[str]], Any] | s
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if scorer is None or scorer == "profanity_check":
-        try:
-            from profanity_check import predict_prob
-        except ImportError as err:
-            raise ImportError("the default toxicity scorer needs alt-profanity-check: pip install 'hf-ext[scar]' "
-                              "(or pass scorer=<callable>)") from err
+        from hf_ext.utils.imports import require
+
+        predict_prob = require("profanity_check", alternative="pass scorer=<callable>").predict_prob
         return [float(v) for v in predict_prob(texts)] if texts else []
     if isinstance(scorer, str):
         raise ValueError(f"unknown toxicity scorer {scorer!r}; use None/'profanity_check' or pass a callable")

@@ -120,11 +120,14 @@ def extra_for(module: str) -> tuple[str | None, str]:
     return _extras_of_distributions().get(_normalise(distribution)), distribution
 
 
-def require(module: str) -> ModuleType:
+def require(module: str, *, distribution: str | None = None, alternative: str | None = None) -> ModuleType:
     """Import ``module`` or raise an ``ImportError`` naming the hf-ext extra (or package) that provides it.
 
     Args:
         module: a dotted import name, e.g. ``"matplotlib.pyplot"``.
+        distribution: the pip distribution, where it is not the import name (default: :data:`DISTRIBUTIONS`).
+        alternative: what the caller can do instead of installing, appended to the message
+            (e.g. ``"pass scorer=<callable>"``).
 
     Raises:
         ImportError: the module cannot be imported; the message says ``pip install 'hf-ext[<extra>]'`` for a
@@ -136,7 +139,8 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        extra, distribution = extra_for(module)
-        hint = f"pip install 'hf-ext[{extra}]'" if extra else f"pip install {distribution}"
+        extra, default_distribution = extra_for(module)
+        hint = f"pip install 'hf-ext[{extra}]'" if extra else f"pip install {distribution or default_distribution}"
+        instead = f", or {alternative}" if alternative else ""
         raise ImportError(f"{module!r} is needed for this feature but could not be imported ({err}); "
-                          f"install it with: {hint}") from err
+                          f"install it with: {hint}{instead}") from err

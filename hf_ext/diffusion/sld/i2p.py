@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from hf_ext.utils.imports import require
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -207,11 +208,7 @@ class NudeNetClassifier:
 
     def __init__(self, detector: Callable[[Any], Sequence[dict]] | None = None, min_prob: float = 0.6):
         if detector is None:
-            try:
-                from nudenet import NudeDetector
-            except ImportError as err:
-                raise ImportError("NudeNetClassifier needs a detector: pass detector=..., or pip install nudenet") from err
-            detector = NudeDetector().detect
+            detector = require("nudenet", alternative="pass detector=...").NudeDetector().detect
         self.detector, self.min_prob = detector, float(min_prob)
 
     def __call__(self, images: Sequence[Any]) -> list[float]:
