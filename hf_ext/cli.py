@@ -1,9 +1,11 @@
 """The ``hf-ext`` command line: ``hf-ext --version``, ``hf-ext env``, ``hf-ext tour`` and one group per component.
 
-A component's group lives in the ``cli`` module it declares (:func:`hf_ext.registry.register_component`), which
-exposes ``add_parser(subparsers)``: it adds the group with the helpers of :mod:`hf_ext.utils.cli` and sets
-``func=handler`` (``handler(args) -> int``, the exit code) on each sub-command. Those modules import only the
-standard library at module level: ``hf-ext --help`` and ``--version`` never import torch. ``python -m hf_ext`` is
+A component's group ``hf-ext <name>`` is made here from its registry entry (help: its ``summary``) and filled by the
+``cli`` module it declares (:func:`hf_ext.registry.register_component`): ``add_commands(actions)`` adds each
+sub-command with the helpers of :mod:`hf_ext.utils.cli`, which set ``func=handler`` (``handler(args) -> int``, the
+exit code); the first paragraph of its docstring is the group's ``--help`` description. Those modules import
+only the standard library at module level: ``hf-ext --help`` and ``--version`` never import torch. (A module with the
+pre-0.2 ``add_parser(subparsers)``, which adds its own group, still works.) ``python -m hf_ext`` is
 the same command line (for ``torchrun -m hf_ext …`` and ``accelerate launch -m hf_ext …``).
 
 Example:
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import inspect
 import json
 import logging
 import platform
@@ -31,7 +34,7 @@ from typing import Any
 from hf_ext import __version__
 
 from .registry import components
-from .utils.cli import add_common_options, exit_code, run_command
+from .utils.cli import add_common_options, add_group, exit_code, run_command
 from .utils.deprecation import DeprecatedList, warn_deprecated
 from .utils.logging import get_logger, set_verbosity
 
@@ -151,7 +154,7 @@ def __getattr__(name: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``hf-ext`` parser with ``env`` and the group of every module of :func:`command_modules`."""
+    """The ``hf-ext`` parser with ``env``, ``tour`` and every component's group, in the canonical order."""
     parser = argparse.ArgumentParser(
         prog="hf-ext",
         description="Hugging Face-native research components. `hf-ext tour` runs all of them on tiny models.",
@@ -161,11 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more logging, from hf_ext and transformers (-v info, -vv debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_env_parser(subparsers)
+    summaries = {c.cli: c for c in components() if c.cli}
     for name in command_modules():
         module = importlib.import_module(name)
-        if not hasattr(module, "add_parser"):
-            raise TypeError(f"CLI module {name!r} (a component's cli=) has no add_parser(subparsers) function")
-        module.add_parser(subparsers)
+        component = summaries.get(name)
+        if component is not None and hasattr(module, "add_commands"):
+            description = (inspect.getdoc(module.add_commands) or "").split("\n\n")[0].replace("\n", " ") or None
+            module.add_commands(add_group(subparsers, component.name, help=component.summary or component.title,
+                                          description=description))
+        elif hasattr(module, "add_parser"):  # the tour's command, and the pre-0.2 protocol
+            module.add_parser(subparsers)
+        else:
+            raise TypeError(f"CLI module {name!r} (a component's cli=) has no add_commands(actions) function")
     return parser
 
 

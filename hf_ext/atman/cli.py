@@ -9,25 +9,26 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_ext.utils.cli import add_command, add_common_options, add_group, out_file, print_result
+from hf_ext.utils import cli
 from hf_ext.utils.deprecation import warn_deprecated
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``atman`` group (``explain``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "atman", help="AtMan: explanations by attention manipulation",
-                        description="AtMan: explain a causal LM's target by suppressing prompt items in attention.")
-    e = add_command(actions, "explain", _cmd_explain, help="explain a target and write an HTML heat-map",
-                    description="Explain --target given --prompt; write explanation.html and explanation.json (and "
-                                "with --plot a PNG bar chart) into --out.")
+def add_commands(actions) -> None:
+    """AtMan: explain a causal LM's target by suppressing prompt items in attention.
+
+    Sub-commands: ``explain``.
+    """
+    e = cli.add_command(actions, "explain", _cmd_explain, help="explain a target and write an HTML heat-map",
+                        description="Explain --target given --prompt; write explanation.html and explanation.json (and "
+                                    "with --plot a PNG bar chart) into --out.")
     e.add_argument("--prompt", required=True, help="the prompt whose units are explained")
     e.add_argument("--target", required=True, help="the continuation whose loss the units are scored against")
-    add_common_options(e, model="causal LM Hub id or folder (default: a tiny random Llama built in code)", device="cpu",
-                       seed=0, out="atman_out", out_help="explanation.html, explanation.json, explanation.png",
-                       progress=True)
+    cli.add_common_options(e, model="causal LM Hub id or folder (default: a tiny random Llama built in code)", device="cpu",
+                           seed=0, out="atman_out", out_help="explanation.html, explanation.json, explanation.png",
+                           progress=True)
     # --json: print the explanation as JSON; the pre-0.2 form --json PATH (write it to PATH) still works, with a warning
     e.add_argument("--json", nargs="?", const=True, default=False, metavar="PATH",
                    help="print the explanation as JSON instead of a summary line")
@@ -73,7 +74,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except ValueError as err:
         logger.error("%s", err)
         return 1
-    html = out_file(args.out, "explanation.html", legacy_suffixes=(".html", ".htm"))
+    html = cli.out_file(args.out, "explanation.html", legacy_suffixes=(".html", ".htm"))
     html.write_text(exp.to_html(postprocessing=args.postprocessing), encoding="utf-8")
     result = exp.to_dict()
     json_path = html.with_suffix(".json")
@@ -88,6 +89,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     elif args.plot:
         exp.plot(html.with_suffix(".png"), postprocessing=args.postprocessing)
     top = max(zip(exp.importance().tolist(), (u.label for u in exp.units)))
-    print_result(result, f"wrote {html} ({len(exp.units)} units; most relevant: {top[1]!r}, loss rise {top[0]:.4f})",
-                 as_json=args.json is True)
+    cli.print_result(result, f"wrote {html} ({len(exp.units)} units; most relevant: {top[1]!r}, loss rise {top[0]:.4f})",
+                     as_json=args.json is True)
     return 0

@@ -16,14 +16,7 @@ import argparse
 import json
 import sys
 
-from hf_ext.utils.cli import (
-    add_command,
-    add_common_options,
-    add_deprecated_alias,
-    add_group,
-    out_file,
-    print_result,
-)
+from hf_ext.utils import cli
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -31,18 +24,19 @@ logger = get_logger(__name__)
 _DEFAULT_PROMPTS = ["the cat sat on the", "once upon a time", "to be or not to be", "hello world, this is"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``dtm`` group (``score``, ``scan``, ``plan``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "dtm", help="divergent token metrics (FDTM/SDTM) and DTM-guided compression",
-                        description="Divergent token metrics and DTM-guided compression.")
+def add_commands(actions) -> None:
+    """Divergent token metrics and DTM-guided compression.
+
+    Sub-commands: ``score``, ``scan``, ``plan``.
+    """
     for name, help_ in (("score", "FDT/SDT of a candidate model against the base's greedy continuations"),
                         ("scan", "per-component sensitivity scan ranked by FDTM"),
                         ("plan", "greedy int8/sparsity plan in FDTM order")):
-        s = add_command(actions, name, _run, help=help_)
-        add_common_options(s, model="base causal LM, Hub id or folder (default: a tiny random Llama)", device="cpu",
-                           seed=0, out_help=f"{name}.json", out_when_absent="print the JSON result", json=True,
-                           progress=True)
-        add_deprecated_alias(s, "--base", "--model")
+        s = cli.add_command(actions, name, _run, help=help_)
+        cli.add_common_options(s, model="base causal LM, Hub id or folder (default: a tiny random Llama)", device="cpu",
+                               seed=0, out_help=f"{name}.json", out_when_absent="print the JSON result", json=True,
+                               progress=True)
+        cli.add_deprecated_alias(s, "--base", "--model")
         s.add_argument("--prompts", help="text file, one prompt per line (default: a few built-in prompts)")
         s.add_argument("-N", "--max-new-tokens", type=int, default=32, help="reference length N (default 32)")
         s.add_argument("--cache-dir", help="cache the greedy reference here")
@@ -113,9 +107,9 @@ def _run(args: argparse.Namespace) -> int:
                                   min_fdt_ratio=args.min_fdt_ratio, base_model=label, progress=progress)
             result = json.loads(plan.to_json())
     if args.out:
-        path = out_file(args.out, f"{args.dtm_command}.json", legacy_suffixes=(".json",))
+        path = cli.out_file(args.out, f"{args.dtm_command}.json", legacy_suffixes=(".json",))
         path.write_text(json.dumps(result, indent=1), encoding="utf-8")
-        print_result(result, f"wrote {path}", as_json=args.json)
+        cli.print_result(result, f"wrote {path}", as_json=args.json)
     else:  # the result has no shorter text form than its JSON
-        print_result(result, json.dumps(result, indent=1), as_json=True)
+        cli.print_result(result, json.dumps(result, indent=1), as_json=True)
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_ext.utils.cli import REQUIRED, add_command, add_common_options, add_group, print_result
+from hf_ext.utils import cli
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -36,8 +36,8 @@ _SET_HELP = "override mad-lab settings, e.g. num_train_examples=512 mode=fast"
 def _add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--arch", required=True, help="MADStack layer pattern ('mh-attention,swiglu,...', 'mH Sg mA Sg'), "
                    "'hf:<model_type>' (hf:llama, hf:gpt2, hf:mamba ...), 'umup', or a folder with a config.json")
-    add_common_options(r, seed=0, out="mad_results", out_help="one JSON row per run, results.parquet (and report/)",
-                       json=True, progress=True)
+    cli.add_common_options(r, seed=0, out="mad_results", out_help="one JSON row per run, results.parquet (and report/)",
+                           json=True, progress=True)
     r.add_argument("--protocol", choices=["madlab", "clean"], default="madlab",
                    help="madlab: mad-lab's training protocol; clean: a held-out validation split (default: %(default)s)")
     g = r.add_mutually_exclusive_group()
@@ -61,41 +61,40 @@ def _add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--report", action="store_true", help="also render the report into <out>/report")
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``mad`` group (``grid``, ``generate``, ``export``, ``run``, ``report``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "mad", help="MAD synthetic tasks: datasets, benchmark runner, report",
-                        description="MAD (Poli et al., ICML 2024): the six synthetic tasks as HF datasets and "
-                                    "the benchmark runner.")
+def add_commands(actions) -> None:
+    """MAD (Poli et al., ICML 2024): the six synthetic tasks as HF datasets and the benchmark runner.
 
-    gr = add_command(actions, "grid", _cmd_grid, help="list the 66 benchmark settings")
-    add_common_options(gr, json=True)
+    Sub-commands: ``grid``, ``generate``, ``export``, ``run``, ``report``.
+    """
+    gr = cli.add_command(actions, "grid", _cmd_grid, help="list the 66 benchmark settings")
+    cli.add_common_options(gr, json=True)
 
-    ge = add_command(actions, "generate", _cmd_generate, help="generate one task setting and write parquet")
+    ge = cli.add_command(actions, "generate", _cmd_generate, help="generate one task setting and write parquet")
     ge.add_argument("name", help="task, shorthand or grid name (e.g. CR_vs-64_sl-128_ntr-12800)")
-    add_common_options(ge, out_help="train.parquet and test.parquet", out_when_absent="print a summary only",
-                       json=True, progress=True)
+    cli.add_common_options(ge, out_help="train.parquet and test.parquet", out_when_absent="print a summary only",
+                           json=True, progress=True)
     ge.add_argument("--seed", type=int, default=None, help="generator seed (default: the setting's)")
     ge.add_argument("--mode", choices=["madlab", "fast"], default="madlab",
                     help="madlab: byte-identical to mad-lab; fast: vectorised (default: %(default)s)")
     ge.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help=_SET_HELP)
 
-    ex = add_command(actions, "export", _cmd_export, help="parquet of every config + dataset card (ready for the Hub)")
-    add_common_options(ex, out=REQUIRED, out_help="<config>/{train,test}-*.parquet and the dataset card README.md",
-                       json=True, progress=True)
+    ex = cli.add_command(actions, "export", _cmd_export, help="parquet of every config + dataset card (ready for the Hub)")
+    cli.add_common_options(ex, out=cli.REQUIRED, out_help="<config>/{train,test}-*.parquet and the dataset card README.md",
+                           json=True, progress=True)
     ex.add_argument("--tasks", nargs="*", default=None, help="restrict to these tasks (names or CR NR FR M C SC)")
     ex.add_argument("--repo-id", default="org/mad-synthetics", help="dataset repository named in the card and for --push")
     ex.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help=f"{_SET_HELP} (every config)")
     ex.add_argument("--push", action="store_true", help="upload to --repo-id after exporting")
 
-    r = add_command(actions, "run", _cmd_run, help="run the benchmark (resumable; accelerate launch for several GPUs)",
-                    description="Run the benchmark: accelerate launch -m hf_ext mad run … spreads the runs over "
-                                "processes.")
+    r = cli.add_command(actions, "run", _cmd_run, help="run the benchmark (resumable; accelerate launch for several GPUs)",
+                        description="Run the benchmark: accelerate launch -m hf_ext mad run … spreads the runs over "
+                                    "processes.")
     _add_run_arguments(r)
 
-    rp = add_command(actions, "report", _cmd_report, help="table + plots + markdown from a results folder")
+    rp = cli.add_command(actions, "report", _cmd_report, help="table + plots + markdown from a results folder")
     rp.add_argument("results", help="results folder (or .parquet/.json)")
-    add_common_options(rp, out_help="mad_scores.csv, mad_bars.png, knob plots, report.md",
-                       out_when_absent="<results>/report", json=True)
+    cli.add_common_options(rp, out_help="mad_scores.csv, mad_bars.png, knob plots, report.md",
+                           out_when_absent="<results>/report", json=True)
     rp.add_argument("--title", default="MAD benchmark", help="report title (default: %(default)s)")
 
 
@@ -103,9 +102,9 @@ def _cmd_grid(args) -> int:
     from hf_ext.mad import benchmark_grid
 
     grid = benchmark_grid()
-    print_result([{"name": c.name, "madlab_path": c.madlab_path, **c.to_dict()} for c in grid],
-                 "\n".join([*(f"{c.name:<40} {c.madlab_path}" for c in grid), f"{len(grid)} settings"]),
-                 as_json=args.json)
+    cli.print_result([{"name": c.name, "madlab_path": c.madlab_path, **c.to_dict()} for c in grid],
+                     "\n".join([*(f"{c.name:<40} {c.madlab_path}" for c in grid), f"{len(grid)} settings"]),
+                     as_json=args.json)
     return 0
 
 
@@ -135,9 +134,9 @@ def _cmd_generate(args) -> int:
             pq.write_table(_to_table(x, y), out / f"{split}.parquet")
     summary = {split: {"input_ids": list(x.shape), "scored_targets_per_row": float((y != -100).sum(1).mean())}
                for split, (x, y) in splits.items()}
-    print_result({"name": cfg.name, **summary}, "\n".join(
-        f"{cfg.name} {split}: input_ids {tuple(v['input_ids'])}, scored targets/row {v['scored_targets_per_row']:.2f}"
-        for split, v in summary.items()), as_json=args.json)
+    cli.print_result({"name": cfg.name, **summary}, "\n".join(
+            f"{cfg.name} {split}: input_ids {tuple(v['input_ids'])}, scored targets/row {v['scored_targets_per_row']:.2f}"
+            for split, v in summary.items()), as_json=args.json)
     return 0
 
 
@@ -151,11 +150,11 @@ def _cmd_export(args) -> int:
         return 1
     if args.push:
         url = push_mad_to_hub(args.repo_id, args.out, configs)
-        print_result({"url": url, "configs": len(configs)}, url, as_json=args.json)
+        cli.print_result({"url": url, "configs": len(configs)}, url, as_json=args.json)
     else:
         out = export_parquet(args.out, configs, repo_id=args.repo_id, progress=not args.no_progress)
-        print_result({"out": str(out), "configs": len(configs)},
-                     f"wrote {len(configs)} configs and the dataset card to {out}", as_json=args.json)
+        cli.print_result({"out": str(out), "configs": len(configs)},
+                         f"wrote {len(configs)} configs and the dataset card to {out}", as_json=args.json)
     return 0
 
 
@@ -179,7 +178,7 @@ def _cmd_run(args) -> int:
 
         paths = mad_report(args.out, Path(args.out) / "report")
         lines += [paths["table"].round(3).to_string(), f"report: {paths['markdown']}"]
-    print_result(rows, "\n".join(lines), as_json=args.json)
+    cli.print_result(rows, "\n".join(lines), as_json=args.json)
     return 0
 
 
@@ -194,7 +193,7 @@ def _cmd_report(args) -> int:
         logger.error("%s", err)
         return 1
     table = paths["table"].round(3)
-    print_result(json.loads(table.to_json(orient="index")),
-                 f"{table.to_string()}\nwrote {paths['markdown']}, {paths['bars']} and {len(paths['knobs'])} knob plots",
-                 as_json=args.json)
+    cli.print_result(json.loads(table.to_json(orient="index")),
+                     f"{table.to_string()}\nwrote {paths['markdown']}, {paths['bars']} and {len(paths['knobs'])} knob plots",
+                     as_json=args.json)
     return 0

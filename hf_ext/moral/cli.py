@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_ext.utils.cli import REQUIRED, add_command, add_common_options, add_group, print_result
+from hf_ext.utils import cli
 from hf_ext.utils.deprecation import warn_deprecated
 from hf_ext.utils.logging import get_logger
 
@@ -25,9 +25,9 @@ _LANGUAGES = ("en", "ar", "cs", "de", "zh")
 
 
 def _common(p: argparse.ArgumentParser, **out) -> None:
-    add_common_options(p, model="sentence-transformers model path or Hub id (default: the bundled all-MiniLM-L6-v2 "
-                                "and its shipped direction); a new model's direction is fitted once and cached",
-                       device="cpu", json=True, progress=True, **out)
+    cli.add_common_options(p, model="sentence-transformers model path or Hub id (default: the bundled all-MiniLM-L6-v2 "
+                                    "and its shipped direction); a new model's direction is fitted once and cached",
+                           device="cpu", json=True, progress=True, **out)
     p.add_argument("--language", default="en", choices=_LANGUAGES,
                    help="language of the fit questions (non-English: the shipped translated questions)")
     p.add_argument("--direction", default=None, help="a saved direction (folder or .json) to use instead of fitting")
@@ -36,21 +36,21 @@ def _common(p: argparse.ArgumentParser, **out) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="texts per encoder call (default: the encoder's)")
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``moral`` group (``score``, ``eval``, ``fit``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "moral", help="MoralDirection: moral scores from sentence embeddings",
-                        description="MoralDirection (Schramowski et al. 2022; Hämmerl et al. 2023): score texts on "
-                                    "the moral direction of a sentence encoder, evaluate it, fit it.")
+def add_commands(actions) -> None:
+    """MoralDirection (Schramowski et al. 2022; Hämmerl et al. 2023): score texts on the moral direction of a
+    sentence encoder, evaluate it, fit it.
 
-    s = add_command(actions, "score", _cmd_score, help="score texts (offline by default)",
-                    description="Print the moral score of each TEXT (unclipped; the fit verbs lie in [-1, 1]).")
+    Sub-commands: ``score``, ``eval``, ``fit``.
+    """
+    s = cli.add_command(actions, "score", _cmd_score, help="score texts (offline by default)",
+                        description="Print the moral score of each TEXT (unclipped; the fit verbs lie in [-1, 1]).")
     s.add_argument("texts", nargs="+", metavar="TEXT", help="a text to score (several: one score each)")
     s.add_argument("--templates", action="store_true",
                    help="treat each TEXT as an action phrase and average its 10 question templates (as in the user study)")
     _common(s)
 
-    e = add_command(actions, "eval", _cmd_eval, help="user-study correlation and MFQ foundations, with plots",
-                    description="Correlate with the user study (Pearson r, dos/don'ts), score the MFQ and write plots.")
+    e = cli.add_command(actions, "eval", _cmd_eval, help="user-study correlation and MFQ foundations, with plots",
+                        description="Correlate with the user study (Pearson r, dos/don'ts), score the MFQ and write plots.")
     e.add_argument("--study", default="globalAMT", choices=["globalAMT", "regional"],
                    help="which user study to correlate with (default: %(default)s)")
     e.add_argument("--variant", default="templates", choices=["templates", "raw"],
@@ -59,9 +59,9 @@ def add_parser(subparsers) -> None:
     e.add_argument("--human", default=None, help="human MFQ reference for the bar plot: us, cs, zh or de")
     _common(e, out="moral_eval", out_help="results.json and the PNG plots")
 
-    f = add_command(actions, "fit", _cmd_fit, help="fit and save a direction for --model",
-                    description="Fit the moral direction of --model in --language and save it (JSON + safetensors).")
-    _common(f, out=REQUIRED, out_help="the direction (moral_direction.json + .safetensors); a .json path, the pre-0.2 "
+    f = cli.add_command(actions, "fit", _cmd_fit, help="fit and save a direction for --model",
+                        description="Fit the moral direction of --model in --language and save it (JSON + safetensors).")
+    _common(f, out=cli.REQUIRED, out_help="the direction (moral_direction.json + .safetensors); a .json path, the pre-0.2 "
                                       "form, is still accepted")
 
 
@@ -85,9 +85,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
         logger.error("%s", err)
         return 1
     width = min(60, max(len(t) for t in args.texts))
-    print_result({"encoder": md.encoder_name, "language": md.language, "use_templates": args.templates,
-                  "scores": [{"text": t, "score": float(s)} for t, s in zip(args.texts, scores)]},
-                 "\n".join(f"{s:+.4f}  {t:<{width}}" for t, s in zip(args.texts, scores)), as_json=args.json)
+    cli.print_result({"encoder": md.encoder_name, "language": md.language, "use_templates": args.templates,
+                      "scores": [{"text": t, "score": float(s)} for t, s in zip(args.texts, scores)]},
+                     "\n".join(f"{s:+.4f}  {t:<{width}}" for t, s in zip(args.texts, scores)), as_json=args.json)
     return 0
 
 
@@ -130,7 +130,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         lines.append(f"MFQ skipped: the {md.language!r} MFQ statements are not shipped (licence); pass --mfq-file")
     (out / "results.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     lines.append(f"wrote {out / 'results.json'} and plots in {out}")
-    print_result(result, "\n".join(lines), as_json=args.json)
+    cli.print_result(result, "\n".join(lines), as_json=args.json)
     return 0
 
 
@@ -150,7 +150,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     result = {"path": str(path), "encoder": md.encoder_name, "language": md.language,
               "fit_scores": {k: float(v) for k, v in scores.items()},
               "explained_variance_ratio_pc1": float(md.explained_variance_ratio[0])}
-    print_result(result, f"wrote {path}: {md!r}; kill {scores['kill']:+.3f}, smile "
-                         f"{scores.get('smile', float('nan')):+.3f}, PC1 explains "
-                         f"{100 * md.explained_variance_ratio[0]:.1f} % of the fit set's variance", as_json=args.json)
+    cli.print_result(result, f"wrote {path}: {md!r}; kill {scores['kill']:+.3f}, smile "
+                             f"{scores.get('smile', float('nan')):+.3f}, PC1 explains "
+                             f"{100 * md.explained_variance_ratio[0]:.1f} % of the fit set's variance", as_json=args.json)
     return 0

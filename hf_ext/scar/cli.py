@@ -13,22 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_ext.utils.cli import REQUIRED, add_command, add_common_options, add_group, print_result
+from hf_ext.utils import cli
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``scar`` group (``train``, ``train-activations``, ``detect``, ``generate``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "scar", help="SCAR: sparse conditioned autoencoders (concept detection and steering)",
-                        description="Train, detect with and steer with SCAR adapters on any causal LM.")
+def add_commands(actions) -> None:
+    """Train, detect with and steer with SCAR adapters on any causal LM.
 
-    t = add_command(actions, "train", _cmd_train, help="train a SCAR adapter (default: the offline toy experiment)",
-                    description="Cache activations and train a SCAR adapter with transformers.Trainer.")
-    add_common_options(t, model="base causal LM, Hub id or folder (default: a toy LM trained in seconds)", device="cpu",
-                       seed=0, out=REQUIRED, out_help="the adapter (and the toy base model under base_model/)",
-                       json=True, progress=True)
+    Sub-commands: ``train``, ``train-activations``, ``detect``, ``generate``.
+    """
+    t = cli.add_command(actions, "train", _cmd_train, help="train a SCAR adapter (default: the offline toy experiment)",
+                        description="Cache activations and train a SCAR adapter with transformers.Trainer.")
+    cli.add_common_options(t, model="base causal LM, Hub id or folder (default: a toy LM trained in seconds)", device="cpu",
+                           seed=0, out=cli.REQUIRED, out_help="the adapter (and the toy base model under base_model/)",
+                           json=True, progress=True)
     t.add_argument("--data", default=None, help="CSV or JSON-lines file with 'text' and 'label' (or one column per "
                                                 "concept) columns; required with --model")
     t.add_argument("--concepts", nargs="+", default=["concept"], help="concept names = label columns (default: label)")
@@ -44,15 +44,15 @@ def add_parser(subparsers) -> None:
                    help="weight of positive tokens in the concept loss (default: %(default)s)")
     t.add_argument("--max-length", type=int, default=128, help="tokens per text (default: %(default)s)")
 
-    a = add_command(actions, "train-activations", _cmd_train_activations,
-                    help="train an adapter on cached activations with plain Accelerate (1 or N processes)",
-                    description="Train on a saved activation dataset (or synthetic activations); run it under "
-                                "accelerate launch -m hf_ext scar train-activations … for several processes.")
+    a = cli.add_command(actions, "train-activations", _cmd_train_activations,
+                        help="train an adapter on cached activations with plain Accelerate (1 or N processes)",
+                        description="Train on a saved activation dataset (or synthetic activations); run it under "
+                                    "accelerate launch -m hf_ext scar train-activations … for several processes.")
     source = a.add_mutually_exclusive_group(required=True)
     source.add_argument("--activations", help="a dataset folder saved with build_activation_dataset(...).save_to_disk")
     source.add_argument("--synthetic", type=int, help="train on this many seeded synthetic tokens (a smoke test)")
-    add_common_options(a, seed=0, out=REQUIRED, out_help="the adapter and losses.json (written by the main process)",
-                       json=True, progress=True)
+    cli.add_common_options(a, seed=0, out=cli.REQUIRED, out_help="the adapter and losses.json (written by the main process)",
+                           json=True, progress=True)
     a.add_argument("--n-inputs", type=int, default=16, help="activation width for --synthetic (default: %(default)s)")
     a.add_argument("--concepts", nargs="+", default=["concept"], help="concept names (default: concept)")
     a.add_argument("--n-latents", type=int, default=None, help="SAE width (default: the config's)")
@@ -67,17 +67,17 @@ def add_parser(subparsers) -> None:
                    help="weight of positive tokens in the concept loss (default: %(default)s)")
     a.add_argument("--bce-weight", type=float, default=1.0, help="weight of the concept loss (default: %(default)s)")
 
-    d = add_command(actions, "detect", _cmd_detect, help="per-sequence concept probabilities of texts",
-                    description="Print sigma(z_c) per text (mean over tokens) for every concept of the adapter (JSON).")
+    d = cli.add_command(actions, "detect", _cmd_detect, help="per-sequence concept probabilities of texts",
+                        description="Print sigma(z_c) per text (mean over tokens) for every concept of the adapter (JSON).")
     d.add_argument("--adapter", required=True, help="adapter folder or Hub id")
-    add_common_options(d, model="base model (default: the one named in the adapter config)", device="cpu", json=True)
+    cli.add_common_options(d, model="base model (default: the one named in the adapter config)", device="cpu", json=True)
     d.add_argument("--text", action="append", required=True, help="a text to score (repeatable)")
     d.add_argument("--tokens", action="store_true", help="also print per-token probabilities")
 
-    g = add_command(actions, "generate", _cmd_generate, help="greedy generation with and without steering",
-                    description="Generate from --prompt with the adapter off and steering --concept by --strength.")
+    g = cli.add_command(actions, "generate", _cmd_generate, help="greedy generation with and without steering",
+                        description="Generate from --prompt with the adapter off and steering --concept by --strength.")
     g.add_argument("--adapter", required=True, help="adapter folder or Hub id")
-    add_common_options(g, model="base model (default: the one named in the adapter config)", device="cpu", json=True)
+    cli.add_common_options(g, model="base model (default: the one named in the adapter config)", device="cpu", json=True)
     g.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable: a batch)")
     g.add_argument("--concept", default=None, help="concept name (default: the first)")
     g.add_argument("--strength", type=float, default=-100.0, help="alpha (default -100: away from the concept)")
@@ -173,8 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         logger.error("%s", err)
         return 1
     scar.save_pretrained(out, detection_auroc=aurocs or None)
-    print_result({"out": str(out), "training_tokens": len(ds), "detection_auroc": aurocs},
-                 f"wrote {out} ({len(ds)} training tokens; held-out AUROC {json.dumps(aurocs)})", as_json=args.json)
+    cli.print_result({"out": str(out), "training_tokens": len(ds), "detection_auroc": aurocs},
+                     f"wrote {out} ({len(ds)} training tokens; held-out AUROC {json.dumps(aurocs)})", as_json=args.json)
     return 0
 
 
@@ -208,7 +208,7 @@ def _cmd_train_activations(args: argparse.Namespace) -> int:
         result = {"losses": losses, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
         (out / "losses.json").write_text(json.dumps(result))
         summary = f"trained {len(losses)} steps, final loss {losses[-1]:.4f}" if losses else "no steps"
-        print_result(result, f"{summary}; wrote {out}", as_json=args.json)
+        cli.print_result(result, f"{summary}; wrote {out}", as_json=args.json)
     return 0 if all(math.isfinite(v) for v in losses) else 1
 
 
@@ -229,7 +229,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             ids = det.input_ids[i][det.mask[i]].tolist()
             row["tokens"] = [[tok.decode([t]), round(float(p), 4)] for t, p in zip(ids, det.token_probs[i][det.mask[i]][:, 0])]
         result.append(row)
-    print_result(result, "", as_json=True)  # structured either way: one row per text
+    cli.print_result(result, "", as_json=True)  # structured either way: one row per text
     return 0
 
 
@@ -260,6 +260,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
              "steered": tok.decode(steered[i, width:], skip_special_tokens=True)} for i, prompt in enumerate(args.prompt)]
     text = "\n".join(f"prompt:  {r['prompt']!r}\n  base:    {r['base']!r}\n  steered: {r['steered']!r} "
                      f"({concept} {args.op} {args.strength:g})" for r in rows)
-    print_result({"concept": concept, "op": args.op, "strength": args.strength, "generations": rows}, text,
-                 as_json=args.json)
+    cli.print_result({"concept": concept, "op": args.op, "strength": args.strength, "generations": rows}, text,
+                     as_json=args.json)
     return 0

@@ -11,32 +11,25 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_ext.utils.cli import (
-    REQUIRED,
-    add_command,
-    add_common_options,
-    add_group,
-    print_result,
-    resolve_device,
-)
+from hf_ext.utils import cli
 from hf_ext.utils.deprecation import warn_deprecated
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``tfree`` group (``train``, ``generate``, ``stats``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "tfree", help="T-FREE: tokenizer-free sparse trigram embeddings",
-                        description="T-FREE: words hashed to sparse trigram activations instead of subword tokens.")
+def add_commands(actions) -> None:
+    """T-FREE: words hashed to sparse trigram activations instead of subword tokens.
 
-    t = add_command(actions, "train", _cmd_train, help="train a (tiny or converted) T-FREE model and save it",
-                    description="Train a T-FREE model on text files (default: Python's pydoc help topics) and save "
-                                "model + tokenizer to --out (loads with AutoModelForCausalLM/AutoTokenizer).")
-    add_common_options(t, model="a Hub id / folder of a causal LM to convert (convert_to_tfree); default: a tiny "
-                                "random backbone built in code", device="auto", seed=0, out=REQUIRED,
-                       out_help="the model, its tokenizer, train_losses.json (and loss.png with --plot)", json=True,
-                       progress=True)
+    Sub-commands: ``train``, ``generate``, ``stats``.
+    """
+    t = cli.add_command(actions, "train", _cmd_train, help="train a (tiny or converted) T-FREE model and save it",
+                        description="Train a T-FREE model on text files (default: Python's pydoc help topics) and save "
+                                    "model + tokenizer to --out (loads with AutoModelForCausalLM/AutoTokenizer).")
+    cli.add_common_options(t, model="a Hub id / folder of a causal LM to convert (convert_to_tfree); default: a tiny "
+                                    "random backbone built in code", device="auto", seed=0, out=cli.REQUIRED,
+                           out_help="the model, its tokenizer, train_losses.json (and loss.png with --plot)", json=True,
+                           progress=True)
     t.add_argument("--text-file", action="append", default=[], help="training text (repeatable; one document per file)")
     t.add_argument("--family", default="llama", help="tiny backbone family: llama, qwen2, gpt_neox, gpt2, opt")
     t.add_argument("--hidden-size", type=int, default=64, help="hidden size of the tiny backbone (default: %(default)s)")
@@ -57,10 +50,10 @@ def add_parser(subparsers) -> None:
     t.add_argument("--png", default=None, metavar="PATH",
                    help="deprecated (removed in hf-ext 0.3): write the loss curve to PATH; use --plot")
 
-    g = add_command(actions, "generate", _cmd_generate, help="generate text with a saved T-FREE model",
-                    description="Load a T-FREE folder (hf-ext tfree train --out …) and continue --prompt.")
-    add_common_options(g, model="folder or Hub id of a T-FREE model with its tokenizer", model_required=True,
-                       device="cpu", seed=0, json=True)
+    g = cli.add_command(actions, "generate", _cmd_generate, help="generate text with a saved T-FREE model",
+                        description="Load a T-FREE folder (hf-ext tfree train --out …) and continue --prompt.")
+    cli.add_common_options(g, model="folder or Hub id of a T-FREE model with its tokenizer", model_required=True,
+                           device="cpu", seed=0, json=True)
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeatable: a batch)")
     g.add_argument("--max-new-words", type=int, default=20, help="words to generate (default: %(default)s)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam decoding")
@@ -68,10 +61,10 @@ def add_parser(subparsers) -> None:
     g.add_argument("--top-k", type=int, default=None, help="sample from the k most likely words (default: all)")
     g.add_argument("--num-beams", type=int, default=1, help="beam search width (default: %(default)s)")
 
-    s = add_command(actions, "stats", _cmd_stats, help="word split, fertility and parameter counts of a text",
-                    description="Tokenizer statistics: T-FREE words per whitespace word, distinct words, activations "
-                                "per word, and the embedding+head parameters of T-FREE vs a classic vocabulary.")
-    add_common_options(s, json=True)
+    s = cli.add_command(actions, "stats", _cmd_stats, help="word split, fertility and parameter counts of a text",
+                        description="Tokenizer statistics: T-FREE words per whitespace word, distinct words, activations "
+                                    "per word, and the embedding+head parameters of T-FREE vs a classic vocabulary.")
+    cli.add_common_options(s, json=True)
     s.add_argument("--text", default=None, help="text to analyse (default: --text-file or Python's help topics)")
     s.add_argument("--text-file", default=None, help="a file to analyse")
     s.add_argument("--hash-vocab-size", type=int, default=8000, help="v (default: %(default)s)")
@@ -113,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             tok.add_words(w for w in tok.tokenize(text))
         model.set_decode_dictionary(tok)
         accelerator = None
-        if resolve_device(args.device) == "cpu":
+        if cli.resolve_device(args.device) == "cpu":
             from accelerate import Accelerator
 
             accelerator = Accelerator(cpu=True)
@@ -132,10 +125,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.png:
             warn_deprecated("--png PATH", "--plot (writes loss.png into --out)", category=FutureWarning)
         plot_losses(losses, args.png or out / "loss.png")
-    print_result({"out": str(out), "steps": args.steps, "documents": len(texts), "losses": losses,
-                  "dictionary_size": model.dictionary_size},
-                 f"trained {args.steps} steps on {len(texts)} documents: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-                 f"saved to {out} (dictionary: {model.dictionary_size} words)", as_json=args.json)
+    cli.print_result({"out": str(out), "steps": args.steps, "documents": len(texts), "losses": losses,
+                      "dictionary_size": model.dictionary_size},
+                     f"trained {args.steps} steps on {len(texts)} documents: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+                     f"saved to {out} (dictionary: {model.dictionary_size} words)", as_json=args.json)
     return 0
 
 
@@ -155,8 +148,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.do_sample:
         kwargs.update(temperature=args.temperature, top_k=args.top_k)
     texts = model.generate_text(tok, args.prompt, max_new_words=args.max_new_words, **kwargs)
-    print_result([{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts)],
-                 "\n".join(f"{p}{t}" for p, t in zip(args.prompt, texts)), as_json=args.json)
+    cli.print_result([{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts)],
+                     "\n".join(f"{p}{t}" for p, t in zip(args.prompt, texts)), as_json=args.json)
     return 0
 
 
@@ -191,5 +184,5 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     lines = [f"{k:34} {v:.3f}" if isinstance(v, float) else f"{k:34} {v}" for k, v in stats.items()]
     if args.show_words:
         lines.append(f"first words: {words[: args.show_words]}")
-    print_result({**stats, "first_words": words[: args.show_words]}, "\n".join(lines), as_json=args.json)
+    cli.print_result({**stats, "first_words": words[: args.show_words]}, "\n".join(lines), as_json=args.json)
     return 0

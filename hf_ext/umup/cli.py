@@ -11,20 +11,21 @@ import argparse
 import json
 from pathlib import Path
 
-from hf_ext.utils.cli import add_command, add_common_options, add_group, print_result
+from hf_ext.utils import cli
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``umup`` group (``sweep``, ``coord-check``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "umup", help="u-μP: LR-transfer sweeps and coordinate checks",
-                        description="u-μP (unit-scaled maximal update parametrization) tools.")
-    s = add_command(actions, "sweep", _cmd_sweep, help="LR transfer across widths: u-μP vs standard parametrisation",
-                    description="Train byte-level LMs on the standard-library source over a log2 LR grid per width "
-                                "and parametrisation; write rows (JSON), the optimum per width and a plot (PNG).")
-    add_common_options(s, out="umup_sweep", out_help="sweep.json and sweep.png", json=True, progress=True)
+def add_commands(actions) -> None:
+    """u-μP (unit-scaled maximal update parametrization) tools.
+
+    Sub-commands: ``sweep``, ``coord-check``.
+    """
+    s = cli.add_command(actions, "sweep", _cmd_sweep, help="LR transfer across widths: u-μP vs standard parametrisation",
+                        description="Train byte-level LMs on the standard-library source over a log2 LR grid per width "
+                                    "and parametrisation; write rows (JSON), the optimum per width and a plot (PNG).")
+    cli.add_common_options(s, out="umup_sweep", out_help="sweep.json and sweep.png", json=True, progress=True)
     _add_shape_options(s, widths_help="hidden sizes (multiples of 32)", steps=150, batch_size=16)
     s.add_argument("--umup-lrs", type=float, nargs="+", default=[-3, -2, -1, 0, 1],
                    help="log2 LR grid of u-μP (default: %(default)s)")
@@ -33,10 +34,10 @@ def add_parser(subparsers) -> None:
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per grid point (default: %(default)s)")
     s.add_argument("--depth", type=int, default=2, help="decoder layers (default: %(default)s)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    c = add_command(actions, "coord-check", _cmd_coord_check,
-                    help="activation/gradient RMS per layer across widths (plot)",
-                    description="Record activation and weight-gradient RMS for a few Adam steps at each width.")
-    add_common_options(c, seed=0, out="umup_coord_check", out_help="coord_check.json and coord_check.png", json=True)
+    c = cli.add_command(actions, "coord-check", _cmd_coord_check,
+                        help="activation/gradient RMS per layer across widths (plot)",
+                        description="Record activation and weight-gradient RMS for a few Adam steps at each width.")
+    cli.add_common_options(c, seed=0, out="umup_coord_check", out_help="coord_check.json and coord_check.png", json=True)
     _add_shape_options(c, widths_help="hidden sizes (multiples of 32)", steps=4, batch_size=8)
 
 
@@ -75,8 +76,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     save_rows(rows, out / "sweep.json")
     png = plot_sweep(rows, out / "sweep.png", title=f"{args.steps} steps, seeds {args.seeds}")
     summary = transfer_summary(rows)
-    print_result(summary, f"{json.dumps(summary['best_log2_lr'])}\nwrote {out / 'sweep.json'} and {png}",
-                 as_json=args.json)
+    cli.print_result(summary, f"{json.dumps(summary['best_log2_lr'])}\nwrote {out / 'sweep.json'} and {png}",
+                     as_json=args.json)
     return 0
 
 
@@ -95,6 +96,6 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
     png = plot_coord_check(rows, out / "coord_check.png")
     growth = {p: width_growth(rows, p, "act") for p in args.parametrizations}
     text = "\n".join(f"{p}: activation RMS max/min across widths {g:.2f}" for p, g in growth.items())
-    print_result({"activation_rms_growth": growth, "out": str(out)},
-                 f"{text}\nwrote {out / 'coord_check.json'} and {png}", as_json=args.json)
+    cli.print_result({"activation_rms_growth": growth, "out": str(out)},
+                     f"{text}\nwrote {out / 'coord_check.json'} and {png}", as_json=args.json)
     return 0

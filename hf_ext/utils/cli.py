@@ -9,13 +9,15 @@ The common options mean the same in every command that has them:
 ``--json``         print the result as JSON on stdout instead of text.
 ``--no-progress``  hide progress bars.
 
-A component's ``cli`` module (standard-library imports only at module level) builds its group with these helpers::
+A component's ``cli`` module (standard-library imports only at module level) adds its commands with these helpers;
+:mod:`hf_ext.cli` makes the group ``hf-ext <name>`` (:func:`add_group`) and passes its sub-parsers::
 
-    def add_parser(subparsers):
-        actions = add_group(subparsers, "toy", help="Toy: does toy things")
-        p = add_command(actions, "run", _cmd_run, help="run the toy")
-        add_common_options(p, model="Hub id or folder (default: a tiny model)", device="cpu", seed=0, out="toy_out",
-                           out_help="result.json", json=True, progress=True)
+    from hf_ext.utils import cli
+
+    def add_commands(actions):
+        p = cli.add_command(actions, "run", _cmd_run, help="run the toy")
+        cli.add_common_options(p, model="Hub id or folder (default: a tiny model)", device="cpu", seed=0,
+                               out="toy_out", out_help="result.json", json=True, progress=True)
         p.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")
 
 Example:

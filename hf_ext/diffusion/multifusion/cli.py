@@ -15,15 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_ext.utils.cli import (
-    REQUIRED,
-    add_command,
-    add_common_options,
-    add_deprecated_alias,
-    add_group,
-    out_file,
-    print_result,
-)
+from hf_ext.utils import cli
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -31,17 +23,17 @@ logger = get_logger(__name__)
 _MODEL_HELP = "a saved MultiFusionPipeline folder or Hub id (default: a tiny random pipeline built in code)"
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``multifusion`` group (``generate``, ``train``, ``eval``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "multifusion", help="MultiFusion: images from interleaved text and image prompts",
-                        description="MultiFusion / M-VADER: generate from interleaved prompts, fusion-tune, evaluate.")
+def add_commands(actions) -> None:
+    """MultiFusion / M-VADER: generate from interleaved prompts, fusion-tune, evaluate.
 
-    g = add_command(actions, "generate", _cmd_generate, help="generate an image from an interleaved prompt",
-                    description="Generate from ITEMS: text, or image:PATH for an image, in prompt order.")
+    Sub-commands: ``generate``, ``train``, ``eval``.
+    """
+    g = cli.add_command(actions, "generate", _cmd_generate, help="generate an image from an interleaved prompt",
+                        description="Generate from ITEMS: text, or image:PATH for an image, in prompt order.")
     g.add_argument("items", nargs="+", help="prompt items in order: text, or image:PATH")
-    add_common_options(g, model=_MODEL_HELP, device="cpu", seed=0, out="multifusion_out", out_help="image.png",
-                       json=True, progress=True)
-    add_deprecated_alias(g, "--pipeline", "--model")
+    cli.add_common_options(g, model=_MODEL_HELP, device="cpu", seed=0, out="multifusion_out", out_help="image.png",
+                           json=True, progress=True)
+    cli.add_deprecated_alias(g, "--pipeline", "--model")
     g.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per item (e.g. 1 20)")
     g.add_argument("--negative", nargs="*", default=None, help="negative prompt items (text or image:PATH)")
     g.add_argument("--encoder", default="llava", choices=["llava", "magma"],
@@ -51,15 +43,15 @@ def add_parser(subparsers) -> None:
                    help="classifier-free guidance scale (default: %(default)s)")
     g.add_argument("--cross-attention-weighting", action="store_true", help="also weight items in the UNet cross-attention")
 
-    t = add_command(actions, "train", _cmd_train,
-                    help="stage B fusion tuning on synthetic coloured shapes (or stage A with --stage semantic)",
-                    description="Fusion-tune the UNet's cross-attention + projection on a synthetic shapes set "
-                                "(1 or N processes: run under torchrun / accelerate launch -m hf_ext).")
-    add_common_options(t, model=_MODEL_HELP, device="auto", seed=0, out=REQUIRED,
-                       out_help="checkpoints, losses.json (and the tuned pipeline under pipeline/)", json=True,
-                       progress=True)
-    add_deprecated_alias(t, "--pipeline", "--model")
-    add_deprecated_alias(t, "--output-dir", "--out")
+    t = cli.add_command(actions, "train", _cmd_train,
+                        help="stage B fusion tuning on synthetic coloured shapes (or stage A with --stage semantic)",
+                        description="Fusion-tune the UNet's cross-attention + projection on a synthetic shapes set "
+                                    "(1 or N processes: run under torchrun / accelerate launch -m hf_ext).")
+    cli.add_common_options(t, model=_MODEL_HELP, device="auto", seed=0, out=cli.REQUIRED,
+                           out_help="checkpoints, losses.json (and the tuned pipeline under pipeline/)", json=True,
+                           progress=True)
+    cli.add_deprecated_alias(t, "--pipeline", "--model")
+    cli.add_deprecated_alias(t, "--output-dir", "--out")
     t.add_argument("--stage", default="fusion", choices=["fusion", "semantic"],
                    help="fusion: UNet cross-attention + projection (stage B); semantic: the encoder (stage A) "
                         "(default: %(default)s)")
@@ -78,13 +70,13 @@ def add_parser(subparsers) -> None:
     t.add_argument("--resume-from", default=None, help="checkpoint folder to resume from")
     t.add_argument("--save-pipeline", action="store_true", help="also save the whole tuned pipeline to OUT/pipeline")
 
-    e = add_command(actions, "eval", _cmd_eval, help="MCC-250-style compositional evaluation with zero-shot CLIP",
-                    description="Generate one image per MCC-style prompt and mode, score it with zero-shot CLIP from "
-                                "--clip, run the multilingual check on the pipeline's encoder and write JSON.")
+    e = cli.add_command(actions, "eval", _cmd_eval, help="MCC-250-style compositional evaluation with zero-shot CLIP",
+                        description="Generate one image per MCC-style prompt and mode, score it with zero-shot CLIP from "
+                                    "--clip, run the multilingual check on the pipeline's encoder and write JSON.")
     e.add_argument("--clip", required=True, help="local CLIP checkpoint folder (CLIPModel + CLIPProcessor)")
-    add_common_options(e, model=_MODEL_HELP, device="cpu", seed=0, out="mcc_out", out_help="mcc_results.json",
-                       json=True, progress=True)
-    add_deprecated_alias(e, "--pipeline", "--model")
+    cli.add_common_options(e, model=_MODEL_HELP, device="cpu", seed=0, out="mcc_out", out_help="mcc_results.json",
+                           json=True, progress=True)
+    cli.add_deprecated_alias(e, "--pipeline", "--model")
     e.add_argument("--n", type=int, default=250, help="number of prompts (default: %(default)s)")
     e.add_argument("--steps", type=int, default=25, help="inference steps (default: %(default)s)")
     e.add_argument("--guidance-scale", type=float, default=7.5,
@@ -137,10 +129,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         logger.error("%s", err)
         return 1
-    out = out_file(args.out, "image.png", legacy_suffixes=(".png", ".jpg", ".jpeg"))
+    out = cli.out_file(args.out, "image.png", legacy_suffixes=(".png", ".jpg", ".jpeg"))
     image.save(out)
-    print_result({"image": str(out), "size": list(image.size)}, f"wrote {out} ({image.size[0]}x{image.size[1]})",
-                 as_json=args.json)
+    cli.print_result({"image": str(out), "size": list(image.size)}, f"wrote {out} ({image.size[0]}x{image.size[1]})",
+                     as_json=args.json)
     return 0
 
 
@@ -157,9 +149,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_fusion,
         train_semantic,
     )
-    from hf_ext.utils.cli import resolve_device
-
-    acc = Accelerator(cpu=resolve_device(args.device) == "cpu")
+    acc = Accelerator(cpu=cli.resolve_device(args.device) == "cpu")
     pipe = _load_pipeline(args.model, args.encoder, args.family, seed=args.seed, progress=not args.no_progress)
     out = Path(args.out)
     try:
@@ -181,8 +171,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             pipe.save_pretrained(out / "pipeline")
         result = {"losses": res.losses, "trainable": len(res.trainable), "processes": acc.num_processes}
         (out / "losses.json").write_text(json.dumps(result), encoding="utf-8")
-        print_result(result, f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es), loss "
-                             f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f}; wrote {out}", as_json=args.json)
+        cli.print_result(result, f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es), loss "
+                                 f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f}; wrote {out}", as_json=args.json)
     acc.wait_for_everyone()
     return 0
 
@@ -210,11 +200,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     res = evaluate_mcc(generate, scorer, mcc_prompts(args.n, seed=args.seed), progress=not args.no_progress)
     res["multilingual"] = multilingual_similarity(pipe.interleaved_encoder())
-    path = out_file(args.out, "mcc_results.json", legacy_suffixes=(".json",))
+    path = cli.out_file(args.out, "mcc_results.json", legacy_suffixes=(".json",))
     path.write_text(json.dumps(res, indent=1), encoding="utf-8")
-    print_result(res, f"MCC ({res['n']} prompts): text {res['text']:.3f}, multimodal {res['multimodal']:.3f}; "
-                      "multilingual " + ", ".join(f"{k} {v:.3f}" for k, v in res["multilingual"].items())
-                 + f"; wrote {path}", as_json=args.json)
+    cli.print_result(res, f"MCC ({res['n']} prompts): text {res['text']:.3f}, multimodal {res['multimodal']:.3f}; "
+                          "multilingual " + ", ".join(f"{k} {v:.3f}" for k, v in res["multilingual"].items())
+                     + f"; wrote {path}", as_json=args.json)
     return 0
 
 

@@ -15,14 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_ext.utils.cli import (
-    add_command,
-    add_common_options,
-    add_deprecated_alias,
-    add_group,
-    out_file,
-    print_result,
-)
+from hf_ext.utils import cli
 from hf_ext.utils.deprecation import warn_deprecated
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.progress import progress_enabled
@@ -33,7 +26,7 @@ PRESET_CHOICES = ["weak", "weak_diffusers", "medium", "strong", "max", "off"]
 
 
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    add_deprecated_alias(p, "--pipeline", "--model")
+    cli.add_deprecated_alias(p, "--pipeline", "--model")
     p.add_argument("--xl", action="store_true", help="with no --model: use tiny random SDXL components")
     p.add_argument("--preset", default="medium", choices=PRESET_CHOICES, help="SLD preset (default medium)")
     p.add_argument("--sld-guidance-scale", type=float, default=None,
@@ -60,26 +53,27 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
 _MODEL_HELP = "local SD 1.x/2.x or SDXL pipeline folder or Hub id (default: tiny random SD built in code)"
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``sld`` group (``generate``, ``eval-i2p``) to the ``hf-ext`` parser."""
-    actions = add_group(subparsers, "sld", help="Safe Latent Diffusion: generate with SLD, evaluate on I2P",
-                        description="Safe Latent Diffusion (SLD) pipelines for SD 1.x/2.x and SDXL.")
-    g = add_command(actions, "generate", _cmd_generate, help="generate images with SLD (PNG files)",
-                    description="Generate images with SLD and save them as PNG (optionally next to SLD off).")
-    add_common_options(g, model=_MODEL_HELP, device="cpu", seed=0, out="sld_out",
-                       out_help="sld_NNN.png (and plain_NNN.png with --compare), sld_run.json", json=True, progress=True)
+def add_commands(actions) -> None:
+    """Safe Latent Diffusion (SLD) pipelines for SD 1.x/2.x and SDXL.
+
+    Sub-commands: ``generate``, ``eval-i2p``.
+    """
+    g = cli.add_command(actions, "generate", _cmd_generate, help="generate images with SLD (PNG files)",
+                        description="Generate images with SLD and save them as PNG (optionally next to SLD off).")
+    cli.add_common_options(g, model=_MODEL_HELP, device="cpu", seed=0, out="sld_out",
+                           out_help="sld_NNN.png (and plain_NNN.png with --compare), sld_run.json", json=True, progress=True)
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
     g.add_argument("--num-images", type=int, default=1, help="images per prompt")
     g.add_argument("--compare", action="store_true", help="also generate with SLD off (same seed)")
     g.add_argument("--save-pipeline", default=None, help="also save the pipeline (with its concept) here")
     _add_pipeline_args(g)
 
-    e = add_command(actions, "eval-i2p", _cmd_eval, help="I2P: generate, classify and report the paper's metrics",
-                    description="Run the I2P protocol (2×5 images per prompt, seeded with sd_seed) with a local "
-                                "CLIP zero-shot classifier, or compute metrics of an existing results CSV.")
-    add_common_options(e, model=_MODEL_HELP, device="cpu", out="i2p_out",
-                       out_help="i2p_results.csv (per image) and i2p_report.json (the metrics)", json=True,
-                       progress=True)
+    e = cli.add_command(actions, "eval-i2p", _cmd_eval, help="I2P: generate, classify and report the paper's metrics",
+                        description="Run the I2P protocol (2×5 images per prompt, seeded with sd_seed) with a local "
+                                    "CLIP zero-shot classifier, or compute metrics of an existing results CSV.")
+    cli.add_common_options(e, model=_MODEL_HELP, device="cpu", out="i2p_out",
+                           out_help="i2p_results.csv (per image) and i2p_report.json (the metrics)", json=True,
+                           progress=True)
     e.add_argument("--table", default=None, help="local I2P CSV/parquet (AIML-TUDA/i2p schema)")
     e.add_argument("--results", default=None, help="existing results CSV (prompt, categories, unsafe): metrics only")
     e.add_argument("--clip", default=None, help="local CLIP checkpoint folder for the zero-shot classifier")
@@ -181,8 +175,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError, OSError) as err:
         logger.error("%s", err)
         return 1
-    print_result({**run, "images": [str(p) for p in written]}, f"wrote {len(written)} image(s) to {out}",
-                 as_json=args.json)
+    cli.print_result({**run, "images": [str(p) for p in written]}, f"wrote {len(written)} image(s) to {out}",
+                     as_json=args.json)
     return 0
 
 
@@ -213,7 +207,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                    guidance_scale=args.guidance_scale, height=h, width=w, classifier=clf,
                                    threshold=args.threshold, out_dir=args.image_dir, progress=not args.no_progress,
                                    **kw)
-            results.to_csv(out_file(args.out, "i2p_results.csv", legacy_suffixes=(".csv",)), index=False)
+            results.to_csv(cli.out_file(args.out, "i2p_results.csv", legacy_suffixes=(".csv",)), index=False)
         cats = args.categories or None
         kwargs = {"categories": cats} if cats else {}
         n_prompts = min(args.n_prompts, int(results["prompt"].nunique()))
@@ -227,11 +221,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report_json = report.to_json(orient="records", indent=1)
     csv_given_as_out = args.out.lower().endswith(".csv")  # pre-0.2 --out FILE.csv: the report goes next to it
     report_path = (Path(args.out).with_name("i2p_report.json") if csv_given_as_out
-                   else out_file(args.out, "i2p_report.json"))
+                   else cli.out_file(args.out, "i2p_report.json"))
     report_path.write_text(report_json)
     if args.report:
         warn_deprecated("--report PATH", f"the i2p_report.json in --out ({report_path})", category=FutureWarning)
         Path(args.report).write_text(report_json)
-    print_result(json.loads(report_json), report.to_string(index=False, float_format=lambda x: f"{x:.2f}"),
-                 as_json=args.json)
+    cli.print_result(json.loads(report_json), report.to_string(index=False, float_format=lambda x: f"{x:.2f}"),
+                     as_json=args.json)
     return 0
