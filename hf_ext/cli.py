@@ -106,14 +106,29 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def component_status() -> dict[str, dict[str, list[str]]]:
+    """Each component (canonical order) with the extras it declares and the distributions of them not installed.
+
+    Example:
+        >>> list(component_status())[:2]
+        ['core', 'scar']
+    """
+    from .utils.imports import missing_from_extra
+
+    return {c.name: {"extras": list(c.extras), "missing": [d for e in c.extras for d in missing_from_extra(e)]}
+            for c in components()}
+
+
 def environment_info() -> dict[str, Any]:
-    """:func:`package_versions` and :func:`device_info` together, plus the platform (what ``hf-ext env --json`` prints).
+    """:func:`package_versions`, :func:`device_info` and :func:`component_status` together, plus the platform (what
+    ``hf-ext env --json`` prints).
 
     Example:
         >>> sorted(environment_info())  # doctest: +SKIP
-        ['cpu_count', 'cuda_devices', 'device', 'device_detail', 'platform', 'torch_threads', 'versions']
+        ['components', 'cpu_count', 'cuda_devices', 'device', 'device_detail', 'platform', 'torch_threads', 'versions']
     """
-    return {"versions": package_versions(), "platform": platform.platform(), **device_info()}
+    return {"versions": package_versions(), "platform": platform.platform(), **device_info(),
+            "components": component_status()}
 
 
 def format_environment(info: dict[str, Any]) -> str:
@@ -122,6 +137,11 @@ def format_environment(info: dict[str, Any]) -> str:
     lines = [f"{name:<{width}}  {version}" for name, version in info["versions"].items()]
     lines.append(f"{'platform':<{width}}  {info['platform']}")
     lines.append(f"{'device':<{width}}  {info['device']} ({info['device_detail']})")
+    for name, status in info.get("components", {}).items():
+        missing = status["missing"]
+        extras = ",".join(status["extras"])
+        state = f"missing {', '.join(missing)}: pip install 'hf-ext[{extras}]'" if missing else "ready"
+        lines.append(f"{name:<{width}}  {state}")
     return "\n".join(lines)
 
 

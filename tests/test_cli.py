@@ -42,6 +42,23 @@ def test_env_json(capsys):
     assert info["device"] in ("cpu", "cuda", "mps")
 
 
+def test_env_reports_components_and_their_missing_extras(monkeypatch, capsys):
+    from hf_ext.registry import components
+    from hf_ext.utils import imports
+
+    monkeypatch.setattr(imports, "_extras_of_distributions", lambda: {"surely-not-installed-dist": "scar",
+                                                                       "pip": "scar"})
+    assert main(["env", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["components"]
+    assert list(status) == [c.name for c in components()]
+    assert status["scar"] == {"extras": ["scar", "plots"], "missing": ["surely-not-installed-dist"]}
+    assert status["core"]["missing"] == []
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^scar\s+missing surely-not-installed-dist: pip install 'hf-ext\[scar,plots\]'$", out, re.M)
+    assert re.search(r"^tfree\s+ready$", out, re.M)
+
+
 def test_env_reports_missing_package(monkeypatch, capsys):
     from hf_ext import cli
 

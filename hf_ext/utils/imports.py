@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
-__all__ = ["DISTRIBUTIONS", "extra_for", "lazy_exports", "require"]
+__all__ = ["DISTRIBUTIONS", "extra_for", "lazy_exports", "missing_from_extra", "require"]
 
 #: Import name -> distribution name, where they differ (pip treats ``_`` and ``-`` alike).
 DISTRIBUTIONS: dict[str, str] = {
@@ -106,6 +106,26 @@ def _extras_of_distributions() -> dict[str, str]:
 
 def _normalise(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def missing_from_extra(extra: str) -> list[str]:
+    """The distributions of the hf-ext extra ``extra`` that are not installed (from the installed hf-ext metadata).
+
+    Example:
+        >>> missing_from_extra("no-such-extra")
+        []
+    """
+    import importlib.metadata
+
+    missing = []
+    for distribution, its_extra in _extras_of_distributions().items():
+        if its_extra != extra:
+            continue
+        try:
+            importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(distribution)
+    return missing
 
 
 def extra_for(module: str) -> tuple[str | None, str]:
