@@ -72,9 +72,9 @@ def lazy_exports(
 
     def __getattr__(name: str) -> Any:
         if name in where:
-            value = getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+            value = getattr(_import(f"{package}.{where[name]}", name), name)
         elif name in public_submodules:
-            value = importlib.import_module(f"{package}.{name}")
+            value = _import(f"{package}.{name}", name)
         else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         setattr(sys.modules[package], name, value)
@@ -84,6 +84,20 @@ def lazy_exports(
         return sorted(set(vars(sys.modules[package])) | set(names_all))
 
     return __getattr__, __dir__, names_all
+
+
+def _import(module: str, name: str) -> ModuleType:
+    """Import ``module`` for the public name ``name``; a missing third-party package names its hf-ext extra."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        missing = err.name or ""
+        if not missing or missing.split(".")[0] == module.split(".")[0]:
+            raise  # a module of the package itself: a bug, not a missing extra
+        extra, distribution = extra_for(missing)
+        hint = f"pip install 'hf-ext[{extra}]'" if extra else f"pip install {distribution}"
+        raise ModuleNotFoundError(f"{module.rpartition('.')[0]}.{name} needs {missing!r}, which is not installed: "
+                                  f"{hint}", name=missing) from err
 
 
 @functools.lru_cache(maxsize=1)

@@ -30,6 +30,18 @@ def test_lazy_exports_resolve_cache_and_list(monkeypatch):
         lazy_exports("p", {"x": ["a"], "y": ["a"]})
 
 
+def test_lazy_name_whose_dependency_is_missing_names_the_extra(monkeypatch):
+    """A public name whose submodule imports a missing package (diffusers here, hidden) says which extra to install."""
+    import hf_ext.diffusion.sld  # noqa: F401
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # `import diffusers` now raises ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "hf_ext.diffusion.sld.pipeline_sld", raising=False)
+    getattr_, _, _ = lazy_exports("hf_ext.diffusion.sld", {"pipeline_sld": ["SafeLatentDiffusionPipeline"]})
+    with pytest.raises(ModuleNotFoundError, match=r"hf_ext.diffusion.sld.SafeLatentDiffusionPipeline needs "
+                                                  r"'diffusers', which is not installed: pip install 'hf-ext\[diffusion\]'"):
+        getattr_("SafeLatentDiffusionPipeline")
+
+
 def test_packages_use_the_helper_not_hand_written_getattr():
     hand_written = [str(p.relative_to(HF_EXT)) for p in HF_EXT.rglob("__init__.py")
                     if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
