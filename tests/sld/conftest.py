@@ -10,9 +10,18 @@ import torch
 
 from hf_ext.testing import tiny_sd_components, tiny_sdxl_components
 
-# the 198-token default concept is truncated by the 16-token tiny tokenizer: expected, keep the logs quiet
-logging.getLogger("diffusers").setLevel(logging.ERROR)
-logging.getLogger("transformers").setLevel(logging.ERROR)
+
+@pytest.fixture(autouse=True)
+def _quiet_truncation_warnings():
+    """The 198-token default concept is truncated by the 16-token tiny tokenizer: expected, keep the logs quiet (for
+    the SLD tests only: transformers' level also silences hf_ext's loggers and progress bars)."""
+    loggers = [logging.getLogger("diffusers"), logging.getLogger("transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
