@@ -2,7 +2,7 @@
 
 Examples:
     hf-ext scar train --out runs/scar-toy                       # toy LM + generated concept corpus, offline
-    accelerate launch -m hf_ext scar train-activations --synthetic 512 --n-inputs 16 --out runs/scar-acc
+    torchrun --nproc_per_node 2 -m hf_ext scar train-activations --synthetic 512 --n-inputs 16 --fsdp --out runs/scar
     hf-ext scar train --model gpt2 --data data.csv --layer 6 --concepts toxicity --out runs/scar-gpt2
     hf-ext scar detect --adapter runs/scar-toy --text "the hate and the war ." --text "the cat and the sun ."
     hf-ext scar generate --adapter runs/scar-toy --prompt "the cat and the" --strength 40 --op replace
@@ -49,7 +49,8 @@ def add_commands(actions) -> None:
                         description="Train on a saved activation dataset (or synthetic activations); run it under "
                                     "accelerate launch -m hf_ext scar train-activations … for several processes.")
     source = a.add_mutually_exclusive_group(required=True)
-    source.add_argument("--activations", help="a dataset folder saved with build_activation_dataset(...).save_to_disk")
+    source.add_argument("--activations", help="an activation store folder (build_activation_dataset(..., output_dir=...)) "
+                                              "or a dataset saved with build_activation_dataset(...).save_to_disk")
     source.add_argument("--synthetic", type=int, help="train on this many seeded synthetic tokens (a smoke test)")
     cli.add_common_options(a, seed=0, out=cli.REQUIRED, out_help="the adapter and losses.json (written by the main process)",
                            json=True, progress=True)
@@ -66,6 +67,8 @@ def add_commands(actions) -> None:
     a.add_argument("--pos-grad-scale", type=float, default=1.0,
                    help="weight of positive tokens in the concept loss (default: %(default)s)")
     a.add_argument("--bce-weight", type=float, default=1.0, help="weight of the concept loss (default: %(default)s)")
+    a.add_argument("--fsdp", action="store_true", help="shard the adapter with FSDP2 (implied by an Accelerate FSDP2 "
+                                                       "config)")
 
     d = cli.add_command(actions, "detect", _cmd_detect, help="per-sequence concept probabilities of texts",
                         description="Print sigma(z_c) per text (mean over tokens) for every concept of the adapter (JSON).")
@@ -185,15 +188,22 @@ def _cmd_train_activations(args: argparse.Namespace) -> int:
 
     import torch
 
+    from hf_ext.core.sharding import sharding_report, unsharded_copy
     from hf_ext.scar import ScarAdapter, ScarConfig
     from hf_ext.scar.training import accelerate_train, synthetic_activations
 
     torch.use_deterministic_algorithms(True, warn_only=True)
     if args.activations:
-        from datasets import load_from_disk
+        from hf_ext.scar.activation_store import ActivationStore, is_activation_store
 
-        ds = load_from_disk(args.activations).with_format("torch")
-        n_inputs = len(ds[0]["activations"])
+        if is_activation_store(args.activations):
+            ds = ActivationStore(args.activations)
+            n_inputs = ds.n_inputs
+        else:
+            from datasets import load_from_disk
+
+            ds = load_from_disk(args.activations).with_format("torch")
+            n_inputs = len(ds[0]["activations"])
     else:
         n_inputs = args.n_inputs
         ds = synthetic_activations(args.synthetic, n_inputs, len(args.concepts), seed=args.seed)
@@ -201,11 +211,13 @@ def _cmd_train_activations(args: argparse.Namespace) -> int:
                      concepts=args.concepts, pos_grad_scale=args.pos_grad_scale, bce_weight=args.bce_weight)
     adapter = ScarAdapter(cfg, seed=args.seed)
     losses = accelerate_train(adapter, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, fsdp=args.fsdp)
+    report = sharding_report(adapter)
+    plain = unsharded_copy(adapter)  # a collective when sharded: every process takes part
     if int(os.environ.get("RANK", "0")) == 0:
         out = Path(args.out)
-        adapter.save_pretrained(out, card=False)
-        result = {"losses": losses, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+        plain.save_pretrained(out, card=False)
+        result = {"losses": losses, "sharding": report, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
         (out / "losses.json").write_text(json.dumps(result))
         summary = f"trained {len(losses)} steps, final loss {losses[-1]:.4f}" if losses else "no steps"
         cli.print_result(result, f"{summary}; wrote {out}", as_json=args.json)

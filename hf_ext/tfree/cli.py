@@ -42,13 +42,16 @@ def add_commands(actions) -> None:
     t.add_argument("--pos-weight", type=float, default=10.0,
                    help="weight of the active rows in the sparse BCE loss (default: %(default)s)")
     t.add_argument("--steps", type=int, default=200, help="optimiser steps (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=8, help="documents per step (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=8,
+                   help="global batch in windows, split across processes (default: %(default)s)")
     t.add_argument("--max-words", type=int, default=32, help="words per training sequence (default: %(default)s)")
     t.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: %(default)s)")
     t.add_argument("--max-docs", type=int, default=40, help="documents of the default corpus")
     t.add_argument("--plot", action="store_true", help="also write loss.png, the loss curve, into --out")
     t.add_argument("--png", default=None, metavar="PATH",
                    help="deprecated (removed in hf-ext 0.3): write the loss curve to PATH; use --plot")
+    t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (torchrun; implied by an Accelerate FSDP2 "
+                                                       "config)")
 
     g = cli.add_command(actions, "generate", _cmd_generate, help="generate text with a saved T-FREE model",
                         description="Load a T-FREE folder (hf-ext tfree train --out …) and continue --prompt.")
@@ -106,29 +109,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
             tok.add_words(w for w in tok.tokenize(text))
         model.set_decode_dictionary(tok)
         accelerator = None
-        if cli.resolve_device(args.device) == "cpu":
+        if args.device != "auto" and cli.resolve_device(args.device) == "cpu":  # CPU forced (default: CUDA if any)
             from accelerate import Accelerator
 
             accelerator = Accelerator(cpu=True)
         losses = train_tfree(model, tok, texts, steps=args.steps, batch_size=args.batch_size, max_words=args.max_words,
-                             lr=args.lr, seed=args.seed, progress=not args.no_progress, accelerator=accelerator)
+                             lr=args.lr, seed=args.seed, progress=not args.no_progress, accelerator=accelerator,
+                             fsdp=args.fsdp)
     except ValueError as err:
         logger.error("%s", err)
         return 1
-    out = Path(args.out)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    (out / "train_losses.json").write_text(json.dumps(losses))
-    if args.png or args.plot:
-        from hf_ext.tfree.training import plot_losses
+    import torch
+    from accelerate import PartialState
 
-        if args.png:
-            warn_deprecated("--png PATH", "--plot (writes loss.png into --out)", category=FutureWarning)
-        plot_losses(losses, args.png or out / "loss.png")
-    cli.print_result({"out": str(out), "steps": args.steps, "documents": len(texts), "losses": losses,
-                      "dictionary_size": model.dictionary_size},
-                     f"trained {args.steps} steps on {len(texts)} documents: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-                     f"saved to {out} (dictionary: {model.dictionary_size} words)", as_json=args.json)
+    from hf_ext.core.sharding import sharding_report, unsharded_copy
+
+    state, report = PartialState(cpu=not torch.cuda.is_available()), sharding_report(model)
+    plain = unsharded_copy(model)  # a collective when sharded: every process takes part
+    if state.is_main_process:
+        out = Path(args.out)
+        plain.save_pretrained(out)
+        tok.save_pretrained(out)
+        (out / "train_losses.json").write_text(json.dumps(losses))
+        result = {"losses": losses, "world_size": state.num_processes, "sharding": report}
+        (out / "losses.json").write_text(json.dumps(result))
+        if args.png or args.plot:
+            from hf_ext.tfree.training import plot_losses
+
+            if args.png:
+                warn_deprecated("--png PATH", "--plot (writes loss.png into --out)", category=FutureWarning)
+            plot_losses(losses, args.png or out / "loss.png")
+        cli.print_result({**result, "out": str(out), "documents": len(texts), "dictionary_size": plain.dictionary_size},
+                         f"trained {args.steps} steps on {len(texts)} documents, {state.num_processes} process(es)"
+                         f"{' (FSDP2)' if report['sharded'] else ''}: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+                         f"saved to {out} (dictionary: {plain.dictionary_size} words)", as_json=args.json)
+    state.wait_for_everyone()
     return 0
 
 

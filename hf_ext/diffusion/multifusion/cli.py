@@ -69,6 +69,8 @@ def add_commands(actions) -> None:
     t.add_argument("--checkpoint-every", type=int, default=None, help="save a checkpoint every N steps (default: off)")
     t.add_argument("--resume-from", default=None, help="checkpoint folder to resume from")
     t.add_argument("--save-pipeline", action="store_true", help="also save the whole tuned pipeline to OUT/pipeline")
+    t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (torchrun; implied by an Accelerate FSDP2 "
+                                                       "config)")
 
     e = cli.add_command(actions, "eval", _cmd_eval, help="MCC-250-style compositional evaluation with zero-shot CLIP",
                         description="Generate one image per MCC-style prompt and mode, score it with zero-shot CLIP from "
@@ -111,7 +113,6 @@ def _parse_items(items):
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-
     import torch
 
     try:
@@ -141,6 +142,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from accelerate import Accelerator
 
+    from hf_ext.core.sharding import sharding_report, unsharded_copy
     from hf_ext.diffusion.multifusion.training import (
         SENTENCE_PAIRS,
         FusionConfig,
@@ -156,23 +158,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.stage == "semantic":
             res = train_semantic(pipe.interleaved_encoder(), SENTENCE_PAIRS, SemanticConfig(steps=args.steps, batch_size=args.batch_size,
                                                                                    lr=args.lr, seed=args.seed),
-                                 accelerator=acc, progress=not args.no_progress)
+                                 accelerator=acc, progress=not args.no_progress, fsdp=args.fsdp)
         else:
             cfg = FusionConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, p_image=args.p_image,
                                p_uncond=args.p_uncond, seed=args.seed, checkpoint_every=args.checkpoint_every)
             res = train_fusion(pipe, ShapesDataset(args.num_samples, seed=args.seed), cfg, accelerator=acc,
-                               output_dir=out, resume_from=args.resume_from, progress=not args.no_progress)
+                               output_dir=out, resume_from=args.resume_from, progress=not args.no_progress,
+                               fsdp=args.fsdp)
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 1
+    trained = ["encoder"] if args.stage == "semantic" else ["unet", "projection"]
+    report = {name: sharding_report(getattr(pipe, name)) for name in trained if getattr(pipe, name) is not None}
+    if args.save_pipeline or args.stage == "semantic":
+        # sharded modules are gathered into plain copies (a collective: every process takes part)
+        plain = {name: unsharded_copy(getattr(pipe, name)) for name in report}
+        if acc.is_main_process:
+            pipe.register_modules(**plain)
+            pipe.save_pretrained(out / "pipeline")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        if args.save_pipeline or args.stage == "semantic":
-            pipe.save_pretrained(out / "pipeline")
-        result = {"losses": res.losses, "trainable": len(res.trainable), "processes": acc.num_processes}
+        result = {"losses": res.losses, "trainable": len(res.trainable), "processes": acc.num_processes,
+                  "world_size": acc.num_processes, "sharding": report}
         (out / "losses.json").write_text(json.dumps(result), encoding="utf-8")
-        cli.print_result(result, f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es), loss "
-                                 f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f}; wrote {out}", as_json=args.json)
+        sharded = any(r["sharded"] for r in report.values())
+        cli.print_result(result, f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es)"
+                                 f"{' (FSDP2)' if sharded else ''}, loss {res.losses[0]:.4f} -> {res.losses[-1]:.4f}; "
+                                 f"wrote {out}", as_json=args.json)
     acc.wait_for_everyone()
     return 0
 
