@@ -30,7 +30,7 @@ from typing import TextIO
 
 from hf_ext.utils.cli import add_common_options, print_result, resolve_device
 from hf_ext.utils.logging import get_logger
-from hf_ext.utils.progress import progress_bar, progress_enabled
+from hf_ext.utils.progress import library_progress_bars, progress_bar, progress_enabled
 
 from .registry import (
     DEFAULT_BUDGET_S,
@@ -233,6 +233,21 @@ def run_tour(
     run_dir = _new_run_dir(Path(out) if out is not None else DEFAULT_OUT)
     run = TourRun(run_dir=run_dir, report_path=run_dir / "report.md")
     progress = progress_enabled(progress)
+    with library_progress_bars(progress):
+        _run_steps(run, selected, full=full, seed=seed, model=model, device=device, progress=progress,
+                   budget_s=budget_s)
+    run.table = format_table(run.records)
+    options = {"steps": [s.name for s in selected], "full": full, "seed": seed, "model": model, "device": device,
+               "budget_s": budget_s}
+    write_report(run, options=options)
+    print(run.table, file=stream)
+    print(f"\nreport: {run.report_path}", file=stream, flush=True)
+    return run
+
+
+def _run_steps(run: TourRun, selected: list[TourStep], *, full: bool, seed: int, model: str | None, device: str,
+               progress: bool, budget_s: float) -> None:
+    run_dir = run.run_dir
     bar = progress_bar(selected, enabled=progress, desc="tour", unit="step")
     for step in bar:
         bar.set_postfix_str(f"{step.name} ({step.component})")
@@ -256,13 +271,6 @@ def run_tour(
         if over:
             logger.warning("tour step %s took %.1f s, over its %g s budget", step.name, seconds, budget_s)
         run.records.append(StepRecord(step=step, result=result, seconds=seconds, over_budget=over, traceback=tb))
-    run.table = format_table(run.records)
-    options = {"steps": [s.name for s in selected], "full": full, "seed": seed, "model": model, "device": device,
-               "budget_s": budget_s}
-    write_report(run, options=options)
-    print(run.table, file=stream)
-    print(f"\nreport: {run.report_path}", file=stream, flush=True)
-    return run
 
 
 # ----------------------------------------------------------------------------------------------- CLI

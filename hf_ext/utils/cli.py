@@ -183,9 +183,13 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command's handler and return its exit code: the CLI's one error boundary.
 
     Every command goes through here (``hf-ext``, ``python -m hf_ext``, and the older module entry points), so this
-    is where user errors are to become one-line messages with exit code 2 (issue 19).
+    is where user errors are to become one-line messages with exit code 2 (issue 19). With ``--no-progress`` the
+    libraries' own progress bars are hidden too (:func:`hf_ext.utils.progress.library_progress_bars`).
     """
-    return int(args.func(args) or 0)
+    from .progress import library_progress_bars
+
+    with library_progress_bars(not getattr(args, "no_progress", False)):
+        return int(args.func(args) or 0)
 
 
 def exit_code(exit_: SystemExit) -> int:

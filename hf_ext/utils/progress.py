@@ -13,14 +13,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .logging import transformers_verbosity
 
-__all__ = ["progress_bar", "progress_enabled"]
+__all__ = ["library_progress_bars", "progress_bar", "progress_enabled"]
+
+# (module, is enabled, enable, disable) of the libraries whose own bars --no-progress hides
+_LIBRARY_BARS = (
+    ("transformers.utils.logging", "is_progress_bar_enabled", "enable_progress_bar", "disable_progress_bar"),
+    ("datasets.utils.logging", "is_progress_bar_enabled", "enable_progress_bar", "disable_progress_bar"),
+    ("huggingface_hub.utils", None, "enable_progress_bars", "disable_progress_bars"),
+)
 
 
 def progress_enabled(requested: bool = True) -> bool:
@@ -47,3 +56,33 @@ def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **tq
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=not progress_enabled(enabled), **tqdm_kwargs)
+
+
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool) -> Iterator[None]:
+    """Within the block, transformers', datasets' and huggingface_hub's own progress bars (weight loading, ``map``,
+    downloads) are hidden unless ``enabled``; their previous settings are restored afterwards. ``hf-ext --no-progress``
+    runs its command inside this.
+
+    Example:
+        >>> with library_progress_bars(False):  # doctest: +SKIP
+        ...     model = AutoModelForCausalLM.from_pretrained("gpt2")  # no "Loading weights" bar
+    """
+    if enabled:
+        yield
+        return
+    restore = []
+    for module_name, is_enabled, enable, disable in _LIBRARY_BARS:
+        module = importlib.import_module(module_name)
+        if is_enabled is None:  # huggingface_hub: are_progress_bars_disabled()
+            was_enabled = not module.are_progress_bars_disabled()
+        else:
+            was_enabled = getattr(module, is_enabled)()
+        getattr(module, disable)()
+        if was_enabled:
+            restore.append(getattr(module, enable))
+    try:
+        yield
+    finally:
+        for enable_again in restore:
+            enable_again()

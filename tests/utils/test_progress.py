@@ -40,3 +40,21 @@ def test_progress_follows_the_flag_and_transformers(restore_transformers):
 def test_disable_is_not_accepted():
     with pytest.raises(TypeError, match="enabled="):
         progress_bar(range(3), disable=True)
+
+
+def test_library_bars_are_hidden_within_the_block_and_restored(restore_transformers):
+    from datasets.utils import logging as ds_logging
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    from hf_ext.utils.progress import library_progress_bars
+
+    hf_logging.enable_progress_bar()
+    ds_logging.enable_progress_bar()
+    with library_progress_bars(True):  # --no-progress not given: nothing changes
+        assert hf_logging.is_progress_bar_enabled() and ds_logging.is_progress_bar_enabled()
+    hub_before = are_progress_bars_disabled()
+    with library_progress_bars(False):
+        assert not hf_logging.is_progress_bar_enabled() and not ds_logging.is_progress_bar_enabled()
+        assert are_progress_bars_disabled()
+    assert hf_logging.is_progress_bar_enabled() and ds_logging.is_progress_bar_enabled()
+    assert are_progress_bars_disabled() == hub_before
