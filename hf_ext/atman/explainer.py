@@ -255,6 +255,7 @@ class AtManExplainer:
         # layers, and sequences no longer than a sliding window (a packed row's masks are ours, not the model's).
         self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
         self._pack_how = pack if isinstance(pack, str) else None
+        self._packing_checked = False
         self._window = _sliding_window(self.anatomy.text_config)
         impl = getattr(self.anatomy.text_config, "_attn_implementation", None) or "eager"
         if impl not in ("sdpa", "eager"):
@@ -496,9 +497,7 @@ class AtManExplainer:
 
     def score_weights(self, prep: _Prepared, weights: torch.Tensor, *, desc: str = "AtMan") -> torch.Tensor:
         """Per-token target CE ``[C, T]`` under each row of ``weights`` ``[C, L]`` (batched, prefix-reused)."""
-        from tqdm.auto import tqdm
-
-        L, T = prep.length, prep.target_ids.numel()
+        L = prep.length
         C = weights.shape[0]
         starts = []
         for w in weights:
@@ -511,8 +510,38 @@ class AtManExplainer:
         order = sorted(range(C), key=lambda c: -starts[c])
         ce = prep.base_ce.unsqueeze(0).repeat(C, 1)
         todo = [c for c in order if starts[c] < L]
+        device = prep.attention_mask.device
         if self.packing_for(L) and todo:
-            return self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.to(prep.attention_mask.device), desc)
+            try:
+                packed = self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.clone().to(device), desc)
+            except (RuntimeError, ValueError) as err:
+                if self._packing_checked:
+                    raise
+                logger.info("AtMan: packing fails on %s (%s: %s); not packing", self.anatomy.family,
+                            type(err).__name__, err)
+                self.pack = False
+                return self._score_unpacked(prep, weights, starts, todo, ce, desc)
+            if self._packing_checked:
+                return packed
+            # The packed path reuses the model's cache and calls its attention per segment: exact for ordinary
+            # attention, not for every family (latent-KV caches, differential or gated attention …). Its first
+            # result is checked once against one plain forward; on disagreement this explainer stops packing.
+            probe = todo[:1]
+            plain = self._score_unpacked(prep, weights, starts, probe, ce.clone(), desc)
+            if torch.allclose(packed[probe].float(), plain[probe].float(), rtol=1e-4, atol=1e-5):
+                self._packing_checked = True
+                return packed
+            logger.info("AtMan: packed perturbations disagree with a plain forward on %s (%s); not packing",
+                        self.anatomy.family, type(self.model).__name__)
+            self.pack = False
+        return self._score_unpacked(prep, weights, starts, todo, ce, desc)
+
+    def _score_unpacked(self, prep: _Prepared, weights: torch.Tensor, starts: list[int], todo: list[int],
+                        ce: torch.Tensor, desc: str) -> torch.Tensor:
+        """Fill ``ce`` ``[C, T]`` for the perturbations ``todo`` (latest start first), one per row, prefix-reused."""
+        from tqdm.auto import tqdm
+
+        L, T = prep.length, prep.target_ids.numel()
         batches = [todo[i : i + self.max_batch_size] for i in range(0, len(todo), self.max_batch_size)]
         device = prep.attention_mask.device
         mode = _CORE_MODE[self.mode]

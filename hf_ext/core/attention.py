@@ -137,6 +137,11 @@ class _Prepared:
     bias: torch.Tensor | None
 
 
+# Controlled attention modules whose forward has started but not yet dispatched through the registered function
+# (per attention_controls block, in its context): a module still pending when its forward returns computed its
+# attention some other way, and the weights would silently not apply.
+_PENDING: contextvars.ContextVar[set | None] = contextvars.ContextVar("hf_ext_attention_pending", default=None)
+
 # One entry per context: layers of the same forward see the same mask object and the same controls.
 _PREPARED: contextvars.ContextVar[_Prepared | None] = contextvars.ContextVar("hf_ext_attention_prepared", default=None)
 
@@ -190,6 +195,9 @@ def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
 
 
 def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
+    pending = _PENDING.get()
+    if pending:
+        pending.discard(id(module))
     base_fn = _base_function(module, _hf_ext_base)
     plan = _SEGMENT_PLAN.get()
     if plan is not None and plan.applies_to(module):
@@ -369,12 +377,38 @@ def attention_controls(
     configs = _configs_to_switch(model, anatomy, [anatomy.attentions[i] for i in selected])
     _acquire(configs)
     token = _CONTROLS.set(_CONTROLS.get() + (control,))
+    pending: set = set()
+    pending_token = _PENDING.set(pending)
+    handles = []
+    for i in selected:
+        handles += _dispatch_guard(model, anatomy, anatomy.attentions[i], i, pending)
     try:
         yield control
     finally:
+        for handle in handles:
+            handle.remove()
+        _PENDING.reset(pending_token)
         _CONTROLS.reset(token)
         _PREPARED.set(None)
         _release(configs)
+
+
+def _dispatch_guard(model: nn.Module, anatomy, module: nn.Module, index: int, pending: set) -> list:
+    """Hooks that raise if ``module`` (a controlled attention) returns without calling the registered function."""
+
+    def before(mod, args):
+        if _PENDING.get() is pending:
+            pending.add(id(mod))
+
+    def after(mod, args, out):
+        if _PENDING.get() is pending and id(mod) in pending:
+            pending.discard(id(mod))
+            raise NotImplementedError(
+                f"attention controls cannot act on {anatomy.family!r} ({type(model).__name__}): decoder layer {index}'s "
+                f"{type(mod).__name__} computes its attention without transformers' AttentionInterface, so per-key "
+                "weights would be silently ignored; choose other layers with layers=[...]")
+
+    return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
 
 
 # --------------------------------------------------------------------------------------------------------------
