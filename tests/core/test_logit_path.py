@@ -71,3 +71,24 @@ def test_sensitivity_scan_nll_with_and_without_prefix_cache(case):
             logits = model(torch.tensor([p + c])).logits[0, len(p) - 1:len(p) - 1 + len(c)]
             nlls.append(F.cross_entropy(logits.float(), torch.tensor(c), reduction="none"))
     assert row["nll"] == pytest.approx(float(torch.cat(nlls).mean()), rel=1e-4)
+
+
+@torch.no_grad()
+def test_run_layers_refuses_a_decoder_that_carries_extra_state():
+    """The probe catches a decoder whose layer 1 does not read layer 0's output (here: a pre-hook adds 1)."""
+    from hf_ext.testing import tiny_causal_lm
+
+    model = tiny_causal_lm("llama")
+    ids = torch.tensor([[1, 5, 6, 7]])
+    full = model(ids, output_hidden_states=True)
+    handle = model.model.layers[1].register_forward_pre_hook(lambda m, args: (args[0] + 1.0, *args[1:]))
+    try:
+        with pytest.raises(ValueError, match=r"cannot resume 'llama' \(LlamaForCausalLM\) from hidden states: .*layer 1"):
+            run_layers(model, full.hidden_states[1], 1, return_logits=True)
+    finally:
+        handle.remove()
+    # a fresh model object is probed afresh; the stand-ins are gone after each call
+    model = tiny_causal_lm("llama")
+    run_layers(model, full.hidden_states[1], 1, return_logits=True)
+    assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.model.layers)
+    torch.testing.assert_close(model(ids).logits, full.logits)
