@@ -58,7 +58,13 @@ _SIZES: dict[str, int] = {
     # state-space / recurrent
     "state_size": 8, "ssm_state_size": 8, "mamba_d_state": 8, "conv_kernel": 4, "mamba_d_conv": 4,
     "n_groups": 1, "mamba_n_groups": 1, "mamba_ngroups": 1, "chunk_size": 16, "time_step_rank": 8,
-    "lru_width": HIDDEN, "rotary_dim": HEAD_DIM // 2,
+    "lru_width": HIDDEN, "rotary_dim": HEAD_DIM // 2, "mamba_d_ssm": 2 * HIDDEN, "mamba_n_heads": 8,
+    "mamba_num_heads": 8, "mamba_d_head": HEAD_DIM, "mamba_head_dim": HEAD_DIM, "mamba_chunk_size": 16,
+    "linear_head_dim": HEAD_DIM, "linear_num_heads": HEADS, "hidden_size_global": HIDDEN,
+    "encoder_hash_byte_group_vocab": 512, "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16,
+    "moe_hidden_size": HIDDEN // 2, "projector_hidden_size": HIDDEN, "vision_output_dim": HIDDEN,
+    "projector_input_dim": HIDDEN, "projector_output_dim": HIDDEN, "attention_chunk_size": 8,
+    "local_attention_window_len": 8,
     # sparse-attention indexers (DSA)
     "index_n_heads": HEADS, "index_head_dim": HEAD_DIM, "indexer_n_heads": HEADS, "indexer_head_dim": HEAD_DIM,
     "index_num_heads": HEADS,
@@ -127,7 +133,7 @@ def shrink_kwargs(cls, default) -> dict[str, Any]:
     if any(isinstance(_get(default, k), int) for k in _EXPERT_COUNTS if k in fields) and "num_experts_per_tok" in fields:
         kwargs["num_experts_per_tok"] = 2
     # token ids: bos/eos/pad fixed, any other special id moved to the top of the tiny vocabulary
-    if "vocab_size" in fields:
+    if True:
         spare = VOCAB - 1
         for name in fields:
             if not (name.endswith("_token_id") or name.endswith("_token_index") or name.endswith("_id")):
