@@ -251,6 +251,11 @@ class AtManExplainer:
             raise ValueError(f"pack={pack!r} must be True, False, 'segments' or 'mask'")
         self.progress = progress
         self.anatomy = get_anatomy(model)
+        if self.prefix_reuse and any(a is None for a in self.anatomy.attentions):
+            # a state-space / linear-attention layer carries a recurrent state, not per-position keys and values:
+            # the prefix cannot be resumed from an attention cache
+            logger.info("AtMan: %s has decoder layers without attention; prefix reuse is off", self.anatomy.family)
+            self.prefix_reuse = False
         # Packing expresses the manipulation as one additive bias per suffix for every layer: log-additive, all
         # layers, and sequences no longer than a sliding window (a packed row's masks are ours, not the model's).
         self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
@@ -404,9 +409,19 @@ class AtManExplainer:
         # Mask-packed forwards append their keys after the base pass's L positions (at most L more).
         cache = SuffixRecomputeCache(2 * L if self.packing_for(L) == "mask" else L) if self.prefix_reuse else None
         kw = {cache_argument(self.model): cache} if cache is not None else {}
-        with self._unmanipulated(L):
-            out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
-                             use_cache=self.prefix_reuse, logits_to_keep=T)
+        try:
+            with self._unmanipulated(L):
+                out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
+                                 use_cache=self.prefix_reuse, logits_to_keep=T)
+        except (RuntimeError, ValueError, AttributeError, IndexError, TypeError) as err:
+            if cache is None:
+                raise
+            # a family with a cache of its own (sparse-attention indexers, compressed or recurrent states) cannot
+            # write into the suffix-recompute cache: score every perturbation with a full forward instead
+            logger.info("AtMan: %s cannot use the prefix cache (%s: %s); prefix reuse is off", self.anatomy.family,
+                        type(err).__name__, err)
+            self.prefix_reuse, self.pack = False, False
+            return self._base_pass(feed_name, feed, mask, pos, target, extra)
         ce = nn.functional.cross_entropy(out.logits[0, -T:].float(), target, reduction="none")
         if cache is not None and not cache.layers:
             raise ValueError(f"{type(self.model).__name__} did not fill the key/value cache it was given; "

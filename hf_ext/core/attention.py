@@ -348,7 +348,8 @@ def attention_controls(
         mode: ``"log_additive"`` (add ``log w`` to the scores), ``"multiplicative"`` (scale scores shifted by the
             minimum over visible keys) or ``"multiplicative_reference"`` (minimum over all keys, as the AtMan
             reference code; not causal).
-        layers: decoder layer indices to control (negative allowed); ``None`` = all layers.
+        layers: decoder layer indices to control (negative allowed); ``None`` = every layer that has attention
+            (a hybrid's state-space layers have none).
 
     Yields:
         The :class:`AttentionControl` now active in this context. Nested blocks compose (weights multiply).
@@ -367,7 +368,7 @@ def attention_controls(
         raise ValueError(f"mode={mode!r} is not one of {MODES}")
     weights = _as_weights(weights)
     anatomy = get_anatomy(model)
-    selected = anatomy.resolve_layers(layers)
+    selected = anatomy.attention_layers(layers)
     control = AttentionControl(
         weights=weights,
         mode=mode,

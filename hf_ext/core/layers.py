@@ -104,9 +104,11 @@ _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _first(out):
+    """The hidden states a decoder returned (``None`` if it returned something else)."""
     if hasattr(out, "last_hidden_state"):
         return out.last_hidden_state
-    return out[0] if isinstance(out, (tuple, list)) else out
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    return out if isinstance(out, torch.Tensor) else None
 
 
 def _hidden_arg(args, kwargs):
@@ -168,7 +170,7 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
     if reason is None:
         if torch.equal(hidden[-1], previous):
             last = "layer"
-        elif decoder_out and torch.equal(hidden[-1], decoder_out[-1]):
+        elif decoder_out and decoder_out[-1] is not None and torch.equal(hidden[-1], decoder_out[-1]):
             last = "decoder"
     result = (None if reason is None else
               f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from hidden states: {reason}",

@@ -142,7 +142,8 @@ def check_anatomy(model, model_type):
     assert anatomy.family == text.model_type, f"family {anatomy.family!r} != {text.model_type!r}"
     for i, layer in enumerate(anatomy.layers):
         inside = {id(m) for m in layer.modules()}
-        assert id(anatomy.mlp_outputs[i]) in inside, f"layer {i}'s MLP output is not inside layer {i}"
+        if anatomy.mlp_outputs[i] is not None:
+            assert id(anatomy.mlp_outputs[i]) in inside, f"layer {i}'s MLP output is not inside layer {i}"
         if anatomy.attentions[i] is not None:
             assert id(anatomy.attentions[i]) in inside, f"layer {i}'s attention is not inside layer {i}"
 
@@ -170,26 +171,30 @@ def check_attention_controls(model, model_type):
 
     _require_attention(model, model_type)
     T = 7  # within the tiny sliding window: the 4D reference mask is then right for every layer type
-    ids, mask, pos = left_padded(text_ids(2, T, seed=2), [2, 0])
-    real = mask.bool()
-    plain = _forward(model, ids, mask, pos).logits
+    ids = text_ids(2, T, seed=2)
+    plain = _forward(model, ids).logits
     with attention_controls(model, torch.ones(2, T)):
-        ones = _forward(model, ids, mask, pos).logits
-    _close(ones[real], plain[real], "weights of 1 vs the plain model")
+        ones = _forward(model, ids).logits
+    _close(ones, plain, "weights of 1 vs the plain model")
+    # no padding here: a 4D mask replaces the padding mask too, which recurrent layers of hybrids also read
     removed = torch.zeros(2, T, dtype=torch.bool)
     removed[0, 3], removed[1, 2] = True, True
     with attention_controls(model, (~removed).float()):
-        weighted = _forward(model, ids, mask, pos).logits
-    reference = _forward(model, ids, _mask_4d(mask, _dtype(model), removed), pos).logits
-    _close(weighted[real], reference[real], "weight 0 vs removing the key with a 4D mask")
-    assert (weighted[real] - plain[real]).abs().max() > 1e-5, "removing a key changed nothing (vacuous)"
-    # left-padded row 0 equals its unpadded twin (weights shifted with the tokens)
-    single = ids[0:1, 2:]
-    w = torch.ones(1, T - 2)
-    w[0, 1] = 0.0
+        weighted = _forward(model, ids).logits
+    reference = _forward(model, ids, _mask_4d(torch.ones(2, T), _dtype(model), removed)).logits
+    _close(weighted, reference, "weight 0 vs removing the key with a 4D mask")
+    assert (weighted - plain).abs().max() > 1e-5, "removing a key changed nothing (vacuous)"
+    # a left-padded batch: each row equals its unpadded twin (weights shifted with the tokens)
+    padded, mask, pos = left_padded(ids, [2, 0])
+    w = torch.ones(2, T)
+    w[0, 3], w[1, 2] = 0.0, 0.0
     with attention_controls(model, w):
-        alone = _forward(model, single, torch.ones_like(single), torch.arange(T - 2)[None]).logits
-    _close(weighted[0, 2:], alone[0], "left-padded row vs the unpadded row")
+        batch = _forward(model, padded, mask, pos).logits
+    for b, pad in ((0, 2), (1, 0)):
+        single = padded[b:b + 1, pad:]
+        with attention_controls(model, w[b:b + 1, pad:]):
+            alone = _forward(model, single, torch.ones_like(single), torch.arange(T - pad)[None]).logits
+        _close(batch[b, pad:], alone[0], f"left-padded row {b} vs the same row unpadded")
 
 
 @torch.no_grad()
@@ -262,10 +267,13 @@ def check_scar(model, model_type):
 
     ids = text_ids(2, 6, seed=5)
     plain = _forward(model, ids).logits
-    scar = ScarAdapter.for_model(model, layer=-1, concepts=["c"], seed=1)
+    anatomy = get_anatomy(model)
+    # the MLP output (the released checkpoints' site), or the block output where the last layer has no MLP (Mamba)
+    site_name = "mlp" if anatomy.mlp_outputs[-1] is not None else "block"
+    scar = ScarAdapter.for_model(model, layer=-1, site=site_name, concepts=["c"], seed=1)
     scar.latent_bias[0] = 2.0
     scar.attach(model)
-    site = get_anatomy(model).mlp_outputs[scar.config.layer]
+    site = anatomy.mlp_outputs[-1] if site_name == "mlp" else anatomy.layers[-1]
     seen = {"before": [], "after": []}
 
     def first(o):
