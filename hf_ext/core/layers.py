@@ -231,6 +231,9 @@ def run_layers(
         raise ValueError(f"start_layer={start_layer!r} must be an int in [0, {n}] for this {n}-layer model")
     if not (isinstance(end, int) and start_layer <= end <= n):
         raise ValueError(f"end_layer={end_layer!r} must be an int in [start_layer={start_layer}, {n}]")
+    reason, structures, last = _probe(model, anatomy)
+    if reason is not None:
+        raise ValueError(reason)
     if hidden_states.dim() != 3:
         raise ValueError(f"hidden_states must be [batch, seq, hidden], got shape {tuple(hidden_states.shape)}")
     batch, length, _ = hidden_states.shape
@@ -240,11 +243,9 @@ def run_layers(
         raise ValueError(f"input_ids shape {tuple(input_ids.shape)} does not match hidden states {(batch, length)}")
     if return_logits and (end != n or anatomy.lm_head is None):
         raise ValueError("return_logits=True needs end_layer=None (the whole stack) and a model with an LM head")
-    reason, structures, last = _probe(model, anatomy)
-    if reason is None and start_layer == n and last is None:
+    if start_layer == n and last is None:
         reason = (f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from its last hidden states: "
                   "output_hidden_states[-1] is neither the last layer's output nor the decoder's output")
-    if reason is not None:
         raise ValueError(reason)
 
     if position_ids is None:

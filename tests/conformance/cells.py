@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from .catalog import left_padded, text_ids
-from .shrink import EOS
+from .shrink import EOS, TEXT_LOW
 
 ATOL = RTOL = 1e-4
 _HF_EXT_DIR = os.sep + "hf_ext" + os.sep
@@ -75,11 +75,13 @@ def _close(actual, expected, what: str, atol: float = ATOL, rtol: float = RTOL):
     assert torch.allclose(actual, expected, atol=atol, rtol=rtol), f"{what}: max |diff| {diff:.3g}"
 
 
-def _mask_4d(mask2d: torch.Tensor, dtype, removed: torch.Tensor | None = None, bias: torch.Tensor | None = None):
-    """``[B, 1, T, T]`` additive mask: causal ∧ not padding ∧ not ``removed`` keys; ``bias`` ``[B, T]`` added to the
-    visible keys (log of a key weight)."""
+def _mask_4d(mask2d: torch.Tensor, dtype, removed: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+             causal: bool = True):
+    """``[B, 1, T, T]`` additive mask: causal (unless ``causal=False``: a prefix-LM reading text bidirectionally)
+    ∧ not padding ∧ not ``removed`` keys; ``bias`` ``[B, T]`` added to the visible keys (log of a key weight)."""
     T = mask2d.shape[1]
-    visible = torch.ones(T, T, dtype=torch.bool).tril()[None] & mask2d.bool()[:, None, :]
+    order = torch.ones(T, T, dtype=torch.bool)
+    visible = (order.tril() if causal else order)[None] & mask2d.bool()[:, None, :]
     if removed is not None:
         visible = visible & ~removed.bool()[:, None, :]
     low = torch.finfo(dtype).min
@@ -87,6 +89,16 @@ def _mask_4d(mask2d: torch.Tensor, dtype, removed: torch.Tensor | None = None, b
     if bias is not None:
         out = torch.where(visible, out + bias[:, None, :], out)
     return out[:, None].to(dtype)
+
+
+@torch.no_grad()
+def _is_causal(model) -> bool:
+    """Whether position i's logits ignore later tokens (changing the last token moves no earlier logit)."""
+    ids = text_ids(1, 6, seed=11)
+    other = ids.clone()
+    other[0, -1] = TEXT_LOW if int(ids[0, -1]) != TEXT_LOW else TEXT_LOW + 1
+    a, b = _forward(model, ids).logits[0, :-1], _forward(model, other).logits[0, :-1]
+    return bool(torch.allclose(a, b, atol=1e-6, rtol=1e-5))
 
 
 def _text_config(model):
@@ -97,38 +109,15 @@ def _dtype(model):
     return next(model.parameters()).dtype
 
 
-_PROBE_CALLS: list = []
-
-
 def _require_attention(model, model_type: str) -> None:
-    """Not applicable unless some layer dispatches attention through transformers' ``AttentionInterface`` (the
-    only place where a per-key weight can act): counted with a probe function registered here."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    """Not applicable where no decoder layer has an attention module (a state-space / recurrent stack). A layer
+    whose attention hf_ext cannot reach stays applicable: hf_ext must refuse it clearly."""
+    from hf_ext.core.anatomy import get_anatomy
 
-    if "conformance_probe" not in ALL_ATTENTION_FUNCTIONS:
-        def probe(module, *args, **kwargs):
-            _PROBE_CALLS.append(module)
-            return ALL_ATTENTION_FUNCTIONS["sdpa"](module, *args, **kwargs)
-
-        AttentionInterface.register("conformance_probe", probe)
-        AttentionMaskInterface.register("conformance_probe", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    configs = [c for c in {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}.values()
-               if hasattr(c, "_attn_implementation_internal")]
-    saved = [(c, c._attn_implementation_internal) for c in configs]
-    _PROBE_CALLS.clear()
-    try:
-        for c in configs:
-            c._attn_implementation_internal = "conformance_probe"
-        with torch.no_grad():
-            _forward(model, text_ids(1, 4))
-    finally:
-        for c, impl in saved:
-            c._attn_implementation_internal = impl
-    if not _PROBE_CALLS:
-        raise NotApplicable(f"{model_type} has no layer that dispatches attention through transformers' "
-                            "AttentionInterface (no softmax attention to weight)")
+    anatomy = get_anatomy(model)
+    if all(a is None for a in anatomy.attentions):
+        kinds = sorted({type(layer).__name__ for layer in anatomy.layers})
+        raise NotApplicable(f"{model_type} has no attention module in its decoder layers ({', '.join(kinds)})")
 
 
 # ------------------------------------------------------------------------------------------------------- core
@@ -182,7 +171,8 @@ def check_attention_controls(model, model_type):
     removed[0, 3], removed[1, 2] = True, True
     with attention_controls(model, (~removed).float()):
         weighted = _forward(model, ids).logits
-    reference = _forward(model, ids, _mask_4d(torch.ones(2, T), _dtype(model), removed)).logits
+    causal = _is_causal(model)
+    reference = _forward(model, ids, _mask_4d(torch.ones(2, T), _dtype(model), removed, causal=causal)).logits
     _close(weighted, reference, "weight 0 vs removing the key with a 4D mask")
     assert (weighted - plain).abs().max() > 1e-5, "removing a key changed nothing (vacuous)"
     # a left-padded batch: each row equals its unpadded twin (weights shifted with the tokens)
@@ -326,7 +316,8 @@ def check_atman(model, model_type):
         logits = _forward(model, seq, mask4d, pos).logits[0, P - 1:].float()
         return F.cross_entropy(logits, target, reduction="none")
 
-    base = ce(_mask_4d(ones, _dtype(model)))
+    causal = _is_causal(model)
+    base = ce(_mask_4d(ones, _dtype(model), causal=causal))
     for factor in (0.0, 0.3):
         exp = AtManExplainer(model, None, suppression_factor=factor, max_batch_size=2,
                              progress=False).explain_ids(prompt, target)
@@ -338,7 +329,7 @@ def check_atman(model, model_type):
                 removed[0, j] = True
             else:
                 bias[0, j] = torch.log(torch.tensor(factor))
-            naive.append(base - ce(_mask_4d(ones, _dtype(model), removed, bias)))
+            naive.append(base - ce(_mask_4d(ones, _dtype(model), removed, bias, causal=causal)))
         _close(exp.delta, torch.stack(naive), f"AtMan Δ at suppression factor {factor}")
         assert exp.delta.abs().max() > 1e-6, "AtMan Δ is all zero (vacuous)"
 
@@ -386,7 +377,8 @@ def check_multifusion(model, model_type):
     start, end = weighted.item_spans[0][1]
     removed = torch.zeros_like(lay.attention_mask, dtype=torch.bool)
     removed[0, start:end] = True
-    ref = _forward(model, lay.input_ids, _mask_4d(lay.attention_mask, _dtype(model), removed), lay.position_ids,
+    ref = _forward(model, lay.input_ids, _mask_4d(lay.attention_mask, _dtype(model), removed, causal=_is_causal(model)),
+                   lay.position_ids,
                    output_hidden_states=True).hidden_states[-1]
     _close(weighted.hidden_states, ref, "item weight 0 vs removing its keys with a 4D mask")
     assert (weighted.hidden_states - plain.hidden_states).abs().max() > 1e-5, "weight 0 changed nothing"
