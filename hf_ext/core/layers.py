@@ -255,7 +255,9 @@ def run_layers(
             position_ids = torch.arange(length, device=hidden_states.device).unsqueeze(0).expand(batch, -1)
     position_ids = position_ids.to(hidden_states.device)
 
-    runner = model if return_logits else anatomy.decoder
+    # The whole model runs (a bare decoder class may not take inputs_embeds); without logits the decoder's output
+    # is taken by a hook and the head is skipped.
+    runner = model
     accepted = _forward_params(runner)
     kwargs = {"attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
     if input_ids is not None or "inputs_embeds" not in accepted:
@@ -301,13 +303,18 @@ def run_layers(
             stack.enter_context(_removing(anatomy.decoder.register_forward_hook(replace_output)))
         if end == start_layer and end < n:
             return hidden_states
+        if end == n and not return_logits:
+            def take_output(module, args, out):
+                if current_params(token) is not None:
+                    captured["out"] = _first(out)
+                    raise _Stop
+
+            stack.enter_context(_removing(anatomy.decoder.register_forward_hook(take_output)))
         try:
             out = runner(**kwargs)
         except _Stop:
             return captured["out"]
-    if return_logits:
-        return out.logits if hasattr(out, "logits") else out[0]
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return out.logits if hasattr(out, "logits") else out[0]
 
 
 class _removing:

@@ -178,6 +178,7 @@ def teacher_forced_logprobs(
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    check_causal(model)
     kwargs = dict(prompt_mask=prompt_mask, continuation_mask=continuation_mask, return_logits=return_logits,
                   use_position_ids=use_position_ids, grad=grad)
     if batch_size != 1 and padding_exact(model) is False:
@@ -205,6 +206,39 @@ def teacher_forced_logprobs(
     logger.info("%s gives different scores for a left-padded row than for the same row unpadded; scoring one row "
                 "at a time", type(model).__name__)
     return teacher_forced_logprobs(model, prompt_ids, continuation_ids, batch_size=1, **kwargs)
+
+
+# model -> True once its logits were found causal (checked once per model object)
+_CAUSAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def check_causal(model: nn.Module) -> None:
+    """Raise unless the logits at a position ignore later tokens (checked once per model: one tiny forward pair).
+
+    Teacher forcing reads every position's prediction from one forward; a model that attends to later tokens
+    (XLNet's two-stream attention, a bidirectional prefix-LM) would see the token it predicts.
+
+    Raises:
+        ValueError: naming the model type, for a non-causal model.
+    """
+    if _CAUSAL.get(model):
+        return
+    vocab = _vocab_size(model)
+    ids = torch.tensor([[1, 2, 3, 4, 5]]).clamp_max(vocab - 1).to(_model_device(model))
+    other = ids.clone()
+    other[0, -1] = (int(ids[0, -1]) + 1) % vocab
+    kwargs: dict[str, Any] = {"attention_mask": torch.ones_like(ids)}
+    if _forward_accepts(model, "use_cache"):
+        kwargs["use_cache"] = False
+    if _forward_accepts(model, "position_ids"):
+        kwargs["position_ids"] = torch.arange(ids.shape[1], device=ids.device)[None]
+    with torch.no_grad():
+        a, b = (model(input_ids=x, **kwargs).logits[:, :-1].float() for x in (ids, other))
+    if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
+        family = getattr(getattr(model, "config", None), "model_type", None)
+        raise ValueError(f"{family!r} ({type(model).__name__}) is not a causal LM: its logits at a position change "
+                         "with later tokens, so teacher-forced scores would read the token being predicted")
+    _CAUSAL[model] = True
 
 
 # model -> whether a left-padded row scores like the same row unpadded (None: not checked yet)

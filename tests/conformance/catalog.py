@@ -125,6 +125,8 @@ OVERRIDES: dict[str, dict] = {
     # Jamba interleaves one attention layer every 8 (offset 4) and MoE every 2: with 2 layers there would be no
     # attention layer; period 2 keeps one Mamba and one attention layer (and one MoE block)
     "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+    # GPT-Neo expands attention_types ([[["global", "local"], 12]]) to 24 layers; one pair keeps both kinds in 2
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
     # ZAYA's router supports one expert per token only
     "zaya": {"num_experts_per_tok": 1},
 }

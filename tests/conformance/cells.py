@@ -110,12 +110,14 @@ def _dtype(model):
 
 
 def _require_attention(model, model_type: str) -> None:
-    """Not applicable where no decoder layer has an attention module (a state-space / recurrent stack). A layer
-    whose attention hf_ext cannot reach stays applicable: hf_ext must refuse it clearly."""
+    """Not applicable where no module inside the decoder layers is an attention (class name; linear attention
+    aside): a state-space / recurrent stack. An attention hf_ext cannot reach stays applicable: hf_ext must then
+    refuse it clearly."""
     from hf_ext.core.anatomy import get_anatomy
 
     anatomy = get_anatomy(model)
-    if all(a is None for a in anatomy.attentions):
+    names = {type(m).__name__ for layer in anatomy.layers for m in layer.modules()}
+    if not any(("attention" in n.lower() or "attn" in n.lower()) and "linear" not in n.lower() for n in names):
         kinds = sorted({type(layer).__name__ for layer in anatomy.layers})
         raise NotApplicable(f"{model_type} has no attention module in its decoder layers ({', '.join(kinds)})")
 
@@ -172,7 +174,8 @@ def check_attention_controls(model, model_type):
     with attention_controls(model, (~removed).float()):
         weighted = _forward(model, ids).logits
     causal = _is_causal(model)
-    reference = _forward(model, ids, _mask_4d(torch.ones(2, T), _dtype(model), removed, causal=causal)).logits
+    reference = _forward(model, ids, _mask_4d(torch.ones(2, T), _dtype(model), removed, causal=causal),
+                         torch.arange(T)[None].expand(2, -1)).logits
     _close(weighted, reference, "weight 0 vs removing the key with a 4D mask")
     assert (weighted - plain).abs().max() > 1e-5, "removing a key changed nothing (vacuous)"
     # a left-padded batch: each row equals its unpadded twin (weights shifted with the tokens)

@@ -82,7 +82,7 @@ def _layer_type_mix(default_types: list, n: int) -> list:
 
 # Fields set even when the default is ``None`` (``None`` there means "derive from a size we replaced", and some
 # families read them before deriving).
-_ALWAYS = {"head_dim": HEAD_DIM, "n_group": 1, "topk_group": 1}
+_ALWAYS = {"head_dim": HEAD_DIM, "n_group": 1, "topk_group": 1, "num_key_value_heads": KV_HEADS}
 _EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 
 

@@ -42,11 +42,18 @@ def write_results(path, cells: dict, features) -> dict:
 
     from .catalog import all_types, exclusion, model_class_name
 
+    previous = {}
+    if Path(path).exists():  # a partial run (-k …) updates its cells and keeps the others of the same version
+        old = json.loads(Path(path).read_text())
+        if old.get("transformers") == transformers.__version__:
+            previous = old.get("types", {})
     types = {}
     for model_type in all_types():
         reason = exclusion(model_type)
+        merged = dict(previous.get(model_type, {}).get("cells", {}))
+        merged.update(cells.get(model_type, {}))
         types[model_type] = {"class": model_class_name(model_type), "excluded": reason,
-                             "cells": {} if reason else cells.get(model_type, {})}
+                             "cells": {} if reason else merged}
     data = {"transformers": transformers.__version__, "generated": datetime.date.today().isoformat(),
             "features": list(features), "types": types}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -111,5 +118,9 @@ def readme_section(data: dict) -> str:
     return (f"{README_START}\n**{s['all_pass']} of {s['denominator']}** causal-LM and image-text-to-text model types "
             f"of transformers {data['transformers']} pass every hf_ext feature that applies to them (core, SCAR, "
             "AtMan, DTM, T-FREE wrapper, MultiFusion encoder), each checked on a tiny model against an independent "
-            f"reference; see [docs/supported_models.md](docs/supported_models.md) for the type × feature table.\n"
-            f"{README_END}")
+            f"reference; see [docs/supported_models.md](docs/supported_models.md) for the type × feature table.\n\n"
+            "The conformance tier checks it: `pytest tests/conformance -m conformance -n 2 --dist loadgroup` runs the "
+            "core and DTM cells of every type and the other features on a weekly-rotating sample of 20 types "
+            "(`HF_EXT_CONFORMANCE_SEED` pins it) and fails when a cell that passes in `docs/supported_models.json` "
+            "regresses; `python scripts/supported_models.py` runs the full matrix (`--full`) and regenerates the "
+            f"table.\n{README_END}")
