@@ -112,8 +112,11 @@ def _expand_weights(weights: torch.Tensor, batch: int, keys: int, device) -> tor
     return w
 
 
-def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device) -> torch.Tensor:
-    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to."""
+def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device, causal: bool = True) -> torch.Tensor:
+    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to (without a mask: causal, or every key for a
+    module that is not causal, e.g. a prefix-LM's bidirectional prefix)."""
+    if attention_mask is None and not causal:
+        return torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
     if attention_mask is None:
         q_pos = torch.arange(q_len, device=device).view(-1, 1) + (k_len - q_len)
         return (torch.arange(k_len, device=device).view(1, -1) <= q_pos).view(1, 1, q_len, k_len)
@@ -167,15 +170,15 @@ def log_additive_bias(visible: torch.Tensor, log_w: torch.Tensor, dtype: torch.d
 _SEGMENT_PLAN: contextvars.ContextVar = contextvars.ContextVar("hf_ext_segment_plan", default=None)
 
 
-def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
+def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = True) -> _Prepared:
     batch, _, q_len, _ = query.shape
-    shape = (batch, q_len, k_len, query.dtype, query.device)
+    shape = (batch, q_len, k_len, query.dtype, query.device, causal)
     cached = _PREPARED.get()
     if (cached is not None and cached.attention_mask is attention_mask and cached.shape == shape
             and len(cached.controls) == len(controls) and all(a is b for a, b in zip(cached.controls, controls))):
         return cached
     device = query.device
-    visible = _visible_keys(attention_mask, batch, q_len, k_len, device)
+    visible = _visible_keys(attention_mask, batch, q_len, k_len, device, causal)
     log_w = torch.zeros(batch, k_len, device=device)
     mult_w = None
     min_over_all = False
@@ -205,7 +208,9 @@ def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_
     controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
     if not controls:
         return base_fn(module, query, key, value, attention_mask, **kwargs)
-    p = _prepare(controls, attention_mask, query, key.shape[-2])
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    p = _prepare(controls, attention_mask, query, key.shape[-2], bool(causal))
     if p.bias is not None:
         return base_fn(module, query, key, value, p.bias, **kwargs)
     return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,

@@ -110,14 +110,14 @@ def _dtype(model):
 
 
 def _require_attention(model, model_type: str) -> None:
-    """Not applicable where no module inside the decoder layers is an attention (class name; linear attention
-    aside): a state-space / recurrent stack. An attention hf_ext cannot reach stays applicable: hf_ext must then
+    """Not applicable where no module inside the decoder layers is an attention (by class name): a state-space /
+    recurrent stack. An attention hf_ext cannot reach stays applicable: hf_ext must then
     refuse it clearly."""
     from hf_ext.core.anatomy import get_anatomy
 
     anatomy = get_anatomy(model)
     names = {type(m).__name__ for layer in anatomy.layers for m in layer.modules()}
-    if not any(("attention" in n.lower() or "attn" in n.lower()) and "linear" not in n.lower() for n in names):
+    if not any("attention" in n.lower() or "attn" in n.lower() for n in names):
         kinds = sorted({type(layer).__name__ for layer in anatomy.layers})
         raise NotApplicable(f"{model_type} has no attention module in its decoder layers ({', '.join(kinds)})")
 
