@@ -113,4 +113,4 @@ def segment_attention(model: nn.Module, plan: SegmentPlan) -> Iterator[SegmentPl
 def layer_map(model: nn.Module, layers: int | Sequence[int] | None = None) -> dict[int, int]:
     """``{id(attention module): layer index}`` of ``model``'s selected decoder layers (``None``: all)."""
     anatomy = get_anatomy(model)
-    return {id(anatomy.attentions[i]): i for i in anatomy.resolve_layers(layers)}
+    return {id(anatomy.attentions[i]): i for i in anatomy.attention_layers(layers)}

@@ -333,6 +333,9 @@ class ScarAdapter(nn.Module):
             raise ValueError(f"base model mismatch: the adapter's base model has {self.config.base_num_layers} layers, "
                              f"{type(model).__name__} has {n}")
         index = layer % n
+        if self.config.site == "mlp" and anatomy.mlp_outputs[index] is None:
+            raise ValueError(f"decoder layer {index} of {anatomy.family!r} ({type(model).__name__}) has no MLP "
+                             f"({type(anatomy.layers[index]).__name__}); use site='block' for this layer")
         return anatomy.mlp_outputs[index] if self.config.site == "mlp" else anatomy.layers[index]
 
     @property

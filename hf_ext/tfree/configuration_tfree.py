@@ -115,7 +115,11 @@ class TFreeConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self.eos_token_id, self.pad_token_id, self.bos_token_id = eos, pad, bos
         for name, value in (("eos_token_id", eos), ("pad_token_id", pad), ("bos_token_id", bos)):
-            setattr(self.text_config, name, value)
+            if value is not None or getattr(self.text_config, name, None) is not None:
+                try:
+                    setattr(self.text_config, name, value)
+                except (TypeError, ValueError):  # a strict backbone config whose field takes no None (CWM's bos)
+                    setattr(self.text_config, name, 0 if value is None else value)
 
     @property
     def hidden_size(self) -> int:

@@ -433,8 +433,15 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             # left padding: count only real words (every backbone family, every transformers version)
             width = inputs_embeds.shape[1]
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -width:]
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=use_cache, return_dict=True, **backbone_kwargs)
+        try:
+            out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache, return_dict=True, **backbone_kwargs)
+        except (RuntimeError, AttributeError, TypeError, KeyError, IndexError) as err:
+            backbone = self.config.text_config.model_type
+            raise NotImplementedError(
+                f"T-FREE cannot run the {backbone!r} backbone ({type(self.model).__name__}): it feeds the backbone "
+                f"word embeddings as inputs_embeds (with attention_mask/position_ids and a KV cache), and this backbone "
+                f"failed on that: {type(err).__name__}: {err}") from err
         hidden = out.last_hidden_state
         loss = None
         if labels is not None:

@@ -9,6 +9,7 @@ from torch import nn
 from hf_ext.core.anatomy import get_anatomy
 from hf_ext.core.inputs import position_ids_from_mask
 from hf_ext.core.layers import run_layers
+from hf_ext.testing import tiny_causal_lm
 
 # Independent reference: where each family keeps its parts, written down from transformers' modeling files.
 EXPECTED = {
@@ -72,8 +73,27 @@ def test_unknown_module_tree_gets_clear_error():
             super().__init__()
             self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(2, 2)) for _ in range(3)])
 
-    with pytest.raises(ValueError, match="has no attention child"):
+    # layers without attention are allowed (state-space stacks); what is missing next is named
+    with pytest.raises(ValueError, match="NoAttention has no input embeddings"):
         get_anatomy(NoAttention())
+
+
+def test_layers_without_attention_or_mlp_are_none_and_named():
+    """A hybrid stack: layer 0's attention and MLP replaced by a state-space-like block get ``None``."""
+
+    model = tiny_causal_lm("llama")
+    layer = model.model.layers[0]
+    real_attn, real_mlp = layer.self_attn, layer.mlp
+    try:
+        layer.self_attn, layer.mlp = nn.Identity(), None  # an Identity is no attention; no MLP child at all
+        del layer.mlp
+        anatomy = get_anatomy(model)
+        assert anatomy.attentions[0] is None and anatomy.attentions[1] is model.model.layers[1].self_attn
+        assert anatomy.mlp_outputs[0] is None and anatomy.attention_layers() == [1]
+        with pytest.raises(ValueError, match=r"decoder layers \[0\] of 'llama' \(LlamaForCausalLM\) have no attention"):
+            anatomy.attention_layers([0])
+    finally:
+        layer.self_attn, layer.mlp = real_attn, real_mlp
 
 
 def _padded_batch(tokenizer):
