@@ -13,6 +13,7 @@ What differs (transformers 5.x):
 - ``masking_utils.create_causal_mask``: ``input_embeds``/``inputs_embeds``, ``past_key_values``/``cache``,
   and a required ``cache_position`` in earlier releases;
 - composite configs: ``sub_configs_defaults`` with ``SubConfigSpec`` (recent) or a ``sub_configs`` mapping;
+- diffusers: ``from_pretrained(dtype=...)`` (recent) or ``torch_dtype=`` (earlier);
 - the private keyword arguments an ``AutoModel*.from_pretrained`` call adds before it calls a registered
   class's ``from_pretrained`` (``_from_auto``, ``_commit_hash``, ``adapter_kwargs`` …): they describe the load
   of *that* folder and must never reach a second, nested ``from_pretrained``.
@@ -37,6 +38,7 @@ __all__ = [
     "build_causal_mask",
     "cache_argument",
     "cache_field",
+    "diffusers_dtype_kwargs",
     "output_cache",
     "requested_attn_implementation",
     "split_loading_kwargs",
@@ -154,6 +156,23 @@ def sub_config_spec() -> Any:
     except ImportError:
         return None
     return SubConfigSpec
+
+
+# ------------------------------------------------------------------------------------------------ diffusers
+
+
+def diffusers_dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """The keyword a diffusers ``from_pretrained`` takes the dtype by: ``dtype`` (recent; ``torch_dtype`` is deprecated
+    there and warns) or ``torch_dtype`` (earlier releases, which do not read ``dtype``).
+
+    Example:
+        >>> import torch
+        >>> list(diffusers_dtype_kwargs(torch.float16).values())
+        [torch.float16]
+    """
+    from diffusers.pipelines import pipeline_utils
+
+    return {"dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype": dtype}
 
 
 # ------------------------------------------------------------------------------------------------ loading

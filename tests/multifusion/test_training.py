@@ -23,6 +23,7 @@ from hf_ext.diffusion.multifusion.training import (
     train_fusion,
     train_semantic,
 )
+from hf_ext.testing import time_factor
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -116,6 +117,7 @@ def test_fusion_config_validation():
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_equal_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) vs the same global batch in this process."""
     from safetensors.torch import load_file
@@ -127,7 +129,7 @@ def test_two_processes_equal_one_process(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                 str(29500 + os.getpid() % 1000)]
     proc = subprocess.run([*torchrun, "-m", "hf_ext.diffusion.multifusion.cli", *args, "--output-dir",
-                           str(tmp_path / "two")], capture_output=True, text=True, timeout=300, env=env)
+                           str(tmp_path / "two")], capture_output=True, text=True, timeout=300 * time_factor(), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 process(es)" in proc.stdout
     pipe = _pipe()

@@ -15,7 +15,7 @@ import torch
 from hf_ext.core.anatomy import get_anatomy
 from hf_ext.scar import ScarAdapter, build_activation_dataset, train_scar, train_scar_end_to_end
 from hf_ext.scar.toy import concept_corpus
-from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+from hf_ext.testing import time_factor, tiny_causal_lm, tiny_tokenizer
 
 
 def test_activation_cache_matches_manual_hook_per_text():
@@ -73,6 +73,7 @@ def test_trainer_on_cached_activations_and_end_to_end_learn():
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_accelerate_one_vs_two_cpu_processes_give_the_same_adapter(tmp_path):
     from safetensors.torch import load_file
 
@@ -83,12 +84,12 @@ def test_accelerate_one_vs_two_cpu_processes_give_the_same_adapter(tmp_path):
               "--batch-size", "64", "--epochs", "2", "--lr", "1e-2", "--pos-grad-scale", "3", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         timeout=180, env=env)
+                         timeout=180 * time_factor(), env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     port = str(29500 + os.getpid() % 1000)
     two = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, *common,
-                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=240, env=env)
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=240 * time_factor(), env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     meta_one = json.loads((tmp_path / "one" / "losses.json").read_text())
     meta_two = json.loads((tmp_path / "two" / "losses.json").read_text())

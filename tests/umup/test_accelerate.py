@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hf_ext.testing import time_factor
+
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 
 
@@ -31,6 +33,7 @@ def _single_process_reference():
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_equal_one_process(tmp_path):
     from safetensors.torch import load_file
     from transformers.testing_utils import get_torch_dist_unique_port
@@ -38,7 +41,7 @@ def test_two_processes_equal_one_process(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(get_torch_dist_unique_port()), str(SCRIPT), str(tmp_path / "two.safetensors")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600 * time_factor(), cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     two, one = load_file(tmp_path / "two.safetensors"), _single_process_reference()
     assert one.keys() == two.keys()

@@ -164,7 +164,8 @@ class CLIPZeroShotClassifier:
             raise ValueError(f"positive={positive} is not a class index (there are {vecs.shape[0]} classes)")
         self.class_vectors = torch.nn.functional.normalize(vecs.to(device).float(), dim=-1)
         self.positive = positive
-        self.logit_scale = float(self.model.logit_scale.exp()) if logit_scale is None else float(logit_scale)
+        self.logit_scale = (float(self.model.logit_scale.detach().exp()) if logit_scale is None
+                            else float(logit_scale))
 
     def probabilities(self, images: Sequence[Any]):
         """``(N, K)`` class probabilities for a list of PIL images."""
