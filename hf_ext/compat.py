@@ -13,6 +13,8 @@ What differs (transformers 5.x):
 - ``masking_utils.create_causal_mask``: ``input_embeds``/``inputs_embeds``, ``past_key_values``/``cache``,
   and a required ``cache_position`` in earlier releases;
 - composite configs: ``sub_configs_defaults`` with ``SubConfigSpec`` (recent) or a ``sub_configs`` mapping;
+- beam search sized by the scores (recent) or by ``config.get_text_config().vocab_size`` (earlier 5.1x);
+- image processors without torchvision: a PIL fallback in ``AutoImageProcessor`` (recent) or only the named class;
 - diffusers: ``from_pretrained(dtype=...)`` (recent) or ``torch_dtype=`` (earlier);
 - the private keyword arguments an ``AutoModel*.from_pretrained`` call adds before it calls a registered
   class's ``from_pretrained`` (``_from_auto``, ``_commit_hash``, ``adapter_kwargs`` …): they describe the load
@@ -28,8 +30,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -39,6 +42,8 @@ __all__ = [
     "cache_argument",
     "cache_field",
     "diffusers_dtype_kwargs",
+    "generation_vocab_size",
+    "load_image_processor",
     "output_cache",
     "requested_attn_implementation",
     "split_loading_kwargs",
@@ -138,6 +143,62 @@ def build_causal_mask(fn: Callable, config: Any, hidden_states: Any, attention_m
 
         kwargs["cache_position"] = torch.arange(hidden_states.shape[1], device=hidden_states.device)
     return fn(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ generation
+
+
+@contextlib.contextmanager
+def generation_vocab_size(config: Any, size: int) -> Iterator[None]:
+    """Within the block, the text config's ``vocab_size`` is ``size``: the width of the logits the model returns.
+
+    transformers ≤ 5.1x sizes beam search by ``config.get_text_config().vocab_size`` (later releases by the scores
+    themselves), so a model whose logits are not over its backbone's vocabulary (T-FREE: over its decode dictionary)
+    must say so for the duration of ``generate``. Restored on exit.
+
+    Example:
+        >>> from transformers import LlamaConfig
+        >>> cfg = LlamaConfig(vocab_size=128)
+        >>> with generation_vocab_size(cfg, 31):
+        ...     cfg.get_text_config().vocab_size
+        31
+        >>> cfg.vocab_size
+        128
+    """
+    text = config.get_text_config()
+    previous = text.vocab_size
+    text.vocab_size = size
+    try:
+        yield
+    finally:
+        text.vocab_size = previous
+
+
+# ------------------------------------------------------------------------------------------------ processors
+
+
+def load_image_processor(path: Any, **kwargs: Any) -> Any:
+    """``AutoImageProcessor.from_pretrained(path)``, without torchvision on every supported release.
+
+    Recent transformers fall back to the PIL image processors when torchvision is absent; earlier 5.1x releases make
+    the Auto class require torchvision, while the processor class named in the folder's config does not.
+
+    Args:
+        path: a local folder or Hub id with a ``preprocessor_config.json``.
+        **kwargs: forwarded to ``from_pretrained``.
+    """
+    import transformers
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(path, **kwargs)
+    except ImportError:
+        config, _ = transformers.ImageProcessingMixin.get_image_processor_dict(path, **kwargs)
+        name = str(config.get("image_processor_type", "")).removesuffix("Fast")
+        cls = getattr(transformers, name, None)
+        if cls is None:
+            raise
+        return cls.from_pretrained(path, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ configs

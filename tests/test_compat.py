@@ -93,3 +93,18 @@ def test_split_loading_kwargs_and_requested_attn_implementation():
     config = tiny_causal_lm("llama").config
     assert compat.requested_attn_implementation(None) is None
     assert compat.requested_attn_implementation(config) == config._attn_implementation
+
+
+def test_load_image_processor_with_and_without_the_auto_fallback(tmp_path, monkeypatch):
+    import transformers
+
+    name = "CLIPImageProcessorPil" if hasattr(transformers, "CLIPImageProcessorPil") else "CLIPImageProcessor"
+    getattr(transformers, name)(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(tmp_path)
+    assert compat.load_image_processor(tmp_path).crop_size == {"height": 16, "width": 16}
+
+    def needs_torchvision(*args, **kwargs):  # what AutoImageProcessor does on transformers 5.1x without torchvision
+        raise ImportError("AutoImageProcessor requires the Torchvision library")
+
+    monkeypatch.setattr(transformers.AutoImageProcessor, "from_pretrained", needs_torchvision)
+    processor = compat.load_image_processor(tmp_path)
+    assert type(processor).__name__.removesuffix("Fast") == name and processor.crop_size["height"] == 16

@@ -38,7 +38,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..compat import cache_argument, cache_field, output_cache
+from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
 from .configuration_tfree import TFreeConfig
 from .hashing import TrigramHasher
 from .wordsplit import EOT, SPECIAL_WORDS
@@ -491,6 +491,12 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
                 tokenizer.truncate_dictionary(t0)
 
     @torch.no_grad()
+    def generate(self, *args: Any, **kwargs: Any):
+        """``GenerationMixin.generate`` over the decode dictionary (the logits' width; see
+        :func:`hf_ext.compat.generation_vocab_size`)."""
+        with generation_vocab_size(self.config, self.dictionary_size):
+            return super().generate(*args, **kwargs)
+
     def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
                       skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:
         """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.

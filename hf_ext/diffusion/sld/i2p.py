@@ -130,14 +130,16 @@ class CLIPZeroShotClassifier:
                  prompt_embeds: str | Path | None = None, logit_scale: float | None = None,
                  image_processor: Any = None, tokenizer: Any = None, device: str = "cpu", batch_size: int = 16):
         import torch
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel
+
+        from ...compat import load_image_processor
 
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.exists():
                 raise FileNotFoundError(f"CLIP checkpoint {path} not found (a local folder is required)")
             self.model = CLIPModel.from_pretrained(path)
-            image_processor = image_processor or AutoImageProcessor.from_pretrained(path)
+            image_processor = image_processor or load_image_processor(path)
             if prompt_embeds is None:
                 tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         else:
