@@ -105,6 +105,9 @@ def test_load_image_processor_with_and_without_the_auto_fallback(tmp_path, monke
     def needs_torchvision(*args, **kwargs):  # what AutoImageProcessor does on transformers 5.1x without torchvision
         raise ImportError("AutoImageProcessor requires the Torchvision library")
 
-    monkeypatch.setattr(transformers.AutoImageProcessor, "from_pretrained", needs_torchvision)
+    try:
+        monkeypatch.setattr(transformers.AutoImageProcessor, "from_pretrained", needs_torchvision)
+    except ImportError:  # this release's Auto class is the torchvision-only one: the first call took the fallback
+        pass
     processor = compat.load_image_processor(tmp_path)
     assert type(processor).__name__.removesuffix("Fast") == name and processor.crop_size["height"] == 16
