@@ -129,7 +129,9 @@ def run_pytest(python: Path, name: str, expr: str, budget: int, report: Report, 
         report.add(name, time.time() - t0, budget, "no tests", {"passed": 0, "failed": 0, "skipped": 0})
         return
     n = workers if count is None or count >= XDIST_MIN_TESTS else "0"
-    cmd = [str(python), "-m", "pytest", "-m", expr, "-n", n, "-p", "no:cacheprovider",
+    # loadgroup: tests marked xdist_group("multiprocess") share one worker (the others spread as with "load").
+    dist = ["--dist", "loadgroup"] if n != "0" else []
+    cmd = [str(python), "-m", "pytest", "-m", expr, "-n", n, *dist, "-p", "no:cacheprovider",
            f"--junitxml={xml}", "-o", "junit_family=xunit2", *extra]
     _say(f"tier {name} ({count} tests): {' '.join(cmd[1:])}")
     rc = subprocess.call(cmd, cwd=ROOT)
@@ -206,7 +208,7 @@ def version_run(kind: str, venv_python: Path, report: Report, workers: str, keep
         have = _freeze(python)
         _say(f"{kind} versions: " + ", ".join(f"{p}=={have.get(p, '-')}" for p in KEY_PACKAGES))
         xml = where / "junit.xml"
-        cmd = [str(python), "-m", "pytest", "-m", CHECK_EXPR, "-n", workers, "-p", "no:cacheprovider",
+        cmd = [str(python), "-m", "pytest", "-m", CHECK_EXPR, "-n", workers, "--dist", "loadgroup", "-p", "no:cacheprovider",
                f"--junitxml={xml}", "-o", "junit_family=xunit2", "-q"]
         _say(f"{kind}: {' '.join(cmd[1:])}")
         rc = subprocess.call(cmd, cwd=ROOT)
