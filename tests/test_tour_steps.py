@@ -25,7 +25,10 @@ ALLOWED = [
     # transformers notes, when diffusers imports CLIPImageProcessor/SiglipImageProcessor, that torchvision is absent and
     # the PIL image processors are used: an environment notice from a third-party import, not from hf_ext's code
     # (PyPI's Linux torchvision wheels are CUDA builds, so the CPU set-up does not install it).
-    re.compile(r"^\[transformers\] `\w+ImageProcessor` requires torchvision \(not installed\); falling back to "),
+    # (transformers' own "[transformers] …" format, or "WARNING transformers.utils.import_utils: …" once the CLI's
+    # logging handler is installed first)
+    re.compile(r"^(\[transformers\]|WARNING transformers\.utils\.import_utils:) `\w+ImageProcessor` requires "
+               r"torchvision \(not installed\); falling back to "),
 ]
 
 #: What counts as a warning or a log line: Python warnings, logger records, library log prefixes, printed dicts.
