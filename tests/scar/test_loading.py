@@ -117,7 +117,8 @@ def test_every_nested_from_pretrained_that_forwards_kwargs_is_audited():
     here: add it to AUDITED only then."""
     audited = {"modeling_scar.py:_load_base",  # split_loading_kwargs, tested above
                "modeling_scar.py:from_pretrained",  # ScarAdapter.from_pretrained(**hub): download options only
-               "cli.py:load_pipeline"}  # SLD CLI: diffusers_dtype_kwargs(dtype), one dtype keyword
+               "cli.py:load_pipeline",  # SLD CLI: diffusers_dtype_kwargs(dtype), one dtype keyword
+               "compat.py:load_image_processor"}  # the caller's kwargs for the same folder (tests/test_compat.py)
     package = Path(hf_ext.__file__).parent
     found = {call for path in sorted(package.rglob("*.py")) for call in _forwarding_from_pretrained_calls(path)}
     assert found == audited, f"unaudited nested from_pretrained calls forwarding **kwargs: {sorted(found - audited)}"
