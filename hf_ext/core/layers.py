@@ -28,6 +28,7 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
+from ..compat import build_causal_mask
 from .anatomy import get_anatomy
 from .hooks import activate, current_params
 from .inputs import position_ids_from_mask
@@ -52,17 +53,7 @@ def build_layer_masks(decoder_config, hidden_states: torch.Tensor, attention_mas
     from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
     def call(fn):
-        # The signature moved within transformers 5.x (``input_embeds``/``inputs_embeds``,
-        # ``past_key_values``/``cache``, a required ``cache_position`` before 5.2x): pass what this version takes.
-        params = inspect.signature(fn).parameters
-        kwargs = {"config": decoder_config, "attention_mask": attention_mask, "position_ids": position_ids}
-        kwargs["inputs_embeds" if "inputs_embeds" in params else "input_embeds"] = hidden_states
-        for name in ("cache", "past_key_values"):
-            if name in params:
-                kwargs[name] = None
-        if "cache_position" in params:
-            kwargs["cache_position"] = torch.arange(hidden_states.shape[1], device=hidden_states.device)
-        return fn(**kwargs)
+        return build_causal_mask(fn, decoder_config, hidden_states, attention_mask, position_ids)
 
     masks = {"full_attention": call(create_causal_mask)}
     layer_types = getattr(decoder_config, "layer_types", None) or []

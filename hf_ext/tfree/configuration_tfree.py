@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from ..compat import sub_config_spec
 from .hashing import validate_hash_params
 from .wordsplit import EOT, SPECIAL_WORDS
 
@@ -29,10 +30,7 @@ __all__ = ["TFreeConfig", "DECODE_VARIANTS", "EMBEDDING_AGGREGATIONS"]
 DECODE_VARIANTS = ("pos_minus_neg", "pos_only")
 EMBEDDING_AGGREGATIONS = ("sum", "mean")
 
-try:  # transformers ≥ 5.2x: sub-configs are declared with SubConfigSpec
-    from transformers.configuration_utils import SubConfigSpec as _SubConfigSpec
-except ImportError:  # pragma: no cover - older transformers 5.x
-    _SubConfigSpec = None
+_SubConfigSpec = sub_config_spec()  # transformers ≥ 5.2x declares sub-configs with SubConfigSpec (hf_ext.compat)
 
 
 class TFreeConfig(PretrainedConfig):

@@ -38,6 +38,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
 from .configuration_tfree import TFreeConfig
 from .hashing import TrigramHasher
 from .wordsplit import EOT, SPECIAL_WORDS
@@ -55,8 +56,8 @@ def dictionary_fingerprint(words: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-#: transformers ≥ 5.2x calls the KV cache ``cache``; earlier 5.x releases ``past_key_values``.
-_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+#: the output field of the KV cache in this transformers release (see :mod:`hf_ext.compat`).
+_CACHE_FIELD = cache_field()
 
 
 @dataclass
@@ -461,19 +462,14 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             act_logits = self.lm_head(kept)
             if want_scores:
                 logits = self.dictionary_scores(act_logits)
-        new_cache = getattr(out, "cache", None)
-        if new_cache is None:
-            new_cache = getattr(out, "past_key_values", None)
+        new_cache = output_cache(out)
         return TFreeCausalLMOutput(loss=loss, logits=logits,
                                    activation_logits=act_logits if return_activation_logits else None,
                                    hidden_states=getattr(out, "hidden_states", None),
                                    attentions=getattr(out, "attentions", None), **{_CACHE_FIELD: new_cache})
 
     def _backbone_cache_arg(self) -> str:
-        import inspect
-
-        params = inspect.signature(self.model.forward).parameters
-        return "cache" if "cache" in params else "past_key_values"
+        return cache_argument(self.model)
 
     # ------------------------------------------------------------------ text in, text out
     @contextlib.contextmanager
@@ -504,6 +500,12 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
                 tokenizer.truncate_dictionary(t0)
 
     @torch.no_grad()
+    def generate(self, *args: Any, **kwargs: Any):
+        """``GenerationMixin.generate`` over the decode dictionary (the logits' width; see
+        :func:`hf_ext.compat.generation_vocab_size`)."""
+        with generation_vocab_size(self.config, self.dictionary_size):
+            return super().generate(*args, **kwargs)
+
     def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
                       skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:
         """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.

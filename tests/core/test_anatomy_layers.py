@@ -22,7 +22,7 @@ EXPECTED = {
 
 
 def test_anatomy_matches_module_tree(family, causal_lm):
-    path, attn_cls, mlp_cls, norm_cls, head_name, absolute_pos, rotary = EXPECTED[family]
+    path, attn_cls, mlp_cls, norm_cls, _head_name, absolute_pos, rotary = EXPECTED[family]
     anatomy = get_anatomy(causal_lm)
     assert anatomy.family == family
     assert anatomy.layers_path == path
@@ -36,7 +36,9 @@ def test_anatomy_matches_module_tree(family, causal_lm):
         assert [type(m).__name__ for m in anatomy.mlps] == [mlp_cls] * anatomy.num_layers
         assert anatomy.mlp_outputs == anatomy.mlps
     assert type(anatomy.final_norm).__name__ == norm_cls
-    assert anatomy.lm_head is causal_lm.get_submodule(head_name)
+    # The head's attribute name differs across transformers releases (GPT-NeoX: embed_out, later lm_head).
+    assert anatomy.lm_head is causal_lm.get_output_embeddings()
+    assert anatomy.lm_head.out_features == causal_lm.config.vocab_size
     assert anatomy.input_embeddings is causal_lm.get_input_embeddings()
     assert (anatomy.position_embeddings is not None) == absolute_pos
     assert (anatomy.rotary_emb is not None) == rotary
