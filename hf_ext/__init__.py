@@ -8,7 +8,7 @@ them is used.
 Example:
     >>> import hf_ext
     >>> hf_ext.__version__  # doctest: +SKIP
-    '0.1.0'
+    '0.2.0'
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .utils.imports import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __getattr__, __dir__, _PUBLIC = lazy_exports(__name__, {
     "core.anatomy": ["ModelAnatomy", "get_anatomy"],

@@ -11,11 +11,11 @@ the same command line (for ``torchrun -m hf_ext …`` and ``accelerate launch -m
 Example:
     >>> from hf_ext.cli import main
     >>> main(["--version"])  # doctest: +SKIP
-    hf-ext 0.1.0
+    hf-ext 0.2.0
     0
     >>> info = environment_info()  # doctest: +SKIP
     >>> info["versions"]["hf_ext"]  # doctest: +SKIP
-    '0.1.0'
+    '0.2.0'
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .utils.logging import get_logger, set_verbosity
 logger = get_logger(__name__)
 
 #: Groups of hf_ext itself, before the components' groups.
-BUILTIN_COMMAND_MODULES: tuple[str, ...] = ("hf_ext.tour.runner",)
+BUILTIN_COMMAND_MODULES: tuple[str, ...] = ("hf_ext.tour.runner", "hf_ext.reproduce.cli")
 _legacy_modules: list[str] = []
 
 #: Distributions reported by ``hf-ext env`` (distribution name -> label).

@@ -104,6 +104,7 @@ class Component:
     cards: tuple[str, ...] = ()
     extras: tuple[str, ...] = ()
     notebook: str | None = None
+    reproduction: str | None = None
 
 
 _COMPONENTS: dict[str, Component] = {}
@@ -132,6 +133,7 @@ def register_component(
     cards: Iterable[str] = (),
     extras: Iterable[str] = (),
     notebook: str | None = None,
+    reproduction: str | None = None,
 ) -> Component:
     """Register a component (call it at the end of the component package's ``__init__``).
 
@@ -148,6 +150,8 @@ def register_component(
         cards: names of its model-card templates (``model_cards/<card>.md.j2``).
         extras: the ``pip install 'hf-ext[...]'`` extras its optional features need.
         notebook: its notebook file name in ``notebooks/``.
+        reproduction: module with ``run(model, *, quick, progress, **settings) -> Report``, the paper's claims measured
+            on real checkpoints (``hf-ext reproduce <name>``, :mod:`hf_ext.reproduce`).
 
     Returns:
         The :class:`Component`, with absolute module paths.
@@ -169,7 +173,7 @@ def register_component(
     for entry in auto:
         if not isinstance(entry, AutoClasses):
             raise TypeError(f"component {name!r}: auto entries must be AutoClasses, got {type(entry).__name__}")
-    for what, path in (("cli", cli), ("tour", tour)):
+    for what, path in (("cli", cli), ("tour", tour), ("reproduction", reproduction)):
         if path is not None and (not isinstance(path, str) or not _PATH.match(path)):
             raise ValueError(f"component {name!r}: {what}={path!r} is not a module path (e.g. '.cli')")
     component = Component(
@@ -177,6 +181,7 @@ def register_component(
         auto=tuple(entry._absolute(package) for entry in auto),
         cli=_absolute(cli, package) if cli else None, tour=_absolute(tour, package) if tour else None,
         cards=tuple(cards), extras=tuple(extras), notebook=notebook,
+        reproduction=_absolute(reproduction, package) if reproduction else None,
     )
     with _lock:
         for other in _COMPONENTS.values():

@@ -29,5 +29,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
 register_component(
     name="atman", title="AtMan", order=60, package=__name__,
     summary="AtMan: explanations by attention manipulation",
-    cli=".cli", tour=".tour", extras=["plots", "eval"], notebook="07_atman.ipynb",
+    cli=".cli", tour=".tour", reproduction="hf_ext.reproduce.atman", extras=["plots", "eval"], notebook="07_atman.ipynb",
 )

@@ -112,8 +112,11 @@ def _expand_weights(weights: torch.Tensor, batch: int, keys: int, device) -> tor
     return w
 
 
-def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device) -> torch.Tensor:
-    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to."""
+def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device, causal: bool = True) -> torch.Tensor:
+    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to (without a mask: causal, or every key for a
+    module that is not causal, e.g. a prefix-LM's bidirectional prefix)."""
+    if attention_mask is None and not causal:
+        return torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
     if attention_mask is None:
         q_pos = torch.arange(q_len, device=device).view(-1, 1) + (k_len - q_len)
         return (torch.arange(k_len, device=device).view(1, -1) <= q_pos).view(1, 1, q_len, k_len)
@@ -136,6 +139,11 @@ class _Prepared:
     min_over_all: bool
     bias: torch.Tensor | None
 
+
+# Controlled attention modules whose forward has started but not yet dispatched through the registered function
+# (per attention_controls block, in its context): a module still pending when its forward returns computed its
+# attention some other way, and the weights would silently not apply.
+_PENDING: contextvars.ContextVar[set | None] = contextvars.ContextVar("hf_ext_attention_pending", default=None)
 
 # One entry per context: layers of the same forward see the same mask object and the same controls.
 _PREPARED: contextvars.ContextVar[_Prepared | None] = contextvars.ContextVar("hf_ext_attention_prepared", default=None)
@@ -162,15 +170,15 @@ def log_additive_bias(visible: torch.Tensor, log_w: torch.Tensor, dtype: torch.d
 _SEGMENT_PLAN: contextvars.ContextVar = contextvars.ContextVar("hf_ext_segment_plan", default=None)
 
 
-def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
+def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = True) -> _Prepared:
     batch, _, q_len, _ = query.shape
-    shape = (batch, q_len, k_len, query.dtype, query.device)
+    shape = (batch, q_len, k_len, query.dtype, query.device, causal)
     cached = _PREPARED.get()
     if (cached is not None and cached.attention_mask is attention_mask and cached.shape == shape
             and len(cached.controls) == len(controls) and all(a is b for a, b in zip(cached.controls, controls))):
         return cached
     device = query.device
-    visible = _visible_keys(attention_mask, batch, q_len, k_len, device)
+    visible = _visible_keys(attention_mask, batch, q_len, k_len, device, causal)
     log_w = torch.zeros(batch, k_len, device=device)
     mult_w = None
     min_over_all = False
@@ -190,6 +198,9 @@ def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
 
 
 def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
+    pending = _PENDING.get()
+    if pending:
+        pending.discard(id(module))
     base_fn = _base_function(module, _hf_ext_base)
     plan = _SEGMENT_PLAN.get()
     if plan is not None and plan.applies_to(module):
@@ -197,7 +208,9 @@ def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_
     controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
     if not controls:
         return base_fn(module, query, key, value, attention_mask, **kwargs)
-    p = _prepare(controls, attention_mask, query, key.shape[-2])
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    p = _prepare(controls, attention_mask, query, key.shape[-2], bool(causal))
     if p.bias is not None:
         return base_fn(module, query, key, value, p.bias, **kwargs)
     return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,
@@ -340,7 +353,8 @@ def attention_controls(
         mode: ``"log_additive"`` (add ``log w`` to the scores), ``"multiplicative"`` (scale scores shifted by the
             minimum over visible keys) or ``"multiplicative_reference"`` (minimum over all keys, as the AtMan
             reference code; not causal).
-        layers: decoder layer indices to control (negative allowed); ``None`` = all layers.
+        layers: decoder layer indices to control (negative allowed); ``None`` = every layer that has attention
+            (a hybrid's state-space layers have none).
 
     Yields:
         The :class:`AttentionControl` now active in this context. Nested blocks compose (weights multiply).
@@ -359,7 +373,7 @@ def attention_controls(
         raise ValueError(f"mode={mode!r} is not one of {MODES}")
     weights = _as_weights(weights)
     anatomy = get_anatomy(model)
-    selected = anatomy.resolve_layers(layers)
+    selected = anatomy.attention_layers(layers)
     control = AttentionControl(
         weights=weights,
         mode=mode,
@@ -369,12 +383,38 @@ def attention_controls(
     configs = _configs_to_switch(model, anatomy, [anatomy.attentions[i] for i in selected])
     _acquire(configs)
     token = _CONTROLS.set(_CONTROLS.get() + (control,))
+    pending: set = set()
+    pending_token = _PENDING.set(pending)
+    handles = []
+    for i in selected:
+        handles += _dispatch_guard(model, anatomy, anatomy.attentions[i], i, pending)
     try:
         yield control
     finally:
+        for handle in handles:
+            handle.remove()
+        _PENDING.reset(pending_token)
         _CONTROLS.reset(token)
         _PREPARED.set(None)
         _release(configs)
+
+
+def _dispatch_guard(model: nn.Module, anatomy, module: nn.Module, index: int, pending: set) -> list:
+    """Hooks that raise if ``module`` (a controlled attention) returns without calling the registered function."""
+
+    def before(mod, args):
+        if _PENDING.get() is pending:
+            pending.add(id(mod))
+
+    def after(mod, args, out):
+        if _PENDING.get() is pending and id(mod) in pending:
+            pending.discard(id(mod))
+            raise NotImplementedError(
+                f"attention controls cannot act on {anatomy.family!r} ({type(model).__name__}): decoder layer {index}'s "
+                f"{type(mod).__name__} computes its attention without transformers' AttentionInterface, so per-key "
+                "weights would be silently ignored; choose other layers with layers=[...]")
+
+    return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,88 @@ def teacher_forced_logprobs(
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    check_causal(model)
+    kwargs = dict(prompt_mask=prompt_mask, continuation_mask=continuation_mask, return_logits=return_logits,
+                  use_position_ids=use_position_ids, grad=grad)
+    if batch_size != 1 and padding_exact(model) is False:
+        return teacher_forced_logprobs(model, prompt_ids, continuation_ids, batch_size=1, **kwargs)
+    scores = _teacher_forced(model, prompt_ids, continuation_ids, batch_size=batch_size, **kwargs)
+    if batch_size == 1 or padding_exact(model) is not None:
+        return scores
+    p_mask = _to_padded(prompt_ids, prompt_mask, side="left", name="prompt_ids", mask_name="prompt_mask")[1]
+    padded = (~p_mask).sum(-1) + (~scores.mask).sum(-1)
+    if int(padded.max()) == 0:
+        return scores
+    # One-off check per model: the most padded row scored alone (no padding at all) must match its batched
+    # scores. Models that ignore the padding mask (recurrent stacks, prefix-LM VLMs …) fail it and are scored one
+    # row at a time from then on: exact, slower.
+    row = int(padded.argmax())
+    alone = _teacher_forced(model, _row_slice(prompt_ids, row), _row_slice(continuation_ids, row), batch_size=1,
+                            **{**kwargs, "prompt_mask": _row_slice(prompt_mask, row),
+                               "continuation_mask": _row_slice(continuation_mask, row)})
+    n = int(scores.mask[row].sum())
+    exact = bool(torch.allclose(scores.logprobs[row, :n].float().cpu(), alone.logprobs[0, :n].float().cpu(),
+                                atol=1e-4, rtol=1e-4))
+    _PADDING_EXACT[model] = exact
+    if exact:
+        return scores
+    logger.info("%s gives different scores for a left-padded row than for the same row unpadded; scoring one row "
+                "at a time", type(model).__name__)
+    return teacher_forced_logprobs(model, prompt_ids, continuation_ids, batch_size=1, **kwargs)
+
+
+# model -> True once its logits were found causal (checked once per model object)
+_CAUSAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def check_causal(model: nn.Module) -> None:
+    """Raise unless the logits at a position ignore later tokens (checked once per model: one tiny forward pair).
+
+    Teacher forcing reads every position's prediction from one forward; a model that attends to later tokens
+    (XLNet's two-stream attention, a bidirectional prefix-LM) would see the token it predicts.
+
+    Raises:
+        ValueError: naming the model type, for a non-causal model.
+    """
+    if _CAUSAL.get(model):
+        return
+    vocab = _vocab_size(model)
+    ids = torch.tensor([[1, 2, 3, 4, 5]]).clamp_max(vocab - 1).to(_model_device(model))
+    other = ids.clone()
+    other[0, -1] = (int(ids[0, -1]) + 1) % vocab
+    kwargs: dict[str, Any] = {"attention_mask": torch.ones_like(ids)}
+    if _forward_accepts(model, "use_cache"):
+        kwargs["use_cache"] = False
+    if _forward_accepts(model, "position_ids"):
+        kwargs["position_ids"] = torch.arange(ids.shape[1], device=ids.device)[None]
+    with torch.no_grad():
+        a, b = (model(input_ids=x, **kwargs).logits[:, :-1].float() for x in (ids, other))
+    if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
+        family = getattr(getattr(model, "config", None), "model_type", None)
+        raise ValueError(f"{family!r} ({type(model).__name__}) is not a causal LM: its logits at a position change "
+                         "with later tokens, so teacher-forced scores would read the token being predicted")
+    _CAUSAL[model] = True
+
+
+# model -> whether a left-padded row scores like the same row unpadded (None: not checked yet)
+_PADDING_EXACT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def padding_exact(model: nn.Module) -> bool | None:
+    """Whether ``model`` was found to score left-padded rows exactly like unpadded ones (``None``: not yet checked)."""
+    return _PADDING_EXACT.get(model)
+
+
+def _row_slice(value: Any, row: int) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value[row:row + 1] if value.dim() > 1 else value
+    return [value[row]]
+
+
+def _teacher_forced(model: nn.Module, prompt_ids: Any, continuation_ids: Any, *, prompt_mask, continuation_mask,
+                    return_logits: bool, batch_size: int | None, use_position_ids: bool, grad: bool) -> TeacherForcedScores:
     p_ids, p_mask = _to_padded(prompt_ids, prompt_mask, side="left", name="prompt_ids", mask_name="prompt_mask")
     c_ids, c_mask = _to_padded(continuation_ids, continuation_mask, side="right", name="continuation_ids",
                                mask_name="continuation_mask")
@@ -367,9 +450,8 @@ def greedy_reference(
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     continuations: list[list[int] | None] = [None] * len(prompt_ids)
     stopped: list[bool] = [False] * len(prompt_ids)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in progress_bar(batches, desc="greedy reference", unit="batch", enabled=progress):
-        rows = [prompt_ids[i] for i in batch]
+
+    def generate(rows: list[list[int]]) -> list[list[int]]:
         width = max(len(r) for r in rows)
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
@@ -379,7 +461,28 @@ def greedy_reference(
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
-        for i, new in zip(batch, sequences[:, width:].tolist()):
+        return sequences[:, width:].tolist()
+
+    if padding_exact(model) is False:
+        batch_size = 1
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in progress_bar(batches, desc="greedy reference", unit="batch", enabled=progress):
+        rows = [prompt_ids[i] for i in batch]
+        new_rows = generate(rows)
+        if padding_exact(model) is None and len({len(r) for r in rows}) > 1:
+            # one-off check per model (as in teacher_forced_logprobs): each prompt of the first padded batch decoded
+            # alone must give the same continuation (left padding or batch-dependent numerics, e.g. per-batch
+            # activation quantization, would change it), else every prompt is decoded on its own
+            exact = all(generate([r])[0] == new for r, new in zip(rows, new_rows))
+            _PADDING_EXACT[model] = exact
+            if not exact:
+                logger.info("%s decodes a left-padded prompt differently from the same prompt alone; decoding one "
+                            "prompt at a time", type(model).__name__)
+                return greedy_reference(model, prompts, max_new_tokens=max_new_tokens, tokenizer=tokenizer,
+                                        eos_token_id=eos_token_id, cache_dir=cache_dir, batch_size=1,
+                                        progress=progress, add_special_tokens=add_special_tokens,
+                                        exact_fingerprint=exact_fingerprint)
+        for i, new in zip(batch, new_rows):
             cut = next((k for k, t in enumerate(new) if t in eos), None)
             continuations[i] = new[: cut + 1] if cut is not None else new
             stopped[i] = cut is not None

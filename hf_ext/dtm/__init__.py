@@ -37,5 +37,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
 register_component(
     name="dtm", title="FDTM/SDTM", order=50, package=__name__,
     summary="divergent token metrics (FDTM/SDTM) and DTM-guided compression",
-    cli=".cli", tour=".tour", cards=["dtm_compressed"], extras=["plots", "eval"], notebook="06_dtm.ipynb",
+    cli=".cli", tour=".tour", reproduction="hf_ext.reproduce.dtm", cards=["dtm_compressed"], extras=["plots", "eval"], notebook="06_dtm.ipynb",
 )

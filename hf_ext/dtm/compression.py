@@ -367,7 +367,7 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
             with ctx:
                 if prefix_cache:
                     logits = run_layers(model, hidden[layer], layer, batch["mask"].long(), batch["pos"],
-                                        return_logits=True)
+                                        return_logits=True, input_ids=batch["ids"])
                     res, nll = _row_metrics(logits, batch)
                 else:
                     res, nll = _metrics_full(model, batch)

@@ -47,6 +47,7 @@ from transformers.utils import ModelOutput
 
 from hf_ext.utils.logging import get_logger
 
+from ..compat import requested_attn_implementation, split_loading_kwargs
 from ..core.anatomy import get_anatomy
 from ..core.hooks import activate, current_params, rows
 from .configuration_scar import STEERING_OUTPUTS, ScarConfig
@@ -58,6 +59,7 @@ __all__ = ["ADAPTER_WEIGHTS_NAME", "ScarAdapter", "ScarDetection", "ScarModel", 
 #: File name of the adapter weights (safetensors) next to ``config.json``.
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "config.json"
+_SNAPSHOT_KWARGS = ("token", "cache_dir", "local_files_only", "force_download")
 STEERING_OPS: tuple[str, ...] = ("scale", "replace")
 
 
@@ -335,6 +337,9 @@ class ScarAdapter(nn.Module):
             raise ValueError(f"base model mismatch: the adapter's base model has {self.config.base_num_layers} layers, "
                              f"{type(model).__name__} has {n}")
         index = layer % n
+        if self.config.site == "mlp" and anatomy.mlp_outputs[index] is None:
+            raise ValueError(f"decoder layer {index} of {anatomy.family!r} ({type(model).__name__}) has no MLP "
+                             f"({type(anatomy.layers[index]).__name__}); use site='block' for this layer")
         return anatomy.mlp_outputs[index] if self.config.site == "mlp" else anatomy.layers[index]
 
     @property
@@ -608,7 +613,7 @@ class ScarAdapter(nn.Module):
     @classmethod
     def from_pretrained(cls, path_or_repo: str | os.PathLike, model: nn.Module | None = None, *,
                         revision: str | None = None, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> ScarAdapter:
+                        dtype: torch.dtype | None = None, **hub_kwargs: Any) -> ScarAdapter:
         """Load an adapter saved by :meth:`save_pretrained` (a local folder or a Hub repo id).
 
         Args:
@@ -616,14 +621,21 @@ class ScarAdapter(nn.Module):
             model: if given, the adapter is attached to it (base-model mismatch raises ``ValueError``).
             revision: Hub revision.
             device, dtype: where / in which dtype to put the adapter (default: the site's device, fp32).
+            **hub_kwargs: download options for a Hub id (``token``, ``cache_dir``, ``local_files_only``,
+                ``force_download``).
         """
         from safetensors.torch import load_file
 
+        unknown = sorted(k for k, v in hub_kwargs.items() if v is not None and k not in _SNAPSHOT_KWARGS)
+        if unknown:
+            raise TypeError(f"ScarAdapter.from_pretrained got unsupported download options {unknown}; "
+                            f"accepted: {list(_SNAPSHOT_KWARGS)}")
         folder = Path(path_or_repo)
         if not folder.is_dir():
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(str(path_or_repo), revision=revision,
+            download = {k: v for k, v in hub_kwargs.items() if v is not None}
+            folder = Path(snapshot_download(str(path_or_repo), revision=revision, **download,
                                             allow_patterns=[CONFIG_NAME, ADAPTER_WEIGHTS_NAME, "README.md"]))
         if not (folder / ADAPTER_WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{folder} has no {ADAPTER_WEIGHTS_NAME}; save an adapter with "
@@ -691,10 +703,7 @@ class ScarModel(PreTrainedModel, GenerationMixin):
         if model is None:
             if not config.base_model_name_or_path:
                 raise ValueError("ScarModel needs a base model: pass model=... or set config.base_model_name_or_path")
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path,
-                                                         revision=config.base_model_revision, **base_kwargs)
+            model = _load_base(config, **base_kwargs)
         self.model = model
         if adapter is None:
             adapter = ScarAdapter(config)
@@ -769,37 +778,58 @@ class ScarModel(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any,
-                        model: nn.Module | None = None, config: Any = None, adapter_dtype: torch.dtype | None = None,
-                        **kwargs: Any) -> ScarModel:
+                        model: nn.Module | None = None, adapter_dtype: torch.dtype | None = None,
+                        revision: str | None = None, adapter_revision: str | None = None,
+                        base_model_revision: str | None = None, **kwargs: Any) -> ScarModel:
         """Load the base model named in the adapter's config (or use ``model=``) and attach the adapter.
+
+        ``AutoModelForCausalLM.from_pretrained(<adapter folder or repo>)`` lands here. The base model then loads
+        through its own class (``AutoModelForCausalLM`` resolves it from the base's config) with the caller's
+        public loading options only: the Auto class's private bookkeeping about the adapter folder
+        (``_from_auto``, ``config``, ``adapter_kwargs`` …, see :func:`hf_ext.compat.split_loading_kwargs`) is dropped.
 
         Args:
             pretrained_model_name_or_path: adapter folder or Hub id.
             model: an already loaded base model (e.g. in bf16, or with a peft LoRA); its family and size must match.
-            config: ignored if it is not a :class:`ScarConfig` (the Auto classes pass the one they read).
             adapter_dtype: dtype of the adapter (default fp32).
-            **kwargs: forwarded to ``AutoModelForCausalLM.from_pretrained`` of the base (``dtype``, ``device_map`` …).
+            revision, adapter_revision: revision of the adapter repo (``revision`` is what the Auto classes pass).
+            base_model_revision: revision of the base repo (default: the adapter config's ``base_model_revision``).
+            **kwargs: download options (``token``, ``cache_dir``, ``local_files_only`` …) for both repos, and base
+                loading options (``dtype``, ``device_map``, ``attn_implementation`` …) for the base model.
         """
-        from transformers import AutoModelForCausalLM
-
-        hub_keys = ("revision", "token", "cache_dir", "local_files_only")
-        adapter_revision = kwargs.pop("adapter_revision", None)
-        adapter = ScarAdapter.from_pretrained(pretrained_model_name_or_path, revision=adapter_revision,
-                                              dtype=adapter_dtype)
+        if revision is not None and adapter_revision is not None and revision != adapter_revision:
+            raise ValueError(f"revision={revision!r} and adapter_revision={adapter_revision!r} both name the adapter's "
+                             "revision; pass one (base_model_revision= names the base model's)")
+        hub, base_kwargs, dropped = split_loading_kwargs(kwargs)
+        attn = requested_attn_implementation(dropped.get("config"))
+        if attn is not None:  # the Auto class folded attn_implementation= into the adapter's config
+            base_kwargs.setdefault("attn_implementation", attn)
+        if dropped.get("subfolder"):
+            raise ValueError(f"subfolder={dropped['subfolder']!r} is not supported for SCAR adapters; pass the "
+                             "adapter folder itself")
+        adapter = ScarAdapter.from_pretrained(pretrained_model_name_or_path, revision=adapter_revision or revision,
+                                              dtype=adapter_dtype, **hub)
         cfg = adapter.config
         if model is None:
             if not cfg.base_model_name_or_path:
                 raise ValueError(f"{pretrained_model_name_or_path} names no base model (base_model_name_or_path); "
                                  "pass model=<the base causal LM>")
-            base_kwargs = {k: v for k, v in kwargs.items() if k not in ("trust_remote_code",) or v}
-            base_kwargs.setdefault("revision", cfg.base_model_revision)
-            model = AutoModelForCausalLM.from_pretrained(cfg.base_model_name_or_path, *model_args, **base_kwargs)
-        else:
-            unused = sorted(k for k in kwargs if k not in hub_keys)
-            if unused:
-                logger.warning(f"ScarModel.from_pretrained(model=...) ignores base-model kwargs {unused}")
+            model = _load_base(cfg, *model_args, revision=base_model_revision, **hub, **base_kwargs)
+        elif base_kwargs or model_args:
+            logger.warning(f"ScarModel.from_pretrained(model=...) ignores base-model arguments "
+                           f"{sorted(base_kwargs) + [repr(a) for a in model_args]}")
         adapter.attach(model)
         return cls(cfg, model=model, adapter=adapter)
+
+
+def _load_base(config: ScarConfig, *model_args: Any, revision: str | None = None, **kwargs: Any) -> nn.Module:
+    """The base causal LM named in ``config``, loaded through its own class with public loading options only."""
+    from transformers import AutoModelForCausalLM
+
+    hub, model_kwargs, _ = split_loading_kwargs(kwargs)
+    return AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, *model_args,
+                                                revision=revision or config.base_model_revision,
+                                                **hub, **model_kwargs)
 
 
 def load_reference_sae_state_dict(state: Mapping[str, torch.Tensor], prefix: str = "SAE.") -> dict[str, torch.Tensor]:

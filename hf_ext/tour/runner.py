@@ -16,6 +16,7 @@ The ``hf-ext tour`` sub-command is defined here too (:func:`add_parser`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import io
 import json
@@ -233,7 +234,7 @@ def run_tour(
     run_dir = _new_run_dir(Path(out) if out is not None else DEFAULT_OUT)
     run = TourRun(run_dir=run_dir, report_path=run_dir / "report.md")
     progress = progress_enabled(progress)
-    with library_progress_bars(progress):
+    with _threads_for(model, device), library_progress_bars(progress):
         _run_steps(run, selected, full=full, seed=seed, model=model, device=device, progress=progress,
                    budget_s=budget_s)
     run.table = format_table(run.records)
@@ -315,3 +316,18 @@ def _cmd_tour(args: argparse.Namespace) -> int:
     if args.json:
         print((run.run_dir / "results.json").read_text(encoding="utf-8"), end="")
     return run.exit_code
+
+
+@contextlib.contextmanager
+def _threads_for(model: str | None, device: str):
+    """One torch thread for the tiny built-in models on CPU: their ops are too small to gain from intra-op threads,
+    and on a busy machine threads waiting for each other's time slices made steps many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if model is None and device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

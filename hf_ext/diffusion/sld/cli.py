@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from hf_ext.compat import diffusers_dtype_kwargs
 from hf_ext.utils import cli
 from hf_ext.utils.deprecation import warn_deprecated
 from hf_ext.utils.logging import get_logger
@@ -124,7 +125,7 @@ def load_pipeline(args):
             info = json.loads(index.read_text())
             is_xl = is_xl or "text_encoder_2" in info or "XL" in str(info.get("_class_name", ""))
         cls = SafeLatentDiffusionXLPipeline if is_xl else SafeLatentDiffusionPipeline
-        pipe = cls.from_pretrained(args.model, torch_dtype=dtype)
+        pipe = cls.from_pretrained(args.model, **diffusers_dtype_kwargs(dtype))
         tiny = False
     else:
         from hf_ext.testing import tiny_sd_components, tiny_sdxl_components

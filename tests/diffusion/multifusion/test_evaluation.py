@@ -128,14 +128,19 @@ def test_multilingual_similarity(llava):
     assert len(TRANSLATIONS) >= 4
 
 
-def test_evaluation_script_end_to_end(clip_dir, tmp_path):
+def test_evaluation_command_end_to_end(clip_dir, tmp_path):
     import json
 
-    from hf_ext.diffusion.multifusion.evaluation import main
+    from hf_ext.cli import main
 
-    out = tmp_path / "mcc.json"
-    assert main(["--clip", str(clip_dir), "--n", "2", "--steps", "1", "--text-weight", "5", "--out", str(out),
-                 "--no-progress"]) == 0
-    res = json.loads(out.read_text())
+    args = ["--clip", str(clip_dir), "--n", "2", "--steps", "1", "--text-weight", "5", "--no-progress"]
+    assert main(["multifusion", "eval", *args, "--out", str(tmp_path / "mcc")]) == 0
+    res = json.loads((tmp_path / "mcc" / "mcc_results.json").read_text())
+    # the pre-0.2 script and its --out FILE still work, with a warning
+    from hf_ext.diffusion.multifusion.evaluation import main as script_main
+
+    with pytest.warns(FutureWarning, match="multifusion.evaluation is deprecated"):
+        assert script_main([*args, "--out", str(tmp_path / "mcc.json")]) == 0
+    assert json.loads((tmp_path / "mcc.json").read_text())["text"] == res["text"]
     assert res["n"] == 2 and 0 <= res["text"] <= 1 and 0 <= res["multimodal"] <= 1
     assert len(res["text_per_prompt"]) == 2 and set(res["multilingual"]) == {"de", "fr", "it", "es"}
