@@ -1,5 +1,6 @@
-"""Pieces shared by several hf_ext components: model anatomy, resuming the decoder from a layer, hooks with a
-lifetime, attention manipulation, teacher-forced scoring and the greedy reference cache.
+"""Pieces shared by several hf_ext components: model inputs (batching, position ids, model facts), model anatomy,
+resuming the decoder from a layer, hooks with a lifetime, attention manipulation, teacher-forced scoring and the
+greedy reference cache.
 
 Submodules are imported on first use (``hf_ext.core.attention`` etc.) so that ``import hf_ext.core`` is cheap.
 """
@@ -11,6 +12,14 @@ from typing import Any
 
 _LAZY = {
     "position_ids_from_mask": "inputs",
+    "prepare_batch": "inputs",
+    "tokenize_left_padded": "inputs",
+    "model_device": "inputs",
+    "vocab_size": "inputs",
+    "max_positions": "inputs",
+    "forward_accepts": "inputs",
+    "text_config": "inputs",
+    "pad_token_rows": "inputs",
     "ModelAnatomy": "anatomy",
     "get_anatomy": "anatomy",
     "run_layers": "layers",
@@ -21,11 +30,15 @@ _LAZY = {
     "spans_to_key_positions": "attention",
     "key_weights": "attention",
     "teacher_forced_logprobs": "scoring",
-    "greedy_reference": "scoring",
+    "greedy_reference": "reference",
+    "greedy_continuations": "reference",
+    "PURE_GREEDY": "reference",
+    "token_cross_entropy": "scoring",
+    "IGNORE_INDEX": "scoring",
     "TeacherForcedScores": "scoring",
     "sequence_logprob": "scoring",
     "cross_entropy_per_token": "scoring",
-    "weights_fingerprint": "scoring",
+    "weights_fingerprint": "reference",
     "items_to_key_positions": "attention",
     "build_layer_masks": "layers",
     "current_params": "hooks",

@@ -40,10 +40,10 @@ from torch import nn
 from transformers.utils import logging
 
 from ..core.anatomy import get_anatomy
-from ..core.inputs import position_ids_from_mask
+from ..core.inputs import prepare_batch
 from ..core.layers import run_layers
-from ..core.scoring import IGNORE_INDEX, _model_device
-from .divergence import _ref_columns, divergence_from_ids
+from ..core.scoring import IGNORE_INDEX, token_cross_entropy
+from .divergence import divergence_from_ids, ref_columns
 from .int8 import Int8WeightOnlyLinear, fake_quantize_absmax, is_linear_like, linear_weight
 
 logger = logging.get_logger(__name__)
@@ -279,19 +279,12 @@ class ScanResult:
         return json.dumps({"rows": self.rows, "num_tokens": self.num_tokens, "prefix_cache": self.prefix_cache}, indent=1)
 
 
-def _padded_batch(prompts: list[list[int]], conts: list[list[int]], device) -> dict[str, Any]:
+def _padded_batch(model: nn.Module, prompts: list[list[int]], conts: list[list[int]]) -> dict[str, Any]:
     """Left-padded prompts ⊕ right-padded continuations, as the core's teacher forcing lays them out."""
+    batch = prepare_batch(model, prompts, continuations=conts, pad_token_id=0, position_ids=True)
     pw, cw = max(map(len, prompts)), max(map(len, conts))
-    ids = torch.zeros(len(prompts), pw + cw, dtype=torch.long)
-    mask = torch.zeros_like(ids, dtype=torch.bool)
-    cont = torch.full((len(prompts), cw), IGNORE_INDEX, dtype=torch.long)
-    for i, (p, c) in enumerate(zip(prompts, conts)):
-        ids[i, pw - len(p):pw] = torch.tensor(p)
-        ids[i, pw:pw + len(c)] = torch.tensor(c)
-        mask[i, pw - len(p):pw + len(c)] = True
-        cont[i, :len(c)] = torch.tensor(c)
-    return {"ids": ids.to(device), "mask": mask.to(device), "pos": position_ids_from_mask(mask).to(device),
-            "cont": cont.to(device), "prompt_width": pw, "cont_width": cw}
+    cont = batch["input_ids"][:, pw:].masked_fill(batch["attention_mask"][:, pw:] == 0, IGNORE_INDEX)
+    return {**batch, "cont": cont, "prompt_width": pw, "cont_width": cw}
 
 
 def _row_metrics(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[Any, float]:
@@ -301,12 +294,13 @@ def _row_metrics(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[Any, floa
     cont = batch["cont"]
     valid = cont != IGNORE_INDEX
     pred = scored.argmax(-1).masked_fill(~valid, IGNORE_INDEX)
-    nll = -scored.log_softmax(-1).gather(-1, cont.clamp_min(0)[..., None]).squeeze(-1)
+    nll = token_cross_entropy(scored, cont.clamp_min(0))
     return divergence_from_ids(pred, cont, valid), float(nll[valid].mean())
 
 
 def _metrics_full(model: nn.Module, batch: dict[str, Any]) -> tuple[Any, float]:
-    out = model(input_ids=batch["ids"], attention_mask=batch["mask"].long(), position_ids=batch["pos"], use_cache=False)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"], use_cache=False)
     return _row_metrics(out.logits, batch)
 
 
@@ -349,22 +343,22 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
     names = list(components) if components is not None else list_components(model)
     for n in names:
         _get(model, n)
-    prompts, conts = _ref_columns(ref)
-    batch = _padded_batch(prompts, conts, _model_device(model))
+    prompts, conts = ref_columns(ref)
+    batch = _padded_batch(model, prompts, conts)
     hidden = None
     rows = []
     jobs = [(n, m, lv) for n in names for m, levels in methods.items() for lv in levels]
     with torch.no_grad():
         if prefix_cache:
-            out = model(input_ids=batch["ids"], attention_mask=batch["mask"].long(), position_ids=batch["pos"],
-                        use_cache=False, output_hidden_states=True)
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        position_ids=batch["position_ids"], use_cache=False, output_hidden_states=True)
             hidden = out.hidden_states
         for name, method, level in tqdm(jobs, desc="DTM scan", disable=not progress):
             layer = _layer_of(model, name)
             ctx = fake_quant(model, name, bits=level) if method == "int8" else magnitude_prune(model, name, level)
             with ctx:
                 if prefix_cache:
-                    logits = run_layers(model, hidden[layer], layer, batch["mask"].long(), batch["pos"],
+                    logits = run_layers(model, hidden[layer], layer, batch["attention_mask"], batch["position_ids"],
                                         return_logits=True)
                     res, nll = _row_metrics(logits, batch)
                 else:
@@ -457,8 +451,8 @@ def build_plan(model: nn.Module, ref: Any, scan: ScanResult, *, int8: bool = Tru
 
     if not 0.0 <= min_fdt_ratio <= 1.0:
         raise ValueError(f"min_fdt_ratio must lie in [0, 1], got {min_fdt_ratio!r}")
-    prompts, conts = _ref_columns(ref)
-    batch = _padded_batch(prompts, conts, _model_device(model))
+    prompts, conts = ref_columns(ref)
+    batch = _padded_batch(model, prompts, conts)
     chosen: list[str] = []
     sparsity: dict[str, float] = {}
     order: list[str] = []
@@ -493,8 +487,8 @@ def coverage_curve(model: nn.Module, ref: Any, order: Sequence[str], *, bits: in
     Returns:
         ``[{"k", "param_share", "fdtm", "fdt_ratio"}, …]`` (``len(order) + 1`` points).
     """
-    prompts, conts = _ref_columns(ref)
-    batch = _padded_batch(prompts, conts, _model_device(model))
+    prompts, conts = ref_columns(ref)
+    batch = _padded_batch(model, prompts, conts)
     sizes = {n: linear_weight(_get(model, n)).numel() for n in list_components(model)}
     total = sum(sizes.values())
     n_mean = sum(map(len, conts)) / len(conts)
