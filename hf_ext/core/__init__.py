@@ -25,6 +25,11 @@ _LAZY = {
     "run_layers": "layers",
     "forward_hooks": "hooks",
     "module_swaps": "hooks",
+    "register_hooks": "hooks",
+    "HookHandle": "hooks",
+    "activate": "hooks",
+    "routed_attention": "attention_interface",
+    "register_attention_functions": "attention_interface",
     "attention_controls": "attention",
     "AttentionControl": "attention",
     "spans_to_key_positions": "attention",
@@ -47,6 +52,7 @@ _LAZY = {
     "Segment": "segments",
     "SegmentPlan": "segments",
     "segment_attention": "segments",
+    "layer_map": "segments",
 }
 
 __all__ = list(_LAZY)

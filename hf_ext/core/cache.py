@@ -12,7 +12,7 @@ Processing perturbations in **descending** start order keeps this exact: a forwa
 
 Example:
     >>> cache = SuffixRecomputeCache(length=ids.shape[1])                      # doctest: +SKIP
-    >>> model(input_ids=ids, **{cache_argument(model): cache}, use_cache=True)  # doctest: +SKIP  (base pass)
+    >>> model(input_ids=ids, **{cache_argument(model): cache}, use_cache=True)  # base pass  # doctest: +SKIP
     >>> cache.resume_from(s, batch_size=4)                                    # doctest: +SKIP
     >>> model(input_ids=ids[:, s:].expand(4, -1), position_ids=pos[:, s:].expand(4, -1),
     ...       **{cache_argument(model): cache}, use_cache=True)                 # doctest: +SKIP
