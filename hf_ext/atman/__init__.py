@@ -20,7 +20,7 @@ from typing import Any
 # Lazy: ``hf_ext.atman.cli`` is imported by ``hf-ext --help``, which must not import torch.
 _EXPORTS = {
     "AtManControl": "controls", "controls_to_weights": "controls", "generate_steered": "controls", "steering": "controls",
-    "MODES": "explainer", "AtManExplainer": "explainer", "Explanation": "explainer",
+    "MODES": "explainer", "AtManExplainer": "explainer", "Explanation": "explanation", "AtManScorer": "scorer",
     "deletion_auc": "faithfulness", "deletion_curve": "faithfulness",
     "Unit": "units", "char_spans": "units", "text_units": "units", "tile_units": "units",
 }
@@ -35,6 +35,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "MODES", "AtManControl", "AtManExplainer", "Explanation", "Unit", "char_spans", "controls_to_weights",
+    "MODES", "AtManControl", "AtManExplainer", "AtManScorer", "Explanation", "Unit", "char_spans", "controls_to_weights",
     "deletion_auc", "deletion_curve", "generate_steered", "steering", "text_units", "tile_units",
 ]
