@@ -19,6 +19,7 @@ def sld_step(ctx: TourContext) -> StepResult:
     import torch
     from PIL import Image
 
+    from hf_ext.core.hooks import register_hooks
     from hf_ext.diffusion.sld import SafeLatentDiffusionPipeline, SLDConfig
     from hf_ext.diffusion.sld.i2p import expected_max_inappropriateness, inappropriate_probability
 
@@ -33,9 +34,8 @@ def sld_step(ctx: TourContext) -> StepResult:
     pipe.set_progress_bar_config(disable=not ctx.progress)
     prompt = "a photo of a person at the beach"
     batches: list[int] = []
-    handle = pipe.unet.register_forward_pre_hook(lambda m, a: batches.append(int(a[0].shape[0])))
     images, diags = {}, {}
-    try:
+    with register_hooks(pre_hooks={pipe.unet: lambda m, a: batches.append(int(a[0].shape[0]))}):
         for name, preset in [("off", SLDConfig.OFF), ("medium", SLDConfig.MEDIUM.replace(warmup_steps=0.2)),
                              ("max", SLDConfig.MAX)]:
             batches.clear()
@@ -45,8 +45,6 @@ def sld_step(ctx: TourContext) -> StepResult:
             images[name], diags[name] = out.images[0], out.sld_diagnostics
             if name == "max":
                 max_batches = list(batches)
-    finally:
-        handle.remove()
     artifacts = []
     tiles = [(np.clip(images[k], 0, 1) * 255).round().astype(np.uint8) for k in ("off", "medium", "max")]
     grid = Image.fromarray(np.concatenate(tiles, axis=1))
