@@ -52,7 +52,7 @@ def _load(args):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         return AutoModelForCausalLM.from_pretrained(args.base).eval(), AutoTokenizer.from_pretrained(args.base), args.base
-    from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+    from hf_ext.tiny import tiny_causal_lm, tiny_tokenizer
 
     return tiny_causal_lm("llama"), tiny_tokenizer(), "tiny-llama (random)"
 

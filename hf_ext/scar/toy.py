@@ -33,7 +33,7 @@ def train_toy_lm(seed: int = 0, *, steps: int = 120, batch_size: int = 32, hidde
     """A tiny Llama trained on :func:`concept_corpus` (word tokens) with AdamW; returns ``(model, tokenizer)``."""
     from tqdm.auto import tqdm
 
-    from ..testing import tiny_causal_lm
+    from ..tiny import tiny_causal_lm
 
     tok = toy_tokenizer()
     model = tiny_causal_lm("llama", seed=seed, hidden_size=hidden_size, num_layers=num_layers).train()

@@ -111,7 +111,7 @@ def load_pipeline(args):
         pipe = cls.from_pretrained(args.pipeline, torch_dtype=dtype)
         tiny = False
     else:
-        from hf_ext.testing import tiny_sd_components, tiny_sdxl_components
+        from hf_ext.tiny import tiny_sd_components, tiny_sdxl_components
 
         if args.xl:
             pipe = SafeLatentDiffusionXLPipeline(**tiny_sdxl_components())

@@ -27,7 +27,7 @@ def sld_step(ctx: TourContext) -> StepResult:
         pipe = SafeLatentDiffusionPipeline.from_pretrained(ctx.model).to(ctx.device)
         steps, label = (50 if ctx.full else 25), ctx.model
     else:
-        from hf_ext.testing import tiny_sd_components
+        from hf_ext.tiny import tiny_sd_components
 
         pipe = SafeLatentDiffusionPipeline(**tiny_sd_components(seed=ctx.seed)).to(ctx.device)
         steps, label = (50 if ctx.full else 12), "tiny random SD components"
