@@ -127,12 +127,12 @@ def _cmd_generate(args) -> int:
     if args.out:
         import pyarrow.parquet as pq
 
-        from hf_ext.mad.builder import _to_table
+        from hf_ext.mad.builder import to_arrow_table
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for split, (x, y) in splits.items():
-            pq.write_table(_to_table(x, y), out / f"{split}.parquet")
+            pq.write_table(to_arrow_table(x, y), out / f"{split}.parquet")
     for split, (x, y) in splits.items():
         print(f"{cfg.name} {split}: input_ids {tuple(x.shape)}, scored targets/row {float((y != -100).sum(1).mean()):.2f}")
     return 0

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from ..markdown import markdown_table
 from .registry import (
     DEFAULT_BUDGET_S,
     StepResult,
@@ -136,10 +137,6 @@ def format_table(records: list[StepRecord]) -> str:
     return "\n".join(out)
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _rel(path: Path, run_dir: Path) -> str:
     path = Path(path)
     if not path.is_absolute():
@@ -152,10 +149,10 @@ def write_report(run: TourRun, *, options: dict) -> Path:
     run_dir = run.run_dir
     lines = [f"# hf-ext tour — {run_dir.name}", ""]
     lines.append("Options: " + ", ".join(f"`{k}={v}`" for k, v in options.items()))
-    lines += ["", "| step | component | status | seconds | key metrics |", "|---|---|---|---:|---|"]
-    for r in run.records:
-        lines.append(f"| [{r.step.name}](#{r.step.name}) | {r.step.component} | {r.result.status} | {r.seconds:.1f} | "
-                     f"{_md_escape(_key_metrics(r.result))} |")
+    lines += ["", markdown_table(["step", "component", "status", "seconds", "key metrics"],
+                                 [[f"[{r.step.name}](#{r.step.name})", r.step.component, r.result.status,
+                                   f"{r.seconds:.1f}", _key_metrics(r.result)] for r in run.records],
+                                 align=["left", "left", "left", "right", "left"])]
     for r in run.records:
         res = r.result
         lines += ["", f'<a id="{r.step.name}"></a>', "", f"## {r.step.name} ({r.step.component})", ""]
@@ -168,9 +165,7 @@ def write_report(run: TourRun, *, options: dict) -> Path:
         if r.traceback:
             lines += ["```", r.traceback.rstrip(), "```", ""]
         if res.metrics:
-            lines += ["| metric | value |", "|---|---|"]
-            lines += [f"| {_md_escape(k)} | {_md_escape(_fmt(v))} |" for k, v in res.metrics.items()]
-            lines.append("")
+            lines += [markdown_table(["metric", "value"], [[k, _fmt(v)] for k, v in res.metrics.items()]), ""]
         for art in res.artifacts:
             rel = _rel(art, run_dir)
             if art.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"):
