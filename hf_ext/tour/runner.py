@@ -20,7 +20,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import random
 import sys
 import time
 import traceback
@@ -86,13 +85,6 @@ def resolve_device(device: str | None) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _new_run_dir(base: Path) -> Path:
@@ -241,7 +233,9 @@ def run_tour(
         tb = None
         start = time.perf_counter()
         try:
-            _seed_everything(seed)
+            from accelerate.utils import set_seed
+
+            set_seed(seed)  # accelerate's: Python, NumPy and torch (all devices)
             result = step(ctx)
             if not isinstance(result, StepResult):
                 raise TypeError(f"tour step {step.name!r} returned {type(result).__name__}; it must return a StepResult")
