@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+    rescale_noise_cfg,
+    retrieve_timesteps,
+)
 
 from ._common import (
     EMBEDS_CONCEPT,
@@ -74,9 +77,11 @@ class SLDPipelineMixin:
                         "pipelines would silently rewrite it to 1.", type(scheduler).__name__, offset)
 
     # ------------------------------------------------------------------ steps of __call__
-    def _start_call(self, height: int, width: int, output_type: str, *, guidance_scale: float, guidance_rescale: float,
-                    clip_skip: int | None, cross_attention_kwargs: dict[str, Any] | None) -> None:
-        """Check the image size and output type, and set the per-call state diffusers' properties read."""
+    def _start_call(self, height: int, width: int, output_type: str, callback_on_step_end_tensor_inputs: list | None,
+                    *, guidance_scale: float, guidance_rescale: float, clip_skip: int | None,
+                    cross_attention_kwargs: dict[str, Any] | None) -> list[str]:
+        """Check the image size and output type, set the per-call state diffusers' properties read, and return the
+        step-end callback's tensor names (default ``["latents"]``)."""
         check_size(height, width, 8)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
@@ -85,6 +90,13 @@ class SLDPipelineMixin:
         self._clip_skip = clip_skip
         self._cross_attention_kwargs = cross_attention_kwargs
         self._interrupt = False
+        return ["latents"] if callback_on_step_end_tensor_inputs is None else callback_on_step_end_tensor_inputs
+
+    @property
+    def _lora_scale(self) -> float | None:
+        """The LoRA scale of this call (``cross_attention_kwargs["scale"]``), as diffusers' ``encode_prompt`` takes it."""
+        kwargs = self._cross_attention_kwargs
+        return kwargs.get("scale", None) if kwargs is not None else None
 
     def _sld_setup(self, guidance_scale: float, sld_preset: Any, sld_kwargs: Mapping[str, Any],
                    safety_concept: str | list[str] | None) -> tuple[SLDConfig, list[str], bool]:
@@ -99,13 +111,16 @@ class SLDPipelineMixin:
                            guidance_scale)
         return config, concepts, enabled
 
-    @staticmethod
-    def _batch_size(prompt: str | list[str] | None, prompt_embeds: torch.Tensor | None) -> int:
+    def _call_parameters(self, prompt: str | list[str] | None, prompt_embeds: torch.Tensor | None,
+                         num_images_per_prompt: int) -> tuple[int, int, torch.device]:
+        """``(B, B·n, execution device)`` of a call."""
         if prompt is not None and isinstance(prompt, str):
-            return 1
-        if prompt is not None:
-            return len(prompt)
-        return prompt_embeds.shape[0]
+            batch_size = 1
+        elif prompt is not None:
+            batch_size = len(prompt)
+        else:
+            batch_size = prompt_embeds.shape[0]
+        return batch_size, batch_size * num_images_per_prompt, self._execution_device
 
     def _safety_concept_inputs(self, sld_on: bool, concepts: Sequence[str], safety_concept: Any,
                                safety_concept_embeds: Any, device, clip_skip: int | None) -> tuple[list, Any]:
@@ -117,6 +132,15 @@ class SLDPipelineMixin:
             raw = self._concept_embeds_list(safety_concept_embeds)
             return raw, concept_for_config(list(concepts)) if safety_concept is not None else EMBEDS_CONCEPT
         return self.encode_safety_concept(concepts, device, clip_skip), concept_for_config(list(concepts))
+
+    def _timesteps_and_latents(self, num_inference_steps: int, timesteps, sigmas, n_rows: int, height: int, width: int,
+                               dtype: torch.dtype, device, generator, latents: torch.Tensor | None):
+        """``(timesteps, num_inference_steps, latents)``: the scheduler's schedule and the initial latents."""
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps,
+                                                            sigmas)
+        latents = self.prepare_latents(n_rows, self.unet.config.in_channels, height, width, dtype, device, generator,
+                                       latents)
+        return timesteps, num_inference_steps, latents
 
     def _timestep_cond(self, n_rows: int, device, dtype) -> torch.Tensor | None:
         """The guidance-scale embedding of guidance-distilled UNets (``time_cond_proj_dim``), else ``None``."""

@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
@@ -192,12 +191,11 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         # 0. Default height and width to unet
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["latents"]
 
         # 1. Check inputs. Raise error if not correct
-        self._start_call(height, width, output_type, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-                         clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs)
+        callback_on_step_end_tensor_inputs = self._start_call(
+            height, width, output_type, callback_on_step_end_tensor_inputs, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale, clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs)
         self.check_inputs(prompt, height, width, None, negative_prompt, prompt_embeds, negative_prompt_embeds,
                           None, None, callback_on_step_end_tensor_inputs)
 
@@ -206,15 +204,12 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
                           sld_threshold=sld_threshold, sld_momentum_scale=sld_momentum_scale, sld_mom_beta=sld_mom_beta)
         config, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
         cfg = self.do_classifier_free_guidance
-        batch_size = self._batch_size(prompt, prompt_embeds)
-        n_rows = batch_size * num_images_per_prompt
-        device = self._execution_device
+        batch_size, n_rows, device = self._call_parameters(prompt, prompt_embeds, num_images_per_prompt)
 
         # 3. Encode input prompt and the safety concepts: rows [uncond, prompt, concept_1 … concept_K]
-        lora_scale = cross_attention_kwargs.get("scale", None) if cross_attention_kwargs is not None else None
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, device, num_images_per_prompt, cfg, negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, lora_scale=lora_scale, clip_skip=clip_skip)
+            negative_prompt_embeds=negative_prompt_embeds, lora_scale=self._lora_scale, clip_skip=clip_skip)
         raw, applied_concept = self._safety_concept_inputs(sld_on, concepts, safety_concept, safety_concept_embeds,
                                                            device, clip_skip)
         concept_rows = [expand_concept_embeds(e, batch_size, num_images_per_prompt, device, prompt_embeds.dtype)
@@ -226,13 +221,9 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         if cfg:
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds, *concept_rows])
 
-        # 4. Prepare timesteps
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps,
-                                                            sigmas)
-
-        # 5. Prepare latent variables
-        latents = self.prepare_latents(n_rows, self.unet.config.in_channels, height, width, prompt_embeds.dtype,
-                                       device, generator, latents)
+        # 4. Prepare timesteps and 5. latent variables
+        timesteps, num_inference_steps, latents = self._timesteps_and_latents(
+            num_inference_steps, timesteps, sigmas, n_rows, height, width, prompt_embeds.dtype, device, generator, latents)
 
         # 6. Prepare extra step kwargs and the guidance-scale embedding
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)

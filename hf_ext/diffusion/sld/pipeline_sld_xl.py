@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
-from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import retrieve_timesteps
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import (
     CLIPImageProcessor,
@@ -153,12 +152,11 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
         width = width or self.default_sample_size * self.vae_scale_factor
         original_size = original_size or (height, width)
         target_size = target_size or (height, width)
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["latents"]
 
         # 1. Check inputs. Raise error if not correct
-        self._start_call(height, width, output_type, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-                         clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs)
+        callback_on_step_end_tensor_inputs = self._start_call(
+            height, width, output_type, callback_on_step_end_tensor_inputs, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale, clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs)
         self._denoising_end = None
         self.check_inputs(prompt, prompt_2, height, width, None, negative_prompt, negative_prompt_2, prompt_embeds,
                           negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds, None, None,
@@ -169,19 +167,16 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
                           sld_threshold=sld_threshold, sld_momentum_scale=sld_momentum_scale, sld_mom_beta=sld_mom_beta)
         config, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
         cfg = self.do_classifier_free_guidance
-        batch_size = self._batch_size(prompt, prompt_embeds)
-        n_rows = batch_size * num_images_per_prompt
-        device = self._execution_device
+        batch_size, n_rows, device = self._call_parameters(prompt, prompt_embeds, num_images_per_prompt)
 
         # 3. Encode input prompt and the safety concepts (both text encoders: embeds and pooled embeds)
-        lora_scale = cross_attention_kwargs.get("scale", None) if cross_attention_kwargs is not None else None
         (prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
          negative_pooled_prompt_embeds) = self.encode_prompt(
             prompt=prompt, prompt_2=prompt_2, device=device, num_images_per_prompt=num_images_per_prompt,
             do_classifier_free_guidance=cfg, negative_prompt=negative_prompt, negative_prompt_2=negative_prompt_2,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-            lora_scale=lora_scale, clip_skip=clip_skip)
+            lora_scale=self._lora_scale, clip_skip=clip_skip)
         pairs, applied_concept = self._safety_concept_inputs(sld_on, concepts, safety_concept, safety_concept_embeds,
                                                              device, clip_skip)
         concept_rows: list[torch.Tensor] = []
@@ -194,13 +189,9 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
                                                         device, prompt_embeds.dtype).squeeze(1))
         n_concepts = len(concept_rows)
 
-        # 4. Prepare timesteps
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps,
-                                                            sigmas)
-
-        # 5. Prepare latent variables
-        latents = self.prepare_latents(n_rows, self.unet.config.in_channels, height, width, prompt_embeds.dtype,
-                                       device, generator, latents)
+        # 4. Prepare timesteps and 5. latent variables
+        timesteps, num_inference_steps, latents = self._timesteps_and_latents(
+            num_inference_steps, timesteps, sigmas, n_rows, height, width, prompt_embeds.dtype, device, generator, latents)
 
         # 6. Prepare extra step kwargs
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
