@@ -72,19 +72,9 @@ class AtManExplainer(AtManScorer):
             log-additive mode). Default 0.1.
         conceptual_threshold: κ in ``[0, 1]`` for co-suppressing similar tokens, ``None`` = off.
         max_neighbours: at most this many neighbours per suppressed token (most similar first); ``None`` = no cap.
-        layers: decoder layers to manipulate (``None`` = all).
-        max_batch_size: rows per forward (one perturbation per row, or several packed ones: see ``pack``).
-        prefix_reuse: reuse the base pass's KV cache before the first suppressed position (disabled automatically
-            for ``"reference_compat"``).
-        pack: with prefix reuse in log-additive mode on all layers, put several perturbations' suffixes end to end
-            in one row of at most the sequence's length (see :mod:`hf_ext.atman.packing`): fewer, fuller forwards,
-            each no longer than one plain forward. ``"segments"``: each suffix attends to its own positions (one
-            attention call per suffix and layer; fewest FLOPs, the cache holds only the base pass);
-            ``"mask"``: one 4D mask keeps the suffixes apart (one attention call per layer; the cache holds
-            ``2L`` positions); ``True`` (default): ``"segments"`` on CPU, ``"mask"`` on accelerators, where kernel
-            launches cost more than masked-out scores. ``False``: one perturbation per row. Sequences longer than a
-            model's sliding attention window are not packed (only the model's own masks are right there).
-        progress: show a tqdm bar over batches.
+        layers, max_batch_size, prefix_reuse, pack, progress: how the perturbed forwards run (decoder layers
+            manipulated, rows per forward, KV-cache reuse, packing of several suffixes per row, tqdm bar); see
+            :class:`~hf_ext.atman.scorer.AtManScorer`.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer

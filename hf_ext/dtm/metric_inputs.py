@@ -5,6 +5,8 @@ from __future__ import annotations
 from .divergence import DivergenceResult, aligned_divergence, divergence_from_ids
 
 IGNORE = -100
+#: Reference URLs of the FDTM/SDTM comparisons (the DTM paper).
+DTM_URLS = ("https://arxiv.org/abs/2311.01544",)
 
 
 def _clean(rows) -> list[list[int]]:

@@ -182,16 +182,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         return int(self.dict_trigrams.numel())
 
     def set_decode_dictionary(self, words_or_tokenizer, *, tokenizer=None) -> None:
-        """Replace the decode dictionary (e.g. with a ``wordfreq`` list, or a tokenizer's word list).
-
-        Args:
-            words_or_tokenizer: a :class:`TFreeTokenizer` (its word list, in id order; its hashing must match the
-                config) or a sequence of words (their ids are their positions).
-            tokenizer: optional tokenizer whose pattern cache computes the patterns faster.
-
-        Raises:
-            ValueError: an empty dictionary, or a tokenizer whose hashing differs from the config.
-        """
+        """Replace the decode dictionary with a :class:`TFreeTokenizer`'s word list or a list of words (e.g. a
+        ``wordfreq`` list); see :meth:`~hf_ext.tfree.dictionary.DecodeDictionary.set`."""
         self.decode_dictionary.set(words_or_tokenizer, tokenizer=tokenizer)
 
     def add_decode_words(self, words: Sequence[str], *, tokenizer=None) -> list[int]:

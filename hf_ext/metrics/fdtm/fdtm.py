@@ -17,7 +17,8 @@ Example:
 
 import evaluate
 
-from hf_ext.dtm.metric_inputs import comparison_features, divergence_from_inputs
+from hf_ext.dtm.metric_inputs import DTM_URLS, comparison_features, divergence_from_inputs
+from hf_ext.metrics import module_info
 
 _DESCRIPTION = """First divergent token (FDT): the number of leading reference tokens a candidate model reproduces
 (0-based; N when none diverges), averaged over samples (FDTM), with median, quantiles and the share with FDT = N.
@@ -46,9 +47,8 @@ class FDTM(evaluate.Comparison):
     """The FDTM comparison (see the module docstring)."""
 
     def _info(self):
-        return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-                                       features=comparison_features(), module_type="comparison",
-                                       reference_urls=["https://arxiv.org/abs/2311.01544"])
+        return module_info(evaluate.ComparisonInfo, description=_DESCRIPTION, citation=_CITATION, inputs=_INPUTS,
+                           features=comparison_features(), urls=DTM_URLS, module_type="comparison")
 
     def _compute(self, predictions, references, aligned=False, tokenizer=None):
         res = divergence_from_inputs(predictions, references, aligned=aligned, tokenizer=tokenizer)

@@ -14,7 +14,8 @@ Example:
 
 import evaluate
 
-from hf_ext.dtm.metric_inputs import comparison_features, divergence_from_inputs
+from hf_ext.dtm.metric_inputs import DTM_URLS, comparison_features, divergence_from_inputs
+from hf_ext.metrics import module_info
 
 _DESCRIPTION = """Sum of divergent tokens (SDT): how many tokens a candidate model gets wrong (teacher-forced) or would
 have to correct (aligned, who-what-benchmark), averaged over samples (SDTM), with its share of N."""
@@ -39,9 +40,8 @@ class SDTM(evaluate.Comparison):
     """The SDTM comparison (see the module docstring)."""
 
     def _info(self):
-        return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-                                       features=comparison_features(), module_type="comparison",
-                                       reference_urls=["https://arxiv.org/abs/2311.01544"])
+        return module_info(evaluate.ComparisonInfo, description=_DESCRIPTION, citation=_CITATION, inputs=_INPUTS,
+                           features=comparison_features(), urls=DTM_URLS, module_type="comparison")
 
     def _compute(self, predictions, references, aligned=False, tokenizer=None):
         res = divergence_from_inputs(predictions, references, aligned=aligned, tokenizer=tokenizer)
