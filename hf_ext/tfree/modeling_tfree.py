@@ -147,17 +147,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         self.post_init()
 
     # ------------------------------------------------------------------ HF plumbing
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embed
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.embed = value
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
+    # input/output embedding accessors: transformers' defaults over ``embed`` and ``lm_head``
+    _input_embed_layer = "embed"
 
     def get_decoder(self) -> nn.Module:
         return self.model
