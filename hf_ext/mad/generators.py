@@ -39,7 +39,7 @@ import hashlib
 import numpy as np
 
 from .config import MADTaskConfig
-from .generators_fast import generate_fast
+from .generators_fast import SPLIT_IDS, generate_fast  # noqa: F401 - SPLIT_IDS re-exported
 from .generators_madlab import MadlabStream
 from .layout import generate_kv_map, vocab_layout
 
