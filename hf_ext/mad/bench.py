@@ -419,12 +419,15 @@ def run_benchmark(arch: str, protocol: str = "madlab", preset: str = "lite", out
     Each process of an ``accelerate launch`` takes its slice of the pending jobs
     (``PartialState().split_between_processes``) on its own device.
     """
+    import torch
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from .generators import generate_splits
 
-    state = PartialState()
+    # cpu=True on a CPU-only machine: without it PartialState ignores a torchrun launch (every process believes it is
+    # alone and runs every job)
+    state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = make_jobs(arch, protocol, preset, tasks, lrs, wds, epochs, overrides)

@@ -72,8 +72,12 @@ def _valid_tokens(ids: torch.Tensor, mask: torch.Tensor, eos_token_id: int | Non
 def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Any, *,
                              adapter: ScarAdapter | None = None, layer: int | None = None, site: str = "mlp",
                              batch_size: int = 16, max_length: int | None = None, storage_dtype: str = "float32",
-                             eos_token_id: int | None = None, progress: bool = True):
+                             eos_token_id: int | None = None, progress: bool = True, output_dir: Any = None,
+                             shard_mb: float = 128.0, overwrite: bool = False):
     """Cache token activations at the adapter's site, with each sequence's labels copied to its tokens.
+
+    In memory by default; with ``output_dir`` written to disk batch by batch (sharded safetensors) and returned as a
+    memory-mapped :class:`~hf_ext.scar.activation_store.ActivationStore`: same rows, same training result.
 
     Args:
         model: the base causal LM (``eval()`` mode).
@@ -88,12 +92,14 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
         eos_token_id: tokens from the first EOS on are dropped (default ``tokenizer.eos_token_id``; with pad = eos,
             as in the reference, padding is dropped as well).
         progress: tqdm bar.
+        output_dir, shard_mb, overwrite: stream into this folder, in shards of ``shard_mb`` MiB, replacing a store.
 
     Returns:
-        ``datasets.Dataset`` with ``activations`` (``[D]`` per row), ``labels`` (``[C]``) and ``sequence_id``.
+        ``datasets.Dataset`` with ``activations`` (``[D]`` per row), ``labels`` (``[C]``) and ``sequence_id``
+        (with ``output_dir``: an ``ActivationStore``).
 
     Raises:
-        ValueError: mismatched texts/labels, unknown storage dtype, neither adapter nor layer.
+        ValueError: mismatched texts/labels, unknown storage dtype, neither adapter nor layer, an existing store.
     """
     from datasets import Array2D, Dataset, Features, Value, concatenate_datasets  # noqa: F401
     from tqdm.auto import tqdm
@@ -112,8 +118,14 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
                                         k=1, concepts=[f"c{i}" for i in range(num_concepts)]).attach(model)
     elif not adapter.is_attached:
         adapter.attach(model)
+    writer = None
     try:
         y = _labels_matrix(labels, len(texts), adapter.num_concepts)
+        if output_dir is not None:
+            from .activation_store import ActivationWriter
+
+            writer = ActivationWriter(output_dir, n_inputs=adapter.config.n_inputs, num_concepts=adapter.num_concepts,
+                                      storage_dtype=storage_dtype, shard_mb=shard_mb, overwrite=overwrite)
         eos = eos_token_id if eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
         acts, labs, seq_ids = [], [], []
         for start in tqdm(range(0, len(texts), batch_size), desc="caching activations", disable=not progress):
@@ -122,9 +134,14 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
             a = adapter.run_capture(model, inputs, activations=True).float().cpu()
             valid = _valid_tokens(ids, mask, eos)
             rows_, cols = valid.nonzero(as_tuple=True)
+            if writer is not None:  # straight to disk: nothing accumulates in memory
+                writer.write(a[rows_, cols], y[start + rows_], start + rows_)
+                continue
             acts.append(a[rows_, cols].to(_STORAGE[storage_dtype]))
             labs.append(y[start + rows_])
             seq_ids.append(start + rows_)
+        if writer is not None:
+            return writer.close()
         acts_t, labs_t, seq_t = torch.cat(acts), torch.cat(labs), torch.cat(seq_ids)
     finally:
         if temporary:
@@ -146,8 +163,12 @@ class ActivationTensors(torch.utils.data.Dataset):
         self.activations, self.labels = activations.float(), labels.float()
 
     @classmethod
-    def from_dataset(cls, dataset: Any) -> ActivationTensors:
-        if isinstance(dataset, ActivationTensors):
+    def from_dataset(cls, dataset: Any) -> Any:
+        """``dataset`` as a batch-fetching dataset: an ``ActivationStore`` stays on disk (memory-mapped), anything
+        else (a ``datasets.Dataset``, a dict of columns) is loaded into memory."""
+        from .activation_store import ActivationStore
+
+        if isinstance(dataset, (ActivationTensors, ActivationStore)):
             return dataset
         columns = dataset.with_format("torch")[:] if hasattr(dataset, "with_format") else dataset
         return cls(torch.as_tensor(columns["activations"]), torch.as_tensor(columns["labels"]))
@@ -221,7 +242,8 @@ def train_scar(adapter: ScarAdapter, dataset: Any, *, epochs: float = 1.0, batch
 
     Args:
         adapter: the :class:`ScarAdapter` (trained in place; may be attached).
-        dataset: from :func:`build_activation_dataset` (``activations``, ``labels``).
+        dataset: from :func:`build_activation_dataset` (``activations``, ``labels``): a ``datasets.Dataset`` (loaded
+            into memory) or an ``ActivationStore`` (read from disk, memory-mapped, batch by batch).
         epochs, batch_size, lr, max_grad_norm: reference defaults (100 epochs in the paper; Adam(W, no decay),
             lr 1e-5, 2048 tokens, clip 1.0, constant schedule).
         seed: data order and any randomness.
@@ -330,11 +352,16 @@ def synthetic_activations(num_tokens: int, n_inputs: int, num_concepts: int = 1,
 
 
 def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, batch_size: int = 2048, lr: float = 1e-5,
-                     max_grad_norm: float = 1.0, seed: int = 0, progress: bool = True) -> list[float]:
+                     max_grad_norm: float = 1.0, seed: int = 0, progress: bool = True, fsdp: bool = False) -> list[float]:
     """Plain Accelerate loop (Adam, grad clip, global batch ``batch_size`` split across processes).
 
     With ``split_batches`` every process sees its slice of the same global batch in the same order (no shuffling),
-    and DDP averages the gradients, so N processes reproduce one process up to float reduction order.
+    and the gradients are averaged (DDP, or FSDP2's reduce-scatter when sharded), so N processes reproduce one process
+    up to float reduction order.
+
+    ``dataset``: a ``datasets.Dataset`` or an ``ActivationStore``. ``fsdp``: shard the (detached) adapter with FSDP2
+    (:func:`~hf_ext.scar.sharding.shard_scar`) without an FSDP2 launch too; it stays sharded (save via
+    ``hf_ext.core.sharding.unsharded_copy``).
 
     Returns:
         The global mean loss per step (on every process).
@@ -342,6 +369,10 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from ..core.sharding import sharding_kwargs
+    from .sharding import shard_scar
 
     accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True),
                               cpu=not torch.cuda.is_available())
@@ -349,20 +380,24 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
     n = len(dataset)
     if batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {batch_size} must be divisible by the {accelerator.num_processes} processes")
-    loader = DataLoader(ActivationTensors.from_dataset(dataset), batch_size=batch_size, shuffle=False, collate_fn=_collate_activations,
-                        drop_last=n >= batch_size)
-    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
-    model, optimizer, loader = accelerator.prepare(adapter, optimizer, loader)
+    loader = DataLoader(ActivationTensors.from_dataset(dataset), batch_size=batch_size, shuffle=False,
+                        collate_fn=_collate_activations, drop_last=n >= batch_size)
+    shard = sharding_kwargs(accelerator, fsdp)
+    if shard is not None:  # sharded by hand: Accelerate would wrap the model with its own policy (or, on CPU, not)
+        model = shard_scar(adapter, device=accelerator.device, **shard)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        loader = accelerator.prepare(loader)
+    else:
+        optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
+        model, optimizer, loader = accelerator.prepare(adapter, optimizer, loader)
     losses: list[float] = []
-    from tqdm.auto import tqdm
-
     model.train()
     for _ in range(epochs):
         for batch in tqdm(loader, desc="scar (accelerate)", disable=not (progress and accelerator.is_main_process)):
             out = model(**batch)
             accelerator.backward(out["loss"])
-            if max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            if max_grad_norm:  # torch's clip computes the global norm of DTensor gradients; Accelerate's handles DDP
+                (torch.nn.utils.clip_grad_norm_ if shard is not None else accelerator.clip_grad_norm_)(model.parameters(), max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
             losses.append(float(accelerator.reduce(out["loss"].detach(), reduction="mean")))
@@ -375,12 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m hf_ext.scar.training`` / ``accelerate launch -m hf_ext.scar.training``: train on activations.
 
     Example:
-        accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
-            -m hf_ext.scar.training --synthetic 512 --n-inputs 16 --out runs/scar-acc
+        torchrun --nproc_per_node 2 -m hf_ext.scar.training --synthetic 512 --n-inputs 16 --fsdp --out runs/scar-fsdp
+        accelerate launch --config_file configs/accelerate/fsdp2.yaml -m hf_ext.scar.training \\
+            --activations runs/acts --out runs/scar
     """
     p = argparse.ArgumentParser(prog="python -m hf_ext.scar.training", description=main.__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--activations", help="a dataset folder saved with build_activation_dataset(...).save_to_disk")
+    src.add_argument("--activations", help="an activation store folder (build_activation_dataset(..., output_dir=...)) "
+                                           "or a dataset saved with build_activation_dataset(...).save_to_disk")
     src.add_argument("--synthetic", type=int, help="train on this many seeded synthetic tokens (a smoke test)")
     p.add_argument("--n-inputs", type=int, default=16, help="activation width for --synthetic")
     p.add_argument("--concepts", nargs="+", default=["concept"])
@@ -395,14 +432,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bce-weight", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for the adapter (written by the main process)")
+    p.add_argument("--fsdp", action="store_true", help="shard the adapter with FSDP2 (implied by an Accelerate FSDP2 "
+                                                       "config)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if args.activations:
-        from datasets import load_from_disk
+        from .activation_store import ActivationStore, is_activation_store
 
-        ds = load_from_disk(args.activations).with_format("torch")
-        n_inputs = len(ds[0]["activations"])
+        if is_activation_store(args.activations):
+            ds = ActivationStore(args.activations)
+            n_inputs = ds.n_inputs
+        else:
+            from datasets import load_from_disk
+
+            ds = load_from_disk(args.activations).with_format("torch")
+            n_inputs = len(ds[0]["activations"])
     else:
         n_inputs = args.n_inputs
         ds = synthetic_activations(args.synthetic, n_inputs, len(args.concepts), seed=args.seed)
@@ -410,12 +455,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      concepts=args.concepts, pos_grad_scale=args.pos_grad_scale, bce_weight=args.bce_weight)
     adapter = ScarAdapter(cfg, seed=args.seed)
     losses = accelerate_train(adapter, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, fsdp=args.fsdp)
+    from ..core.sharding import sharding_report, unsharded_copy
+
+    report = sharding_report(adapter)
+    plain = unsharded_copy(adapter)  # a collective when sharded: every process takes part
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         out = Path(args.out)
-        adapter.save_pretrained(out, card=False)
-        (out / "losses.json").write_text(json.dumps({"losses": losses,
+        plain.save_pretrained(out, card=False)
+        (out / "losses.json").write_text(json.dumps({"losses": losses, "sharding": report,
                                                      "world_size": int(os.environ.get("WORLD_SIZE", "1"))}))
         print(f"trained {len(losses)} steps, final loss {losses[-1]:.4f}" if losses else "no steps",
               file=sys.stderr)

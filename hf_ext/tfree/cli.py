@@ -37,12 +37,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--hash-scheme", default="aa_md5", choices=["aa_md5", "fast"])
     t.add_argument("--pos-weight", type=float, default=10.0)
     t.add_argument("--steps", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--batch-size", type=int, default=8, help="global batch in windows (split across processes)")
     t.add_argument("--max-words", type=int, default=32)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--max-docs", type=int, default=40, help="documents of the default corpus")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--png", default=None, help="write the loss curve here")
+    t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (torchrun; implied by an Accelerate FSDP2 "
+                                                       "config)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -107,20 +109,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
             tok.add_words(w for w in tok.tokenize(text))
         model.set_decode_dictionary(tok)
         losses = train_tfree(model, tok, texts, steps=args.steps, batch_size=args.batch_size, max_words=args.max_words,
-                             lr=args.lr, seed=args.seed, progress=not args.no_progress)
+                             lr=args.lr, seed=args.seed, progress=not args.no_progress, fsdp=args.fsdp)
     except ValueError as err:
         logger.error("%s", err)
         return 1
-    out = Path(args.out)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    (out / "train_losses.json").write_text(json.dumps(losses))
-    if args.png:
-        from hf_ext.tfree.training import plot_losses
+    import torch
+    from accelerate import PartialState
 
-        plot_losses(losses, args.png)
-    print(f"trained {args.steps} steps on {len(texts)} documents: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-          f"saved to {out} (dictionary: {model.dictionary_size} words)")
+    from hf_ext.core.sharding import sharding_report, unsharded_copy
+
+    state, report = PartialState(cpu=not torch.cuda.is_available()), sharding_report(model)
+    plain = unsharded_copy(model)  # a collective when sharded: every process takes part
+    if state.is_main_process:
+        out = Path(args.out)
+        plain.save_pretrained(out)
+        tok.save_pretrained(out)
+        (out / "train_losses.json").write_text(json.dumps(losses))
+        (out / "losses.json").write_text(json.dumps({"losses": losses, "world_size": state.num_processes,
+                                                     "sharding": report}))
+        if args.png:
+            from hf_ext.tfree.training import plot_losses
+
+            plot_losses(losses, args.png)
+        print(f"trained {args.steps} steps on {len(texts)} documents, {state.num_processes} process(es)"
+              f"{' (FSDP2)' if report['sharded'] else ''}: loss {losses[0]:.3f} -> {losses[-1]:.3f}; saved to {out} "
+              f"(dictionary: {plain.dictionary_size} words)")
+    state.wait_for_everyone()
     return 0
 
 

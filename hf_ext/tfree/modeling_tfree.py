@@ -134,8 +134,10 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         super().__init__(config)
         h, v = config.hidden_size, config.hash_vocab_size
         self.model = AutoModel.from_config(config.text_config)
-        # the backbone's own token embedding is never used (inputs_embeds): shrink it to one row
+        # the backbone's own token embedding is never used (inputs_embeds): shrink it to one row and freeze it, so
+        # DDP does not wait for a gradient it never gets
         self.model.set_input_embeddings(nn.Embedding(1, h))
+        self.model.get_input_embeddings().weight.requires_grad_(False)
         self.embed = nn.EmbeddingBag(v, h, mode="sum")
         self.lm_head = nn.Linear(h, v, bias=False)
         d, nnz = config.dictionary_size, config.dictionary_nnz

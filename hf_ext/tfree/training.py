@@ -5,7 +5,8 @@
 * :class:`TFreeDataCollator` pads them to ``activation_ids`` ``[B, W, A]`` + ``attention_mask`` + ``labels`` for
   ``transformers.Trainer``;
 * :func:`train_tfree` is a plain loop through ``accelerate.Accelerator`` (the same code runs on 1 or N processes,
-  ``accelerate launch``); :func:`tiny_tfree` builds a seeded tiny model over any tiny backbone family.
+  ``torchrun`` / ``accelerate launch``, DDP or FSDP2 sharded with :func:`~hf_ext.tfree.sharding.shard_tfree`);
+  :func:`tiny_tfree` builds a seeded tiny model over any tiny backbone family.
 
 Example:
     >>> from hf_ext.tfree.training import tiny_tfree, train_tfree
@@ -129,22 +130,37 @@ class TFreeDataCollator:
 def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Sequence[str], *, steps: int = 100,
                 batch_size: int = 8, max_words: int = 32, lr: float = 3e-3, weight_decay: float = 0.0,
                 warmup_steps: int = 0, seed: int = 0, progress: bool = True, accelerator=None,
-                log_every: int = 0) -> list[float]:
+                log_every: int = 0, fsdp: bool = False) -> list[float]:
     """Train ``model`` on ``texts`` with AdamW (cosine schedule) through Accelerate; returns the per-step losses.
 
-    The loop runs unchanged under ``accelerate launch`` on N processes (each takes its share of every batch).
+    The loop runs unchanged on N processes (``torchrun`` / ``accelerate launch``): every process draws the same global
+    batch of ``batch_size`` windows (a seeded shuffle) and takes its contiguous share, and the gradients are averaged
+    (DDP, or FSDP2's reduce-scatter when sharded). Windows hold ``max_words`` words each, so every share has as many
+    positions and N processes make the same updates as one, up to float rounding.
 
     Args:
-        model, tokenizer: a T-FREE model and a tokenizer with the same hashing.
+        model, tokenizer: a T-FREE model and a tokenizer with the same hashing (every process: same initial weights).
         texts: training documents.
-        steps, batch_size, max_words, lr, weight_decay, warmup_steps: optimisation settings.
-        seed: data order and dropout seed.
+        steps, max_words, lr, weight_decay, warmup_steps: optimisation settings.
+        batch_size: the **global** batch in windows (split across processes; divisible by their number).
+        seed: data order seed.
         progress: show a tqdm bar.
         accelerator: an ``accelerate.Accelerator`` (default: a new one, CPU if no GPU).
         log_every: log the loss every ``n`` steps (0 = never).
+        fsdp: shard with FSDP2 (:func:`~hf_ext.tfree.sharding.shard_tfree`) even without an Accelerate FSDP2 launch;
+            the model then stays sharded (save it via :func:`hf_ext.core.sharding.unsharded_copy` on every process).
+
+    Returns:
+        The global mean loss of every step.
+
+    Raises:
+        ValueError: mismatched hashing, a non-positive ``steps``, or ``batch_size`` not divisible by the processes.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
+
+    from ..core.sharding import sharding_kwargs
+    from .sharding import shard_tfree
 
     if tokenizer.hash_config() != model.config.hash_config():
         raise ValueError(f"tokenizer hashing {tokenizer.hash_config()} != model {model.config.hash_config()}")
@@ -152,29 +168,43 @@ def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Seque
         raise ValueError(f"steps={steps!r} must be a positive int")
     windows = word_windows(tokenizer, texts, max_words)
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} (global) is not divisible by the {world} processes")
     gen = torch.Generator().manual_seed(seed)
+    # Not prepared by Accelerate: every process iterates the same global batches and slices its share below.
     loader = torch.utils.data.DataLoader(windows, batch_size=batch_size, shuffle=True, generator=gen,
                                          collate_fn=TFreeDataCollator(), drop_last=len(windows) > batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
 
     def schedule(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model.train()
-    model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
+    shard = sharding_kwargs(accelerator, fsdp)
+    if shard is not None:
+        trained = shard_tfree(model, device=accelerator.device, **shard)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+        trained, opt = accelerator.prepare(model, opt)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     losses: list[float] = []
     bar = tqdm(total=steps, desc="T-FREE training", disable=not progress or not accelerator.is_local_main_process)
     while len(losses) < steps:
         for batch in loader:
-            loss = model(**batch).loss
+            n = batch["activation_ids"].shape[0]
+            if n < world:
+                raise ValueError(f"a batch of {n} windows cannot be split across {world} processes; give more text")
+            lo, hi = rank * n // world, (rank + 1) * n // world
+            local = {k: v[lo:hi].to(accelerator.device) for k, v in batch.items()}
+            loss = trained(**local).loss
             accelerator.backward(loss)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(accelerator.gather(loss.detach()).mean()))
+            losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")) if world > 1 else loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if log_every and len(losses) % log_every == 0:
@@ -182,8 +212,7 @@ def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Seque
             if len(losses) >= steps:
                 break
     bar.close()
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.eval()
+    model.eval()
     return losses
 
 

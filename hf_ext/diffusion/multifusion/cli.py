@@ -56,6 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--resume-from", default=None, help="checkpoint folder to resume from")
     t.add_argument("--output-dir", required=True, help="checkpoints (and the tuned pipeline with --save-pipeline)")
     t.add_argument("--save-pipeline", action="store_true", help="also save the whole tuned pipeline to OUTPUT_DIR/pipeline")
+    t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (torchrun; implied by an Accelerate FSDP2 "
+                                                       "config)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
     return p
@@ -116,6 +118,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from accelerate import Accelerator
 
+    from hf_ext.core.sharding import sharding_report, unsharded_copy
     from hf_ext.diffusion.multifusion.training import (
         SENTENCE_PAIRS,
         FusionConfig,
@@ -132,23 +135,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.stage == "semantic":
             res = train_semantic(pipe.interleaved_encoder(), SENTENCE_PAIRS, SemanticConfig(steps=args.steps, batch_size=args.batch_size,
                                                                                    lr=args.lr, seed=args.seed),
-                                 accelerator=acc, progress=not args.no_progress)
+                                 accelerator=acc, progress=not args.no_progress, fsdp=args.fsdp)
         else:
             cfg = FusionConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, p_image=args.p_image,
                                p_uncond=args.p_uncond, seed=args.seed, checkpoint_every=args.checkpoint_every)
             res = train_fusion(pipe, ShapesDataset(args.num_samples, seed=args.seed), cfg, accelerator=acc,
-                               output_dir=out, resume_from=args.resume_from, progress=not args.no_progress)
+                               output_dir=out, resume_from=args.resume_from, progress=not args.no_progress,
+                               fsdp=args.fsdp)
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 1
+    trained = ["encoder"] if args.stage == "semantic" else ["unet", "projection"]
+    report = {name: sharding_report(getattr(pipe, name)) for name in trained if getattr(pipe, name) is not None}
+    if args.save_pipeline or args.stage == "semantic":
+        # sharded modules are gathered into plain copies (a collective: every process takes part)
+        plain = {name: unsharded_copy(getattr(pipe, name)) for name in report}
+        if acc.is_main_process:
+            pipe.register_modules(**plain)
+            pipe.save_pretrained(out / "pipeline")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        if args.save_pipeline or args.stage == "semantic":
-            pipe.save_pretrained(out / "pipeline")
         (out / "losses.json").write_text(json.dumps({"losses": res.losses, "trainable": len(res.trainable),
-                                                     "processes": acc.num_processes}), encoding="utf-8")
-        print(f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es), loss "
-              f"{res.losses[0]:.4f} -> {res.losses[-1]:.4f}; wrote {out}")
+                                                     "processes": acc.num_processes, "world_size": acc.num_processes,
+                                                     "sharding": report}),
+                                         encoding="utf-8")
+        sharded = any(r["sharded"] for r in report.values())
+        print(f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es)"
+              f"{' (FSDP2)' if sharded else ''}, loss {res.losses[0]:.4f} -> {res.losses[-1]:.4f}; wrote {out}")
     acc.wait_for_everyone()
     return 0
 

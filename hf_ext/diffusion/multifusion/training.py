@@ -10,10 +10,8 @@
 Every random draw of a training sample (noise, timestep, modality, dropout) comes from a generator seeded with
 ``(seed, global sample number)``, and the global batch of step ``s`` is samples ``s*G … s*G+G-1`` split across the
 processes, whose gradients are averaged. So N processes with ``G/N`` samples each give the same update as one process
-with ``G`` samples (up to float summation order), and a resumed run repeats the uninterrupted one.
-
-Checkpoints (:func:`save_checkpoint`): ``trainable.safetensors`` (the trained parameters), ``optimizer.safetensors`` +
-``optimizer.json`` (AdamW state) and ``training_state.json`` (step, config, losses); never pickle.
+with ``G`` samples (up to float summation order), and a resumed run repeats the uninterrupted one. Both stages also
+run sharded with FSDP2 (``fsdp=True`` or an Accelerate FSDP2 launch; :mod:`.sharding`). Checkpoints: :mod:`.checkpoint`.
 
 The toy data (:class:`ShapesDataset`, :data:`SENTENCE_PAIRS`) is in :mod:`hf_ext.diffusion.multifusion.toy_data`
 and re-exported here.
@@ -29,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -39,16 +36,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...core.sharding import sharding_kwargs
+from .checkpoint import gather_for_checkpoint, load_checkpoint, save_checkpoint, write_checkpoint
 from .encoding_multifusion import InterleavedEncoder
+from .sharding import shard_fusion, shard_semantic
 from .toy_data import COLORS, SENTENCE_PAIRS, SHAPES, ShapesDataset, draw_shape
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "COLORS", "SENTENCE_PAIRS", "SHAPES", "FusionConfig", "SemanticConfig", "ShapesDataset", "TrainResult", "denoising_loss",
-    "draw_shape", "fusion_parameter_names", "freeze_for_fusion", "load_checkpoint", "sample_generator",
+    "draw_shape", "fusion_parameter_names", "freeze_for_fusion", "gather_for_checkpoint", "load_checkpoint",
+    "sample_generator",
     "save_checkpoint", "train_fusion", "train_semantic",
 ]
+
 
 def sample_generator(seed: int, sample: int) -> torch.Generator:
     """The generator of one training sample: a function of ``(seed, global sample number)`` only."""
@@ -147,61 +149,6 @@ def freeze_for_fusion(pipe) -> dict[str, nn.Parameter]:
     for name, p in params.items():
         p.requires_grad_(name in trainable)
     return {n: params[n] for n in sorted(trainable)}
-
-
-# ---------------------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None,
-                    state: dict | None = None) -> Path:
-    """Write ``trainable.safetensors``, the optimizer state (``optimizer.safetensors`` + ``.json``) and ``state``."""
-    from safetensors.torch import save_file
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(out / "trainable.safetensors"))
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
-        for pid, st in sd["state"].items():
-            meta["state"][str(pid)] = {}
-            for key, value in st.items():
-                if torch.is_tensor(value):
-                    tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
-                    meta["state"][str(pid)][key] = "__tensor__"
-                else:
-                    meta["state"][str(pid)][key] = value
-        save_file(tensors, str(out / "optimizer.safetensors"))
-        (out / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
-    (out / "training_state.json").write_text(json.dumps(state or {}, indent=1), encoding="utf-8")
-    return out
-
-
-def load_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> dict:
-    """Load what :func:`save_checkpoint` wrote into ``params`` (in place) and ``optimizer``; returns the state dict.
-
-    Raises:
-        FileNotFoundError: no checkpoint in ``directory``.
-        ValueError: the checkpoint's parameter names differ from ``params``.
-    """
-    from safetensors.torch import load_file
-
-    src = Path(directory)
-    if not (src / "trainable.safetensors").is_file():
-        raise FileNotFoundError(f"no checkpoint (trainable.safetensors) in {src}")
-    tensors = load_file(str(src / "trainable.safetensors"))
-    if set(tensors) != set(params):
-        missing, extra = sorted(set(params) - set(tensors))[:3], sorted(set(tensors) - set(params))[:3]
-        raise ValueError(f"checkpoint parameters do not match the model: missing {missing}, unexpected {extra}")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(tensors[n].to(p.device, p.dtype))
-    if optimizer is not None and (src / "optimizer.json").is_file():
-        meta = json.loads((src / "optimizer.json").read_text(encoding="utf-8"))
-        opt_t = load_file(str(src / "optimizer.safetensors"))
-        state = {}
-        for pid, st in meta["state"].items():
-            state[int(pid)] = {k: (opt_t[f"{pid}.{k}"] if v == "__tensor__" else v) for k, v in st.items()}
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return json.loads((src / "training_state.json").read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------- stage B
@@ -304,7 +251,7 @@ def denoising_loss(pipe, dataset, *, seed: int = 1234, batch_size: int = 8, moda
 
 
 def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerator=None, output_dir=None,
-                 resume_from=None, progress: bool = True) -> TrainResult:
+                 resume_from=None, progress: bool = True, fsdp: bool = False) -> TrainResult:
     """Stage B: fusion tuning of the UNet's cross-attention and the projection (everything else frozen).
 
     Args:
@@ -316,6 +263,8 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
         output_dir: where checkpoints go (``checkpoint-<step>/`` every ``checkpoint_every`` steps and ``final/``).
         resume_from: a checkpoint folder to resume from (weights, optimizer and step).
         progress: show a tqdm bar on the main process.
+        fsdp: shard the UNet and projection with FSDP2 (:func:`~.sharding.shard_fusion`) without an FSDP2 launch too;
+            checkpoints hold full tensors, the pipeline stays sharded (save via ``core.sharding.unsharded_copy``).
 
     Returns:
         :class:`TrainResult` (per-step global mean losses, trained parameter names).
@@ -330,7 +279,11 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
     device = acc.device
     pipe.to(device)
-    params = freeze_for_fusion(pipe)
+    freeze_for_fusion(pipe)
+    shard = sharding_kwargs(acc, fsdp)
+    if shard is not None:
+        shard_fusion(pipe, device=device, **shard)
+    params = freeze_for_fusion(pipe)  # after sharding: the DTensor parameters the optimizer must hold
     pipe.unet.train()
     if pipe.projection is not None:
         pipe.projection.train()
@@ -350,7 +303,8 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
         loss = _batch_loss(pipe, encoder, dataset, samples, cfg, latents_of, sched, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        _average_gradients(acc, params.values())
+        if shard is None:  # FSDP2 already averaged them in its reduce-scatter
+            _average_gradients(acc, params.values())
         if cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
         optimizer.step()
@@ -359,15 +313,11 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         done = step + 1
         if output_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            if acc.is_main_process:
-                save_checkpoint(Path(output_dir) / f"checkpoint-{done}", params, optimizer,
-                                {"step": done, "losses": result.losses, "config": asdict(cfg)})
-            acc.wait_for_everyone()
+            write_checkpoint(acc, Path(output_dir) / f"checkpoint-{done}", params, optimizer,
+                              {"step": done, "losses": result.losses, "config": asdict(cfg)}, shard is not None)
     if output_dir is not None:
-        if acc.is_main_process:
-            save_checkpoint(Path(output_dir) / "final", params, optimizer,
-                            {"step": cfg.steps, "losses": result.losses, "config": asdict(cfg)})
-        acc.wait_for_everyone()
+        write_checkpoint(acc, Path(output_dir) / "final", params, optimizer,
+                          {"step": cfg.steps, "losses": result.losses, "config": asdict(cfg)}, shard is not None)
     for p in params.values():
         p.requires_grad_(False)
     pipe.unet.eval()
@@ -394,19 +344,35 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels)) / 2
 
 
+def _with_global_negatives(acc, local: torch.Tensor) -> torch.Tensor:
+    """All processes' rows in rank order, this process's rows keeping their autograd graph (the others are constants)."""
+    full = acc.gather(local.detach().contiguous())
+    n, rank = local.shape[0], acc.process_index
+    return torch.cat([full[: rank * n], local, full[(rank + 1) * n:]])
+
+
 def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]], config: SemanticConfig | None = None,
-                   *, accelerator=None, progress: bool = True) -> TrainResult:
+                   *, accelerator=None, progress: bool = True, fsdp: bool = False) -> TrainResult:
     """Stage A: semantic tuning of the encoder's language model (BitFit by default) on sentence pairs.
 
     Each pair ``(a, b)`` is a positive (e.g. an NLI entailment or a translation); the other pairs of the batch are
     negatives. Embeddings are mean-pooled hidden states of the encoder's layer. Batches are drawn with a generator
-    keyed on ``(seed, step)``. With N processes the gradients are averaged, but negatives are per process.
+    keyed on ``(seed, step)``. With N processes each encodes its contiguous share of the batch and the embeddings are
+    all-gathered, so every pair meets the whole batch's negatives: the loss and the (averaged) gradients are those of
+    one process, up to float rounding.
+
+    Args:
+        encoder, pairs, config: as above (``config.batch_size`` pairs per step, divisible by the processes).
+        accelerator, progress: an ``accelerate.Accelerator`` (default: a new one); tqdm bar on the main process.
+        fsdp: shard the encoder with FSDP2 (:func:`~.sharding.shard_semantic`) without an FSDP2 launch too; it
+            stays sharded (save it via :func:`hf_ext.core.sharding.unsharded_copy`).
 
     Returns:
         :class:`TrainResult`; afterwards only the tuned parameters differ from before.
 
     Raises:
-        ValueError: fewer than 2 pairs, an unknown method, or (BitFit) a language model without biases.
+        ValueError: fewer than 2 pairs, an unknown method, (BitFit) a language model without biases, or a batch that
+            does not split evenly across the processes.
     """
     from tqdm.auto import tqdm
 
@@ -418,26 +384,35 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
     if cfg.method not in ("bitfit", "lora"):
         raise ValueError(f"method={cfg.method!r} must be 'bitfit' or 'lora'")
     acc = _accelerator(accelerator)
+    world, rank = acc.num_processes, acc.process_index
+    bsz = min(cfg.batch_size, len(pairs))
+    if bsz % world:
+        raise ValueError(f"a batch of {bsz} pairs (batch_size={cfg.batch_size}, {len(pairs)} pairs) does not split "
+                         f"evenly across {world} processes")
     model = encoder.model
     names = enable_bitfit(model) if cfg.method == "bitfit" else enable_lora(model)
-    named = dict(model.named_parameters())
+    shard = sharding_kwargs(acc, fsdp)
+    if shard is not None:
+        shard_semantic(encoder, device=acc.device, **shard)
+    named = dict(model.named_parameters())  # after sharding: the DTensor parameters
     params = [named[n] for n in names]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     was_training = model.training
     model.train()
     result = TrainResult(trainable=names)
-    bsz = min(cfg.batch_size, len(pairs))
+    local = bsz // world
     for step in tqdm(range(cfg.steps), desc="semantic tuning", disable=not progress or not acc.is_main_process):
         g = sample_generator(cfg.seed, step)
-        idx = torch.randperm(len(pairs), generator=g)[:bsz].tolist()
-        idx = idx[acc.process_index::acc.num_processes] or idx[:2]
-        left = [[pairs[i][0]] for i in idx]
-        right = [[pairs[i][1]] for i in idx]
-        loss = info_nce(encoder.encode(left, device=acc.device).pooled(), encoder.encode(right, device=acc.device).pooled(),
-                        cfg.temperature)
+        idx = torch.randperm(len(pairs), generator=g)[:bsz].tolist()[rank * local:(rank + 1) * local]
+        a = encoder.encode([[pairs[i][0]] for i in idx], device=acc.device).pooled()
+        b = encoder.encode([[pairs[i][1]] for i in idx], device=acc.device).pooled()
+        if world > 1:
+            a, b = _with_global_negatives(acc, a), _with_global_negatives(acc, b)
+        loss = info_nce(a, b, cfg.temperature)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        _average_gradients(acc, params)
+        (loss * world).backward()  # own rows only: ×world makes the mean over processes the full-batch gradient
+        if shard is None:  # FSDP2 averages in its reduce-scatter
+            _average_gradients(acc, params)
         optimizer.step()
         result.losses.append(loss.item())
     for p in params:
