@@ -7,7 +7,7 @@ transformers and the optional extras are imported only when a name that needs th
 Example:
     >>> import hf_ext
     >>> hf_ext.__version__  # doctest: +SKIP
-    '0.1.0'
+    '0.2.0'
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> submodule that defines it; resolved on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {

@@ -8,11 +8,11 @@ the standard library at module level: ``hf-ext --help`` and ``--version`` never 
 Example:
     >>> from hf_ext.cli import main
     >>> main(["--version"])  # doctest: +SKIP
-    hf-ext 0.1.0
+    hf-ext 0.2.0
     0
     >>> info = environment_info()  # doctest: +SKIP
     >>> info["versions"]["hf_ext"]  # doctest: +SKIP
-    '0.1.0'
+    '0.2.0'
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ COMMAND_MODULES: list[str] = [
     "hf_ext.diffusion.multifusion.cli",
     "hf_ext.tfree.cli",
     "hf_ext.mad.cli",
+    "hf_ext.reproduce.cli",
 ]
 
 #: Distributions reported by ``hf-ext env`` (distribution name -> label).

@@ -13,6 +13,7 @@ import pytest
 
 import hf_ext
 from hf_ext.cli import COMMAND_MODULES, main
+from hf_ext.testing import time_factor
 from hf_ext.tour import StepResult, registered_steps, tour_step, unregister_step
 
 
@@ -158,6 +159,6 @@ def test_cli_import_and_help_do_not_import_torch():
         "heavy = sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60 * time_factor(),
                           cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr

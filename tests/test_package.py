@@ -10,19 +10,21 @@ import pytest
 
 import hf_ext
 from hf_ext._optional import require
+from hf_ext.testing import time_factor
 
 
 def _run(code: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=120 * time_factor(), cwd=cwd)
 
 
 def test_import_is_lazy_and_fast():
     res = _run(
         """
         import sys, time
-        t = time.perf_counter()
+        t = time.process_time()  # CPU time: a loaded machine must not fail this
         import hf_ext, hf_ext.core
-        elapsed = time.perf_counter() - t
+        elapsed = time.process_time() - t
         heavy = [m for m in ("torch", "transformers", "diffusers", "datasets", "evaluate", "matplotlib") if m in sys.modules]
         print(elapsed, heavy)
         assert not heavy, heavy

@@ -138,10 +138,16 @@ class AtManScorer:
             raise ValueError(f"pack={pack!r} must be True, False, 'segments' or 'mask'")
         self.progress = progress
         self.anatomy = get_anatomy(model)
+        if self.prefix_reuse and any(a is None for a in self.anatomy.attentions):
+            # a state-space / linear-attention layer carries a recurrent state, not per-position keys and values:
+            # the prefix cannot be resumed from an attention cache
+            logger.info("AtMan: %s has decoder layers without attention; prefix reuse is off", self.anatomy.family)
+            self.prefix_reuse = False
         # Packing expresses the manipulation as one additive bias per suffix for every layer: log-additive, all
         # layers, and sequences no longer than a sliding window (a packed row's masks are ours, not the model's).
         self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
         self._pack_how = pack if isinstance(pack, str) else None
+        self._packing_checked = False
         self._window = _sliding_window(self.anatomy.text_config)
         impl = getattr(self.anatomy.text_config, "_attn_implementation", None) or "eager"
         if impl not in ("sdpa", "eager"):
@@ -203,10 +209,11 @@ class AtManScorer:
                                 cache)
 
     def score_weights(self, prep: PreparedSequence, weights: torch.Tensor, *, desc: str = "AtMan") -> torch.Tensor:
-        """Per-token target CE ``[C, T]`` under each row of ``weights`` ``[C, L]`` (batched, prefix-reused)."""
-        from tqdm.auto import tqdm
+        """Per-token target CE ``[C, T]`` under each row of ``weights`` ``[C, L]`` (batched, prefix-reused).
 
-        L, T = prep.length, prep.target_ids.numel()
+        The first packed result of a scorer is checked once against one plain forward; where packing fails or
+        disagrees (latent-KV caches, differential or gated attention …) the scorer stops packing."""
+        L = prep.length
         C = weights.shape[0]
         starts = []
         for w in weights:
@@ -219,8 +226,38 @@ class AtManScorer:
         order = sorted(range(C), key=lambda c: -starts[c])
         ce = prep.base_ce.unsqueeze(0).repeat(C, 1)
         todo = [c for c in order if starts[c] < L]
+        device = prep.attention_mask.device
         if self.packing_for(L) and todo:
-            return self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.to(prep.attention_mask.device), desc)
+            try:
+                packed = self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.clone().to(device), desc)
+            except (RuntimeError, ValueError) as err:
+                if self._packing_checked:
+                    raise
+                logger.info("AtMan: packing fails on %s (%s: %s); not packing", self.anatomy.family,
+                            type(err).__name__, err)
+                self.pack = False
+                return self._score_unpacked(prep, weights, starts, todo, ce, desc)
+            if self._packing_checked:
+                return packed
+            # The packed path reuses the model's cache and calls its attention per segment: exact for ordinary
+            # attention, not for every family (latent-KV caches, differential or gated attention …). Its first
+            # result is checked once against one plain forward; on disagreement this scorer stops packing.
+            probe = todo[:1]
+            plain = self._score_unpacked(prep, weights, starts, probe, ce.clone(), desc)
+            if torch.allclose(packed[probe].float(), plain[probe].float(), rtol=1e-4, atol=1e-5):
+                self._packing_checked = True
+                return packed
+            logger.info("AtMan: packed perturbations disagree with a plain forward on %s (%s); not packing",
+                        self.anatomy.family, type(self.model).__name__)
+            self.pack = False
+        return self._score_unpacked(prep, weights, starts, todo, ce, desc)
+
+    def _score_unpacked(self, prep: PreparedSequence, weights: torch.Tensor, starts: list[int], todo: list[int],
+                        ce: torch.Tensor, desc: str) -> torch.Tensor:
+        """Fill ``ce`` ``[C, T]`` for the perturbations ``todo`` (latest start first), one per row, prefix-reused."""
+        from tqdm.auto import tqdm
+
+        L, T = prep.length, prep.target_ids.numel()
         batches = [todo[i : i + self.max_batch_size] for i in range(0, len(todo), self.max_batch_size)]
         device = prep.attention_mask.device
         mode = _CORE_MODE[self.mode]
@@ -297,9 +334,19 @@ class AtManScorer:
         # Mask-packed forwards append their keys after the base pass's L positions (at most L more).
         cache = SuffixRecomputeCache(2 * L if self.packing_for(L) == "mask" else L) if self.prefix_reuse else None
         kw = {cache_argument(self.model): cache} if cache is not None else {}
-        with self._unmanipulated(L):
-            out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
-                             use_cache=self.prefix_reuse, logits_to_keep=T)
+        try:
+            with self._unmanipulated(L):
+                out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
+                                 use_cache=self.prefix_reuse, logits_to_keep=T)
+        except (RuntimeError, ValueError, AttributeError, IndexError, TypeError) as err:
+            if cache is None:
+                raise
+            # a family with a cache of its own (sparse-attention indexers, compressed or recurrent states) cannot
+            # write into the suffix-recompute cache: score every perturbation with a full forward instead
+            logger.info("AtMan: %s cannot use the prefix cache (%s: %s); prefix reuse is off", self.anatomy.family,
+                        type(err).__name__, err)
+            self.prefix_reuse, self.pack = False, False
+            return self._base_pass(feed_name, feed, mask, pos, target, extra)
         ce = token_cross_entropy(out.logits[0, -T:], target)
         if cache is not None and not cache.layers:
             raise ValueError(f"{type(self.model).__name__} did not fill the key/value cache it was given; "

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .anatomy import get_anatomy
-from .attention_interface import register_attention_functions, routed_attention
+from .attention_interface import register_attention_functions, require_dispatch, routed_attention
 
 __all__ = [
     "MODES", "AttentionControl", "attention_controls", "items_to_key_positions", "key_weights", "log_additive_bias",
@@ -95,8 +95,11 @@ def _expand_weights(weights: torch.Tensor, batch: int, keys: int, device) -> tor
     return w
 
 
-def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device) -> torch.Tensor:
-    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to."""
+def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device, causal: bool = True) -> torch.Tensor:
+    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to (without a mask: causal, or every key for a
+    module that is not causal, e.g. a prefix-LM's bidirectional prefix)."""
+    if attention_mask is None and not causal:
+        return torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
     if attention_mask is None:
         q_pos = torch.arange(q_len, device=device).view(-1, 1) + (k_len - q_len)
         return (torch.arange(k_len, device=device).view(1, -1) <= q_pos).view(1, 1, q_len, k_len)
@@ -141,15 +144,15 @@ def log_additive_bias(visible: torch.Tensor, log_w: torch.Tensor, dtype: torch.d
     return torch.where(visible & usable, log_w, torch.where(visible, 0.0, min_value)).to(dtype)
 
 
-def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
+def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = True) -> _Prepared:
     batch, _, q_len, _ = query.shape
-    shape = (batch, q_len, k_len, query.dtype, query.device)
+    shape = (batch, q_len, k_len, query.dtype, query.device, causal)
     cached = _PREPARED.get()
     if (cached is not None and cached.attention_mask is attention_mask and cached.shape == shape
             and len(cached.controls) == len(controls) and all(a is b for a, b in zip(cached.controls, controls))):
         return cached
     device = query.device
-    visible = _visible_keys(attention_mask, batch, q_len, k_len, device)
+    visible = _visible_keys(attention_mask, batch, q_len, k_len, device, causal)
     log_w = torch.zeros(batch, k_len, device=device)
     mult_w = None
     min_over_all = False
@@ -173,7 +176,10 @@ def _controlled_attention(module, query, key, value, attention_mask, base_fn, **
     controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
     if not controls:
         return NotImplemented
-    p = _prepare(controls, attention_mask, query, key.shape[-2])
+    # a module that is not causal (a prefix-LM's bidirectional prefix) sees every key when no mask is given
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    p = _prepare(controls, attention_mask, query, key.shape[-2], bool(causal))
     if p.bias is not None:
         return base_fn(module, query, key, value, p.bias, **kwargs)
     return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,
@@ -244,13 +250,16 @@ def attention_controls(
         mode: ``"log_additive"`` (add ``log w`` to the scores), ``"multiplicative"`` (scale scores shifted by the
             minimum over visible keys) or ``"multiplicative_reference"`` (minimum over all keys, as the AtMan
             reference code; not causal).
-        layers: decoder layer indices to control (negative allowed); ``None`` = all layers.
+        layers: decoder layer indices to control (negative allowed); ``None`` = every layer that has attention
+            (a hybrid's state-space layers have none).
 
     Yields:
         The :class:`AttentionControl` now active in this context. Nested blocks compose (weights multiply).
 
     Raises:
         ValueError: unknown mode, bad weights, bad layer index, or a flash/flex attention implementation.
+        NotImplementedError: (from a forward inside the block) a controlled layer's attention module computes its
+            attention without transformers' ``AttentionInterface``, so the weights could not apply.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
@@ -263,19 +272,28 @@ def attention_controls(
         raise ValueError(f"mode={mode!r} is not one of {MODES}")
     weights = _as_weights(weights)
     anatomy = get_anatomy(model)
-    selected = anatomy.resolve_layers(layers)
+    selected = anatomy.attention_layers(layers)
     control = AttentionControl(
         weights=weights,
         mode=mode,
         attention_layers={id(anatomy.attentions[i]): i for i in selected},
     )
+    attentions = {i: anatomy.attentions[i] for i in selected}
     token = _CONTROLS.set(_CONTROLS.get() + (control,))
     try:
-        with routed_attention(model, [anatomy.attentions[i] for i in selected], _controlled_attention):
+        with routed_attention(model, list(attentions.values()), _controlled_attention), \
+                require_dispatch(attentions, lambda index, module: _bypass_error(model, anatomy, index, module)):
             yield control
     finally:
         _CONTROLS.reset(token)
         _PREPARED.set(None)
+
+
+def _bypass_error(model: nn.Module, anatomy, index: int, module: nn.Module) -> NotImplementedError:
+    return NotImplementedError(
+        f"attention controls cannot act on {anatomy.family!r} ({type(model).__name__}): decoder layer {index}'s "
+        f"{type(module).__name__} computes its attention without transformers' AttentionInterface, so per-key "
+        "weights would be silently ignored; choose other layers with layers=[...]")
 
 
 # --------------------------------------------------------------------------------------------------------------

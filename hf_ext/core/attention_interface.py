@@ -32,16 +32,17 @@ from __future__ import annotations
 import contextvars
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
 
 from .anatomy import get_anatomy
+from .hooks import forward_hooks
 
 __all__ = ["ATTENTION_PREFIX", "BASE_IMPLEMENTATIONS", "base_attention_function", "register_attention_functions",
-           "routed_attention"]
+           "require_dispatch", "routed_attention"]
 
 #: Prefix of the registered implementation names (``hf_ext_sdpa``, ``hf_ext_eager``).
 ATTENTION_PREFIX = "hf_ext_"
@@ -51,6 +52,9 @@ BASE_IMPLEMENTATIONS = ("sdpa", "eager")
 Router = Callable[..., Any]
 
 _ROUTERS: contextvars.ContextVar[tuple[Router, ...]] = contextvars.ContextVar("hf_ext_attention_routers", default=())
+# One set per active require_dispatch block of this context: ids of the guarded modules whose forward has begun but
+# has not yet reached a registered function (a module still pending when its forward returns bypassed them).
+_PENDING: contextvars.ContextVar[tuple[set, ...]] = contextvars.ContextVar("hf_ext_attention_pending", default=())
 _ALL_ATTENTION_FUNCTIONS = None
 
 
@@ -74,6 +78,8 @@ def base_attention_function(module: nn.Module, base: str) -> Callable:
 
 
 def _routed(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
+    for pending in _PENDING.get():
+        pending.discard(id(module))
     base_fn = base_attention_function(module, _hf_ext_base)
     for router in reversed(_ROUTERS.get()):
         out = router(module, query, key, value, attention_mask, base_fn, **kwargs)
@@ -178,3 +184,46 @@ def routed_attention(model: nn.Module, attentions: Sequence[nn.Module], router: 
     finally:
         _ROUTERS.reset(token)
         _release(configs)
+
+
+@contextmanager
+def require_dispatch(modules: Mapping[int, nn.Module], error: Callable[[int, nn.Module], BaseException]) -> Iterator[None]:
+    """Raise when a guarded attention module computes its attention without hf_ext's registered functions.
+
+    A module whose forward returns (inside the block, in this context) without having called ``hf_ext_sdpa`` /
+    ``hf_ext_eager`` computes its attention some other way (a hand-written kernel, not transformers'
+    ``AttentionInterface``), so a router could not have acted on it: its forward then raises ``error(index,
+    module)`` instead of silently returning an unmodified result. Use inside :func:`routed_attention`.
+
+    Args:
+        modules: ``{index: attention module}`` to guard (the index is handed to ``error``, e.g. the layer index).
+        error: builds the exception to raise for a module that bypassed the registered functions.
+
+    Example:
+        >>> import torch
+        >>> from hf_ext.testing import tiny_causal_lm
+        >>> model = tiny_causal_lm("llama")
+        >>> attentions = dict(enumerate(get_anatomy(model).attentions))
+        >>> pass_on = lambda *args, **kwargs: NotImplemented
+        >>> with routed_attention(model, list(attentions.values()), pass_on), \\
+        ...         require_dispatch(attentions, lambda i, m: RuntimeError(f"layer {i} bypassed")):
+        ...     _ = model(torch.tensor([[1, 5, 6]]))          # every layer dispatches: nothing raised
+    """
+    index = {id(module): i for i, module in modules.items()}
+
+    def before(module, args, pending):
+        pending.add(id(module))
+
+    def after(module, args, output, pending):
+        if id(module) in pending:
+            pending.discard(id(module))
+            raise error(index[id(module)], module)
+
+    pending: set = set()
+    token = _PENDING.set(_PENDING.get() + (pending,))
+    try:
+        with forward_hooks({m: after for m in modules.values()}, params=pending,
+                           pre_hooks={m: before for m in modules.values()}):
+            yield
+    finally:
+        _PENDING.reset(token)

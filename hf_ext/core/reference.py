@@ -39,6 +39,7 @@ from .inputs import (
     token_id_list,
     vocab_size,
 )
+from .model_checks import padding_exact, record_padding_exact
 
 logger = logging.get_logger(__name__)
 
@@ -106,7 +107,9 @@ def greedy_reference(
     Prompts are sorted by length, left-padded into batches and decoded with ``model.generate(do_sample=False)``
     with an explicit attention mask and explicit ``position_ids`` (when the model takes them) and every logits
     processor off, so each row equals a plain argmax loop over the unpadded prompt. A continuation stops after its
-    first EOS (kept) or after ``max_new_tokens`` tokens.
+    first EOS (kept) or after ``max_new_tokens`` tokens. The first padded batch is checked once per model against
+    its prompts decoded alone (:func:`~hf_ext.core.model_checks.padding_exact`); a model that decodes them
+    differently (recurrent stacks, batch-dependent quantization) is then decoded one prompt at a time.
 
     Args:
         model: any transformers causal LM with ``generate`` (``eval()`` mode).
@@ -185,14 +188,31 @@ def greedy_reference(
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     continuations: list[list[int] | None] = [None] * len(prompt_ids)
     stopped: list[bool] = [False] * len(prompt_ids)
+    if padding_exact(model) is False:
+        batch_size = 1
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc="greedy reference", unit="batch", disable=not progress):
-        new_ids = greedy_continuations(model, [prompt_ids[i] for i in batch], max_new_tokens, eos_token_id=eos,
-                                       pad_token_id=pad)
+        rows = [prompt_ids[i] for i in batch]
+        new_ids = greedy_continuations(model, rows, max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+        if padding_exact(model) is None and len({len(r) for r in rows}) > 1:
+            # one-off check per model (as in teacher_forced_logprobs): each prompt of the first padded batch decoded
+            # alone must give the same continuation (left padding or batch-dependent numerics, e.g. per-batch
+            # activation quantization, would change it), else every prompt is decoded on its own
+            # (compared up to the first EOS: generate pads rows that stopped early up to the batch's longest)
+            exact = all(_cut_at_eos(greedy_continuations(model, [r], max_new_tokens, eos_token_id=eos,
+                                                         pad_token_id=pad)[0], eos) == _cut_at_eos(new, eos)
+                        for r, new in zip(rows, new_ids))
+            record_padding_exact(model, exact)
+            if not exact:
+                logger.info("%s decodes a left-padded prompt differently from the same prompt alone; decoding one "
+                            "prompt at a time", type(model).__name__)
+                return greedy_reference(model, prompts, max_new_tokens=max_new_tokens, tokenizer=tokenizer,
+                                        eos_token_id=eos_token_id, cache_dir=cache_dir, batch_size=1,
+                                        progress=progress, add_special_tokens=add_special_tokens,
+                                        exact_fingerprint=exact_fingerprint)
         for i, new in zip(batch, new_ids):
-            cut = next((k for k, t in enumerate(new) if t in eos), None)
-            continuations[i] = new[: cut + 1] if cut is not None else new
-            stopped[i] = cut is not None
+            continuations[i] = _cut_at_eos(new, eos)
+            stopped[i] = any(t in eos for t in new)
 
     data: dict[str, list] = {"prompt_index": list(range(len(prompt_ids)))}
     features: dict[str, Any] = {"prompt_index": Value("int64")}
@@ -256,6 +276,12 @@ def weights_fingerprint(model: nn.Module, *, exact: bool = False) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _cut_at_eos(new: list[int], eos: list[int]) -> list[int]:
+    """``new`` up to and including its first EOS id (all of it without one)."""
+    cut = next((k for k, t in enumerate(new) if t in eos), None)
+    return new[: cut + 1] if cut is not None else new
 
 
 def _prompt_ids(prompts: Any, tokenizer: Any, add_special_tokens: bool) -> tuple[list[str] | None, list[list[int]]]:

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from transformers.utils import logging
 
 from .inputs import forward_accepts, model_device, pad_token_rows, prepare_batch, vocab_size
+from .model_checks import check_causal, padding_exact, record_padding_exact
 from .reference import greedy_reference, weights_fingerprint
 
 logger = logging.get_logger(__name__)
@@ -163,6 +164,46 @@ def teacher_forced_logprobs(
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    check_causal(model)
+    kwargs = dict(prompt_mask=prompt_mask, continuation_mask=continuation_mask, return_logits=return_logits,
+                  use_position_ids=use_position_ids, grad=grad)
+    if batch_size != 1 and padding_exact(model) is False:
+        return teacher_forced_logprobs(model, prompt_ids, continuation_ids, batch_size=1, **kwargs)
+    scores = _teacher_forced(model, prompt_ids, continuation_ids, batch_size=batch_size, **kwargs)
+    if batch_size == 1 or padding_exact(model) is not None:
+        return scores
+    p_mask = pad_token_rows(prompt_ids, prompt_mask, side="left", name="prompt_ids", mask_name="prompt_mask")[1]
+    padded = (~p_mask).sum(-1) + (~scores.mask).sum(-1)
+    if int(padded.max()) == 0:
+        return scores
+    # One-off check per model: the most padded row scored alone (no padding at all) must match its batched
+    # scores. Models that ignore the padding mask (recurrent stacks, prefix-LM VLMs …) fail it and are scored one
+    # row at a time from then on: exact, slower.
+    row = int(padded.argmax())
+    alone = _teacher_forced(model, _row_slice(prompt_ids, row), _row_slice(continuation_ids, row), batch_size=1,
+                            **{**kwargs, "prompt_mask": _row_slice(prompt_mask, row),
+                               "continuation_mask": _row_slice(continuation_mask, row)})
+    n = int(scores.mask[row].sum())
+    exact = bool(torch.allclose(scores.logprobs[row, :n].float().cpu(), alone.logprobs[0, :n].float().cpu(),
+                                atol=1e-4, rtol=1e-4))
+    record_padding_exact(model, exact)
+    if exact:
+        return scores
+    logger.info("%s gives different scores for a left-padded row than for the same row unpadded; scoring one row "
+                "at a time", type(model).__name__)
+    return teacher_forced_logprobs(model, prompt_ids, continuation_ids, batch_size=1, **kwargs)
+
+
+def _row_slice(value: Any, row: int) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value[row:row + 1] if value.dim() > 1 else value
+    return [value[row]]
+
+
+def _teacher_forced(model: nn.Module, prompt_ids: Any, continuation_ids: Any, *, prompt_mask, continuation_mask,
+                    return_logits: bool, batch_size: int | None, use_position_ids: bool, grad: bool) -> TeacherForcedScores:
     p_ids, p_mask = pad_token_rows(prompt_ids, prompt_mask, side="left", name="prompt_ids", mask_name="prompt_mask")
     c_ids, c_mask = pad_token_rows(continuation_ids, continuation_mask, side="right", name="continuation_ids",
                                    mask_name="continuation_mask")

@@ -13,12 +13,26 @@ log-additive key weights), computed by the model's own sdpa/eager attention func
 computations per row, and the segments' new keys are never stored: the cache keeps the base pass's ``L`` positions
 and the forward runs without a cache (``use_cache=False``), so its memory is that of one plain forward.
 
-Example (a packed forward needs a base pass and per-segment biases: :mod:`hf_ext.atman.packing` builds them):
-    >>> cache = DynamicCache()                                                 # doctest: +SKIP
-    >>> model(ids, past_key_values=cache, use_cache=True)                      # base pass  # doctest: +SKIP
-    >>> plan = SegmentPlan(cache, [Segment(row=0, offset=0, start=s, bias=b)], layer_map(model))  # doctest: +SKIP
-    >>> with segment_attention(model, plan):                                   # doctest: +SKIP
-    ...     model(inputs_embeds=row_embeds, position_ids=row_positions, use_cache=False)
+Example (two suffixes, starts 4 and 7 of a 10-token sequence, packed in one row, each with the plain causal bias):
+    >>> import torch
+    >>> from transformers import DynamicCache
+    >>> from hf_ext.core.cache import cache_argument
+    >>> from hf_ext.testing import tiny_causal_lm
+    >>> model = tiny_causal_lm("llama")
+    >>> ids, L = torch.arange(4, 14).view(1, 10), 10
+    >>> cache = DynamicCache()
+    >>> _ = model(input_ids=ids, use_cache=True, **{cache_argument(model): cache})        # base pass
+    >>> def causal(s):  # [1, 1, L - s, L]: query at position p sees keys 0..p
+    ...     visible = torch.arange(L).view(1, L) <= torch.arange(s, L).view(-1, 1)
+    ...     return torch.zeros(L - s, L).masked_fill(~visible, torch.finfo(torch.float32).min).view(1, 1, L - s, L)
+    >>> segments = [Segment(row=0, offset=0, start=4, bias=causal(4)), Segment(row=0, offset=6, start=7, bias=causal(7))]
+    >>> row = torch.cat([ids[:, 4:], ids[:, 7:]], dim=1)                    # 6 + 3 queries in one row
+    >>> positions = torch.cat([torch.arange(4, L), torch.arange(7, L)]).view(1, -1)
+    >>> with segment_attention(model, SegmentPlan(cache, segments, layer_map(model))):
+    ...     packed = model(input_ids=row, position_ids=positions, use_cache=False).logits
+    >>> full = model(input_ids=ids).logits
+    >>> torch.allclose(packed[:, :6], full[:, 4:], atol=1e-5), torch.allclose(packed[:, 6:], full[:, 7:], atol=1e-5)
+    (True, True)
 """
 
 from __future__ import annotations
@@ -114,4 +128,4 @@ def segment_attention(model: nn.Module, plan: SegmentPlan) -> Iterator[SegmentPl
 def layer_map(model: nn.Module, layers: int | Sequence[int] | None = None) -> dict[int, int]:
     """``{id(attention module): layer index}`` of ``model``'s selected decoder layers (``None``: all)."""
     anatomy = get_anatomy(model)
-    return {id(anatomy.attentions[i]): i for i in anatomy.resolve_layers(layers)}
+    return {id(anatomy.attentions[i]): i for i in anatomy.attention_layers(layers)}

@@ -225,7 +225,7 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
             with ctx:
                 if prefix_cache:
                     logits = run_layers(model, hidden[layer], layer, batch["attention_mask"], batch["position_ids"],
-                                        return_logits=True)
+                                        return_logits=True, input_ids=batch["input_ids"])
                     res, nll = _row_metrics(logits, batch)
                 else:
                     res, nll = _metrics_full(model, batch)

@@ -41,11 +41,12 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.utils import logging
 
+from ..compat import requested_attn_implementation, split_loading_kwargs
 from ..core.anatomy import get_anatomy
 from ..core.hooks import activate, current_params, register_hooks
 from .configuration_scar import ScarConfig
 from .detection import ScarDetection, detect_concepts
-from .persistence import ADAPTER_WEIGHTS_NAME, CONFIG_NAME, ScarHubMixin
+from .persistence import ADAPTER_WEIGHTS_NAME, CONFIG_NAME, ScarHubMixin, load_base_model
 from .sae import ScarOutput, TopKSAE, load_reference_sae_state_dict, nmse
 from .steering import STEERING_OPS, StopForward, parse_steering, steering_params, transform_activations
 
@@ -131,6 +132,9 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
             raise ValueError(f"base model mismatch: the adapter's base model has {self.config.base_num_layers} layers, "
                              f"{type(model).__name__} has {n}")
         index = layer % n
+        if self.config.site == "mlp" and anatomy.mlp_outputs[index] is None:
+            raise ValueError(f"decoder layer {index} of {anatomy.family!r} ({type(model).__name__}) has no MLP "
+                             f"({type(anatomy.layers[index]).__name__}); use site='block' for this layer")
         return anatomy.mlp_outputs[index] if self.config.site == "mlp" else anatomy.layers[index]
 
     @property
@@ -293,10 +297,7 @@ class ScarModel(PreTrainedModel, GenerationMixin):
         if model is None:
             if not config.base_model_name_or_path:
                 raise ValueError("ScarModel needs a base model: pass model=... or set config.base_model_name_or_path")
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path,
-                                                         revision=config.base_model_revision, **base_kwargs)
+            model = load_base_model(config, **base_kwargs)
         self.model = model
         if adapter is None:
             adapter = ScarAdapter(config)
@@ -371,37 +372,46 @@ class ScarModel(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any,
-                        model: nn.Module | None = None, config: Any = None, adapter_dtype: torch.dtype | None = None,
-                        **kwargs: Any) -> ScarModel:
+                        model: nn.Module | None = None, adapter_dtype: torch.dtype | None = None,
+                        revision: str | None = None, adapter_revision: str | None = None,
+                        base_model_revision: str | None = None, **kwargs: Any) -> ScarModel:
         """Load the base model named in the adapter's config (or use ``model=``) and attach the adapter.
+
+        ``AutoModelForCausalLM.from_pretrained(<adapter folder or repo>)`` lands here. The base model then loads
+        through its own class (``AutoModelForCausalLM`` resolves it from the base's config) with the caller's
+        public loading options only: the Auto class's private bookkeeping about the adapter folder
+        (``_from_auto``, ``config``, ``adapter_kwargs`` …, see :func:`hf_ext.compat.split_loading_kwargs`) is dropped.
 
         Args:
             pretrained_model_name_or_path: adapter folder or Hub id.
             model: an already loaded base model (e.g. in bf16, or with a peft LoRA); its family and size must match.
-            config: ignored if it is not a :class:`ScarConfig` (the Auto classes pass the one they read).
             adapter_dtype: dtype of the adapter (default fp32).
-            **kwargs: forwarded to ``AutoModelForCausalLM.from_pretrained`` of the base (``dtype``, ``device_map`` …).
+            revision, adapter_revision: revision of the adapter repo (``revision`` is what the Auto classes pass).
+            base_model_revision: revision of the base repo (default: the adapter config's ``base_model_revision``).
+            **kwargs: download options (``token``, ``cache_dir``, ``local_files_only`` …) for both repos, and base
+                loading options (``dtype``, ``device_map``, ``attn_implementation`` …) for the base model.
         """
-        from transformers import AutoModelForCausalLM
-
-        hub_keys = ("revision", "token", "cache_dir", "local_files_only")
-        adapter_revision = kwargs.pop("adapter_revision", None)
-        adapter = ScarAdapter.from_pretrained(pretrained_model_name_or_path, revision=adapter_revision,
-                                              dtype=adapter_dtype)
+        if revision is not None and adapter_revision is not None and revision != adapter_revision:
+            raise ValueError(f"revision={revision!r} and adapter_revision={adapter_revision!r} both name the adapter's "
+                             "revision; pass one (base_model_revision= names the base model's)")
+        hub, base_kwargs, dropped = split_loading_kwargs(kwargs)
+        attn = requested_attn_implementation(dropped.get("config"))
+        if attn is not None:  # the Auto class folded attn_implementation= into the adapter's config
+            base_kwargs.setdefault("attn_implementation", attn)
+        if dropped.get("subfolder"):
+            raise ValueError(f"subfolder={dropped['subfolder']!r} is not supported for SCAR adapters; pass the "
+                             "adapter folder itself")
+        adapter = ScarAdapter.from_pretrained(pretrained_model_name_or_path, revision=adapter_revision or revision,
+                                              dtype=adapter_dtype, **hub)
         cfg = adapter.config
         if model is None:
             if not cfg.base_model_name_or_path:
                 raise ValueError(f"{pretrained_model_name_or_path} names no base model (base_model_name_or_path); "
                                  "pass model=<the base causal LM>")
-            # the Auto classes' own bookkeeping (``_from_auto`` …) is theirs to set again for the base model
-            base_kwargs = {k: v for k, v in kwargs.items()
-                           if not k.startswith("_") and (k not in ("trust_remote_code",) or v)}
-            base_kwargs.setdefault("revision", cfg.base_model_revision)
-            model = AutoModelForCausalLM.from_pretrained(cfg.base_model_name_or_path, *model_args, **base_kwargs)
-        else:
-            unused = sorted(k for k in kwargs if k not in hub_keys)
-            if unused:
-                logger.warning(f"ScarModel.from_pretrained(model=...) ignores base-model kwargs {unused}")
+            model = load_base_model(cfg, *model_args, revision=base_model_revision, **hub, **base_kwargs)
+        elif base_kwargs or model_args:
+            logger.warning(f"ScarModel.from_pretrained(model=...) ignores base-model arguments "
+                           f"{sorted(base_kwargs) + [repr(a) for a in model_args]}")
         adapter.attach(model)
         return cls(cfg, model=model, adapter=adapter)
 

@@ -5,6 +5,7 @@ model), ``adapter_model.safetensors`` (the four SAE tensors, never the base weig
 rendered from ``model_cards/scar.md.j2``. :class:`ScarHubMixin` implements the mixin's ``_save_pretrained`` /
 ``_from_pretrained`` hooks for that layout, so ``from_pretrained`` takes a folder or a Hub id (with ``revision``,
 ``token``, ``cache_dir`` …) and ``push_to_hub`` uploads through a temporary folder, as for any mixin model.
+:func:`load_base_model` loads the base causal LM an adapter config names, with public loading options only.
 
 Example:
     >>> from hf_ext.scar import ScarAdapter
@@ -29,11 +30,13 @@ from torch import nn
 
 from .configuration_scar import ScarConfig
 
-__all__ = ["ADAPTER_WEIGHTS_NAME", "CONFIG_NAME", "ScarHubMixin"]
+__all__ = ["ADAPTER_WEIGHTS_NAME", "CONFIG_NAME", "DOWNLOAD_OPTIONS", "ScarHubMixin", "load_base_model"]
 
 #: File name of the adapter weights (safetensors) next to ``config.json``.
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "config.json"
+#: The download options :meth:`ScarHubMixin.from_pretrained` takes for a Hub id.
+DOWNLOAD_OPTIONS = ("token", "cache_dir", "local_files_only", "force_download")
 
 
 class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-autoencoder", "steering", "hf_ext"]):
@@ -124,12 +127,19 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
             revision: Hub revision.
             device, dtype: where / in which dtype to put the adapter (default: CPU, fp32; attaching moves it to the
                 site's device).
-            **hub_kwargs: ``token``, ``cache_dir``, ``force_download``, ``local_files_only``.
+            **hub_kwargs: download options for a Hub id (:data:`DOWNLOAD_OPTIONS`: ``token``, ``cache_dir``,
+                ``local_files_only``, ``force_download``).
 
         Raises:
             FileNotFoundError: no adapter weights in the folder.
+            TypeError: another keyword argument.
             ValueError: a config of another model type, or a base model that does not match.
         """
+        unknown = sorted(k for k, v in hub_kwargs.items() if v is not None and k not in DOWNLOAD_OPTIONS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unsupported download options {unknown}; "
+                            f"accepted: {list(DOWNLOAD_OPTIONS)}")
+        hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
         return super().from_pretrained(pretrained_model_name_or_path, revision=revision, model=model, device=device,
                                        dtype=dtype, **hub_kwargs)
 
@@ -151,3 +161,29 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
             data["base_model"] = cfg.base_model_name_or_path
         return render_model_card("scar", card_data=data, config=cfg.to_dict(), concepts=cfg.concepts,
                                  base_model_name=cfg.base_model_name_or_path, **context)
+
+
+def load_base_model(config: ScarConfig, *model_args: Any, revision: str | None = None, **kwargs: Any) -> nn.Module:
+    """The base causal LM named in an adapter's ``config``, loaded through its own class with public options only.
+
+    ``AutoModelForCausalLM`` resolves the base's class from the base's own config; what an Auto class passed about
+    the *adapter* folder (``_from_auto``, ``config``, ``adapter_kwargs`` …) is dropped by
+    :func:`hf_ext.compat.split_loading_kwargs`, so it cannot clash with the nested load.
+
+    Args:
+        config: the adapter's :class:`~hf_ext.scar.configuration_scar.ScarConfig` (``base_model_name_or_path``).
+        *model_args: positional arguments of the base's ``from_pretrained``.
+        revision: the base repo's revision (default: ``config.base_model_revision``).
+        **kwargs: download options and public loading options (``dtype``, ``device_map``, ``attn_implementation`` …).
+
+    Example:
+        >>> base = load_base_model(ScarConfig(base_model_name_or_path="org/base"))  # downloads it  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM
+
+    from ..compat import split_loading_kwargs
+
+    hub, model_kwargs, _ = split_loading_kwargs(kwargs)
+    return AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, *model_args,
+                                                revision=revision or config.base_model_revision,
+                                                **hub, **model_kwargs)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
 from ..core.inputs import prepare_batch, tokenize_left_padded
@@ -191,11 +192,27 @@ def _collate_activations(rows: Any) -> dict[str, torch.Tensor]:
             "labels": torch.stack([torch.as_tensor(r["labels"]) for r in rows]).float()}
 
 
+class _QuietProgress(ProgressCallback):
+    """The Trainer's progress bar without writing every log dict to stdout (library code does not print): the logs
+    are in ``trainer.state.log_history`` (returned by :func:`train_scar`) and on the ``hf_ext`` logger at INFO."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            logger.info("SCAR training: %s", logs)
+
+
 class ScarTrainer(Trainer):
     """``transformers.Trainer`` for a :class:`ScarAdapter` (on activations) or :class:`ScarEndToEnd` (on text).
 
-    The model's forward returns the SCAR loss; ``compute_loss`` also logs its NMSE and BCE parts.
+    The model's forward returns the SCAR loss; ``compute_loss`` also logs its NMSE and BCE parts. Logs go to
+    ``state.log_history`` and the logger, not to stdout.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pop_callback(PrinterCallback)  # with disable_tqdm=True it prints every log dict
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_QuietProgress)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)

@@ -35,6 +35,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
 from .configuration_tfree import TFreeConfig
 from .dictionary import DecodeDictionary, dictionary_fingerprint
 from .hashing import TrigramHasher
@@ -45,8 +46,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["TFreeCausalLMOutput", "TFreeForCausalLM", "TFreePreTrainedModel", "sparse_bce_loss", "dictionary_fingerprint"]
 
 
-#: transformers ≥ 5.2x calls the KV cache ``cache``; earlier 5.x releases ``past_key_values``.
-_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+#: the output field of the KV cache in this transformers release (see :mod:`hf_ext.compat`).
+_CACHE_FIELD = cache_field()
 
 
 @dataclass
@@ -296,8 +297,15 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             # left padding: count only real words (every backbone family, every transformers version)
             width = inputs_embeds.shape[1]
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -width:]
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=use_cache, return_dict=True, **backbone_kwargs)
+        try:
+            out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache, return_dict=True, **backbone_kwargs)
+        except (RuntimeError, AttributeError, TypeError, KeyError, IndexError) as err:
+            backbone = self.config.text_config.model_type
+            raise NotImplementedError(
+                f"T-FREE cannot run the {backbone!r} backbone ({type(self.model).__name__}): it feeds the backbone "
+                f"word embeddings as inputs_embeds (with attention_mask/position_ids and a KV cache), and this backbone "
+                f"failed on that: {type(err).__name__}: {err}") from err
         hidden = out.last_hidden_state
         loss = None
         if labels is not None:
@@ -317,19 +325,14 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             act_logits = self.lm_head(kept)
             if want_scores:
                 logits = self.dictionary_scores(act_logits)
-        new_cache = getattr(out, "cache", None)
-        if new_cache is None:
-            new_cache = getattr(out, "past_key_values", None)
+        new_cache = output_cache(out)
         return TFreeCausalLMOutput(loss=loss, logits=logits,
                                    activation_logits=act_logits if return_activation_logits else None,
                                    hidden_states=getattr(out, "hidden_states", None),
                                    attentions=getattr(out, "attentions", None), **{_CACHE_FIELD: new_cache})
 
     def _backbone_cache_arg(self) -> str:
-        import inspect
-
-        params = inspect.signature(self.model.forward).parameters
-        return "cache" if "cache" in params else "past_key_values"
+        return cache_argument(self.model)
 
     # ------------------------------------------------------------------ text in, text out
     @contextlib.contextmanager
@@ -360,6 +363,12 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
                 tokenizer.truncate_dictionary(t0)
 
     @torch.no_grad()
+    def generate(self, *args: Any, **kwargs: Any):
+        """``GenerationMixin.generate`` over the decode dictionary (the logits' width; see
+        :func:`hf_ext.compat.generation_vocab_size`)."""
+        with generation_vocab_size(self.config, self.dictionary_size):
+            return super().generate(*args, **kwargs)
+
     def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
                       skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:
         """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.

@@ -16,6 +16,7 @@ The ``hf-ext tour`` sub-command is defined here too (:func:`add_parser`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -223,31 +224,9 @@ def run_tour(
     device = resolve_device(device)
     run_dir = _new_run_dir(Path(out) if out is not None else DEFAULT_OUT)
     run = TourRun(run_dir=run_dir, report_path=run_dir / "report.md")
-    for i, step in enumerate(selected, 1):
-        if progress:
-            print(f"[{i}/{len(selected)}] {step.name} ({step.component}) …", file=sys.stderr, flush=True)
-        step_dir = run_dir / step.name
-        step_dir.mkdir(parents=True, exist_ok=True)
-        ctx = TourContext(out_dir=step_dir, full=full, seed=seed, model=model, device=device, progress=progress,
-                          budget_s=budget_s)
-        tb = None
-        start = time.perf_counter()
-        try:
-            from accelerate.utils import set_seed
-
-            set_seed(seed)  # accelerate's: Python, NumPy and torch (all devices)
-            result = step(ctx)
-            if not isinstance(result, StepResult):
-                raise TypeError(f"tour step {step.name!r} returned {type(result).__name__}; it must return a StepResult")
-        except Exception as err:  # noqa: BLE001 - a failing step must not stop the tour
-            tb = traceback.format_exc()
-            logger.error("tour step %s failed: %s: %s", step.name, type(err).__name__, err)
-            result = StepResult(summary=f"{type(err).__name__}: {err}", status="failed")
-        seconds = time.perf_counter() - start
-        over = seconds > budget_s and not full
-        if over:
-            logger.warning("tour step %s took %.1f s, over its %g s budget", step.name, seconds, budget_s)
-        run.records.append(StepRecord(step=step, result=result, seconds=seconds, over_budget=over, traceback=tb))
+    with _threads_for(model, device):
+        _run_steps(run, selected, full=full, seed=seed, model=model, device=device, progress=progress,
+                   budget_s=budget_s)
     run.table = format_table(run.records)
     options = {"steps": [s.name for s in selected], "full": full, "seed": seed, "model": model, "device": device,
                "budget_s": budget_s}
@@ -298,3 +277,47 @@ def _cmd_tour(args: argparse.Namespace) -> int:
     run = run_tour([s.name for s in selected], out=args.out, full=args.full, seed=args.seed, model=args.model,
                    device=args.device, progress=args.progress, budget_s=args.budget)
     return run.exit_code
+
+
+@contextlib.contextmanager
+def _threads_for(model: str | None, device: str):
+    """One torch thread for the tiny built-in models on CPU: their ops are too small to gain from intra-op threads,
+    and on a busy machine threads waiting for each other's time slices made steps many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if model is None and device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_steps(run: TourRun, selected: list, *, full: bool, seed: int, model: str | None, device: str, progress: bool,
+               budget_s: float) -> None:
+    for i, step in enumerate(selected, 1):
+        if progress:
+            print(f"[{i}/{len(selected)}] {step.name} ({step.component}) …", file=sys.stderr, flush=True)
+        step_dir = run.run_dir / step.name
+        step_dir.mkdir(parents=True, exist_ok=True)
+        ctx = TourContext(out_dir=step_dir, full=full, seed=seed, model=model, device=device, progress=progress,
+                          budget_s=budget_s)
+        tb = None
+        start = time.perf_counter()
+        try:
+            from accelerate.utils import set_seed
+
+            set_seed(seed)  # accelerate's: Python, NumPy and torch (all devices)
+            result = step(ctx)
+            if not isinstance(result, StepResult):
+                raise TypeError(f"tour step {step.name!r} returned {type(result).__name__}; it must return a StepResult")
+        except Exception as err:  # noqa: BLE001 - a failing step must not stop the tour
+            tb = traceback.format_exc()
+            logger.error("tour step %s failed: %s: %s", step.name, type(err).__name__, err)
+            result = StepResult(summary=f"{type(err).__name__}: {err}", status="failed")
+        seconds = time.perf_counter() - start
+        over = seconds > budget_s and not full
+        if over:
+            logger.warning("tour step %s took %.1f s, over its %g s budget", step.name, seconds, budget_s)
+        run.records.append(StepRecord(step=step, result=result, seconds=seconds, over_budget=over, traceback=tb))

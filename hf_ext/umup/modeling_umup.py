@@ -39,12 +39,13 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from ..compat import cache_field
 from . import functional as UF
 from .configuration_umup import UMupConfig
 
 _FP8_CODES = {None: UF.FP8_OFF, "simulate": UF.FP8_SIMULATE, "scaled_mm": UF.FP8_SCALED_MM}
-# transformers renamed the cache argument/output field past_key_values -> cache (5.2x); support both.
-_CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+# transformers renamed the cache argument/output field past_key_values -> cache (5.2x): see hf_ext.compat.
+_CACHE_FIELD = cache_field()
 
 #: Module roles used by :func:`hf_ext.umup.umup_param_groups` (``module._umup_role``).
 ROLES: tuple[str, ...] = ("embedding", "hidden", "readout", "norm")

@@ -365,3 +365,22 @@ def test_reference_variant_is_not_causal(causal_lm):
     assert not torch.allclose(short, long, atol=1e-6)
     short, long = outs["multiplicative"]
     torch.testing.assert_close(short, long, atol=1e-6, rtol=1e-5)
+
+
+def test_module_bypassing_the_attention_interface_is_refused():
+    """A controlled attention that computes attention its own way would ignore the weights: a clear error instead."""
+    model = tiny_causal_lm("llama")
+    attn = model.model.layers[0].self_attn
+
+    def own_attention(hidden_states, *args, **kwargs):  # never calls transformers' AttentionInterface
+        return attn.o_proj(attn.v_proj(hidden_states).repeat(1, 1, 2)), None
+
+    attn.forward = own_attention
+    try:
+        with pytest.raises(NotImplementedError, match=r"'llama' \(LlamaForCausalLM\): decoder layer 0's LlamaAttention"):
+            with attention_controls(model, torch.ones(1, 4)):
+                model(torch.tensor([[1, 5, 6, 7]]))
+        with attention_controls(model, torch.ones(1, 4), layers=[1]):  # layer 1 dispatches normally
+            model(torch.tensor([[1, 5, 6, 7]]))
+    finally:
+        del attn.forward

@@ -253,6 +253,12 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
         if self.mlp_adapters is None and self.attn_adapters is None:
             return
         anatomy = get_anatomy(self.language_model)
+        for kind, modules in (("mlp_adapters", anatomy.mlp_outputs), ("attn_adapters", anatomy.attentions)):
+            missing = [i for i, m in enumerate(modules) if m is None]
+            if getattr(self, kind) is not None and missing:
+                raise ValueError(f"MAGMA {kind} need an {'MLP' if kind == 'mlp_adapters' else 'attention'} in every "
+                                 f"decoder layer, but layers {missing} of {anatomy.family!r} "
+                                 f"({type(self.language_model).__name__}) have none")
         hooks = {}
         for i in range(anatomy.num_layers):
             if self.mlp_adapters is not None:

@@ -14,6 +14,8 @@ import argparse
 import json
 import logging
 
+from ...compat import diffusers_dtype_kwargs
+
 logger = logging.getLogger(__name__)
 
 PRESET_CHOICES = ["weak", "weak_diffusers", "medium", "strong", "max", "off"]
@@ -108,7 +110,7 @@ def load_pipeline(args):
             info = json.loads(index.read_text())
             is_xl = is_xl or "text_encoder_2" in info or "XL" in str(info.get("_class_name", ""))
         cls = SafeLatentDiffusionXLPipeline if is_xl else SafeLatentDiffusionPipeline
-        pipe = cls.from_pretrained(args.pipeline, torch_dtype=dtype)
+        pipe = cls.from_pretrained(args.pipeline, **diffusers_dtype_kwargs(dtype))
         tiny = False
     else:
         from hf_ext.tiny import tiny_sd_components, tiny_sdxl_components

@@ -130,14 +130,16 @@ class CLIPZeroShotClassifier:
                  prompt_embeds: str | Path | None = None, logit_scale: float | None = None,
                  image_processor: Any = None, tokenizer: Any = None, device: str = "cpu", batch_size: int = 16):
         import torch
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel
+
+        from ...compat import load_image_processor
 
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.exists():
                 raise FileNotFoundError(f"CLIP checkpoint {path} not found (a local folder is required)")
             self.model = CLIPModel.from_pretrained(path)
-            image_processor = image_processor or AutoImageProcessor.from_pretrained(path)
+            image_processor = image_processor or load_image_processor(path)
             if prompt_embeds is None:
                 tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         else:
@@ -164,7 +166,8 @@ class CLIPZeroShotClassifier:
             raise ValueError(f"positive={positive} is not a class index (there are {vecs.shape[0]} classes)")
         self.class_vectors = torch.nn.functional.normalize(vecs.to(device).float(), dim=-1)
         self.positive = positive
-        self.logit_scale = float(self.model.logit_scale.exp()) if logit_scale is None else float(logit_scale)
+        self.logit_scale = (float(self.model.logit_scale.detach().exp()) if logit_scale is None
+                            else float(logit_scale))
 
     def probabilities(self, images: Sequence[Any]):
         """``(N, K)`` class probabilities for a list of PIL images."""

@@ -27,9 +27,13 @@ def sld_step(ctx: TourContext) -> StepResult:
         pipe = SafeLatentDiffusionPipeline.from_pretrained(ctx.model).to(ctx.device)
         steps, label = (50 if ctx.full else 25), ctx.model
     else:
-        from hf_ext.tiny import tiny_sd_components
+        from hf_ext.tiny import CLIP_MAX_POSITIONS, tiny_sd_components
 
-        pipe = SafeLatentDiffusionPipeline(**tiny_sd_components(seed=ctx.seed)).to(ctx.device)
+        # The tiny CLIP tokenizer spends about one token per character on most words: at CLIP's 77 positions the prompt
+        # fits, the paper's 20-term default concept (~200 tokens here, ~60 with SD's tokenizer) would be truncated.
+        pipe = SafeLatentDiffusionPipeline(**tiny_sd_components(seed=ctx.seed, max_length=CLIP_MAX_POSITIONS))
+        pipe = pipe.to(ctx.device)
+        pipe.safety_concept = "violence, nudity, blood"
         steps, label = (50 if ctx.full else 12), "tiny random SD components"
     pipe.set_progress_bar_config(disable=not ctx.progress)
     prompt = "a photo of a person at the beach"
