@@ -21,7 +21,9 @@ from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "controls": ["AtManControl", "controls_to_weights", "generate_steered", "steering"],
-    "explainer": ["MODES", "AtManExplainer", "Explanation"],
+    "explainer": ["MODES", "AtManExplainer"],
+    "explanation": ["Explanation"],
+    "scorer": ["AtManScorer"],
     "faithfulness": ["deletion_auc", "deletion_curve"],
     "units": ["Unit", "char_spans", "text_units", "tile_units"],
 })

@@ -62,7 +62,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         tok = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation="sdpa").to(args.device).eval()
     else:
-        from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+        from hf_ext.tiny import tiny_causal_lm, tiny_tokenizer
 
         model, tok = tiny_causal_lm("llama", seed=args.seed).to(args.device), tiny_tokenizer()
         logger.warning("no --model given: explaining a tiny random Llama (the heat-map is meaningless)")

@@ -14,7 +14,7 @@ def _copy_model(seed: int, steps: int):
 
     import torch
 
-    from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+    from hf_ext.tiny import tiny_causal_lm, tiny_tokenizer
 
     tok = tiny_tokenizer()
     model = tiny_causal_lm("llama", seed=seed, hidden_size=32, num_layers=1).train()

@@ -138,13 +138,19 @@ def _find_layer_list(decoder: nn.Module, num_layers: int) -> tuple[str, nn.Modul
     return min(candidates, key=lambda item: item[0].count("."))
 
 
+def _accessor(model: nn.Module, name: str):
+    """``model.<name>()``, or ``None`` where the model has no such accessor or it raises (some backbones do)."""
+    get = getattr(model, name, None)
+    if get is None:
+        return None
+    try:
+        return get()
+    except (AttributeError, NotImplementedError):
+        return None
+
+
 def _get_decoder(model: nn.Module) -> nn.Module:
-    decoder = None
-    if hasattr(model, "get_decoder"):
-        try:
-            decoder = model.get_decoder()
-        except (AttributeError, NotImplementedError):
-            decoder = None
+    decoder = _accessor(model, "get_decoder")
     if decoder is None and hasattr(model, "language_model"):
         decoder = model.language_model
     if decoder is None:
@@ -222,12 +228,7 @@ def get_anatomy(model: nn.Module) -> ModelAnatomy:
     input_embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if input_embeddings is None:
         raise ValueError(f"{type(model).__name__} has no input embeddings (get_input_embeddings() returned None)")
-    lm_head = None
-    if hasattr(model, "get_output_embeddings"):
-        try:
-            lm_head = model.get_output_embeddings()
-        except (AttributeError, NotImplementedError):
-            lm_head = None
+    lm_head = _accessor(model, "get_output_embeddings")
 
     anatomy = ModelAnatomy(
         model=model,

@@ -35,8 +35,6 @@ from ..compat import cache_argument  # re-exported: hf_ext.core.cache_argument
 __all__ = ["SuffixRecomputeCache", "cache_argument"]
 
 
-
-
 class _SuffixLayer(DynamicLayer):
     """One layer's ``[B, H, L, d]`` key and value buffers; ``update`` writes at the current fill position."""
 

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from contextlib import ExitStack
 
@@ -30,12 +29,8 @@ from torch import nn
 
 from ..compat import build_causal_mask
 from .anatomy import get_anatomy
-from .hooks import activate, current_params
-from .inputs import position_ids_from_mask
-
-
-def _layer_accepts(layer: torch.nn.Module) -> set[str]:
-    return set(inspect.signature(layer.forward).parameters)
+from .hooks import activate, current_params, register_hooks
+from .inputs import forward_accepts, position_ids_from_mask, vocab_size
 
 
 def build_layer_masks(decoder_config, hidden_states: torch.Tensor, attention_mask, position_ids) -> dict:
@@ -115,26 +110,20 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
         return cached
     layers = anatomy.layers
     seen: dict[int, list] = {i: [] for i in range(len(layers))}
-    handles = []
-    for i, layer in enumerate(layers):
-        def pre(module, args, kwargs, i=i):
-            seen[i].append(["in", _hidden_arg(args, kwargs)])
-
-        def post(module, args, kwargs, out, i=i):
-            seen[i][-1].append(out)
-
-        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(layer.register_forward_hook(post, with_kwargs=True))
     decoder_out = []
-    handles.append(anatomy.decoder.register_forward_hook(lambda m, a, o: decoder_out.append(_first(o))))
-    vocab = getattr(anatomy.text_config, "vocab_size", None) or 4
-    ids = torch.tensor([[1, 2, 3]]).clamp_max(vocab - 1).to(anatomy.input_embeddings.weight.device)
-    try:
-        with torch.no_grad():
-            out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+
+    def pre(i):
+        return lambda module, args, kwargs: seen[i].append(["in", _hidden_arg(args, kwargs)])
+
+    def post(i):
+        return lambda module, args, out: seen[i][-1].append(out)
+
+    hooks = {layer: post(i) for i, layer in enumerate(layers)}
+    hooks[anatomy.decoder] = lambda module, args, out: decoder_out.append(_first(out))
+    ids = torch.tensor([[1, 2, 3]]).clamp_max(vocab_size(model, "input") - 1).to(anatomy.input_embeddings.weight.device)
+    with register_hooks(hooks, pre_hooks={layer: pre(i) for i, layer in enumerate(layers)}, with_kwargs=True), \
+            torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
     hidden = getattr(out, "hidden_states", None)
     reason, structures, previous = None, [], None
     for i in range(len(layers)):
@@ -168,10 +157,6 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
               structures, last)
     _PROBES[model] = result
     return result
-
-
-def _forward_params(module: nn.Module) -> set[str]:
-    return set(inspect.signature(module.forward).parameters)
 
 
 def run_layers(
@@ -248,10 +233,8 @@ def run_layers(
 
     # The whole model runs (a bare decoder class may not take inputs_embeds); without logits the decoder's output
     # is taken by a hook and the head is skipped.
-    runner = model
-    accepted = _forward_params(runner)
     kwargs = {"attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
-    if input_ids is not None or "inputs_embeds" not in accepted:
+    if input_ids is not None or not forward_accepts(model, "inputs_embeds"):
         feed = input_ids if input_ids is not None else torch.zeros(batch, length, dtype=torch.long)
         kwargs["input_ids"] = feed.to(hidden_states.device)
     else:
@@ -273,14 +256,14 @@ def run_layers(
                 return args, {**kw, "hidden_states": hidden_states}
 
             if start_layer == 0:
-                stack.enter_context(_removing(anatomy.layers[0].register_forward_pre_hook(substitute, with_kwargs=True)))
+                stack.enter_context(register_hooks(pre_hooks={anatomy.layers[0]: substitute}, with_kwargs=True))
         if end < n:
             def stop(module, args, out):
                 if current_params(token) is not None:
                     captured["out"] = out[0] if isinstance(out, tuple) else out
                     raise _Stop
 
-            stack.enter_context(_removing(anatomy.layers[end - 1].register_forward_hook(stop)))
+            stack.enter_context(register_hooks({anatomy.layers[end - 1]: stop}))
         if start_layer == n and last == "decoder":
             # output_hidden_states[-1] already went through the final norm: it *is* the decoder's output
             def replace_output(module, args, out):
@@ -291,7 +274,7 @@ def run_layers(
                     return out
                 return (hidden_states, *out[1:]) if isinstance(out, tuple) else hidden_states
 
-            stack.enter_context(_removing(anatomy.decoder.register_forward_hook(replace_output)))
+            stack.enter_context(register_hooks({anatomy.decoder: replace_output}))
         if end == start_layer and end < n:
             return hidden_states
         if end == n and not return_logits:
@@ -300,23 +283,10 @@ def run_layers(
                     captured["out"] = _first(out)
                     raise _Stop
 
-            stack.enter_context(_removing(anatomy.decoder.register_forward_hook(take_output)))
+            stack.enter_context(register_hooks({anatomy.decoder: take_output}))
         try:
-            out = runner(**kwargs)
+            out = model(**kwargs)
         except _Stop:
             return captured["out"]
     return out.logits if hasattr(out, "logits") else out[0]
 
-
-class _removing:
-    """Context manager that removes a hook handle on exit."""
-
-    def __init__(self, handle):
-        self.handle = handle
-
-    def __enter__(self):
-        return self.handle
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-        return False

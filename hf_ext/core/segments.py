@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .anatomy import get_anatomy
-from .attention import _SEGMENT_PLAN, _acquire, _configs_to_switch, _release, register_attention_functions
+from .attention_interface import routed_attention
 
 __all__ = ["Segment", "SegmentPlan", "layer_map", "segment_attention"]
 
@@ -85,6 +85,14 @@ class SegmentPlan:
     def applies_to(self, module: nn.Module) -> bool:
         return id(module) in self.layer_of
 
+    def __call__(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
+                 base_fn, **kwargs):
+        """The router of :func:`segment_attention` (see :mod:`hf_ext.core.attention_interface`): :meth:`attend` for
+        the layers of the plan, ``NotImplemented`` for the others. The model's own mask is not used."""
+        if id(module) not in self.layer_of:
+            return NotImplemented
+        return self.attend(module, query, key, value, base_fn, **kwargs)
+
     def attend(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, base_fn, **kwargs):
         """Attention of one layer: ``query`` ``[B, H, Q, d]``, ``key``/``value`` ``[B, H_kv, Q, d]`` (the row's new
         states only). Returns ``([B, Q, H, d_v], None)`` as transformers' attention functions do."""
@@ -113,15 +121,8 @@ def segment_attention(model: nn.Module, plan: SegmentPlan) -> Iterator[SegmentPl
         ValueError: flash/flex attention (a per-segment bias is not possible there).
     """
     anatomy = get_anatomy(model)
-    register_attention_functions()
-    configs = _configs_to_switch(model, anatomy, [anatomy.attentions[i] for i in sorted(set(plan.layer_of.values()))])
-    _acquire(configs)
-    token = _SEGMENT_PLAN.set(plan)
-    try:
+    with routed_attention(model, [anatomy.attentions[i] for i in sorted(set(plan.layer_of.values()))], plan):
         yield plan
-    finally:
-        _SEGMENT_PLAN.reset(token)
-        _release(configs)
 
 
 def layer_map(model: nn.Module, layers: int | Sequence[int] | None = None) -> dict[int, int]:

@@ -14,7 +14,7 @@ _PROMPT = "the cat sat on the mat and the dog"
 
 
 def _load(ctx: TourContext):
-    from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+    from hf_ext.tiny import tiny_causal_lm, tiny_tokenizer
 
     if ctx.model:
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -23,13 +23,15 @@ from hf_ext.registry import register_component
 from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "divergence": ["ALIGNED", "TEACHER_FORCED", "DivergenceResult", "aligned_divergence", "check_compatible",
-                   "divergence_from_ids", "free_running_divergence", "greedy_generate", "reference", "score",
-                   "score_aligned"],
-    "compression": ["CompressionPlan", "PruningMaskCallback", "ScanResult", "apply_plan", "build_plan", "compressed",
-                    "coverage_curve", "curve_auc", "fake_quant", "list_components", "load_compressed",
-                    "magnitude_prune", "magnitude_prune_weight", "random_order", "save_compressed",
-                    "sensitivity_scan", "weight_perturbation"],
+    "divergence": ["ALIGNED", "TEACHER_FORCED", "DivergenceResult", "aligned_divergence",
+                   "check_compatible", "divergence_from_ids", "free_running_divergence",
+                   "greedy_generate", "reference", "score", "score_aligned"],
+    "plan": ["CompressionPlan"],
+    "deployment": ["PruningMaskCallback", "apply_plan", "load_compressed", "save_compressed"],
+    "compression": ["ScanResult", "build_plan", "compressed", "coverage_curve", "curve_auc",
+                    "random_order", "sensitivity_scan"],
+    "perturbation": ["fake_quant", "list_components", "magnitude_prune", "magnitude_prune_weight",
+                     "weight_perturbation"],
     "int8": ["Int8WeightOnlyLinear", "fake_quantize_absmax", "quantize_absmax", "dequantize_absmax",
              "has_int8pack_mm"],
 })

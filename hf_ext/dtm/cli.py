@@ -56,7 +56,7 @@ def _load(args):
 
         model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
         return model, AutoTokenizer.from_pretrained(args.model), args.model
-    from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+    from hf_ext.tiny import tiny_causal_lm, tiny_tokenizer
 
     return tiny_causal_lm("llama", seed=args.seed).to(args.device), tiny_tokenizer(), "tiny-llama (random)"
 

@@ -45,7 +45,7 @@ def train_toy_lm(seed: int = 0, *, family: str = "llama", steps: int = 300, hidd
     """
     from hf_ext.utils.progress import progress_bar
 
-    from ..testing import BOS_ID, tiny_causal_lm
+    from ..tiny import BOS_ID, tiny_causal_lm
 
     model = tiny_causal_lm(family, seed=seed, hidden_size=hidden_size, num_layers=num_layers).train()
     data = markov_corpus(steps * batch_size // 4 + num_prompts, seq_len, seed=seed, table_seed=1234)

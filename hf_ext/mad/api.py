@@ -133,7 +133,7 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
 
     from hf_ext.utils.progress import progress_bar
 
-    from .builder import _to_table
+    from .builder import to_arrow_table
     from .generators import arrays_sha256, generate_splits
 
     out = Path(out_dir)
@@ -147,7 +147,7 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
         splits = generate_splits(cfg)
         (out / cfg.name).mkdir(exist_ok=True)
         for split, (x, y) in splits.items():
-            pq.write_table(_to_table(x, y), out / cfg.name / f"{split}-00000-of-00001.parquet")
+            pq.write_table(to_arrow_table(x, y), out / cfg.name / f"{split}-00000-of-00001.parquet")
         rows.append({"name": cfg.name, "task": cfg.task, "madlab_path": cfg.madlab_path, "config": cfg.to_dict(),
                      "sha256": arrays_sha256(*splits["train"], *splits["test"]), "num_train": cfg.num_train_examples,
                      "num_test": cfg.num_test_examples, "length": cfg.output_length})

@@ -112,7 +112,7 @@ def _hf_causal_lm(arch: str, V: int, L: int, d: int, n_layers: int, heads: int):
     if arch.startswith("hf:"):
         model_type = arch[3:]
         try:
-            from hf_ext.testing import CAUSAL_LM_FAMILIES, tiny_causal_lm_config
+            from hf_ext.tiny import CAUSAL_LM_FAMILIES, tiny_causal_lm_config
 
             if model_type in CAUSAL_LM_FAMILIES:
                 cfg = tiny_causal_lm_config(model_type, hidden_size=d, num_layers=n_layers)

@@ -73,7 +73,16 @@ def _builder_configs() -> list[MADBuilderConfig]:
     return out
 
 
-def _to_table(x: np.ndarray, y: np.ndarray) -> pa.Table:
+def to_arrow_table(x: np.ndarray, y: np.ndarray) -> pa.Table:
+    """The Arrow table of ``N`` examples: ``input_ids`` and ``targets`` as fixed-size int32 lists of ``L`` ids.
+
+    Args:
+        x, y: ``[N, L]`` integer arrays (``-100`` at ignored target positions).
+
+    Example:
+        >>> to_arrow_table(np.zeros((2, 3)), np.full((2, 3), -100)).schema.names
+        ['input_ids', 'targets']
+    """
     L = x.shape[1]
     cols = {name: pa.FixedSizeListArray.from_arrays(pa.array(a.astype(np.int32).reshape(-1)), L)
             for name, a in (("input_ids", x), ("targets", y))}
@@ -145,4 +154,4 @@ class MADBuilder(datasets.ArrowBasedBuilder):
                 x, y = self._madlab_arrays(split)
                 x, y = x[start:stop], y[start:stop]
             for b, s in enumerate(range(0, len(x), BATCH_ROWS)):
-                yield Key(shard_id, b), _to_table(x[s:s + BATCH_ROWS], y[s:s + BATCH_ROWS])
+                yield Key(shard_id, b), to_arrow_table(x[s:s + BATCH_ROWS], y[s:s + BATCH_ROWS])

@@ -126,12 +126,12 @@ def _cmd_generate(args) -> int:
     if args.out:
         import pyarrow.parquet as pq
 
-        from hf_ext.mad.builder import _to_table
+        from hf_ext.mad.builder import to_arrow_table
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for split, (x, y) in splits.items():
-            pq.write_table(_to_table(x, y), out / f"{split}.parquet")
+            pq.write_table(to_arrow_table(x, y), out / f"{split}.parquet")
     summary = {split: {"input_ids": list(x.shape), "scored_targets_per_row": float((y != -100).sum(1).mean())}
                for split, (x, y) in splits.items()}
     cli.print_result({"name": cfg.name, **summary}, "\n".join(

@@ -34,7 +34,7 @@ import numpy as np
 from hf_ext.utils.logging import get_logger
 
 from . import resources
-from .encoders import SentenceEncoder, _check_texts, as_encoder
+from .encoders import SentenceEncoder, as_encoder, check_texts
 
 logger = get_logger(__name__)
 
@@ -268,7 +268,7 @@ class MoralDirection:
     def embed(self, texts: Sequence[str], use_templates: bool = False, *, encoder=None, batch_size: int | None = None,
               progress: bool = False) -> np.ndarray:
         """Embeddings used for scoring, ``(n, dim)``: each text alone, or the mean of its 10 questions."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not use_templates:
             return self._encoder(encoder).encode(texts, batch_size=batch_size, progress=progress)
         groups = [resources.template_questions(t, self.language) for t in texts]
@@ -317,7 +317,7 @@ class MoralDirection:
         """
         if isinstance(groups, str) or not groups:
             raise ValueError("groups must be a non-empty list of lists of questions")
-        groups = [_check_texts(g) for g in groups]
+        groups = [check_texts(g) for g in groups]
         return self.project(self._embed_groups(groups, encoder, batch_size, progress))
 
     # ------------------------------------------------------------------------------------------------ persistence

@@ -49,7 +49,17 @@ __all__ = [
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def _check_texts(texts: Any) -> list[str]:
+def check_texts(texts: Any) -> list[str]:
+    """``texts`` as a non-empty list of strings.
+
+    Raises:
+        TypeError: a single string, a non-iterable, or a non-string item.
+        ValueError: no texts.
+
+    Example:
+        >>> check_texts(("a", "b"))
+        ['a', 'b']
+    """
     if isinstance(texts, str):
         raise TypeError(f"texts must be a list of strings, got a single string {texts[:40]!r}; wrap it in a list")
     try:
@@ -102,7 +112,7 @@ class SentenceTransformerEncoder(SentenceEncoder):
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Embeddings ``(len(texts), dim)`` float32 (the model's pooling and normalisation)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = self.model.encode(texts, batch_size=batch_size or self.batch_size, show_progress_bar=progress,
                                 convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
@@ -146,7 +156,7 @@ class MeanPoolingEncoder(SentenceEncoder):
 
         from hf_ext.utils.progress import progress_bar
 
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         bs = int(batch_size or self.batch_size)
         device = next(self.model.parameters()).device
         chunks = []
@@ -183,7 +193,7 @@ class CallableEncoder(SentenceEncoder):
         self.batch_size = int(batch_size)
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         bs = int(batch_size or self.batch_size)
         parts = []
         for start in range(0, len(texts), bs):

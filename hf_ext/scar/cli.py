@@ -258,10 +258,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         logger.error("%s", err)
         return 1
-    tok.padding_side = "left"
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    enc = tok(args.prompt, return_tensors="pt", padding=True).to(args.device)
+    from hf_ext.core.inputs import prepare_batch, tokenize_left_padded
+
+    enc = prepare_batch(model, *tokenize_left_padded(tok, args.prompt))
     kw = dict(max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     with torch.no_grad():
         base = model.generate(**enc, **kw)

@@ -37,6 +37,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from hf_ext.utils.logging import get_logger
 
+from ..core.inputs import prepare_batch, tokenize_left_padded
 from .modeling_scar import ScarAdapter
 
 logger = get_logger(__name__)
@@ -54,19 +55,6 @@ def _labels_matrix(labels: Any, n: int, num_concepts: int) -> torch.Tensor:
         raise ValueError(f"labels must be [num_texts] or [num_texts, {num_concepts}] (one per concept), got shape "
                          f"{tuple(y.shape)} for {n} texts")
     return y
-
-
-def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=max_length is not None,
-                        max_length=max_length)
-    finally:
-        tokenizer.padding_side = side
-    return enc["input_ids"], enc["attention_mask"]
 
 
 def _valid_tokens(ids: torch.Tensor, mask: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
@@ -114,9 +102,6 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
 
     from hf_ext.utils.progress import progress_bar
 
-    from ..core.inputs import position_ids_from_mask
-    from ..core.scoring import _forward_accepts
-
     if storage_dtype not in _STORAGE:
         raise ValueError(f"storage_dtype must be one of {sorted(_STORAGE)}, got {storage_dtype!r}")
     if isinstance(texts, str) or not texts:
@@ -140,14 +125,10 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
             writer = ActivationWriter(output_dir, n_inputs=adapter.config.n_inputs, num_concepts=adapter.num_concepts,
                                       storage_dtype=storage_dtype, shard_mb=shard_mb, overwrite=overwrite)
         eos = eos_token_id if eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
-        device = next(model.parameters()).device
-        pass_pos = _forward_accepts(model, "position_ids")
         acts, labs, seq_ids = [], [], []
         for start in progress_bar(range(0, len(texts), batch_size), desc="caching activations", enabled=progress):
-            ids, mask = _tokenize(tokenizer, texts[start:start + batch_size], max_length)
-            inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-            if pass_pos:
-                inputs["position_ids"] = position_ids_from_mask(inputs["attention_mask"])
+            ids, mask = tokenize_left_padded(tokenizer, texts[start:start + batch_size], max_length)
+            inputs = prepare_batch(model, ids, mask)
             a = adapter.run_capture(model, inputs, activations=True).float().cpu()
             valid = _valid_tokens(ids, mask, eos)
             rows_, cols = valid.nonzero(as_tuple=True)
@@ -327,12 +308,7 @@ class ScarEndToEnd(nn.Module):
         self.eos_token_id = eos_token_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
-        from ..core.inputs import position_ids_from_mask
-        from ..core.scoring import _forward_accepts
-
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if _forward_accepts(self.base, "position_ids"):
-            inputs["position_ids"] = position_ids_from_mask(attention_mask)
+        inputs = prepare_batch(self.base, input_ids, attention_mask)
         acts = self.adapter.run_capture(self.base, inputs, activations=True)
         valid = _valid_tokens(input_ids, attention_mask, self.eos_token_id)
         r, c = valid.nonzero(as_tuple=True)
@@ -360,7 +336,7 @@ def train_scar_end_to_end(model: nn.Module, tokenizer: Any, adapter: ScarAdapter
     ds = Dataset.from_dict({"text": list(texts), "labels": y.tolist()})
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids, mask = _tokenize(tokenizer, [r["text"] for r in rows], max_length)
+        ids, mask = tokenize_left_padded(tokenizer, [r["text"] for r in rows], max_length)
         return {"input_ids": ids, "attention_mask": mask,
                 "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.float32)}
 

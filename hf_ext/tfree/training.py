@@ -51,7 +51,7 @@ def tiny_tfree(family: str = "llama", *, hash_vocab_size: int = 1024, num_activa
     Returns:
         ``(model, tokenizer)``, the model in eval mode with its decode dictionary set.
     """
-    from hf_ext.testing import tiny_causal_lm_config
+    from hf_ext.tiny import tiny_causal_lm_config
 
     text_config = tiny_causal_lm_config(family, hidden_size=hidden_size, num_layers=num_layers,
                                         max_position_embeddings=512) if family != "gpt2" else \

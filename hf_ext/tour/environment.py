@@ -75,7 +75,7 @@ def environment_step(ctx: TourContext) -> StepResult:
     import torch
 
     from hf_ext.cli import environment_info
-    from hf_ext.testing import CAUSAL_LM_FAMILIES, tiny_causal_lm, tiny_tokenizer
+    from hf_ext.tiny import CAUSAL_LM_FAMILIES, tiny_causal_lm, tiny_tokenizer
 
     info = environment_info()
     metrics: dict[str, float | str] = {}

@@ -21,7 +21,6 @@ import datetime as _dt
 import io
 import json
 import os
-import random
 import sys
 import time
 import traceback
@@ -33,6 +32,7 @@ from hf_ext.utils.cli import add_common_options, print_result, resolve_device
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.progress import library_progress_bars, progress_bar, progress_enabled
 
+from ..markdown import markdown_table
 from .registry import (
     DEFAULT_BUDGET_S,
     StepResult,
@@ -83,11 +83,6 @@ class TourRun:
         return int(any(r.result.status == "failed" for r in self.records))
 
 
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _new_run_dir(base: Path) -> Path:
@@ -132,10 +127,6 @@ def format_table(records: list[StepRecord]) -> str:
     return "\n".join(out)
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _rel(path: Path, run_dir: Path) -> str:
     path = Path(path)
     if not path.is_absolute():
@@ -148,10 +139,10 @@ def write_report(run: TourRun, *, options: dict) -> Path:
     run_dir = run.run_dir
     lines = [f"# hf-ext tour — {run_dir.name}", ""]
     lines.append("Options: " + ", ".join(f"`{k}={v}`" for k, v in options.items()))
-    lines += ["", "| step | component | status | seconds | key metrics |", "|---|---|---|---:|---|"]
-    for r in run.records:
-        lines.append(f"| [{r.step.name}](#{r.step.name}) | {r.step.component} | {r.result.status} | {r.seconds:.1f} | "
-                     f"{_md_escape(_key_metrics(r.result))} |")
+    lines += ["", markdown_table(["step", "component", "status", "seconds", "key metrics"],
+                                 [[f"[{r.step.name}](#{r.step.name})", r.step.component, r.result.status,
+                                   f"{r.seconds:.1f}", _key_metrics(r.result)] for r in run.records],
+                                 align=["left", "left", "left", "right", "left"])]
     for r in run.records:
         res = r.result
         lines += ["", f'<a id="{r.step.name}"></a>', "", f"## {r.step.name} ({r.step.component})", ""]
@@ -164,9 +155,7 @@ def write_report(run: TourRun, *, options: dict) -> Path:
         if r.traceback:
             lines += ["```", r.traceback.rstrip(), "```", ""]
         if res.metrics:
-            lines += ["| metric | value |", "|---|---|"]
-            lines += [f"| {_md_escape(k)} | {_md_escape(_fmt(v))} |" for k, v in res.metrics.items()]
-            lines.append("")
+            lines += [markdown_table(["metric", "value"], [[k, _fmt(v)] for k, v in res.metrics.items()]), ""]
         for art in res.artifacts:
             rel = _rel(art, run_dir)
             if art.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"):
@@ -259,7 +248,9 @@ def _run_steps(run: TourRun, selected: list[TourStep], *, full: bool, seed: int,
         tb = None
         start = time.perf_counter()
         try:
-            _seed_everything(seed)
+            from accelerate.utils import set_seed
+
+            set_seed(seed)  # accelerate's: Python, NumPy and torch (all devices)
             result = step(ctx)
             if not isinstance(result, StepResult):
                 raise TypeError(f"tour step {step.name!r} returned {type(result).__name__}; it must return a StepResult")

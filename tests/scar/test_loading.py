@@ -115,8 +115,9 @@ def _forwarding_from_pretrained_calls(path: Path) -> list[str]:
 def test_every_nested_from_pretrained_that_forwards_kwargs_is_audited():
     """A new ``X.from_pretrained(..., **kwargs)`` inside hf_ext must go through ``split_loading_kwargs`` and get a test
     here: add it to AUDITED only then."""
-    audited = {"modeling_scar.py:_load_base",  # split_loading_kwargs, tested above
+    audited = {"persistence.py:load_base_model",  # split_loading_kwargs, tested above
                "modeling_scar.py:from_pretrained",  # ScarAdapter.from_pretrained(**hub): download options only
+               "persistence.py:from_pretrained",  # ModelHubMixin.from_pretrained: DOWNLOAD_OPTIONS only (TypeError)
                "cli.py:load_pipeline",  # SLD CLI: diffusers_dtype_kwargs(dtype), one dtype keyword
                "compat.py:load_image_processor"}  # the caller's kwargs for the same folder (tests/test_compat.py)
     package = Path(hf_ext.__file__).parent

@@ -128,7 +128,7 @@ def load_pipeline(args):
         pipe = cls.from_pretrained(args.model, **diffusers_dtype_kwargs(dtype))
         tiny = False
     else:
-        from hf_ext.testing import tiny_sd_components, tiny_sdxl_components
+        from hf_ext.tiny import tiny_sd_components, tiny_sdxl_components
 
         if args.xl:
             pipe = SafeLatentDiffusionXLPipeline(**tiny_sdxl_components())

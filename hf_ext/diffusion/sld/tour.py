@@ -19,6 +19,7 @@ def sld_step(ctx: TourContext) -> StepResult:
     import torch
     from PIL import Image
 
+    from hf_ext.core.hooks import register_hooks
     from hf_ext.diffusion.sld import SafeLatentDiffusionPipeline, SLDConfig
     from hf_ext.diffusion.sld.i2p import expected_max_inappropriateness, inappropriate_probability
 
@@ -26,7 +27,7 @@ def sld_step(ctx: TourContext) -> StepResult:
         pipe = SafeLatentDiffusionPipeline.from_pretrained(ctx.model).to(ctx.device)
         steps, label = (50 if ctx.full else 25), ctx.model
     else:
-        from hf_ext.testing import CLIP_MAX_POSITIONS, tiny_sd_components
+        from hf_ext.tiny import CLIP_MAX_POSITIONS, tiny_sd_components
 
         # The tiny CLIP tokenizer spends about one token per character on most words: at CLIP's 77 positions the prompt
         # fits, the paper's 20-term default concept (~200 tokens here, ~60 with SD's tokenizer) would be truncated.
@@ -37,9 +38,8 @@ def sld_step(ctx: TourContext) -> StepResult:
     pipe.set_progress_bar_config(disable=not ctx.progress)
     prompt = "a photo of a person at the beach"
     batches: list[int] = []
-    handle = pipe.unet.register_forward_pre_hook(lambda m, a: batches.append(int(a[0].shape[0])))
     images, diags = {}, {}
-    try:
+    with register_hooks(pre_hooks={pipe.unet: lambda m, a: batches.append(int(a[0].shape[0]))}):
         for name, preset in [("off", SLDConfig.OFF), ("medium", SLDConfig.MEDIUM.replace(warmup_steps=0.2)),
                              ("max", SLDConfig.MAX)]:
             batches.clear()
@@ -49,8 +49,6 @@ def sld_step(ctx: TourContext) -> StepResult:
             images[name], diags[name] = out.images[0], out.sld_diagnostics
             if name == "max":
                 max_batches = list(batches)
-    finally:
-        handle.remove()
     artifacts = []
     tiles = [(np.clip(images[k], 0, 1) * 255).round().astype(np.uint8) for k in ("off", "medium", "max")]
     grid = Image.fromarray(np.concatenate(tiles, axis=1))

@@ -84,7 +84,7 @@ def clip_dir(tmp_path_factory):
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
     from hf_ext.diffusion.multifusion.tiny import tiny_image_processor
-    from hf_ext.testing import _tiny_clip_text_config, tiny_clip_tokenizer
+    from hf_ext.tiny import _tiny_clip_text_config, tiny_clip_tokenizer
 
     path = tmp_path_factory.mktemp("clip")
     tok = tiny_clip_tokenizer(32)
