@@ -234,7 +234,7 @@ def append_json_row(path: str | os.PathLike, row: dict[str, Any], *, out: str | 
     if not isinstance(row, dict):
         raise TypeError(f"row must be a dict, got {type(row).__name__}")
     target = results_path(path, out)
-    full = {"timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **row}
+    full = {"timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **row}
     full.setdefault("machine", machine_info(device))
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "a", encoding="utf-8") as fh:
@@ -535,25 +535,46 @@ def _measure_child(payload: str) -> None:
 # ----------------------------------------------------------------------------------------------- options
 
 
+class _BenchmarkParser(argparse.ArgumentParser):
+    """Applies ``--threads`` (``1`` by default with ``--quick``) to torch right after parsing."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, rest = super().parse_known_args(args, namespace)
+        if getattr(parsed, "threads", None) is None and getattr(parsed, "quick", False):
+            parsed.threads = 1
+        if getattr(parsed, "threads", None) is not None:
+            if parsed.threads < 1:
+                self.error(f"--threads must be >= 1, got {parsed.threads}")
+            import torch
+
+            torch.set_num_threads(parsed.threads)
+        return parsed, rest
+
+
 def common_argparser(description: str) -> argparse.ArgumentParser:
     """The options every benchmark script takes.
 
-    - ``--quick``: the suite's smoke test: tiny sizes, few repeats, ≤ 10 s in total on CPU; no timing claims.
+    - ``--quick``: the suite's smoke test: tiny sizes, few repeats, ≤ 10 s of CPU time besides imports; no timing
+      claims. It runs torch on one thread: at these sizes a second thread gains nothing, and on a busy machine
+      intra-op threads that wait for each other's time slices made a quick run 10× slower (30 s instead of 3 s).
     - ``--device``: ``cpu`` (default), ``cuda``, ``cuda:N``.
     - ``--out DIR``: folder of the JSON rows and figures (default ``benchmarks/results``).
     - ``--repeats N``: override the script's number of timed calls per arm.
+    - ``--threads N``: ``torch.set_num_threads(N)`` (default: torch's choice; 1 with ``--quick``).
 
     Example:
         >>> args = common_argparser("demo").parse_args(["--quick", "--out", "/tmp/bench"])
-        >>> args.quick, str(args.out)
-        (True, '/tmp/bench')
+        >>> args.quick, str(args.out), args.threads
+        (True, '/tmp/bench', 1)
     """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="smoke-test sizes: ≤ 10 s in total, no timing claims")
+    parser = _BenchmarkParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes: ≤ 10 s of CPU time, no timing claims")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
                         help="folder for the JSON rows and figures (default: benchmarks/results)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per arm (default: set by the script)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice; 1 with --quick)")
     return parser
 
 

@@ -33,7 +33,6 @@ SIZES = {
 def main(argv=None) -> int:
     parser = common_argparser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: by size)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: no oversubscription)")
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: by size)")
     parser.add_argument("--grid-umup", type=int, nargs="+", default=None, help="log2 LRs of the u-μP arm")
     parser.add_argument("--grid-sp", type=int, nargs="+", default=None, help="log2 LRs of the SP arm")
@@ -42,7 +41,7 @@ def main(argv=None) -> int:
 
     from hf_ext.umup.sweep import lr_sweep, plot_sweep, save_rows, transfer_summary
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or 1)  # default 1 here: no oversubscription
     size = dict(SIZES["quick" if args.quick else "full"])
     size["grids"] = {"umup": args.grid_umup or size["grids"]["umup"], "sp": args.grid_sp or size["grids"]["sp"]}
     size["batch_size"] = args.batch_size or size["batch_size"]

@@ -152,7 +152,6 @@ def main(argv=None) -> int:
     parser = common_argparser(__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["full", "1b"], default="full")
     parser.add_argument("--loss-steps", type=int, default=30, help="training steps of the FP8-vs-bf16 loss comparison")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "process"], default="wall",
                         help="wall time (default) or the process's CPU time (robust on a shared machine with --threads 1)")
     args = parser.parse_args(argv)

@@ -1,56 +1,36 @@
 """hf_ext: Hugging Face-native components for ten research results.
 
-Importing ``hf_ext`` is cheap: it registers the package's model types with the transformers
-``Auto*`` classes (see :mod:`hf_ext.auto`) and exposes the public names lazily, so that torch,
-transformers and the optional extras are imported only when a name that needs them is used.
+Importing ``hf_ext`` is cheap: it arranges for the components' model types to be registered with the transformers
+``Auto*`` classes when transformers is imported (see :mod:`hf_ext.auto` and :mod:`hf_ext.registry`) and exposes the
+public names lazily, so that torch, transformers and the optional extras are imported only when a name that needs
+them is used.
 
 Example:
     >>> import hf_ext
     >>> hf_ext.__version__  # doctest: +SKIP
-    '0.1.0'
+    '0.2.0'
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from .utils.imports import lazy_exports
 
-# public name -> submodule that defines it; resolved on first attribute access (PEP 562).
-_LAZY: dict[str, str] = {
-    "ModelAnatomy": "hf_ext.core.anatomy",
-    "get_anatomy": "hf_ext.core.anatomy",
-    "run_layers": "hf_ext.core.layers",
-    "attention_controls": "hf_ext.core.attention",
-    "AttentionControl": "hf_ext.core.attention",
-    "spans_to_key_positions": "hf_ext.core.attention",
-    "items_to_key_positions": "hf_ext.core.attention",
-    "key_weights": "hf_ext.core.attention",
-    "forward_hooks": "hf_ext.core.hooks",
-    "module_swaps": "hf_ext.core.hooks",
-    "teacher_forced_logprobs": "hf_ext.core.scoring",
-    "greedy_reference": "hf_ext.core.scoring",
-    "render_model_card": "hf_ext.hub",
-    "export_for_hub": "hf_ext.hub",
-    "register": "hf_ext.auto",
-}
+__version__ = "0.2.0"
 
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_ext' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__, _PUBLIC = lazy_exports(__name__, {
+    "core.anatomy": ["ModelAnatomy", "get_anatomy"],
+    "core.layers": ["run_layers"],
+    "core.attention": ["attention_controls", "AttentionControl", "spans_to_key_positions", "items_to_key_positions",
+                       "key_weights"],
+    "core.hooks": ["forward_hooks", "module_swaps"],
+    "core.scoring": ["teacher_forced_logprobs", "greedy_reference"],
+    "hub": ["render_model_card", "export_for_hub"],
+    "auto": ["register"],
+    "registry": ["AutoClasses", "components", "register_component"],
+})
+__all__ = ["__version__", *_PUBLIC]
 
 if TYPE_CHECKING:  # pragma: no cover
     # ruff: noqa: F401
@@ -67,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.layers import run_layers
     from .core.scoring import greedy_reference, teacher_forced_logprobs
     from .hub import export_for_hub, render_model_card
+    from .registry import AutoClasses, components, register_component
 
 from .auto import _register_lazily  # noqa: E402
 

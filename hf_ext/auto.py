@@ -1,73 +1,39 @@
-"""Every ``AutoConfig`` / ``AutoModel*`` / ``AutoTokenizer`` registration of hf_ext, in one place.
+"""Registers the components' model types (:class:`hf_ext.registry.AutoClasses`) with the transformers Auto classes.
 
-``import hf_ext`` must stay fast, and importing transformers costs seconds (it imports torch), so the
-registration runs when transformers is imported: at once if it already is, otherwise through a one-shot
-post-import hook. Call :func:`register` to force it. Registering is idempotent.
+``import hf_ext`` must stay fast and importing transformers costs seconds, so the registration runs when
+transformers is imported: at once if it already is, otherwise right after its import, through a finder on
+``sys.meta_path``. A component registered later (a package outside hf_ext) is registered as soon as it declares
+itself. Call :func:`register` to force it; it is idempotent.
 
-Each component adds one :class:`Registration` to :data:`REGISTRATIONS`. Composite models must name their
-decoder config so that ``generate()`` finds it (``get_text_config``).
+A module that defines one of the classes may itself be what imported transformers; it is then still executing, so
+its model type waits, and the same finder re-runs :func:`register` when that module's import finishes. No modeling
+module has to call anything at its end.
 
 Example:
     >>> import hf_ext, transformers
     >>> hf_ext.register()  # explicit; normally automatic
+    >>> transformers.AutoConfig.for_model("umup_llama").model_type
+    'umup_llama'
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.util
 import sys
 import threading
-from dataclasses import dataclass, field
 
+from .registry import AutoClasses, Component, components, on_register, registered_components
+from .utils.deprecation import DeprecatedList
 
-@dataclass(frozen=True)
-class Registration:
-    """One model type: dotted ``"module:Class"`` paths, imported only when transformers is.
-
-    Attributes:
-        model_type: the ``config.model_type`` key.
-        config: ``"hf_ext.x.configuration_x:XConfig"``.
-        models: Auto class name -> model path, e.g. ``{"AutoModelForCausalLM": "hf_ext.x.modeling_x:XForCausalLM"}``.
-        tokenizer: optional tokenizer class path registered with ``AutoTokenizer``.
-    """
-
-    model_type: str
-    config: str
-    models: dict[str, str] = field(default_factory=dict)
-    tokenizer: str | None = None
-
-
-#: Components append their entry here (keep this the only place that registers with transformers).
-REGISTRATIONS: list[Registration] = []
-REGISTRATIONS.append(Registration(  # u-μP (issue 4)
-    model_type="umup_llama",
-    config="hf_ext.umup.configuration_umup:UMupConfig",
-    models={"AutoModelForCausalLM": "hf_ext.umup.modeling_umup:UMupLlamaForCausalLM",
-            "AutoModel": "hf_ext.umup.modeling_umup:UMupLlamaModel"},
-))
-REGISTRATIONS.append(Registration(  # MAD striped hybrids (issue 5)
-    model_type="mad_stack",
-    config="hf_ext.mad.models:MADStackConfig",
-    models={"AutoModelForCausalLM": "hf_ext.mad.models:MADStackForCausalLM",
-            "AutoModel": "hf_ext.mad.models:MADStackModel"},
-))
-REGISTRATIONS.append(Registration(  # T-FREE (issue 3); the backbone is TFreeConfig.text_config (get_text_config)
-    model_type="tfree",
-    config="hf_ext.tfree.configuration_tfree:TFreeConfig",
-    models={"AutoModelForCausalLM": "hf_ext.tfree.modeling_tfree:TFreeForCausalLM"},
-    tokenizer="hf_ext.tfree.tokenization_tfree:TFreeTokenizer",
-))
-
-REGISTRATIONS.append(Registration(  # SCAR (issue 6): the config names the base model; ScarModel loads it + adapter
-    model_type="scar",
-    config="hf_ext.scar.configuration_scar:ScarConfig",
-    models={"AutoModelForCausalLM": "hf_ext.scar.modeling_scar:ScarModel"},
-))
+__all__ = ["register"]
 
 _lock = threading.Lock()
-_done = False
+_running = False
+_done: set[str] = set()  # model types registered with transformers
+_watch: frozenset[str] = frozenset()  # see _refresh_watch; read without a lock by the finder
+_executed: set[str] = set()  # watched modules whose code has run (importlib marks them initializing a little longer)
+_legacy: list[AutoClasses] = []  # appended to the deprecated REGISTRATIONS list
 
 
 def _load(path: str):
@@ -75,62 +41,116 @@ def _load(path: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _initializing(entry: AutoClasses) -> bool:
+    """Whether a module defining one of the classes is being executed right now (its names are not all there yet)."""
+    for name in entry.modules():
+        module = sys.modules.get(name)
+        if (module is not None and name not in _executed
+                and getattr(getattr(module, "__spec__", None), "_initializing", False)):
+            return True
+    return False
+
+
+def _entries(discover: bool) -> list[AutoClasses]:
+    found = components() if discover else registered_components()
+    return [entry for component in found for entry in component.auto] + list(_legacy)
+
+
 def register() -> None:
-    """Register every hf_ext model type with the transformers Auto classes (idempotent)."""
-    global _done
+    """Register every component's model types with the transformers Auto classes (idempotent).
+
+    Imports transformers and the modules that define the classes. A model type whose module is still being
+    imported is left for the end of that import (see the module docstring).
+    """
+    global _running
     with _lock:
-        if _done:
+        if _running:  # called again from a module that this call is importing: the outer call goes on
             return
-        _done = True
-    if not REGISTRATIONS:
-        return
-    import transformers
+        _running = True
+    try:
+        import transformers
 
-    pending = False
-    for reg in REGISTRATIONS:
-        try:
-            config_cls = _load(reg.config)
-            transformers.AutoConfig.register(reg.model_type, config_cls, exist_ok=True)
-            for auto_name, model_path in reg.models.items():
+        for entry in _entries(discover=True):
+            if entry.model_type in _done or _initializing(entry):
+                continue
+            config_cls = _load(entry.config)
+            transformers.AutoConfig.register(entry.model_type, config_cls, exist_ok=True)
+            for auto_name, model_path in entry.models.items():
                 getattr(transformers, auto_name).register(config_cls, _load(model_path), exist_ok=True)
-            if reg.tokenizer:
-                transformers.AutoTokenizer.register(config_cls, tokenizer_class=_load(reg.tokenizer), exist_ok=True)
-        except (AttributeError, ImportError) as err:
-            # The first `import transformers` came from a registered module itself (still half-imported): retry
-            # on the next register() call, which such a module makes at its end (see hf_ext/umup/modeling_umup.py).
-            if "partially initialized" not in str(err):
-                raise
-            pending = True
-    if pending:
+            if entry.tokenizer:
+                transformers.AutoTokenizer.register(config_cls, tokenizer_class=_load(entry.tokenizer), exist_ok=True)
+            _done.add(entry.model_type)
+    finally:
         with _lock:
-            _done = False
+            _running = False
+        _refresh_watch()
 
 
-class _AfterTransformersImport(importlib.abc.MetaPathFinder):
-    """Runs :func:`register` right after ``transformers`` has been imported, then removes itself."""
+def _refresh_watch() -> None:
+    """Recompute the modules whose import ends with :func:`register`: those of every model type not registered yet
+    (transformers itself is watched until it is imported)."""
+    global _watch
+    _watch = frozenset(name for entry in _entries(discover=False) if entry.model_type not in _done
+                       for name in entry.modules())
+
+
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Wraps the loader of the watched modules (:func:`_refresh_watch`) so that :func:`register` runs after their import."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "transformers":
+        if fullname not in _watch and not (fullname == "transformers" and fullname not in sys.modules):
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
-            return spec
+        for finder in sys.meta_path:  # the real spec, from the finders after this one
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
         loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
         exec_module = loader.exec_module
 
         def exec_then_register(module):
             exec_module(module)
+            _executed.add(module.__name__)
             register()
 
         loader.exec_module = exec_then_register
         return spec
 
 
-def _register_lazily() -> None:
-    if not REGISTRATIONS:
+def _on_component(component: Component) -> None:
+    if not component.auto:
         return
+    _refresh_watch()
     if "transformers" in sys.modules:
         register()
-    elif not any(isinstance(f, _AfterTransformersImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterTransformersImport())
+
+
+def _register_lazily() -> None:
+    """Install the finder (once) and register at once if transformers is already imported (``import hf_ext`` does this)."""
+    on_register(_on_component)
+    if not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterImport())
+    if "transformers" in sys.modules:
+        register()
+
+
+def _legacy_append(entry) -> None:
+    if not isinstance(entry, AutoClasses):
+        raise TypeError(f"REGISTRATIONS entries must be AutoClasses (Registration), got {type(entry).__name__}")
+    _legacy.append(entry)
+    _refresh_watch()
+    if "transformers" in sys.modules:
+        register()
+
+
+#: Deprecated (0.2): use ``register_component(auto=[AutoClasses(...)])``.
+REGISTRATIONS: list[AutoClasses] = DeprecatedList(
+    old="hf_ext.auto.REGISTRATIONS", new="register_component(auto=[AutoClasses(...)]) in the component's __init__ "
+    "(CONTRIBUTING.md)", on_append=_legacy_append)
+#: Deprecated (0.2) name of :class:`hf_ext.registry.AutoClasses` (same fields).
+Registration = AutoClasses

@@ -1,18 +1,21 @@
 """The ``hf-ext`` command line: ``hf-ext --version``, ``hf-ext env``, ``hf-ext tour`` and one group per component.
 
-Sub-command groups live in the modules of :data:`COMMAND_MODULES`; each exposes
-``add_parser(subparsers) -> argparse.ArgumentParser`` which adds its sub-parser and sets
-``func=handler`` (``handler(args) -> int``, the exit code) with ``set_defaults``. Those modules import only
-the standard library at module level: ``hf-ext --help`` and ``--version`` never import torch.
+A component's group ``hf-ext <name>`` is made here from its registry entry (help: its ``summary``) and filled by the
+``cli`` module it declares (:func:`hf_ext.registry.register_component`): ``add_commands(actions)`` adds each
+sub-command with the helpers of :mod:`hf_ext.utils.cli`, which set ``func=handler`` (``handler(args) -> int``, the
+exit code); the first paragraph of its docstring is the group's ``--help`` description. Those modules import
+only the standard library at module level: ``hf-ext --help`` and ``--version`` never import torch. (A module with the
+pre-0.2 ``add_parser(subparsers)``, which adds its own group, still works.) ``python -m hf_ext`` is
+the same command line (for ``torchrun -m hf_ext …`` and ``accelerate launch -m hf_ext …``).
 
 Example:
     >>> from hf_ext.cli import main
     >>> main(["--version"])  # doctest: +SKIP
-    hf-ext 0.1.0
+    hf-ext 0.2.0
     0
     >>> info = environment_info()  # doctest: +SKIP
     >>> info["versions"]["hf_ext"]  # doctest: +SKIP
-    '0.1.0'
+    '0.2.0'
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import inspect
 import json
 import logging
 import platform
@@ -29,22 +33,16 @@ from typing import Any
 
 from hf_ext import __version__
 
-logger = logging.getLogger(__name__)
+from .registry import components
+from .utils.cli import add_common_options, add_group, exit_code, run_command
+from .utils.deprecation import DeprecatedList, warn_deprecated
+from .utils.logging import get_logger, set_verbosity
 
-#: Modules that add a sub-command group; a component appends ``"hf_ext.<component>.cli"`` here.
-COMMAND_MODULES: list[str] = [
-    "hf_ext.tour.runner",
-    "hf_ext.atman.cli",
-    "hf_ext.dtm.cli",
-    "hf_ext.scar.cli",
-    "hf_ext.umup.cli",
-    "hf_ext.diffusion.sld.cli",
-    "hf_ext.moral.cli",
-    "hf_ext.diffusion.multifusion.cli",
-    "hf_ext.tfree.cli",
-    "hf_ext.mad.cli",
-    "hf_ext.reproduce.cli",
-]
+logger = get_logger(__name__)
+
+#: Groups of hf_ext itself, before the components' groups.
+BUILTIN_COMMAND_MODULES: tuple[str, ...] = ("hf_ext.tour.runner", "hf_ext.reproduce.cli")
+_legacy_modules: list[str] = []
 
 #: Distributions reported by ``hf-ext env`` (distribution name -> label).
 REPORTED_PACKAGES: dict[str, str] = {
@@ -108,14 +106,29 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def component_status() -> dict[str, dict[str, list[str]]]:
+    """Each component (canonical order) with the extras it declares and the distributions of them not installed.
+
+    Example:
+        >>> list(component_status())[:2]
+        ['core', 'scar']
+    """
+    from .utils.imports import missing_from_extra
+
+    return {c.name: {"extras": list(c.extras), "missing": [d for e in c.extras for d in missing_from_extra(e)]}
+            for c in components()}
+
+
 def environment_info() -> dict[str, Any]:
-    """:func:`package_versions` and :func:`device_info` together, plus the platform (what ``hf-ext env --json`` prints).
+    """:func:`package_versions`, :func:`device_info` and :func:`component_status` together, plus the platform (what
+    ``hf-ext env --json`` prints).
 
     Example:
         >>> sorted(environment_info())  # doctest: +SKIP
-        ['cpu_count', 'cuda_devices', 'device', 'device_detail', 'platform', 'torch_threads', 'versions']
+        ['components', 'cpu_count', 'cuda_devices', 'device', 'device_detail', 'platform', 'torch_threads', 'versions']
     """
-    return {"versions": package_versions(), "platform": platform.platform(), **device_info()}
+    return {"versions": package_versions(), "platform": platform.platform(), **device_info(),
+            "components": component_status()}
 
 
 def format_environment(info: dict[str, Any]) -> str:
@@ -124,6 +137,11 @@ def format_environment(info: dict[str, Any]) -> str:
     lines = [f"{name:<{width}}  {version}" for name, version in info["versions"].items()]
     lines.append(f"{'platform':<{width}}  {info['platform']}")
     lines.append(f"{'device':<{width}}  {info['device']} ({info['device_detail']})")
+    for name, status in info.get("components", {}).items():
+        missing = status["missing"]
+        extras = ",".join(status["extras"])
+        state = f"missing {', '.join(missing)}: pip install 'hf-ext[{extras}]'" if missing else "ready"
+        lines.append(f"{name:<{width}}  {state}")
     return "\n".join(lines)
 
 
@@ -136,26 +154,48 @@ def _cmd_env(args: argparse.Namespace) -> int:
 def _add_env_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("env", help="versions of hf_ext and its libraries, and the device",
                               description="Print the versions of hf_ext, Python and its libraries, and the device.")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_common_options(p, json=True)
     p.set_defaults(func=_cmd_env)
     return p
 
 
+def command_modules() -> list[str]:
+    """The modules that add a command group: the tour's, then each component's ``cli`` in canonical order."""
+    return [*BUILTIN_COMMAND_MODULES, *(c.cli for c in components() if c.cli), *_legacy_modules]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "COMMAND_MODULES":  # deprecated in 0.2: components declare cli= with register_component
+        warn_deprecated("hf_ext.cli.COMMAND_MODULES", "hf_ext.cli.command_modules()")
+        return DeprecatedList(command_modules(), old="hf_ext.cli.COMMAND_MODULES",
+                              new="register_component(cli=...) in the component's __init__ (CONTRIBUTING.md)",
+                              on_append=_legacy_modules.append)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``hf-ext`` parser with ``env`` and every group of :data:`COMMAND_MODULES`."""
+    """The ``hf-ext`` parser with ``env``, ``tour`` and every component's group, in the canonical order."""
     parser = argparse.ArgumentParser(
         prog="hf-ext",
         description="Hugging Face-native research components. `hf-ext tour` runs all of them on tiny models.",
     )
     parser.add_argument("--version", action="version", version=f"hf-ext {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging, from hf_ext and transformers (-v info, -vv debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_env_parser(subparsers)
-    for name in COMMAND_MODULES:
+    summaries = {c.cli: c for c in components() if c.cli}
+    for name in command_modules():
         module = importlib.import_module(name)
-        if not hasattr(module, "add_parser"):
-            raise TypeError(f"CLI module {name!r} in hf_ext.cli.COMMAND_MODULES has no add_parser(subparsers) function")
-        module.add_parser(subparsers)
+        component = summaries.get(name)
+        if component is not None and hasattr(module, "add_commands"):
+            description = (inspect.getdoc(module.add_commands) or "").split("\n\n")[0].replace("\n", " ") or None
+            module.add_commands(add_group(subparsers, component.name, help=component.summary or component.title,
+                                          description=description))
+        elif hasattr(module, "add_parser"):  # the tour's command, and the pre-0.2 protocol
+            module.add_parser(subparsers)
+        else:
+            raise TypeError(f"CLI module {name!r} (a component's cli=) has no add_commands(actions) function")
     return parser
 
 
@@ -172,13 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, usage errors: return the code instead of exiting
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+        return exit_code(exit_)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.verbose:
+        set_verbosity(level)  # hf_ext's loggers follow transformers' verbosity: raise both
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import pytest
+import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from hf_ext.testing import CAUSAL_LM_FAMILIES, tiny_causal_lm, tiny_tokenizer
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from hf_ext.testing import CAUSAL_LM_FAMILIES, tiny_causal_lm, tiny_tokenizer  # noqa: E402
+# The offline environment variables are set by the repository's root conftest.py (loaded first).
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import hf_ext
-from hf_ext.cli import COMMAND_MODULES, main
+from hf_ext.cli import command_modules, main
+from hf_ext.testing import time_factor
 from hf_ext.tour import StepResult, registered_steps, tour_step, unregister_step
 
 
@@ -40,6 +41,23 @@ def test_env_json(capsys):
     for name in ("python", "transformers", "diffusers", "datasets", "accelerate", "evaluate"):
         assert info["versions"][name]  # a version or "not installed"
     assert info["device"] in ("cpu", "cuda", "mps")
+
+
+def test_env_reports_components_and_their_missing_extras(monkeypatch, capsys):
+    from hf_ext.registry import components
+    from hf_ext.utils import imports
+
+    monkeypatch.setattr(imports, "_extras_of_distributions", lambda: {"surely-not-installed-dist": "scar",
+                                                                       "pip": "scar"})
+    assert main(["env", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["components"]
+    assert list(status) == [c.name for c in components()]
+    assert status["scar"] == {"extras": ["scar", "plots"], "missing": ["surely-not-installed-dist"]}
+    assert status["core"]["missing"] == []
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^scar\s+missing surely-not-installed-dist: pip install 'hf-ext\[scar,plots\]'$", out, re.M)
+    assert re.search(r"^tfree\s+ready$", out, re.M)
 
 
 def test_env_reports_missing_package(monkeypatch, capsys):
@@ -143,9 +161,10 @@ def test_step_result_validates_status():
         StepResult(status="done")
 
 
-def test_command_modules_have_add_parser():
-    for name in COMMAND_MODULES:
-        assert callable(getattr(importlib.import_module(name), "add_parser", None)), name
+def test_command_modules_add_their_commands():
+    for name in command_modules():  # the tour's add_parser(subparsers); the components' add_commands(actions)
+        module = importlib.import_module(name)
+        assert callable(getattr(module, "add_commands", None) or getattr(module, "add_parser", None)), name
 
 
 def test_cli_import_and_help_do_not_import_torch():
@@ -158,6 +177,65 @@ def test_cli_import_and_help_do_not_import_torch():
         "heavy = sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60 * time_factor(),
                           cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr
+
+
+def _commands(parser=None, path=("hf-ext",)):
+    """(command path, parser) of every command parser of hf-ext, the groups included."""
+    import argparse
+
+    from hf_ext.cli import build_parser
+
+    parser = parser or build_parser()
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_option_has_help():
+    import argparse
+
+    missing = [(" ".join(path), a.option_strings or a.dest) for path, p in _commands() for a in p._actions
+               if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    assert not missing, f"options without help text: {missing}"
+    assert len(list(_commands())) >= 30  # the walk reaches every group's commands
+
+
+def test_common_options_mean_the_same_everywhere():
+    """--out names a folder, --json and --no-progress are flags, --seed an int, wherever a command has them."""
+    import argparse
+
+    seen = {"--out": 0, "--json": 0, "--no-progress": 0, "--seed": 0, "--model": 0, "--device": 0}
+    for path, parser in _commands():
+        for a in parser._actions:
+            for option in set(a.option_strings) & set(seen):
+                seen[option] += 1
+                where = f"{' '.join(path)} {option}"
+                if option == "--out":
+                    assert a.metavar == "DIR" and "folder" in a.help, where
+                elif option == "--no-progress":
+                    assert isinstance(a, argparse._StoreTrueAction) and a.dest == "no_progress", where
+                elif option == "--json" and path[-1] != "explain":  # atman explain: also the pre-0.2 --json PATH
+                    assert isinstance(a, argparse._StoreTrueAction), where
+                elif option == "--seed":
+                    assert a.type is int, where
+                elif option in ("--model", "--device"):
+                    assert a.dest == option[2:], where
+    assert min(seen.values()) >= 8, seen  # each option is shared by many commands
+
+
+def test_python_m_hf_ext_is_the_same_cli():
+    proc = subprocess.run([sys.executable, "-m", "hf_ext", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"hf-ext {hf_ext.__version__}"
+
+
+def test_command_modules_deprecated_alias(recwarn):
+    from hf_ext import cli
+
+    with pytest.warns(DeprecationWarning, match="COMMAND_MODULES is deprecated"):
+        legacy = cli.COMMAND_MODULES
+    assert list(legacy) == cli.command_modules()

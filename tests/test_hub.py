@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import hf_ext
 from hf_ext.hub import _environment, available_model_cards, export_for_hub, render_model_card
+from hf_ext.testing import time_factor
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_IDS = torch.tensor([[1, 40, 41, 42, 43, 44], [0, 0, 1, 50, 51, 52]])  # second row left-padded
@@ -35,7 +36,8 @@ def _subprocess_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout * time_factor())
     assert proc.returncode == 0, f"{cmd[:3]} failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
     return proc
 

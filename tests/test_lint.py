@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hf_ext.testing import time_factor
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,5 +20,5 @@ def test_ruff_clean():
     if ruff is None:
         pytest.fail("ruff is not installed: pip install 'hf-ext[dev]'")
     res = subprocess.run([ruff, "check", "--output-format", "concise", "hf_ext", "tests", "benchmarks", "notebooks"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=120 * time_factor())
     assert res.returncode == 0, res.stdout + res.stderr

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from hf_ext.testing import time_factor
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL_NAME = "hf-ext-test-python"
-CELL_TIMEOUT_S = 120
+# A hang guard, not a speed claim: generous, and scaled by the machine's load (hf_ext.testing.time_factor).
+CELL_TIMEOUT_S = 300
 
 # What the kernel sees: offline Hub, quiet tokenizers.
 KERNEL_ENV = {
@@ -55,7 +58,7 @@ def test_notebook_executes(notebook, kernel_dirs, tmp_path, monkeypatch):
     workdir = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOK_DIR, workdir, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
     nb = nbformat.read(workdir / notebook.name, as_version=4)
-    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=CELL_TIMEOUT_S,
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=int(CELL_TIMEOUT_S * time_factor()),
                             resources={"metadata": {"path": str(workdir)}})
     client.execute()  # raises CellExecutionError (with the cell's traceback) if a cell fails
     errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])

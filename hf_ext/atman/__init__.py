@@ -14,27 +14,22 @@ Example:
     True
 """
 
-import importlib
-from typing import Any
+from __future__ import annotations
 
-# Lazy: ``hf_ext.atman.cli`` is imported by ``hf-ext --help``, which must not import torch.
-_EXPORTS = {
-    "AtManControl": "controls", "controls_to_weights": "controls", "generate_steered": "controls", "steering": "controls",
-    "MODES": "explainer", "AtManExplainer": "explainer", "Explanation": "explainer",
-    "deletion_auc": "faithfulness", "deletion_curve": "faithfulness",
-    "Unit": "units", "char_spans": "units", "text_units": "units", "tile_units": "units",
-}
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "controls": ["AtManControl", "controls_to_weights", "generate_steered", "steering"],
+    "explainer": ["MODES", "AtManExplainer"],
+    "explanation": ["Explanation"],
+    "scorer": ["AtManScorer"],
+    "faithfulness": ["deletion_auc", "deletion_curve"],
+    "units": ["Unit", "char_spans", "text_units", "tile_units"],
+})
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "MODES", "AtManControl", "AtManExplainer", "Explanation", "Unit", "char_spans", "controls_to_weights",
-    "deletion_auc", "deletion_curve", "generate_steered", "steering", "text_units", "tile_units",
-]
+register_component(
+    name="atman", title="AtMan", order=60, package=__name__,
+    summary="AtMan: explanations by attention manipulation",
+    cli=".cli", tour=".tour", reproduction="hf_ext.reproduce.atman", extras=["plots", "eval"], notebook="07_atman.ipynb",
+)

@@ -1,57 +1,70 @@
 """``hf-ext atman explain``: explain a target with AtMan and write the HTML heat-map (std-lib imports only here).
 
 Example:
-    hf-ext atman explain --prompt "the cat sat on the" --target " mat" --granularity word --out atman.html
+    hf-ext atman explain --prompt "the cat sat on the" --target " mat" --granularity word --out runs/atman --plot
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils import cli
+from hf_ext.utils.deprecation import warn_deprecated
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``atman`` group (``explain``) to the ``hf-ext`` parser."""
-    p = subparsers.add_parser("atman", help="AtMan: explanations by attention manipulation",
-                              description="AtMan: explain a causal LM's target by suppressing prompt items in attention.")
-    sub = p.add_subparsers(dest="atman_command", metavar="ACTION", required=True)
-    e = sub.add_parser("explain", help="explain a target and write an HTML heat-map",
-                       description="Explain --target given --prompt and write an HTML heat-map (and optionally a PNG/JSON).")
-    e.add_argument("--prompt", required=True)
-    e.add_argument("--target", required=True)
-    e.add_argument("--model", default=None, help="Hub id or local path (default: a tiny random Llama built in code)")
-    e.add_argument("--granularity", default="token", help="token, word, sentence, paragraph or a delimiter string")
-    e.add_argument("--mode", default="log_additive", choices=["log_additive", "multiplicative", "reference_compat"])
-    e.add_argument("--factor", type=float, default=0.1, help="suppression factor in [0, 1] (default 0.1)")
-    e.add_argument("--threshold", type=float, default=None, help="cosine threshold κ for co-suppression (default off)")
-    e.add_argument("--max-batch-size", type=int, default=8)
-    e.add_argument("--postprocessing", default="none", choices=["none", "absolute", "square"])
-    e.add_argument("--out", default="atman.html", help="HTML file to write (default atman.html)")
-    e.add_argument("--png", default=None, help="also write a PNG bar chart here")
-    e.add_argument("--json", default=None, help="also write the explanation as JSON here")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--no-progress", action="store_true")
-    e.set_defaults(func=_cmd_explain)
-    return p
+def add_commands(actions) -> None:
+    """AtMan: explain a causal LM's target by suppressing prompt items in attention.
+
+    Sub-commands: ``explain``.
+    """
+    e = cli.add_command(actions, "explain", _cmd_explain, help="explain a target and write an HTML heat-map",
+                        description="Explain --target given --prompt; write explanation.html and explanation.json (and "
+                                    "with --plot a PNG bar chart) into --out.")
+    e.add_argument("--prompt", required=True, help="the prompt whose units are explained")
+    e.add_argument("--target", required=True, help="the continuation whose loss the units are scored against")
+    cli.add_common_options(e, model="causal LM Hub id or folder (default: a tiny random Llama built in code)", device="cpu",
+                           seed=0, out="atman_out", out_help="explanation.html, explanation.json, explanation.png",
+                           progress=True)
+    # --json: print the explanation as JSON; the pre-0.2 form --json PATH (write it to PATH) still works, with a warning
+    e.add_argument("--json", nargs="?", const=True, default=False, metavar="PATH",
+                   help="print the explanation as JSON instead of a summary line")
+    e.add_argument("--granularity", default="token",
+                   help="unit size: token, word, sentence, paragraph or a delimiter string (default: %(default)s)")
+    e.add_argument("--mode", default="log_additive", choices=["log_additive", "multiplicative", "reference_compat"],
+                   help="how suppression enters attention (default: %(default)s)")
+    e.add_argument("--factor", type=float, default=0.1, help="suppression factor in [0, 1] (default: %(default)s)")
+    e.add_argument("--threshold", type=float, default=None,
+                   help="cosine threshold κ for co-suppressing similar units (default: off)")
+    e.add_argument("--max-batch-size", type=int, default=8,
+                   help="suppressed copies per forward pass (default: %(default)s)")
+    e.add_argument("--postprocessing", default="none", choices=["none", "absolute", "square"],
+                   help="transform of the relevance before display (default: %(default)s)")
+    e.add_argument("--plot", action="store_true", help="also write explanation.png, a bar chart")
+    e.add_argument("--png", default=None, metavar="PATH",
+                   help="deprecated (removed in hf-ext 0.3): write the bar chart to PATH; use --plot")
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import torch
+
     from hf_ext.atman import AtManExplainer
 
+    torch.manual_seed(args.seed)
     if args.model:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation="sdpa").to(args.device).eval()
     else:
-        from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+        from hf_ext.tiny import tiny_causal_lm, tiny_tokenizer
 
-        model, tok = tiny_causal_lm("llama").to(args.device), tiny_tokenizer()
+        model, tok = tiny_causal_lm("llama", seed=args.seed).to(args.device), tiny_tokenizer()
         logger.warning("no --model given: explaining a tiny random Llama (the heat-map is meaningless)")
     try:
         explainer = AtManExplainer(model, tok, mode=args.mode, suppression_factor=args.factor,
@@ -61,13 +74,21 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except ValueError as err:
         logger.error("%s", err)
         return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(exp.to_html(postprocessing=args.postprocessing), encoding="utf-8")
+    html = cli.out_file(args.out, "explanation.html", legacy_suffixes=(".html", ".htm"))
+    html.write_text(exp.to_html(postprocessing=args.postprocessing), encoding="utf-8")
+    result = exp.to_dict()
+    json_path = html.with_suffix(".json")
+    if isinstance(args.json, str):
+        warn_deprecated(f"--json {args.json} (a file)", "--json (print) or the explanation.json that --out holds",
+                        category=FutureWarning)
+        json_path = Path(args.json)
+    json_path.write_text(json.dumps(result, indent=1), encoding="utf-8")
     if args.png:
+        warn_deprecated("--png PATH", "--plot (writes explanation.png into --out)", category=FutureWarning)
         exp.plot(args.png, postprocessing=args.postprocessing)
-    if args.json:
-        Path(args.json).write_text(json.dumps(exp.to_dict(), indent=1), encoding="utf-8")
+    elif args.plot:
+        exp.plot(html.with_suffix(".png"), postprocessing=args.postprocessing)
     top = max(zip(exp.importance().tolist(), (u.label for u in exp.units)))
-    print(f"wrote {out} ({len(exp.units)} units; most relevant: {top[1]!r}, loss rise {top[0]:.4f})")
+    cli.print_result(result, f"wrote {html} ({len(exp.units)} units; most relevant: {top[1]!r}, loss rise {top[0]:.4f})",
+                     as_json=args.json is True)
     return 0

@@ -16,11 +16,9 @@ scores; ``s = 0`` removes the key exactly), ``"multiplicative"`` (the reference'
 minimum over *visible* keys: causal) and ``"reference_compat"`` (the reference code's non-causal variant, for
 reproducing published numbers; prefix reuse is disabled under it because it is not exact there).
 
-Speed: every target token is scored in one pass; perturbations are batched ``max_batch_size`` at a time; and the
-base pass's KV cache is reused for the positions before each batch's first suppressed position (exact in the causal
-modes: suppressing key ``i`` leaves rows ``< i`` unchanged). Perturbations are sorted by that start position so the
-batches are tight; in log-additive mode their suffixes are packed end to end into rows of at most ``L`` tokens
-(:mod:`hf_ext.atman.packing`, segment attention on CPU: :mod:`hf_ext.core.segments`).
+Speed: every target token is scored in one pass; the perturbed forwards (batching, prefix reuse, packing) are
+:class:`~hf_ext.atman.scorer.AtManScorer`'s, which this class extends with units, neighbourhoods and the
+:class:`~hf_ext.atman.explanation.Explanation` it returns.
 
 Defaults and which are choices **[unconfirmed]** against the paper: ``suppression_factor=0.1`` (reference ``Explainer``
 and API ``control_factor`` default), ``conceptual_threshold=None`` (API default: no neighbourhood; the reference's
@@ -37,152 +35,19 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from hf_ext.core.anatomy import get_anatomy
-from hf_ext.core.attention import attention_controls
-from hf_ext.core.cache import SuffixRecomputeCache, cache_argument
-from hf_ext.core.inputs import position_ids_from_mask
-from hf_ext.core.segments import SegmentPlan, layer_map, segment_attention
+from hf_ext.core.inputs import max_positions, model_device
 
-from .packing import pack, packed_inputs, segment_inputs
+from .explanation import POSTPROCESSING, Explanation
+from .scorer import MODES, AtManScorer, PreparedSequence
 from .units import GRANULARITIES, Unit, text_units, tile_units
 
-logger = logging.getLogger(__name__)
-
-MODES = ("log_additive", "multiplicative", "reference_compat")
-_CORE_MODE = {"log_additive": "log_additive", "multiplicative": "multiplicative",
-              "reference_compat": "multiplicative_reference"}
-POSTPROCESSING = ("none", "absolute", "square")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The result
-# --------------------------------------------------------------------------------------------------------------
-@dataclass
-class Explanation:
-    """The result of :meth:`AtManExplainer.explain`.
-
-    Attributes:
-        units: the explained items, in prompt order.
-        delta: ``[U, T]`` float32 raw Δ_{j,t} = CE_t(original) − CE_t(unit j suppressed); negative = important.
-        target_tokens: the ``T`` target token strings.
-        base_cross_entropy: ``[T]`` per-token CE of the target without suppression.
-        tokens: the prompt's token strings (unpadded).
-        offsets: ``[(start, end)]`` character offsets of the prompt tokens (empty for special / image tokens).
-        prompt, target: the strings explained (``None`` when ids were given).
-        mode, suppression_factor, conceptual_threshold: the settings used.
-        image_grid: ``(rows, cols)`` of the tiles for image explanations, else ``None``.
-    """
-
-    units: list[Unit]
-    delta: torch.Tensor
-    target_tokens: list[str]
-    base_cross_entropy: torch.Tensor
-    tokens: list[str] = field(default_factory=list)
-    offsets: list[tuple[int, int]] = field(default_factory=list)
-    prompt: str | None = None
-    target: str | None = None
-    mode: str = "log_additive"
-    suppression_factor: float = 0.1
-    conceptual_threshold: float | None = None
-    image_grid: tuple[int, int] | None = None
-
-    def scores(self, postprocessing: str = "none", *, normalize: bool = False, target_token: int | None = None) -> torch.Tensor:
-        """One score per unit.
-
-        Args:
-            postprocessing: ``"none"`` (raw Δ; negative = important), ``"absolute"`` (|Δ|) or ``"square"`` (Δ²),
-                applied per target token before aggregation (the API's semantics).
-            normalize: min-max normalise to [0, 1] after post-processing (denominator + 1e-8, as the reference).
-            target_token: explain only this target token; ``None`` = the complete target (sum over tokens).
-
-        Returns:
-            ``[U]`` float32.
-
-        Example:
-            >>> exp = Explanation(units=[Unit("a", [0]), Unit("b", [1])], delta=torch.tensor([[-1.0, 1.0], [0.5, 0.0]]),
-            ...                   target_tokens=["x", "y"], base_cross_entropy=torch.zeros(2))
-            >>> exp.scores("square").tolist()
-            [2.0, 0.25]
-        """
-        if postprocessing not in POSTPROCESSING:
-            raise ValueError(f"postprocessing={postprocessing!r} is not one of {POSTPROCESSING}")
-        d = self.delta
-        if target_token is not None:
-            if not -d.shape[1] <= target_token < d.shape[1]:
-                raise ValueError(f"target_token={target_token} is out of range for {d.shape[1]} target tokens")
-            d = d[:, target_token : target_token + 1] if target_token >= 0 else d[:, [target_token]]
-        d = {"none": d, "absolute": d.abs(), "square": d.square()}[postprocessing]
-        s = d.sum(1)
-        if normalize and s.numel():
-            s = (s - s.min()) / (s.max() - s.min() + 1e-8)
-        return s
-
-    def importance(self) -> torch.Tensor:
-        """``[U]``: how much the complete target's loss rises when the unit is suppressed (``−Σ_t Δ_{j,t}``)."""
-        return -self.delta.sum(1)
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable dict (no pickles)."""
-        return {
-            "prompt": self.prompt, "target": self.target, "tokens": self.tokens, "offsets": [list(o) for o in self.offsets],
-            "target_tokens": self.target_tokens, "base_cross_entropy": self.base_cross_entropy.tolist(),
-            "units": [{"label": u.label, "positions": u.positions, "char_span": u.char_span, "tile": u.tile} for u in self.units],
-            "delta": self.delta.tolist(), "mode": self.mode, "suppression_factor": self.suppression_factor,
-            "conceptual_threshold": self.conceptual_threshold, "image_grid": self.image_grid,
-        }
-
-    def to_html(self, postprocessing: str = "none", *, target_token: int | None = None) -> str:
-        """A self-contained HTML heat-map of the prompt (see :func:`hf_ext.atman.render.to_html`)."""
-        from .render import to_html
-
-        return to_html(self, postprocessing=postprocessing, target_token=target_token)
-
-    def plot(self, path=None, *, postprocessing: str = "none", target_token: int | None = None):
-        """Bar chart (text) or tile heat-map (image) as a matplotlib Figure; saved as PNG when ``path`` is given."""
-        from .render import plot
-
-        return plot(self, path, postprocessing=postprocessing, target_token=target_token)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The prepared sequence (base pass, cache, embeddings)
-# --------------------------------------------------------------------------------------------------------------
-@dataclass
-class _Prepared:
-    feed_name: str               # "input_ids" or "inputs_embeds"
-    feed: torch.Tensor           # [1, L] ids or [1, L, D] embeddings
-    attention_mask: torch.Tensor  # [1, L]
-    position_ids: torch.Tensor   # [1, L]
-    pad: int                     # left-padding length
-    prompt_len: int              # prompt length including padding
-    target_ids: torch.Tensor     # [T]
-    base_ce: torch.Tensor        # [T]
-    cache: object | None         # the base pass's SuffixRecomputeCache
-    dirty_from: int | None = None  # cache positions >= this hold a perturbed forward's states, not the base pass's
-
-    @property
-    def length(self) -> int:
-        return self.attention_mask.shape[1]
-
-
-def _sliding_window(config) -> int | None:
-    """The model's attention window where some layer has one (``None``: every layer sees the whole sequence)."""
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None:
-        return window if "sliding_attention" in layer_types else None
-    if not window or getattr(config, "use_sliding_window", True) is False:
-        return None
-    return int(window)
+__all__ = ["MODES", "POSTPROCESSING", "AtManExplainer", "Explanation"]
 
 
 def _check_factor(name: str, value, low: float, high: float | None) -> float:
@@ -193,7 +58,8 @@ def _check_factor(name: str, value, low: float, high: float | None) -> float:
     return float(value)
 
 
-class AtManExplainer:
+
+class AtManExplainer(AtManScorer):
     """Explain a causal LM's (or Llava-style VLM's) target by suppressing prompt items inside attention.
 
     Args:
@@ -206,19 +72,9 @@ class AtManExplainer:
             log-additive mode). Default 0.1.
         conceptual_threshold: κ in ``[0, 1]`` for co-suppressing similar tokens, ``None`` = off.
         max_neighbours: at most this many neighbours per suppressed token (most similar first); ``None`` = no cap.
-        layers: decoder layers to manipulate (``None`` = all).
-        max_batch_size: rows per forward (one perturbation per row, or several packed ones: see ``pack``).
-        prefix_reuse: reuse the base pass's KV cache before the first suppressed position (disabled automatically
-            for ``"reference_compat"``).
-        pack: with prefix reuse in log-additive mode on all layers, put several perturbations' suffixes end to end
-            in one row of at most the sequence's length (see :mod:`hf_ext.atman.packing`): fewer, fuller forwards,
-            each no longer than one plain forward. ``"segments"``: each suffix attends to its own positions (one
-            attention call per suffix and layer; fewest FLOPs, the cache holds only the base pass);
-            ``"mask"``: one 4D mask keeps the suffixes apart (one attention call per layer; the cache holds
-            ``2L`` positions); ``True`` (default): ``"segments"`` on CPU, ``"mask"`` on accelerators, where kernel
-            launches cost more than masked-out scores. ``False``: one perturbation per row. Sequences longer than a
-            model's sliding attention window are not packed (only the model's own masks are right there).
-        progress: show a tqdm bar over batches.
+        layers, max_batch_size, prefix_reuse, pack, progress: how the perturbed forwards run (decoder layers
+            manipulated, rows per forward, KV-cache reuse, packing of several suffixes per row, tqdm bar); see
+            :class:`~hf_ext.atman.scorer.AtManScorer`.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
@@ -231,36 +87,15 @@ class AtManExplainer:
                  conceptual_threshold: float | None = None, max_neighbours: int | None = None,
                  layers: int | Sequence[int] | None = None, max_batch_size: int = 1, prefix_reuse: bool = True,
                  pack: bool | str = True, progress: bool = True):
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not one of {MODES}")
-        self.model = model
+        super().__init__(model, mode=mode, layers=layers, max_batch_size=max_batch_size, prefix_reuse=prefix_reuse,
+                         pack=pack, progress=progress)
         self.tokenizer = tokenizer
-        self.mode = mode
         self.suppression_factor = _check_factor("suppression_factor", suppression_factor, 0.0, 1.0)
         self.conceptual_threshold = None if conceptual_threshold is None else _check_factor(
             "conceptual_threshold", conceptual_threshold, 0.0, 1.0)
         if max_neighbours is not None and (isinstance(max_neighbours, bool) or not isinstance(max_neighbours, int) or max_neighbours < 0):
             raise ValueError(f"max_neighbours={max_neighbours!r} must be None or an int >= 0")
         self.max_neighbours = max_neighbours
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size={max_batch_size!r} must be an int >= 1")
-        self.max_batch_size = max_batch_size
-        self.layers = layers
-        self.prefix_reuse = bool(prefix_reuse) and mode != "reference_compat"
-        if pack not in (True, False, "segments", "mask"):
-            raise ValueError(f"pack={pack!r} must be True, False, 'segments' or 'mask'")
-        self.progress = progress
-        self.anatomy = get_anatomy(model)
-        # Packing expresses the manipulation as one additive bias per suffix for every layer: log-additive, all
-        # layers, and sequences no longer than a sliding window (a packed row's masks are ours, not the model's).
-        self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
-        self._pack_how = pack if isinstance(pack, str) else None
-        self._window = _sliding_window(self.anatomy.text_config)
-        impl = getattr(self.anatomy.text_config, "_attn_implementation", None) or "eager"
-        if impl not in ("sdpa", "eager"):
-            raise ValueError(
-                f"AtMan needs the 'sdpa' or 'eager' attention implementation, but {type(model).__name__} uses {impl!r} "
-                "(flash/flex kernels cannot take per-key weights); call model.set_attn_implementation('sdpa') first")
 
     # ---------------------------------------------------------------------------------------------- public API
     def explain(self, prompt: str, target: str, *, granularity: str = "token", include_target: bool = False,
@@ -277,13 +112,19 @@ class AtManExplainer:
         Returns:
             An :class:`Explanation` with ``delta`` of shape ``[units, target tokens]``.
         """
-        prep, units, tokens, offsets = self._prepare_strings(prompt, target, granularity, add_special_tokens)
-        exp = self._explain(prep, units, include_target)
+        prep, units, tokens, offsets = self.prepare_strings(prompt, target, granularity, add_special_tokens)
+        exp = self.explain_prepared(prep, units, include_target)
         exp.prompt, exp.target, exp.tokens, exp.offsets = prompt, target, tokens, offsets
         return exp
 
     @torch.no_grad()
-    def _prepare_strings(self, prompt, target, granularity="token", add_special_tokens=True):
+    def prepare_strings(self, prompt, target, granularity="token", add_special_tokens=True):
+        """Tokenize ``prompt``/``target``, cut the prompt into units and run the base pass.
+
+        Returns:
+            ``(prepared sequence, units, prompt tokens, offsets)``; :meth:`explain_prepared` explains it,
+            :func:`~hf_ext.atman.faithfulness.deletion_curve` scores deletions on it.
+        """
         if self.tokenizer is None:
             raise ValueError("explain() needs a tokenizer; pass one to AtManExplainer(model, tokenizer) or use explain_ids()")
         if not isinstance(prompt, str) or not prompt:
@@ -303,7 +144,7 @@ class AtManExplainer:
         if not units:
             raise ValueError(f"prompt {prompt!r} has no units at granularity {granularity!r}")
         ids, mask, tgt = self._as_prompt(prompt_ids, None, target_ids)
-        return self._prepare_text(ids, mask, tgt), units, tokens, offsets
+        return self.prepare(ids, mask, tgt), units, tokens, offsets
 
     @torch.no_grad()
     def explain_ids(self, prompt_ids, target_ids, *, attention_mask=None, units: list[Unit] | None = None,
@@ -318,8 +159,8 @@ class AtManExplainer:
             include_target: add one unit per target token but the last.
         """
         ids, mask, target = self._as_prompt(prompt_ids, attention_mask, target_ids)
-        prep = self._prepare_text(ids, mask, target)
-        return self._explain(prep, units, include_target)
+        prep = self.prepare(ids, mask, target)
+        return self.explain_prepared(prep, units, include_target)
 
     @torch.no_grad()
     def explain_image(self, inputs: dict, target_ids, *, image_token_id: int | None = None, grid: tuple[int, int] | None = None,
@@ -355,8 +196,8 @@ class AtManExplainer:
         units = tile_units(image_pos, grid, tile)
         if include_text:
             units += [Unit(label=str(int(ids[0, pad + i])), positions=[i]) for i in range(ids.shape[1] - pad) if i not in set(image_pos)]
-        prep = self._prepare_embeds(ids, mask, target, inputs)
-        exp = self._explain(prep, units, False)
+        prep = self.prepare(ids, mask, target, inputs)
+        exp = self.explain_prepared(prep, units, False)
         exp.image_grid = (math.ceil(grid[0] / tile), math.ceil(grid[1] / tile))
         return exp
 
@@ -374,96 +215,24 @@ class AtManExplainer:
         target = torch.as_tensor(target_ids, dtype=torch.long).flatten()
         if target.numel() == 0:
             raise ValueError("the target is empty: give at least one target token")
-        limit = getattr(self.anatomy.text_config, "max_position_embeddings", None) or getattr(self.anatomy.text_config, "n_positions", None)
+        limit = max_positions(self.model)
         if limit is not None and int(mask.sum()) + target.numel() - 1 > limit:
             raise ValueError(f"prompt ({int(mask.sum())} tokens) + target ({target.numel()} tokens) is longer than the model's "
                              f"context of {limit} positions; shorten the prompt or the target")
-        device = self._device()
+        device = model_device(self.model)
         return ids.to(device), mask.to(device), target.to(device)
 
-    def _device(self):
-        return next(self.model.parameters()).device
+    def unit_weights(self, prep: PreparedSequence, positions: Sequence[Sequence[int]], factor: float | None = None,
+                     neighbourhood: bool = True) -> torch.Tensor:
+        """``[C, L]`` attention weights suppressing each config's positions (and, with a conceptual threshold, their
+        neighbours): one row per entry of ``positions`` (positions in the unpadded sequence).
 
-    @property
-    def packing(self) -> str | None:
-        """How perturbations are packed: ``"segments"``, ``"mask"`` or ``None`` (one per row); sequences longer
-        than the model's sliding window are not packed (see :meth:`packing_for`)."""
-        if not self.pack:
-            return None
-        return self._pack_how or ("segments" if self._device().type == "cpu" else "mask")
-
-    def packing_for(self, length: int) -> str | None:
-        """:attr:`packing` for a sequence of ``length`` positions: ``None`` beyond a sliding window, where only the
-        model's own masks are right."""
-        return None if self._window is not None and length > self._window else self.packing
-
-    def _base_pass(self, feed_name, feed, mask, pos, target, extra=None):
-        T = target.numel()
-        L = mask.shape[1]
-        # Mask-packed forwards append their keys after the base pass's L positions (at most L more).
-        cache = SuffixRecomputeCache(2 * L if self.packing_for(L) == "mask" else L) if self.prefix_reuse else None
-        kw = {cache_argument(self.model): cache} if cache is not None else {}
-        with self._unmanipulated(L):
-            out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
-                             use_cache=self.prefix_reuse, logits_to_keep=T)
-        ce = nn.functional.cross_entropy(out.logits[0, -T:].float(), target, reduction="none")
-        if cache is not None and not cache.layers:
-            raise ValueError(f"{type(self.model).__name__} did not fill the key/value cache it was given; "
-                             "use prefix_reuse=False")
-        return ce, cache
-
-    def _unmanipulated(self, length: int):
-        """Context of the base pass: weights 1 are the plain model in log-additive mode (a zero bias on the visible
-        keys), so it runs plain, on the model's own (causal, lighter) kernels; the multiplicative modes keep their
-        score shift, as their perturbed forwards have it."""
-        if self.mode == "log_additive":
-            return nullcontext()
-        return attention_controls(self.model, torch.ones(1, length), mode=_CORE_MODE[self.mode], layers=self.layers)
-
-    def _restore_base(self, prep: _Prepared) -> None:
-        """Recompute the base pass from ``prep.dirty_from`` into the cache (after an earlier :meth:`score_weights`)."""
-        s = prep.dirty_from
-        if s is None or prep.cache is None:
-            return
-        prep.cache.resume_from(s, 1, rewrite=True)
-        with self._unmanipulated(prep.length):
-            self.model(**{prep.feed_name: prep.feed[:, s:], cache_argument(self.model): prep.cache},
-                       attention_mask=prep.attention_mask, position_ids=prep.position_ids[:, s:], use_cache=True,
-                       logits_to_keep=1)
-        prep.cache.broadcast_base(s)
-        prep.dirty_from = None
-
-    def _prepare_text(self, ids, mask, target) -> _Prepared:
-        seq = torch.cat([ids, target[:-1].view(1, -1)], dim=1)
-        full_mask = torch.cat([mask, torch.ones(1, target.numel() - 1, dtype=mask.dtype, device=mask.device)], dim=1)
-        pos = position_ids_from_mask(full_mask)
-        ce, cache = self._base_pass("input_ids", seq, full_mask, pos, target)
-        return _Prepared("input_ids", seq, full_mask, pos, int((mask[0] == 0).sum()), ids.shape[1], target, ce, cache)
-
-    def _prepare_embeds(self, ids, mask, target, extra) -> _Prepared:
-        seq = torch.cat([ids, target[:-1].view(1, -1)], dim=1)
-        full_mask = torch.cat([mask, torch.ones(1, target.numel() - 1, dtype=mask.dtype, device=mask.device)], dim=1)
-        pos = position_ids_from_mask(full_mask)
-        captured = {}
-
-        def grab(module, args, kwargs):
-            captured["embeds"] = kwargs.get("inputs_embeds")
-
-        handle = self.anatomy.decoder.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            ce, cache = self._base_pass("input_ids", seq, full_mask, pos, target, extra)
-        finally:
-            handle.remove()
-        embeds = captured.get("embeds")
-        if embeds is None:
-            raise ValueError(f"{type(self.model).__name__} did not pass inputs_embeds to its language model; image "
-                             "explanations need a Llava-style model")
-        return _Prepared("inputs_embeds", embeds, full_mask, pos, int((mask[0] == 0).sum()), ids.shape[1], target, ce,
-                         cache)
-
-    def _unit_weights(self, prep: _Prepared, positions: Sequence[Sequence[int]], factor: float | None = None,
-                      neighbourhood: bool = True) -> torch.Tensor:
-        """``[C, L]`` weights of the configs (positions in the unpadded sequence)."""
+        Args:
+            prep: the prepared sequence (:meth:`prepare_strings`, :meth:`~hf_ext.atman.scorer.AtManScorer.prepare`).
+            positions: one list of sequence positions per config.
+            factor: suppression weight (default ``suppression_factor``).
+            neighbourhood: co-suppress similar tokens when ``conceptual_threshold`` is set.
+        """
         s = self.suppression_factor if factor is None else factor
         L = prep.length
         weights = torch.ones(len(positions), L)
@@ -494,95 +263,10 @@ class AtManExplainer:
                 weights[c, picked] = torch.minimum(weights[c, picked], m)
         return weights
 
-    def score_weights(self, prep: _Prepared, weights: torch.Tensor, *, desc: str = "AtMan") -> torch.Tensor:
-        """Per-token target CE ``[C, T]`` under each row of ``weights`` ``[C, L]`` (batched, prefix-reused)."""
-        from tqdm.auto import tqdm
-
-        L, T = prep.length, prep.target_ids.numel()
-        C = weights.shape[0]
-        starts = []
-        for w in weights:
-            changed = (w != 1).nonzero()
-            starts.append(int(changed[0]) if changed.numel() else L)
-        if not self.prefix_reuse:
-            starts = [0 if s < L else L for s in starts]
-        # Latest start first: a forward from s overwrites cache positions >= s only, which no later batch
-        # (starting at or before s) reads (hf_ext.core.cache).
-        order = sorted(range(C), key=lambda c: -starts[c])
-        ce = prep.base_ce.unsqueeze(0).repeat(C, 1)
-        todo = [c for c in order if starts[c] < L]
-        if self.packing_for(L) and todo:
-            return self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.to(prep.attention_mask.device), desc)
-        batches = [todo[i : i + self.max_batch_size] for i in range(0, len(todo), self.max_batch_size)]
-        device = prep.attention_mask.device
-        mode = _CORE_MODE[self.mode]
-        if batches:
-            self._restore_base(prep)
-        cache_kw = cache_argument(self.model)
-        for batch in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
-            B = len(batch)
-            s = min(starts[c] for c in batch)
-            keep = min(T, L - s)
-            feed = prep.feed[:, s:]
-            kwargs = {prep.feed_name: feed.expand(B, *feed.shape[1:])}
-            if s > 0:
-                kwargs[cache_kw] = prep.cache.resume_from(s, B)
-                prep.dirty_from = s
-            with attention_controls(self.model, weights[batch], mode=mode, layers=self.layers):
-                out = self.model(**kwargs, attention_mask=prep.attention_mask.expand(B, -1),
-                                 position_ids=prep.position_ids[:, s:].expand(B, -1), use_cache=s > 0, logits_to_keep=keep)
-            logits = out.logits[:, -keep:].float()
-            tgt = prep.target_ids[T - keep:].expand(B, -1)
-            new = nn.functional.cross_entropy(logits.reshape(B * keep, -1), tgt.reshape(-1), reduction="none").view(B, keep)
-            ce[batch, T - keep:] = new.to(ce.device)
-            del out
-        return ce.to(device) if ce.device != device else ce
-
-    def _score_packed(self, prep: _Prepared, weights: torch.Tensor, starts: dict[int, int], ce: torch.Tensor,
-                      desc: str) -> torch.Tensor:
-        """Fill the target CE ``ce`` ``[C, T]`` (base values in) of the perturbations in ``starts``, packed forwards."""
-        from tqdm.auto import tqdm
-
-        L, T = prep.length, prep.target_ids.numel()
-        device = prep.attention_mask.device
-        dtype = self.anatomy.input_embeddings.weight.dtype
-        real = prep.attention_mask[0].bool()
-        w = weights.to(device)
-        segmented = self.packing_for(L) == "segments"
-        layer_of = layer_map(self.model) if segmented else None
-        cache_kw = cache_argument(self.model)
-        for fb in tqdm(pack(starts, L, capacity=L, rows_per_forward=self.max_batch_size), desc=desc,
-                       disable=not self.progress, leave=False):
-            B = len(fb.rows)
-            # Query index (in its row) of every scored target position: segment c's last min(T, L - s) tokens.
-            rows_idx, q_idx, pert, tgt_t = [], [], [], []
-            for r, c, s, off in fb.segments:
-                keep = min(T, L - s)
-                for t in range(T - keep, T):
-                    rows_idx.append(r)
-                    q_idx.append(off + (L - T + t) - s)
-                    pert.append(c)
-                    tgt_t.append(t)
-            union = sorted(set(q_idx))
-            column = {q: u for u, q in enumerate(union)}
-            keep = {"logits_to_keep": torch.tensor(union, device=device)}
-            if segmented:
-                inp = segment_inputs(fb, weights=w, real=real, position_ids=prep.position_ids[0], dtype=dtype)
-                with segment_attention(self.model, SegmentPlan(prep.cache, inp["segments"], layer_of)):
-                    out = self.model(**{prep.feed_name: prep.feed[0][inp["positions"]]},
-                                     position_ids=inp["position_ids"], use_cache=False, **keep)
-            else:
-                inp = packed_inputs(fb, weights=w, real=real, position_ids=prep.position_ids[0], dtype=dtype)
-                out = self.model(**{prep.feed_name: prep.feed[0][inp["positions"]], cache_kw: prep.cache.resume_from(L, B)},
-                                 attention_mask=inp["mask"], position_ids=inp["position_ids"], use_cache=True, **keep)
-            logits = out.logits[torch.tensor(rows_idx, device=device), torch.tensor([column[q] for q in q_idx], device=device)]
-            tgt_t = torch.tensor(tgt_t, device=device)
-            new = nn.functional.cross_entropy(logits.float(), prep.target_ids[tgt_t], reduction="none")
-            ce[torch.tensor(pert, device=device), tgt_t] = new
-            del out, logits, inp
-        return ce
-
-    def _explain(self, prep: _Prepared, units: list[Unit] | None, include_target: bool) -> Explanation:
+    def explain_prepared(self, prep: PreparedSequence, units: list[Unit] | None, include_target: bool = False
+                         ) -> Explanation:
+        """The :class:`Explanation` of a prepared sequence: one suppression per unit (default: one per prompt token),
+        plus one per target token but the last with ``include_target``."""
         n_prompt = prep.prompt_len - prep.pad
         if units is None:
             units = [Unit(label=str(int(prep.feed[0, prep.pad + i])) if prep.feed.dim() == 2 else str(i), positions=[i])
@@ -593,7 +277,7 @@ class AtManExplainer:
             units += [Unit(label=f"target[{t}]", positions=[n_prompt + t]) for t in range(T - 1)]
         if not units:
             raise ValueError("nothing to explain: no units")
-        weights = self._unit_weights(prep, [u.positions for u in units])
+        weights = self.unit_weights(prep, [u.positions for u in units])
         ce = self.score_weights(prep, weights)
         delta = (prep.base_ce.unsqueeze(0) - ce).float().cpu()
         tok = self.tokenizer

@@ -32,7 +32,7 @@ def deletion_curve(explainer, prep, units, order, *, factor: float | None = None
 
     Args:
         explainer: the :class:`~hf_ext.atman.AtManExplainer` (its model, mode, layers, batching and prefix reuse).
-        prep: its prepared sequence (``explainer._prepare_strings(...)[0]``).
+        prep: its prepared sequence (``explainer.prepare_strings(...)[0]``).
         units: the units.
         order: a permutation of ``range(len(units))``.
         factor: suppression weight (default: the explainer's ``suppression_factor``); no neighbourhood.
@@ -41,7 +41,7 @@ def deletion_curve(explainer, prep, units, order, *, factor: float | None = None
     if sorted(order) != list(range(len(units))):
         raise ValueError(f"order must be a permutation of range({len(units)}), got {order}")
     positions = [sorted({p for j in order[:k] for p in units[j].positions}) for k in range(len(order) + 1)]
-    weights = explainer._unit_weights(prep, positions, factor=factor, neighbourhood=False)
+    weights = explainer.unit_weights(prep, positions, factor=factor, neighbourhood=False)
     ce = explainer.score_weights(prep, weights, desc="deletion")
     logp = -ce.mean(1)
     return torch.exp(logp - logp[0]).float().cpu()
@@ -57,9 +57,9 @@ def deletion_auc(explainer, prompt: str, target: str, *, granularity: str = "tok
     """
     if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
         raise ValueError(f"n_random={n_random!r} must be an int >= 1")
-    prep, units, _, _ = explainer._prepare_strings(prompt, target, granularity)
+    prep, units, _, _ = explainer.prepare_strings(prompt, target, granularity)
     if explanation is None:
-        explanation = explainer._explain(prep, units, False)
+        explanation = explainer.explain_prepared(prep, units, False)
     importance = explanation.importance()
     order = torch.argsort(importance, descending=True, stable=True).tolist()
     curve = deletion_curve(explainer, prep, units, order, factor=factor)

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import html
+import functools
 from pathlib import Path
 
 
@@ -30,61 +30,60 @@ def _colour(v: float, vmax: float, diverging: bool) -> str:
     return f"rgba(220, 30, 30, {a:.3f})"
 
 
+@functools.lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("hf_ext.atman", "templates"), autoescape=True,
+                             keep_trailing_newline=True)
+    return env.get_template("explanation.html.j2")
+
+
+def _unit(text: str, v: float, vmax: float, diverging: bool, *, chip: bool = False, after: str = "") -> dict:
+    return {"text": text, "value": v, "colour": _colour(v, vmax, diverging), "css": "u chip" if chip else "u",
+            "after": after}
+
+
 def to_html(exp, *, postprocessing: str = "none", target_token: int | None = None) -> str:
     """HTML page: the prompt with each unit's background coloured by its score; hover shows the value.
 
     Text explanations colour the prompt's characters (units without a character span, e.g. BOS, are shown as
-    bracketed chips); image explanations draw the tile grid as a table.
+    bracketed chips); image explanations draw the tile grid as a table. Rendered from the Jinja2 template
+    ``hf_ext/atman/templates/explanation.html.j2`` (autoescaped).
     """
     vals = _values(exp, postprocessing, target_token).tolist()
     vmax = max((abs(v) for v in vals), default=0.0)
     diverging = postprocessing == "none"
-    what = "−Δ cross-entropy (loss rise when suppressed)" if diverging else f"{postprocessing}(Δ)"
-    title = f"AtMan explanation of target {html.escape(repr(exp.target if exp.target is not None else ''.join(exp.target_tokens)))}"
-    body = []
+    grid, pieces = None, []
     if exp.image_grid is not None:
         rows, cols = exp.image_grid
         tiles = {u.tile: v for u, v in zip(exp.units, vals) if u.tile is not None}
-        body.append("<table style='border-collapse:collapse'>")
-        for r in range(rows):
-            cells = "".join(f"<td title='{tiles.get((r, c), 0):.4g}' style='width:28px;height:28px;border:1px solid #ccc;"
-                            f"background:{_colour(tiles.get((r, c), 0.0), vmax, diverging)}'></td>" for c in range(cols))
-            body.append(f"<tr>{cells}</tr>")
-        body.append("</table>")
-        rest = [(u, v) for u, v in zip(exp.units, vals) if u.tile is None]
-        body.extend(f"<span class='u' title='{v:.4g}' style='background:{_colour(v, vmax, diverging)}'>{html.escape(u.label)}</span> "
-                    for u, v in rest)
+        grid = [[{"value": tiles.get((r, c), 0), "colour": _colour(tiles.get((r, c), 0.0), vmax, diverging)}
+                 for c in range(cols)] for r in range(rows)]
+        pieces = [_unit(u.label, v, vmax, diverging, after=" ") for u, v in zip(exp.units, vals) if u.tile is None]
     elif exp.prompt is not None:
         spans = sorted(((u.char_span, v, u.label) for u, v in zip(exp.units, vals) if u.char_span), key=lambda x: x[0][0])
-        chips = [(u.label, v) for u, v in zip(exp.units, vals) if not u.char_span]
-        body.extend(f"<span class='u chip' title='{v:.4g}' style='background:{_colour(v, vmax, diverging)}'>"
-                    f"[{html.escape(label)}]</span>" for label, v in chips)
+        pieces = [_unit(f"[{u.label}]", v, vmax, diverging, chip=True) for u, v in zip(exp.units, vals) if not u.char_span]
         cursor = 0
         for (s, e), v, _ in spans:
             if s < cursor:
                 continue
-            body.append(html.escape(exp.prompt[cursor:s]))
-            body.append(f"<span class='u' title='{v:.4g}' style='background:{_colour(v, vmax, diverging)}'>"
-                        f"{html.escape(exp.prompt[s:e])}</span>")
+            pieces.append({"text": exp.prompt[cursor:s], "colour": None})
+            pieces.append(_unit(exp.prompt[s:e], v, vmax, diverging))
             cursor = e
-        body.append(html.escape(exp.prompt[cursor:]))
+        pieces.append({"text": exp.prompt[cursor:], "colour": None})
     else:
-        body.extend(f"<span class='u' title='{v:.4g}' style='background:{_colour(v, vmax, diverging)}'>{html.escape(u.label)}</span> "
-                    for u, v in zip(exp.units, vals))
-    target = html.escape(exp.target if exp.target is not None else " ".join(exp.target_tokens))
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>AtMan</title><style>"
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto}.p{font-family:monospace;white-space:pre-wrap;"
-        "line-height:1.8}.u{border-radius:3px}.t{font-family:monospace;border-bottom:2px solid #333}</style></head><body>"
-        f"<h3>{title}</h3><p>mode {html.escape(exp.mode)}, suppression factor {exp.suppression_factor}, "
-        f"colour = {html.escape(what)} (max |value| {vmax:.3g})</p>"
-        f"<div class='p'>{''.join(body)}<span class='t'>{target}</span></div></body></html>\n"
-    )
+        pieces = [_unit(u.label, v, vmax, diverging, after=" ") for u, v in zip(exp.units, vals)]
+    return _template().render(
+        title=repr(exp.target if exp.target is not None else "".join(exp.target_tokens)), mode=exp.mode,
+        suppression_factor=exp.suppression_factor, vmax=vmax, grid=grid, pieces=pieces,
+        what="−Δ cross-entropy (loss rise when suppressed)" if diverging else f"{postprocessing}(Δ)",
+        target=exp.target if exp.target is not None else " ".join(exp.target_tokens))
 
 
 def plot(exp, path=None, *, postprocessing: str = "none", target_token: int | None = None):
     """A matplotlib ``Figure``: bars per unit (text) or the tile heat-map (image); written as PNG to ``path``."""
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     require("matplotlib")
     from matplotlib.figure import Figure

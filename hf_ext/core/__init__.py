@@ -1,47 +1,35 @@
-"""Pieces shared by several hf_ext components: model anatomy, resuming the decoder from a layer, hooks with a
-lifetime, attention manipulation, teacher-forced scoring and the greedy reference cache.
+"""Pieces shared by several hf_ext components: model inputs (batching, position ids, model facts), model anatomy,
+resuming the decoder from a layer, hooks with a lifetime, attention manipulation, teacher-forced scoring and the
+greedy reference cache.
 
 Submodules are imported on first use (``hf_ext.core.attention`` etc.) so that ``import hf_ext.core`` is cheap.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
-_LAZY = {
-    "position_ids_from_mask": "inputs",
-    "ModelAnatomy": "anatomy",
-    "get_anatomy": "anatomy",
-    "run_layers": "layers",
-    "forward_hooks": "hooks",
-    "module_swaps": "hooks",
-    "attention_controls": "attention",
-    "AttentionControl": "attention",
-    "spans_to_key_positions": "attention",
-    "key_weights": "attention",
-    "teacher_forced_logprobs": "scoring",
-    "greedy_reference": "scoring",
-    "TeacherForcedScores": "scoring",
-    "sequence_logprob": "scoring",
-    "cross_entropy_per_token": "scoring",
-    "weights_fingerprint": "scoring",
-    "items_to_key_positions": "attention",
-    "build_layer_masks": "layers",
-    "current_params": "hooks",
-    "rows": "hooks",
-    "SuffixRecomputeCache": "cache",
-    "Segment": "segments",
-    "SegmentPlan": "segments",
-    "segment_attention": "segments",
-}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "inputs": ["position_ids_from_mask", "prepare_batch", "tokenize_left_padded", "model_device",
+               "vocab_size", "max_positions", "forward_accepts", "text_config", "pad_token_rows"],
+    "anatomy": ["ModelAnatomy", "get_anatomy"],
+    "layers": ["run_layers", "build_layer_masks"],
+    "hooks": ["forward_hooks", "module_swaps", "register_hooks", "HookHandle", "activate",
+              "current_params", "rows"],
+    "attention_interface": ["routed_attention", "register_attention_functions", "require_dispatch"],
+    "attention": ["attention_controls", "AttentionControl", "spans_to_key_positions", "key_weights",
+                  "items_to_key_positions"],
+    "scoring": ["teacher_forced_logprobs", "token_cross_entropy", "IGNORE_INDEX",
+                "TeacherForcedScores", "sequence_logprob", "cross_entropy_per_token"],
+    "model_checks": ["check_causal", "padding_exact"],
+    "reference": ["greedy_reference", "greedy_continuations", "PURE_GREEDY", "weights_fingerprint"],
+    "cache": ["SuffixRecomputeCache"],
+    "segments": ["Segment", "SegmentPlan", "segment_attention", "layer_map"],
+})
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hf_ext.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+register_component(
+    name="core", title="Core", order=0, package=__name__,
+    summary="model anatomy, resume-from-layer, hooks with a lifetime, attention manipulation, teacher-forced scoring",
+    tour=".tour", extras=["plots"], notebook="01_core.ipynb",
+)

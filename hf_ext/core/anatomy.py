@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 # Child-module names seen across transformers' decoder layers; the first match wins.
-_ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer")
+_ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer", "multi_head_attention")
 _MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
 # OPT-style layers have no MLP module: its output is the second linear.
 _MLP_OUTPUT_FALLBACK = ("fc2", "dense_4h_to_h")
@@ -36,10 +36,12 @@ class ModelAnatomy:
         decoder: the module that owns the layer stack (``LlamaModel``, ``GPT2Model``, ``OPTDecoder`` …).
         layers: the ``nn.ModuleList`` of ``num_layers`` decoder layers.
         layers_path: dotted name of ``layers`` inside ``model`` (e.g. ``"model.layers"``).
-        attentions: per layer, its self-attention module.
-        mlps: per layer, its MLP module, or ``None`` where the layer has bare linears (OPT).
+        attentions: per layer, its self-attention module, or ``None`` for a layer without one (the Mamba /
+            linear-attention layers of a hybrid, every layer of a pure state-space model).
+        mlps: per layer, its MLP module, or ``None`` where the layer has bare linears (OPT) or no MLP (Mamba).
         mlp_outputs: per layer, the module whose output is the MLP's output (the MLP itself, or OPT's ``fc2``,
-            whose output is flattened to ``[B*T, D]``; :func:`hf_ext.core.hooks.rows` handles both).
+            whose output is flattened to ``[B*T, D]``; :func:`hf_ext.core.hooks.rows` handles both), or ``None``
+            for a layer without MLP.
         input_embeddings: token embedding (``model.get_input_embeddings()``).
         position_embeddings: learned absolute position embedding (GPT-2, OPT), else ``None``.
         rotary_emb: the decoder's rotary embedding module (Llama, Qwen2, GPT-NeoX …), else ``None``.
@@ -53,9 +55,9 @@ class ModelAnatomy:
     decoder: nn.Module
     layers: nn.ModuleList
     layers_path: str
-    attentions: list[nn.Module]
+    attentions: list[nn.Module | None]
     mlps: list[nn.Module | None]
-    mlp_outputs: list[nn.Module]
+    mlp_outputs: list[nn.Module | None]
     input_embeddings: nn.Module
     position_embeddings: nn.Module | None
     rotary_emb: nn.Module | None
@@ -71,6 +73,23 @@ class ModelAnatomy:
     @property
     def final_norm(self) -> nn.Module | None:
         return self.final_modules[0] if self.final_modules else None
+
+    def attention_layers(self, layers=None) -> list[int]:
+        """The layers (of ``layers``; ``None`` = all) that have an attention module, sorted.
+
+        Raises:
+            ValueError: an explicitly named layer has no attention, or the selection has none at all.
+        """
+        selected = self.resolve_layers(layers)
+        have = [i for i in selected if self.attentions[i] is not None]
+        missing = [i for i in selected if self.attentions[i] is None]
+        if layers is not None and missing:
+            raise ValueError(f"decoder layers {missing} of {self.family!r} ({type(self.model).__name__}) have no attention "
+                             f"module; layers with attention: {[i for i, a in enumerate(self.attentions) if a is not None]}")
+        if not have:
+            raise ValueError(f"{self.family!r} ({type(self.model).__name__}) has no attention module in its decoder "
+                             "layers (a state-space / recurrent model): there is no attention to control")
+        return have
 
     def layer_of(self, module: nn.Module) -> int | None:
         """Index of the decoder layer whose attention module is ``module`` (``None`` if it is not one)."""
@@ -119,13 +138,19 @@ def _find_layer_list(decoder: nn.Module, num_layers: int) -> tuple[str, nn.Modul
     return min(candidates, key=lambda item: item[0].count("."))
 
 
+def _accessor(model: nn.Module, name: str):
+    """``model.<name>()``, or ``None`` where the model has no such accessor or it raises (some backbones do)."""
+    get = getattr(model, name, None)
+    if get is None:
+        return None
+    try:
+        return get()
+    except (AttributeError, NotImplementedError):
+        return None
+
+
 def _get_decoder(model: nn.Module) -> nn.Module:
-    decoder = None
-    if hasattr(model, "get_decoder"):
-        try:
-            decoder = model.get_decoder()
-        except (AttributeError, NotImplementedError):
-            decoder = None
+    decoder = _accessor(model, "get_decoder")
     if decoder is None and hasattr(model, "language_model"):
         decoder = model.language_model
     if decoder is None:
@@ -173,24 +198,21 @@ def get_anatomy(model: nn.Module) -> ModelAnatomy:
 
     decoder = _get_decoder(model)
     rel_path, layers = _find_layer_list(decoder, num_layers)
+    if "." in rel_path:  # the decoder is the module that owns the layer list (not a head wrapper around it)
+        owner, rel_path = rel_path.rsplit(".", 1)
+        decoder = decoder.get_submodule(owner)
     decoder_path = next((name for name, mod in model.named_modules() if mod is decoder), "")
     layers_path = ".".join(p for p in (decoder_path, rel_path) if p)
 
     attentions, mlps, mlp_outputs = [], [], []
-    for index, layer in enumerate(layers):
+    for layer in layers:
+        # Hybrid stacks mix attention layers with state-space / linear-attention ones, and pure SSMs have none:
+        # a layer's attention is a child with an attention name whose class is an attention (not a Mamba mixer).
         _, attn = _child(layer, _ATTENTION_NAMES)
-        if attn is None:
-            raise ValueError(
-                f"decoder layer {index} ({type(layer).__name__}) of {type(model).__name__} has no attention child named "
-                f"one of {_ATTENTION_NAMES}; children are {[n for n, _ in layer.named_children()]}"
-            )
+        if attn is not None and not any(word in type(attn).__name__.lower() for word in ("attention", "attn")):
+            attn = None
         _, mlp = _child(layer, _MLP_NAMES)
         out = mlp if mlp is not None else _child(layer, _MLP_OUTPUT_FALLBACK)[1]
-        if out is None:
-            raise ValueError(
-                f"decoder layer {index} ({type(layer).__name__}) of {type(model).__name__} has no MLP child named one of "
-                f"{_MLP_NAMES + _MLP_OUTPUT_FALLBACK}; children are {[n for n, _ in layer.named_children()]}"
-            )
         attentions.append(attn)
         mlps.append(mlp)
         mlp_outputs.append(out)
@@ -206,12 +228,7 @@ def get_anatomy(model: nn.Module) -> ModelAnatomy:
     input_embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if input_embeddings is None:
         raise ValueError(f"{type(model).__name__} has no input embeddings (get_input_embeddings() returned None)")
-    lm_head = None
-    if hasattr(model, "get_output_embeddings"):
-        try:
-            lm_head = model.get_output_embeddings()
-        except (AttributeError, NotImplementedError):
-            lm_head = None
+    lm_head = _accessor(model, "get_output_embeddings")
 
     anatomy = ModelAnatomy(
         model=model,
@@ -228,6 +245,6 @@ def get_anatomy(model: nn.Module) -> ModelAnatomy:
         final_modules=final_modules,
         lm_head=lm_head,
         family=getattr(text_config, "model_type", type(model).__name__),
-        _attention_index={id(a): i for i, a in enumerate(attentions)},
+        _attention_index={id(a): i for i, a in enumerate(attentions) if a is not None},
     )
     return anatomy

@@ -17,12 +17,11 @@ keys that row may see (causality, padding, sliding window):
 Weights of 1 reproduce the unmodified model in both modes. A query row whose visible keys all have weight 0 is
 left unmodified in log-additive mode (there is nothing to attend to otherwise).
 
-How it plugs in: an attention function is registered under ``"hf_ext_sdpa"`` / ``"hf_ext_eager"`` with
-transformers' ``AttentionInterface`` **and** the matching mask function with ``AttentionMaskInterface`` (without
-the latter, ``create_causal_mask`` returns ``None`` and padding is silently ignored). Inside
-:func:`attention_controls` the model's configs point at those names; the function reads the weights from a
-``contextvars`` variable and, where no control applies (other layers, other threads, other models), calls the
-original sdpa/eager function unchanged.
+How it plugs in: :func:`attention_controls` routes the model's attention through
+:func:`hf_ext.core.attention_interface.routed_attention` (hf_ext's functions registered with transformers'
+``AttentionInterface`` and ``AttentionMaskInterface``); the router reads the weights from a ``contextvars`` variable
+and, where no control applies (other layers, other threads, other models), the original sdpa/eager function runs
+unchanged.
 
 Example:
     >>> import torch
@@ -38,8 +37,6 @@ from __future__ import annotations
 
 import contextvars
 import math
-import sys
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,10 +45,14 @@ import torch
 from torch import nn
 
 from .anatomy import get_anatomy
+from .attention_interface import register_attention_functions, require_dispatch, routed_attention
+
+__all__ = [
+    "MODES", "AttentionControl", "attention_controls", "items_to_key_positions", "key_weights", "log_additive_bias",
+    "register_attention_functions", "spans_to_key_positions",
+]
 
 MODES = ("log_additive", "multiplicative", "multiplicative_reference")
-_PREFIX = "hf_ext_"
-_BASES = ("sdpa", "eager")
 
 
 @dataclass(frozen=True)
@@ -76,26 +77,8 @@ _CONTROLS: contextvars.ContextVar[tuple[AttentionControl, ...]] = contextvars.Co
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The attention function registered with transformers
+# The router: per-key weights inside the attention call
 # --------------------------------------------------------------------------------------------------------------
-_ALL_ATTENTION_FUNCTIONS = None
-
-
-def _base_function(module: nn.Module, base: str):
-    global _ALL_ATTENTION_FUNCTIONS
-    if base == "eager":
-        # The model's own eager function (it may add softcapping, sinks …), as transformers would call it.
-        fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
-        if fn is None:
-            from transformers.models.llama.modeling_llama import eager_attention_forward as fn
-        return fn
-    if _ALL_ATTENTION_FUNCTIONS is None:  # imported once: this runs in every attention call
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        _ALL_ATTENTION_FUNCTIONS = ALL_ATTENTION_FUNCTIONS
-    return _ALL_ATTENTION_FUNCTIONS[base]
-
-
 def _expand_weights(weights: torch.Tensor, batch: int, keys: int, device) -> torch.Tensor:
     w = weights.to(device)
     if w.shape[1] < keys:  # keys added after the weights were set (generation): weight 1
@@ -112,8 +95,11 @@ def _expand_weights(weights: torch.Tensor, batch: int, keys: int, device) -> tor
     return w
 
 
-def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device) -> torch.Tensor:
-    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to."""
+def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device, causal: bool = True) -> torch.Tensor:
+    """``[B|1, 1, Q, K]`` bool: which keys each query row may attend to (without a mask: causal, or every key for a
+    module that is not causal, e.g. a prefix-LM's bidirectional prefix)."""
+    if attention_mask is None and not causal:
+        return torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
     if attention_mask is None:
         q_pos = torch.arange(q_len, device=device).view(-1, 1) + (k_len - q_len)
         return (torch.arange(k_len, device=device).view(1, -1) <= q_pos).view(1, 1, q_len, k_len)
@@ -158,19 +144,15 @@ def log_additive_bias(visible: torch.Tensor, log_w: torch.Tensor, dtype: torch.d
     return torch.where(visible & usable, log_w, torch.where(visible, 0.0, min_value)).to(dtype)
 
 
-# A SegmentPlan (hf_ext.core.segments) takes over the attention of the layers it covers while it is set.
-_SEGMENT_PLAN: contextvars.ContextVar = contextvars.ContextVar("hf_ext_segment_plan", default=None)
-
-
-def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
+def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = True) -> _Prepared:
     batch, _, q_len, _ = query.shape
-    shape = (batch, q_len, k_len, query.dtype, query.device)
+    shape = (batch, q_len, k_len, query.dtype, query.device, causal)
     cached = _PREPARED.get()
     if (cached is not None and cached.attention_mask is attention_mask and cached.shape == shape
             and len(cached.controls) == len(controls) and all(a is b for a, b in zip(cached.controls, controls))):
         return cached
     device = query.device
-    visible = _visible_keys(attention_mask, batch, q_len, k_len, device)
+    visible = _visible_keys(attention_mask, batch, q_len, k_len, device, causal)
     log_w = torch.zeros(batch, k_len, device=device)
     mult_w = None
     min_over_all = False
@@ -189,15 +171,15 @@ def _prepare(controls: tuple, attention_mask, query, k_len: int) -> _Prepared:
     return prepared
 
 
-def _controlled_attention(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
-    base_fn = _base_function(module, _hf_ext_base)
-    plan = _SEGMENT_PLAN.get()
-    if plan is not None and plan.applies_to(module):
-        return plan.attend(module, query, key, value, base_fn, **kwargs)
+def _controlled_attention(module, query, key, value, attention_mask, base_fn, **kwargs):
+    """The router of :func:`attention_controls`: the active controls of this context that cover ``module``."""
     controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
     if not controls:
-        return base_fn(module, query, key, value, attention_mask, **kwargs)
-    p = _prepare(controls, attention_mask, query, key.shape[-2])
+        return NotImplemented
+    # a module that is not causal (a prefix-LM's bidirectional prefix) sees every key when no mask is given
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    p = _prepare(controls, attention_mask, query, key.shape[-2], bool(causal))
     if p.bias is not None:
         return base_fn(module, query, key, value, p.bias, **kwargs)
     return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,
@@ -230,78 +212,6 @@ def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w,
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return out, probs
-
-
-_registered = False
-_register_lock = threading.Lock()
-
-
-def register_attention_functions() -> None:
-    """Register ``hf_ext_sdpa``/``hf_ext_eager`` with ``AttentionInterface`` and ``AttentionMaskInterface`` (idempotent)."""
-    global _registered
-    with _register_lock:
-        if _registered:
-            return
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-        for base in _BASES:
-            def fn(module, query, key, value, attention_mask, _base=base, **kwargs):
-                return _controlled_attention(module, query, key, value, attention_mask, _hf_ext_base=_base, **kwargs)
-
-            fn.__name__ = f"{_PREFIX}{base}_attention_forward"
-            AttentionInterface.register(_PREFIX + base, fn)
-            AttentionMaskInterface.register(_PREFIX + base, ALL_MASK_ATTENTION_FUNCTIONS[base])
-        _registered = True
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Switching a model's implementation (ref-counted, so nested and concurrent blocks restore correctly)
-# --------------------------------------------------------------------------------------------------------------
-_switch_lock = threading.Lock()
-_switched: dict[int, list] = {}  # id(config) -> [config, original implementation, refcount]
-
-
-def _configs_to_switch(model: nn.Module, anatomy, attentions: Sequence[nn.Module]) -> list:
-    configs = {}
-    for owner in [anatomy.decoder, *attentions]:
-        config = getattr(owner, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation_internal"):
-            configs[id(config)] = config
-    if not configs:
-        raise ValueError(f"{type(model).__name__} exposes no config on its decoder or attention modules; cannot control its attention")
-    return list(configs.values())
-
-
-def _acquire(configs: list) -> None:
-    with _switch_lock:
-        for config in configs:
-            entry = _switched.get(id(config))
-            if entry is not None:
-                entry[2] += 1
-                continue
-            current = config._attn_implementation or "eager"
-            if current.startswith(_PREFIX):
-                continue
-            if current not in _BASES:
-                raise ValueError(
-                    f"attention controls need the 'sdpa' or 'eager' attention implementation, but the model uses {current!r}; "
-                    "call model.set_attn_implementation('sdpa') first (flash/flex kernels cannot take per-key weights)"
-                )
-            config._attn_implementation_internal = _PREFIX + current
-            _switched[id(config)] = [config, current, 1]
-
-
-def _release(configs: list) -> None:
-    with _switch_lock:
-        for config in configs:
-            entry = _switched.get(id(config))
-            if entry is None:
-                continue
-            entry[2] -= 1
-            if entry[2] == 0:
-                config._attn_implementation_internal = entry[1]
-                del _switched[id(config)]
 
 
 def _as_weights(weights) -> torch.Tensor:
@@ -340,13 +250,16 @@ def attention_controls(
         mode: ``"log_additive"`` (add ``log w`` to the scores), ``"multiplicative"`` (scale scores shifted by the
             minimum over visible keys) or ``"multiplicative_reference"`` (minimum over all keys, as the AtMan
             reference code; not causal).
-        layers: decoder layer indices to control (negative allowed); ``None`` = all layers.
+        layers: decoder layer indices to control (negative allowed); ``None`` = every layer that has attention
+            (a hybrid's state-space layers have none).
 
     Yields:
         The :class:`AttentionControl` now active in this context. Nested blocks compose (weights multiply).
 
     Raises:
         ValueError: unknown mode, bad weights, bad layer index, or a flash/flex attention implementation.
+        NotImplementedError: (from a forward inside the block) a controlled layer's attention module computes its
+            attention without transformers' ``AttentionInterface``, so the weights could not apply.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
@@ -359,22 +272,28 @@ def attention_controls(
         raise ValueError(f"mode={mode!r} is not one of {MODES}")
     weights = _as_weights(weights)
     anatomy = get_anatomy(model)
-    selected = anatomy.resolve_layers(layers)
+    selected = anatomy.attention_layers(layers)
     control = AttentionControl(
         weights=weights,
         mode=mode,
         attention_layers={id(anatomy.attentions[i]): i for i in selected},
     )
-    register_attention_functions()
-    configs = _configs_to_switch(model, anatomy, [anatomy.attentions[i] for i in selected])
-    _acquire(configs)
+    attentions = {i: anatomy.attentions[i] for i in selected}
     token = _CONTROLS.set(_CONTROLS.get() + (control,))
     try:
-        yield control
+        with routed_attention(model, list(attentions.values()), _controlled_attention), \
+                require_dispatch(attentions, lambda index, module: _bypass_error(model, anatomy, index, module)):
+            yield control
     finally:
         _CONTROLS.reset(token)
         _PREPARED.set(None)
-        _release(configs)
+
+
+def _bypass_error(model: nn.Module, anatomy, index: int, module: nn.Module) -> NotImplementedError:
+    return NotImplementedError(
+        f"attention controls cannot act on {anatomy.family!r} ({type(model).__name__}): decoder layer {index}'s "
+        f"{type(module).__name__} computes its attention without transformers' AttentionInterface, so per-key "
+        "weights would be silently ignored; choose other layers with layers=[...]")
 
 
 # --------------------------------------------------------------------------------------------------------------

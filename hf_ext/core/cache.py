@@ -11,27 +11,28 @@ Processing perturbations in **descending** start order keeps this exact: a forwa
 (positions ``>= s'`` are rewritten by that forward, layer by layer, before its attention reads them).
 
 Example:
-    >>> cache = SuffixRecomputeCache(length=ids.shape[1])                      # doctest: +SKIP
-    >>> model(input_ids=ids, **{cache_argument(model): cache}, use_cache=True)  # doctest: +SKIP  (base pass)
-    >>> cache.resume_from(s, batch_size=4)                                    # doctest: +SKIP
-    >>> model(input_ids=ids[:, s:].expand(4, -1), position_ids=pos[:, s:].expand(4, -1),
-    ...       **{cache_argument(model): cache}, use_cache=True)                 # doctest: +SKIP
+    >>> import torch
+    >>> from hf_ext.testing import tiny_causal_lm
+    >>> model = tiny_causal_lm("llama")
+    >>> ids, pos = torch.arange(4, 14).view(1, 10), torch.arange(10).view(1, 10)
+    >>> cache = SuffixRecomputeCache(length=10)
+    >>> _ = model(input_ids=ids, position_ids=pos, use_cache=True, **{cache_argument(model): cache})  # base pass
+    >>> edited = ids.clone()
+    >>> edited[:, 6:] = 7                                          # recompute positions 6..9 under a change
+    >>> suffix = model(input_ids=edited[:, 6:], position_ids=pos[:, 6:], use_cache=True,
+    ...                **{cache_argument(model): cache.resume_from(6)}).logits
+    >>> torch.allclose(suffix, model(input_ids=edited, position_ids=pos).logits[:, 6:], atol=1e-5)
+    True
 """
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from ..compat import cache_argument  # re-exported: hf_ext.core.cache_argument
+
 __all__ = ["SuffixRecomputeCache", "cache_argument"]
-
-
-def cache_argument(model: torch.nn.Module) -> str:
-    """The keyword ``model.forward`` takes its cache by: ``"cache"`` (transformers >= 5.2x) or ``"past_key_values"``."""
-    params = inspect.signature(type(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 class _SuffixLayer(DynamicLayer):

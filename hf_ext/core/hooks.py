@@ -89,12 +89,99 @@ def _check_modules(modules: Mapping) -> None:
             raise TypeError(f"hook targets must be nn.Module instances, got {type(module).__name__}")
 
 
+class HookHandle:
+    """The hooks one :func:`register_hooks` call placed; :meth:`remove` takes them all off again (idempotent).
+
+    Attributes:
+        functions: the hook callables as registered on the modules.
+    """
+
+    def __init__(self, handles: list, functions: list[Callable]):
+        self._handles = handles
+        self.functions = tuple(functions)
+
+    @property
+    def active(self) -> bool:
+        """Whether the hooks are still registered."""
+        return bool(self._handles)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def remove_from(self, root: nn.Module) -> int:
+        """Remove these hook functions from every module under ``root`` (e.g. a ``copy.deepcopy`` of the hooked
+        model, whose modules carry the same functions); returns how many were removed. Other hooks stay."""
+        mine = {id(fn) for fn in self.functions}
+        removed = 0
+        for module in root.modules():
+            for hooks in (module._forward_hooks, module._forward_pre_hooks):
+                for key in [k for k, fn in hooks.items() if id(fn) in mine]:
+                    del hooks[key]
+                    removed += 1
+        return removed
+
+    def __enter__(self) -> HookHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def register_hooks(hooks: Mapping[nn.Module, Callable] | None = None, *,
+                   pre_hooks: Mapping[nn.Module, Callable] | None = None, with_kwargs: bool = False) -> HookHandle:
+    """Register plain forward (and pre-forward) hooks that stay until :meth:`HookHandle.remove`.
+
+    For hooks that belong to an object's lifetime (an attached adapter, an encoder's bottleneck adapters). The
+    hooks run in every thread; gate them with :func:`current_params` / :func:`activate` when they must act only in
+    the calling context, or use :func:`forward_hooks` for a ``with`` block that does both.
+
+    Args:
+        hooks: ``{module: fn(module, args, output) -> new_output | None}``.
+        pre_hooks: ``{module: fn(module, args) -> new_args | None}``, or with ``with_kwargs=True``
+            ``fn(module, args, kwargs) -> (args, kwargs) | None`` (the keyword arguments of the call are visible).
+        with_kwargs: register the pre-hooks with the call's keyword arguments.
+
+    Returns:
+        A :class:`HookHandle` (also a context manager that removes the hooks on exit).
+
+    Raises:
+        TypeError: a key that is not an ``nn.Module``.
+
+    Example:
+        >>> lin = nn.Linear(2, 2)
+        >>> handle = register_hooks({lin: lambda module, args, output: output * 0})
+        >>> bool((lin(torch.ones(1, 2)) == 0).all())
+        True
+        >>> handle.remove(); len(lin._forward_hooks)
+        0
+    """
+    hooks, pre_hooks = hooks or {}, pre_hooks or {}
+    _check_modules(hooks)
+    _check_modules(pre_hooks)
+    handles, functions = [], []
+    try:
+        for module, fn in hooks.items():
+            handles.append(module.register_forward_hook(fn))
+            functions.append(fn)
+        for module, fn in pre_hooks.items():
+            handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
+            functions.append(fn)
+    except BaseException:
+        for handle in handles:
+            handle.remove()
+        raise
+    return HookHandle(handles, functions)
+
+
 @contextmanager
 def forward_hooks(
-    hooks: Mapping[nn.Module, HookFn],
+    hooks: Mapping[nn.Module, HookFn] | None = None,
     *,
     params: Any = None,
     pre_hooks: Mapping[nn.Module, PreHookFn] | None = None,
+    with_kwargs: bool = False,
 ) -> Iterator[object]:
     """Register forward (and pre-forward) hooks for the duration of a ``with`` block.
 
@@ -103,7 +190,9 @@ def forward_hooks(
             output.
         params: any per-call object (tensors with a leading batch dim, floats, dicts …) handed to every hook;
             use :func:`rows` to broadcast per-row values.
-        pre_hooks: ``{module: fn(module, args, params) -> new_args | None}``.
+        pre_hooks: ``{module: fn(module, args, params) -> new_args | None}``; with ``with_kwargs=True``
+            ``fn(module, args, kwargs, params) -> (args, kwargs) | None``.
+        with_kwargs: hand the pre-hooks the call's keyword arguments too.
 
     Yields:
         The group's token (see :func:`current_params`).
@@ -111,40 +200,27 @@ def forward_hooks(
     The hooks fire only in the context that entered the block (and contexts copied from it), never in other
     threads running the same model; they are removed on exit, also on exceptions.
     """
-    pre_hooks = pre_hooks or {}
+    hooks, pre_hooks = hooks or {}, pre_hooks or {}
     _check_modules(hooks)
     _check_modules(pre_hooks)
     token = object()
-    handles = []
 
-    def wrap_forward(fn):
-        def hook(module, args, output):
+    def gated(fn):
+        def hook(module, *args):
             active = _ACTIVE.get()
             if token not in active:
                 return None
-            return fn(module, args, output, active[token])
+            return fn(module, *args, active[token])
 
         return hook
 
-    def wrap_pre(fn):
-        def hook(module, args):
-            active = _ACTIVE.get()
-            if token not in active:
-                return None
-            return fn(module, args, active[token])
-
-        return hook
-
+    handle = register_hooks({m: gated(fn) for m, fn in hooks.items()},
+                            pre_hooks={m: gated(fn) for m, fn in pre_hooks.items()}, with_kwargs=with_kwargs)
     try:
-        for module, fn in hooks.items():
-            handles.append(module.register_forward_hook(wrap_forward(fn)))
-        for module, fn in pre_hooks.items():
-            handles.append(module.register_forward_pre_hook(wrap_pre(fn)))
         with activate(token, params):
             yield token
     finally:
-        for handle in handles:
-            handle.remove()
+        handle.remove()
 
 
 def _resolve(model: nn.Module, name: str) -> tuple[nn.Module, str]:

@@ -1,4 +1,4 @@
-"""Teacher-forced scoring and the greedy reference cache, shared by AtMan (ΔCE), DTM (FDT/SDT) and SCAR evaluation.
+"""Teacher-forced scoring, shared by AtMan (ΔCE), DTM (FDT/SDT) and SCAR evaluation.
 
 **The offset.** For a prompt ``p`` of ``P`` real tokens and a continuation ``y`` of ``T`` tokens, one forward over
 ``p ⊕ y`` gives every continuation log-prob at once: the logit at sequence index ``P - 1 + t`` predicts ``y[t]``
@@ -11,10 +11,11 @@ and GPT-2 (absolute positions) mis-positions left-padded rows without them. Rota
 are shift invariant, so for them it makes no difference. Padded continuation positions hold ``NaN`` log-probs and the
 ignore index ``-100`` in the id tensors; :attr:`TeacherForcedScores.mask` says which positions are real.
 
-**Greedy references.** :func:`greedy_reference` runs batched, left-padded ``model.generate(do_sample=False)`` with
-every logits processor switched off (pure argmax, as DTM's ``y = greedy_N(F, p)``), cuts each continuation after its
-first EOS (inclusive) and returns a ``datasets.Dataset`` of token ids, optionally cached on disk under a key that
-hashes the model config, a fingerprint of its weights, the prompt ids, ``max_new_tokens`` and the EOS ids.
+**Per-token cross-entropy.** :func:`token_cross_entropy` turns logits and target ids into ``-log p`` per token; the
+teacher-forced scores and AtMan's perturbed forwards both go through it.
+
+The greedy reference cache (:func:`greedy_reference`, :func:`weights_fingerprint`) lives in
+:mod:`hf_ext.core.reference` and is re-exported here.
 
 Example:
     >>> from hf_ext.testing import tiny_causal_lm
@@ -29,42 +30,29 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
-import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers.utils import logging
 
-from .inputs import position_ids_from_mask
+from hf_ext.utils.logging import get_logger
 
-logger = logging.get_logger(__name__)
+from .inputs import forward_accepts, model_device, pad_token_rows, prepare_batch, vocab_size
+from .model_checks import check_causal, padding_exact, record_padding_exact
+from .reference import greedy_reference, weights_fingerprint
+
+logger = get_logger(__name__)
+
+__all__ = [
+    "IGNORE_INDEX", "TeacherForcedScores", "cross_entropy_per_token", "greedy_reference", "sequence_logprob",
+    "teacher_forced_logprobs", "token_cross_entropy", "weights_fingerprint",
+]
 
 #: Value of :attr:`TeacherForcedScores.token_ids` / ``predicted_ids`` at padded positions (HF's ``ignore_index``).
 IGNORE_INDEX = -100
-
-# Bumped whenever the cached dataset layout or the key recipe changes.
-_CACHE_FORMAT = 1
-
-# generate() settings that make it a *pure* greedy decoder whatever the model's generation_config says (no repetition
-# penalty, no n-gram blocking, no forced/suppressed tokens, no minimum length: any of those would move the argmax).
-_PURE_GREEDY: dict[str, Any] = dict(
-    do_sample=False, num_beams=1, num_return_sequences=1, temperature=None, top_k=None, top_p=None,
-    repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
-    bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None, forced_bos_token_id=None,
-    forced_eos_token_id=None, sequence_bias=None, exponential_decay_length_penalty=None, min_length=0,
-    min_new_tokens=None, stop_strings=None, guidance_scale=None, return_dict_in_generate=False, use_cache=True,
-)
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Teacher forcing
@@ -177,29 +165,75 @@ def teacher_forced_logprobs(
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    p_ids, p_mask = _to_padded(prompt_ids, prompt_mask, side="left", name="prompt_ids", mask_name="prompt_mask")
-    c_ids, c_mask = _to_padded(continuation_ids, continuation_mask, side="right", name="continuation_ids",
-                               mask_name="continuation_mask")
+    check_causal(model)
+    kwargs = dict(prompt_mask=prompt_mask, continuation_mask=continuation_mask, return_logits=return_logits,
+                  use_position_ids=use_position_ids, grad=grad)
+    if batch_size != 1 and padding_exact(model) is False:
+        return teacher_forced_logprobs(model, prompt_ids, continuation_ids, batch_size=1, **kwargs)
+    scores = _teacher_forced(model, prompt_ids, continuation_ids, batch_size=batch_size, **kwargs)
+    if batch_size == 1 or padding_exact(model) is not None:
+        return scores
+    p_mask = pad_token_rows(prompt_ids, prompt_mask, side="left", name="prompt_ids", mask_name="prompt_mask")[1]
+    padded = (~p_mask).sum(-1) + (~scores.mask).sum(-1)
+    if int(padded.max()) == 0:
+        return scores
+    # One-off check per model: the most padded row scored alone (no padding at all) must match its batched
+    # scores. Models that ignore the padding mask (recurrent stacks, prefix-LM VLMs …) fail it and are scored one
+    # row at a time from then on: exact, slower.
+    row = int(padded.argmax())
+    alone = _teacher_forced(model, _row_slice(prompt_ids, row), _row_slice(continuation_ids, row), batch_size=1,
+                            **{**kwargs, "prompt_mask": _row_slice(prompt_mask, row),
+                               "continuation_mask": _row_slice(continuation_mask, row)})
+    n = int(scores.mask[row].sum())
+    exact = bool(torch.allclose(scores.logprobs[row, :n].float().cpu(), alone.logprobs[0, :n].float().cpu(),
+                                atol=1e-4, rtol=1e-4))
+    record_padding_exact(model, exact)
+    if exact:
+        return scores
+    logger.info("%s gives different scores for a left-padded row than for the same row unpadded; scoring one row "
+                "at a time", type(model).__name__)
+    return teacher_forced_logprobs(model, prompt_ids, continuation_ids, batch_size=1, **kwargs)
+
+
+def _row_slice(value: Any, row: int) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value[row:row + 1] if value.dim() > 1 else value
+    return [value[row]]
+
+
+def _teacher_forced(model: nn.Module, prompt_ids: Any, continuation_ids: Any, *, prompt_mask, continuation_mask,
+                    return_logits: bool, batch_size: int | None, use_position_ids: bool, grad: bool) -> TeacherForcedScores:
+    p_ids, p_mask = pad_token_rows(prompt_ids, prompt_mask, side="left", name="prompt_ids", mask_name="prompt_mask")
+    c_ids, c_mask = pad_token_rows(continuation_ids, continuation_mask, side="right", name="continuation_ids",
+                                   mask_name="continuation_mask")
     if p_ids.shape[0] == 0:
         raise ValueError("prompt_ids has no rows; pass at least one prompt")
     if p_ids.shape[0] != c_ids.shape[0]:
         raise ValueError(f"batch size mismatch: prompt_ids has {p_ids.shape[0]} rows but continuation_ids has "
                          f"{c_ids.shape[0]}; pass one continuation per prompt (repeat a prompt to score several)")
     _check_layout(p_mask, c_mask)
-    vocab = _vocab_size(model)
-    _check_vocab(p_ids, p_mask, vocab, "prompt_ids")
-    _check_vocab(c_ids, c_mask, vocab, "continuation_ids")
+    # prompts are only read; continuation ids are read and scored, so they must exist on both sides (a wrapper that
+    # exposes only its input embeddings is checked on that side)
+    read = vocab_size(model, "input")
+    try:
+        scored = min(read, vocab_size(model, "output"))
+    except TypeError:
+        scored = read
+    _check_vocab(p_ids, p_mask, read, "prompt_ids")
+    _check_vocab(c_ids, c_mask, scored, "continuation_ids")
 
-    device = _model_device(model)
+    device = model_device(model)
     p_ids, p_mask, c_ids, c_mask = (x.to(device) for x in (p_ids, p_mask, c_ids, c_mask))
     n_rows, prompt_width = p_ids.shape
     width = c_ids.shape[1]
-    pass_positions = use_position_ids and _forward_accepts(model, "position_ids")
+    pass_positions = use_position_ids and forward_accepts(model, "position_ids")
     if use_position_ids and not pass_positions:
         logger.warning_once(f"{type(model).__name__}.forward takes no position_ids; scoring left-padded prompts relies "
                             "on the model deriving positions from the attention mask")
-    keep_logits = _forward_accepts(model, "logits_to_keep")
-    no_cache = _forward_accepts(model, "use_cache")
+    keep_logits = forward_accepts(model, "logits_to_keep")
+    no_cache = forward_accepts(model, "use_cache")
 
     step = batch_size or n_rows
     parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "predicted": [], "logits": []}
@@ -209,13 +243,11 @@ def teacher_forced_logprobs(
             pm, cm = p_mask[rows], c_mask[rows]
             first = int(pm.any(0).nonzero()[0])  # first prompt column that is real in some row of this batch
             used = int(cm.any(0).nonzero()[-1]) + 1 if bool(cm.any()) else 0  # continuation columns in use
-            mask = torch.cat([pm[:, first:], cm[:, :used]], dim=1)
-            ids = torch.cat([p_ids[rows, first:], c_ids[rows, :used]], dim=1).masked_fill(~mask, 0)
-            kwargs: dict[str, Any] = dict(input_ids=ids, attention_mask=mask.long())
+            kwargs: dict[str, Any] = prepare_batch(model, p_ids[rows, first:], pm[:, first:],
+                                                   continuations=c_ids[rows, :used], continuation_mask=cm[:, :used],
+                                                   pad_token_id=0, position_ids=pass_positions)
             if no_cache:
                 kwargs["use_cache"] = False
-            if pass_positions:
-                kwargs["position_ids"] = position_ids_from_mask(mask)
             if keep_logits:
                 kwargs["logits_to_keep"] = used + 1  # indices P-1 .. P-1+used; the last one predicts past the end
             out = model(**kwargs)
@@ -224,7 +256,7 @@ def teacher_forced_logprobs(
             logits = logits[:, -(used + 1):-1] if keep_logits else logits[:, prompt_width - first - 1:][:, :used]
             valid = cm[:, :used]
             targets = c_ids[rows, :used].masked_fill(~valid, 0)
-            lp = logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            lp = -token_cross_entropy(logits, targets)
             pad = width - used
             parts["logprobs"].append(F.pad(lp.masked_fill(~valid, float("nan")), (0, pad), value=float("nan")))
             parts["predicted"].append(F.pad(logits.argmax(-1).masked_fill(~valid, IGNORE_INDEX), (0, pad),
@@ -236,6 +268,30 @@ def teacher_forced_logprobs(
     token_ids = c_ids.masked_fill(~c_mask, IGNORE_INDEX)
     return TeacherForcedScores(logprobs=torch.cat(parts["logprobs"]), mask=c_mask, token_ids=token_ids,
                                predicted_ids=torch.cat(parts["predicted"]), logits=logits_out)
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-position cross-entropy ``-log softmax(logits)[target]`` in float32.
+
+    The one place where hf_ext turns logits into token losses: teacher-forced log-probs are its negation and
+    AtMan's ``CE_t`` is it, so both agree to the bit on the same logits.
+
+    Args:
+        logits: ``[..., V]`` in any float dtype (computed in float32).
+        targets: ``[...]`` ids in ``[0, V)`` (no ignore index: mask padded positions yourself).
+
+    Returns:
+        ``[...]`` float32.
+
+    Example:
+        >>> token_cross_entropy(torch.zeros(2, 4), torch.tensor([0, 3]))  # uniform over 4 ids: log 4
+        tensor([1.3863, 1.3863])
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} need targets of shape {tuple(logits.shape[:-1])}, got "
+                         f"{tuple(targets.shape)}")
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    return F.cross_entropy(flat, targets.reshape(-1), reduction="none").view(targets.shape)
 
 
 def sequence_logprob(model: nn.Module, prompt_ids: Any, continuation_ids: Any, **kwargs: Any) -> torch.Tensor:
@@ -263,256 +319,8 @@ def cross_entropy_per_token(model: nn.Module, prompt_ids: Any, continuation_ids:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Greedy reference cache
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def greedy_reference(
-    model: nn.Module,
-    prompts: Sequence[str] | Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    tokenizer: Any = None,
-    batch_size: int = 8,
-    eos_token_id: int | Sequence[int] | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-    add_special_tokens: bool = True,
-    exact_fingerprint: bool = False,
-):
-    """The model's greedy continuations of ``prompts`` as a ``datasets.Dataset`` of token ids, optionally cached.
-
-    Prompts are sorted by length, left-padded into batches and decoded with ``model.generate(do_sample=False)``
-    with an explicit attention mask and explicit ``position_ids`` (when the model takes them) and every logits
-    processor off, so each row equals a plain argmax loop over the unpadded prompt. A continuation stops after its
-    first EOS (kept) or after ``max_new_tokens`` tokens.
-
-    Args:
-        model: any transformers causal LM with ``generate`` (``eval()`` mode).
-        prompts: ``N`` strings (needs ``tokenizer``) or ``N`` id lists (unpadded; each at least one token). A single
-            string or a flat list of ints is one prompt.
-        max_new_tokens: the most tokens generated per prompt (DTM's ``N``).
-        tokenizer: tokenizes string prompts (``tokenizer(texts, add_special_tokens=...)``); its pad id pads batches.
-        batch_size: prompts per ``generate`` call.
-        eos_token_id: stop ids. ``None`` uses ``model.generation_config.eos_token_id`` (the model's default); ``[]``
-            never stops early (always ``max_new_tokens`` tokens).
-        cache_dir: if given, the dataset is saved (``save_to_disk``) under
-            ``cache_dir/greedy_reference-<key>`` and later calls with the same key load it (``load_from_disk``) instead
-            of generating. The key hashes the model class and config, a fingerprint of the weights
-            (:func:`weights_fingerprint`), the device type, the prompt ids, ``max_new_tokens`` and the EOS ids; not
-            ``batch_size`` or ``progress``.
-        progress: show a tqdm bar over batches.
-        add_special_tokens: forwarded to the tokenizer for string prompts.
-        exact_fingerprint: key on a blake2b hash of every weight byte instead of the cheaper on-device checksum.
-
-    Returns:
-        ``datasets.Dataset`` with one row per prompt, in input order, and columns
-        ``prompt_index`` (int), ``prompt_ids`` (list[int], unpadded), ``continuation_ids`` (list[int], length
-        ``1..max_new_tokens``), ``num_new_tokens`` (int), ``stopped_at_eos`` (bool), and ``prompt`` (str) when the
-        prompts were strings. ``dataset.info.description`` holds the generation settings as JSON.
-
-    Raises:
-        TypeError: mixed or unsupported prompt types, or a model without ``generate``.
-        ValueError: no prompts, an empty prompt, string prompts without a tokenizer, ids outside the vocabulary,
-            ``max_new_tokens``/``batch_size`` < 1.
-
-    Example:
-        >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
-        >>> model, tok = tiny_causal_lm("llama"), tiny_tokenizer()
-        >>> ref = greedy_reference(model, ["Hello", "Hi there"], max_new_tokens=5, tokenizer=tok, progress=False)
-        >>> ref.column_names
-        ['prompt_index', 'prompt', 'prompt_ids', 'continuation_ids', 'num_new_tokens', 'stopped_at_eos']
-        >>> scores = teacher_forced_logprobs(model, ref["prompt_ids"], ref["continuation_ids"])  # DTM's input
-    """
-    from datasets import Dataset, DatasetInfo, Features, List, Value, load_from_disk
-    from tqdm.auto import tqdm
-
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not callable(getattr(model, "generate", None)):
-        raise TypeError(f"{type(model).__name__} has no generate(); pass a transformers causal LM "
-                        "(e.g. AutoModelForCausalLM)")
-    texts, prompt_ids = _prompt_ids(prompts, tokenizer, add_special_tokens)
-    vocab = _vocab_size(model)
-    for i, row in enumerate(prompt_ids):
-        bad = [t for t in row if not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"prompt {i} has token id {bad[0]} outside the vocabulary [0, {vocab}); "
-                             "tokenize with the model's own tokenizer")
-    eos = _resolve_eos(model, eos_token_id)
-    pad = _resolve_pad(model, tokenizer, eos)
-    limit = _max_positions(model)
-    longest = max(len(r) for r in prompt_ids)
-    if limit is not None and longest + max_new_tokens > limit:
-        logger.warning(f"the longest prompt ({longest} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
-                       f"{limit} positions; generation may fail or degrade")
-
-    description = {"max_new_tokens": max_new_tokens, "eos_token_id": eos, "model_class": type(model).__name__}
-    path = None
-    if cache_dir is not None:
-        key_fields = _cache_key_fields(model, prompt_ids, max_new_tokens, eos, exact_fingerprint)
-        key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:32]
-        description["cache_key"] = key
-        path = Path(cache_dir) / f"greedy_reference-{key}"
-        if path.exists():
-            logger.info(f"greedy reference: loading cached dataset from {path}")
-            return load_from_disk(str(path))
-
-    device = _model_device(model)
-    pass_positions = _forward_accepts(model, "position_ids")
-    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
-    continuations: list[list[int] | None] = [None] * len(prompt_ids)
-    stopped: list[bool] = [False] * len(prompt_ids)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="greedy reference", unit="batch", disable=not progress):
-        rows = [prompt_ids[i] for i in batch]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
-        kwargs = dict(_PURE_GREEDY, max_new_tokens=max_new_tokens, eos_token_id=list(eos) or None, pad_token_id=pad)
-        if pass_positions:
-            kwargs["position_ids"] = position_ids_from_mask(mask)
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        sequences = out if isinstance(out, torch.Tensor) else out.sequences
-        for i, new in zip(batch, sequences[:, width:].tolist()):
-            cut = next((k for k, t in enumerate(new) if t in eos), None)
-            continuations[i] = new[: cut + 1] if cut is not None else new
-            stopped[i] = cut is not None
-
-    data: dict[str, list] = {"prompt_index": list(range(len(prompt_ids)))}
-    features: dict[str, Any] = {"prompt_index": Value("int64")}
-    if texts is not None:
-        data["prompt"], features["prompt"] = texts, Value("string")
-    data.update(prompt_ids=prompt_ids, continuation_ids=continuations,
-                num_new_tokens=[len(c) for c in continuations], stopped_at_eos=stopped)
-    features.update(prompt_ids=List(Value("int32")), continuation_ids=List(Value("int32")),
-                    num_new_tokens=Value("int32"), stopped_at_eos=Value("bool"))
-    features = Features(features)
-    info = DatasetInfo(description=json.dumps(description, sort_keys=True), features=features)
-    ds = Dataset.from_dict(data, features=features, info=info)
-    if path is None:
-        return ds
-    return _save_atomically(ds, path, key_fields, load_from_disk)
-
-
-def weights_fingerprint(model: nn.Module, *, exact: bool = False) -> str:
-    """A hex digest of every tensor in ``model.state_dict()`` (names, dtypes, shapes and values).
-
-    The default is a cheap on-device checksum: each tensor's bit pattern is read as 16-bit integers and reduced to
-    an exact integer sum and an index-weighted sum. Integer sums do not depend on reduction order or thread count,
-    and any single changed element (any bit) changes the digest; swapped elements do as well unless their indices
-    differ by a multiple of 999 983. ``exact=True`` hashes every byte with blake2b instead (copies to CPU).
-
-    Args:
-        model: any ``nn.Module``.
-        exact: cryptographic byte hash instead of the checksum.
-
-    Returns:
-        A 64-character hex string.
-
-    Example:
-        >>> import copy
-        >>> from hf_ext.testing import tiny_causal_lm
-        >>> m = tiny_causal_lm("llama")
-        >>> weights_fingerprint(m) == weights_fingerprint(copy.deepcopy(m))
-        True
-    """
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        if tensor.is_meta or tensor.numel() == 0:
-            continue
-        words = _as_words(tensor)
-        if exact:
-            digest.update(hashlib.blake2b(words.cpu().numpy().tobytes()).digest())
-            continue
-        total = weighted = 0
-        chunk = 1 << 22
-        for offset in range(0, words.numel(), chunk):
-            part = words[offset:offset + chunk].long()
-            index = torch.arange(offset, offset + part.numel(), device=part.device) % 999_983 + 1
-            total += int(part.sum())
-            weighted += int((part * index).sum())
-        digest.update(f"{total % (1 << 64)}:{weighted % (1 << 64)};".encode())
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _to_padded(ids: Any, mask: Any, *, side: str, name: str, mask_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids [B, L] long, mask [B, L] bool)`` from a tensor (+ optional mask) or a ragged list (padded on ``side``)."""
-    if hasattr(ids, "__array__") and not isinstance(ids, torch.Tensor) and getattr(ids, "ndim", 0) in (1, 2) \
-            and getattr(getattr(ids, "dtype", None), "kind", "O") in "iu":
-        ids = torch.as_tensor(ids)
-    if isinstance(ids, torch.Tensor):
-        if ids.dtype in (torch.bool,) or ids.is_floating_point() or ids.is_complex():
-            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}; use .long()")
-        if ids.dim() == 1:
-            ids = ids.unsqueeze(0)
-            mask = mask.unsqueeze(0) if isinstance(mask, torch.Tensor) and mask.dim() == 1 else mask
-        if ids.dim() != 2:
-            raise ValueError(f"{name} must be [batch, seq] (or 1-D for one row), got shape {tuple(ids.shape)}")
-        if mask is None:
-            return ids.long(), torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"{mask_name} must be a tensor like {name}, got {type(mask).__name__}")
-        if mask.shape != ids.shape:
-            raise ValueError(f"{mask_name} has shape {tuple(mask.shape)} but {name} has {tuple(ids.shape)}; "
-                             "they must match")
-        if mask.is_floating_point() or not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError(f"{mask_name} must hold only 0/1 (or bool) values, got dtype {mask.dtype} with values "
-                             f"{torch.unique(mask).tolist()[:8]}")
-        return ids.long(), mask.to(device=ids.device, dtype=torch.bool)
-    if mask is not None:
-        raise ValueError(f"{mask_name} is only accepted with a tensor {name}; ragged lists are padded internally")
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) and not hasattr(ids, "__iter__"):
-        raise TypeError(f"{name} must be a [batch, seq] integer tensor or a list of id lists, got {type(ids).__name__}")
-    rows = list(ids)
-    if rows and all(_is_int(t) for t in rows):  # a flat list of ints is one row
-        rows = [rows]
-    lists = [_row_to_list(r, name, i) for i, r in enumerate(rows)]
-    width = max((len(r) for r in lists), default=0)
-    padded = torch.zeros((len(lists), width), dtype=torch.long)
-    out_mask = torch.zeros((len(lists), width), dtype=torch.bool)
-    for i, r in enumerate(lists):
-        if not r:
-            continue
-        cols = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        padded[i, cols] = torch.tensor(r, dtype=torch.long)
-        out_mask[i, cols] = True
-    return padded, out_mask
-
-
-def _is_int(x: Any) -> bool:
-    if isinstance(x, bool):
-        return False
-    if isinstance(x, int):
-        return True
-    if isinstance(x, torch.Tensor):
-        return x.dim() == 0 and not x.is_floating_point() and x.dtype != torch.bool
-    return getattr(getattr(x, "dtype", None), "kind", "") in ("i", "u") and getattr(x, "ndim", 1) == 0
-
-
-def _row_to_list(row: Any, name: str, index: int) -> list[int]:
-    if isinstance(row, torch.Tensor):
-        if row.dim() != 1 or row.is_floating_point() or row.dtype == torch.bool:
-            raise TypeError(f"{name}[{index}] must be a 1-D integer tensor, got shape {tuple(row.shape)} "
-                            f"dtype {row.dtype}")
-        return row.tolist()
-    if isinstance(row, (str, bytes)) or not hasattr(row, "__iter__"):
-        raise TypeError(f"{name}[{index}] must be a list of token ids, got {type(row).__name__} {row!r:.60}")
-    values = list(row)
-    for t in values:
-        if not _is_int(t):
-            raise TypeError(f"{name}[{index}] must hold integer token ids, got {t!r} ({type(t).__name__})")
-    return [int(t) for t in values]
 
 
 def _check_layout(p_mask: torch.Tensor, c_mask: torch.Tensor) -> None:
@@ -538,153 +346,3 @@ def _check_vocab(ids: torch.Tensor, mask: torch.Tensor, vocab: int, name: str) -
         row, col = (int(v) for v in bad.nonzero()[0])
         raise ValueError(f"{name}[{row}, {col}] = {int(ids[row, col])} is outside the model's vocabulary "
                          f"[0, {vocab}); use the model's own tokenizer (mark padding with the mask instead of an id)")
-
-
-def _vocab_size(model: nn.Module) -> int:
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    if emb is not None and hasattr(emb, "num_embeddings"):
-        return int(emb.num_embeddings)
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(text, "vocab_size", None) is None:
-        raise TypeError(f"cannot find the vocabulary size of {type(model).__name__}: it has neither input "
-                        "embeddings nor config.vocab_size")
-    return int(text.vocab_size)
-
-
-def _max_positions(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for attr in ("max_position_embeddings", "n_positions"):
-        value = getattr(text, attr, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _forward_accepts(model: nn.Module, name: str) -> bool:
-    """Whether ``model.forward`` (or a peft wrapper's base model) takes the keyword ``name`` explicitly."""
-    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    try:
-        return name in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _prompt_ids(prompts: Any, tokenizer: Any, add_special_tokens: bool) -> tuple[list[str] | None, list[list[int]]]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    elif isinstance(prompts, torch.Tensor):
-        raise TypeError("prompts must be unpadded id lists or strings, not a padded tensor; pass "
-                        "[row[mask.bool()].tolist() for row, mask in zip(ids, attention_mask)]")
-    if not hasattr(prompts, "__iter__"):
-        raise TypeError(f"prompts must be a list of strings or of id lists, got {type(prompts).__name__}")
-    items = list(prompts)
-    if not items:
-        raise ValueError("prompts is empty; pass at least one prompt")
-    if all(_is_int(t) for t in items):
-        items = [items]
-    if all(isinstance(p, str) for p in items):
-        if tokenizer is None:
-            raise ValueError("string prompts need a tokenizer: greedy_reference(..., tokenizer=tokenizer), or pass "
-                             "lists of token ids")
-        ids = [list(map(int, r)) for r in tokenizer(items, add_special_tokens=add_special_tokens)["input_ids"]]
-        texts = items
-    elif any(isinstance(p, str) for p in items):
-        raise TypeError("prompts mixes strings and id lists; pass all strings or all id lists")
-    else:
-        ids, texts = [_row_to_list(p, "prompts", i) for i, p in enumerate(items)], None
-    for i, row in enumerate(ids):
-        if not row:
-            raise ValueError(f"prompt {i} is empty; every prompt needs at least one token (e.g. BOS)")
-    return texts, ids
-
-
-def _as_list(value: Any) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, torch.Tensor):
-        return [int(v) for v in value.reshape(-1).tolist()]
-    if _is_int(value):
-        return [int(value)]
-    return [int(v) for v in value]
-
-
-def _resolve_eos(model: nn.Module, eos_token_id: Any) -> list[int]:
-    if eos_token_id is not None:
-        if not (_is_int(eos_token_id) or (hasattr(eos_token_id, "__iter__") and all(_is_int(t) for t in eos_token_id))):
-            raise TypeError(f"eos_token_id must be an int, a list of ints, [] (never stop) or None (the model's "
-                            f"default), got {eos_token_id!r}")
-        return _as_list(eos_token_id)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None and getattr(gen, "eos_token_id", None) is not None:
-        return _as_list(gen.eos_token_id)
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return _as_list(getattr(text, "eos_token_id", None))
-
-
-def _resolve_pad(model: nn.Module, tokenizer: Any, eos: list[int]) -> int:
-    candidates = [getattr(tokenizer, "pad_token_id", None), getattr(getattr(model, "generation_config", None),
-                                                                    "pad_token_id", None)]
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    candidates.append(getattr(text, "pad_token_id", None))
-    for value in candidates:
-        ids = _as_list(value) if value is not None else []
-        if ids:
-            return ids[0]
-    return eos[0] if eos else 0  # the pad id only fills masked positions, so any valid id works
-
-
-def _cache_key_fields(model: nn.Module, prompt_ids: list[list[int]], max_new_tokens: int, eos: list[int],
-                      exact: bool) -> dict[str, Any]:
-    config = getattr(model, "config", None)
-    config_dict = config.to_dict() if hasattr(config, "to_dict") else {}
-    for volatile in ("transformers_version", "_name_or_path", "name_or_path", "_commit_hash"):
-        config_dict.pop(volatile, None)
-    prompts_hash = hashlib.sha256(json.dumps(prompt_ids).encode()).hexdigest()
-    return {"format": _CACHE_FORMAT, "model_class": type(model).__name__, "config": config_dict,
-            "weights": weights_fingerprint(model, exact=exact), "fingerprint": "exact" if exact else "checksum",
-            "device": _model_device(model).type, "prompts": prompts_hash, "num_prompts": len(prompt_ids),
-            "max_new_tokens": max_new_tokens, "eos_token_id": eos}
-
-
-def _save_atomically(ds: Any, path: Path, key_fields: dict[str, Any], load_from_disk: Any) -> Any:
-    """Save to a temporary sibling then rename, so a reader never sees a half-written cache entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        ds.save_to_disk(str(tmp))
-        (tmp / "hf_ext_cache_key.json").write_text(json.dumps(key_fields, sort_keys=True, default=str, indent=1))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not path.exists():
-                raise
-            logger.info(f"greedy reference: {path} was written concurrently; using that copy")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    logger.info(f"greedy reference: saved to {path}")
-    return load_from_disk(str(path))
-
-
-def _as_words(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor's bytes as a flat int16 (or uint8 for odd byte counts) tensor on its device."""
-    flat = tensor.contiguous().reshape(-1)
-    raw = flat if flat.dtype == torch.uint8 else flat.view(torch.uint8)
-    if raw.storage_offset() % 2:
-        raw = raw.clone()  # int16 views need an even byte offset
-    return raw.view(torch.int16) if raw.numel() % 2 == 0 else raw

@@ -13,12 +13,26 @@ log-additive key weights), computed by the model's own sdpa/eager attention func
 computations per row, and the segments' new keys are never stored: the cache keeps the base pass's ``L`` positions
 and the forward runs without a cache (``use_cache=False``), so its memory is that of one plain forward.
 
-Example:
-    >>> cache = DynamicCache()                                                 # doctest: +SKIP
-    >>> model(ids, past_key_values=cache, use_cache=True)                      # doctest: +SKIP  (base pass)
-    >>> plan = SegmentPlan(cache, [Segment(row=0, offset=0, start=s, bias=b)], layer_map(model))  # doctest: +SKIP
-    >>> with segment_attention(model, plan):                                   # doctest: +SKIP
-    ...     model(inputs_embeds=row_embeds, position_ids=row_positions, use_cache=False)
+Example (two suffixes, starts 4 and 7 of a 10-token sequence, packed in one row, each with the plain causal bias):
+    >>> import torch
+    >>> from transformers import DynamicCache
+    >>> from hf_ext.core.cache import cache_argument
+    >>> from hf_ext.testing import tiny_causal_lm
+    >>> model = tiny_causal_lm("llama")
+    >>> ids, L = torch.arange(4, 14).view(1, 10), 10
+    >>> cache = DynamicCache()
+    >>> _ = model(input_ids=ids, use_cache=True, **{cache_argument(model): cache})        # base pass
+    >>> def causal(s):  # [1, 1, L - s, L]: query at position p sees keys 0..p
+    ...     visible = torch.arange(L).view(1, L) <= torch.arange(s, L).view(-1, 1)
+    ...     return torch.zeros(L - s, L).masked_fill(~visible, torch.finfo(torch.float32).min).view(1, 1, L - s, L)
+    >>> segments = [Segment(row=0, offset=0, start=4, bias=causal(4)), Segment(row=0, offset=6, start=7, bias=causal(7))]
+    >>> row = torch.cat([ids[:, 4:], ids[:, 7:]], dim=1)                    # 6 + 3 queries in one row
+    >>> positions = torch.cat([torch.arange(4, L), torch.arange(7, L)]).view(1, -1)
+    >>> with segment_attention(model, SegmentPlan(cache, segments, layer_map(model))):
+    ...     packed = model(input_ids=row, position_ids=positions, use_cache=False).logits
+    >>> full = model(input_ids=ids).logits
+    >>> torch.allclose(packed[:, :6], full[:, 4:], atol=1e-5), torch.allclose(packed[:, 6:], full[:, 7:], atol=1e-5)
+    (True, True)
 """
 
 from __future__ import annotations
@@ -31,7 +45,7 @@ import torch
 from torch import nn
 
 from .anatomy import get_anatomy
-from .attention import _SEGMENT_PLAN, _acquire, _configs_to_switch, _release, register_attention_functions
+from .attention_interface import routed_attention
 
 __all__ = ["Segment", "SegmentPlan", "layer_map", "segment_attention"]
 
@@ -71,6 +85,14 @@ class SegmentPlan:
     def applies_to(self, module: nn.Module) -> bool:
         return id(module) in self.layer_of
 
+    def __call__(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
+                 base_fn, **kwargs):
+        """The router of :func:`segment_attention` (see :mod:`hf_ext.core.attention_interface`): :meth:`attend` for
+        the layers of the plan, ``NotImplemented`` for the others. The model's own mask is not used."""
+        if id(module) not in self.layer_of:
+            return NotImplemented
+        return self.attend(module, query, key, value, base_fn, **kwargs)
+
     def attend(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, base_fn, **kwargs):
         """Attention of one layer: ``query`` ``[B, H, Q, d]``, ``key``/``value`` ``[B, H_kv, Q, d]`` (the row's new
         states only). Returns ``([B, Q, H, d_v], None)`` as transformers' attention functions do."""
@@ -99,18 +121,11 @@ def segment_attention(model: nn.Module, plan: SegmentPlan) -> Iterator[SegmentPl
         ValueError: flash/flex attention (a per-segment bias is not possible there).
     """
     anatomy = get_anatomy(model)
-    register_attention_functions()
-    configs = _configs_to_switch(model, anatomy, [anatomy.attentions[i] for i in sorted(set(plan.layer_of.values()))])
-    _acquire(configs)
-    token = _SEGMENT_PLAN.set(plan)
-    try:
+    with routed_attention(model, [anatomy.attentions[i] for i in sorted(set(plan.layer_of.values()))], plan):
         yield plan
-    finally:
-        _SEGMENT_PLAN.reset(token)
-        _release(configs)
 
 
 def layer_map(model: nn.Module, layers: int | Sequence[int] | None = None) -> dict[int, int]:
     """``{id(attention module): layer index}`` of ``model``'s selected decoder layers (``None``: all)."""
     anatomy = get_anatomy(model)
-    return {id(anatomy.attentions[i]): i for i in anatomy.resolve_layers(layers)}
+    return {id(anatomy.attentions[i]): i for i in anatomy.attention_layers(layers)}

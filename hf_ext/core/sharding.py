@@ -33,7 +33,6 @@ Example (2 processes; run with ``torchrun --nproc_per_node 2 script.py``):
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -41,7 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 __all__ = [
     "decoder_layers", "gather_full_tensors", "is_sharded", "original_class", "shard_like", "shard_model",

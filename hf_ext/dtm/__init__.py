@@ -19,30 +19,25 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
-_LAZY = {
-    "ALIGNED": "divergence", "TEACHER_FORCED": "divergence", "DivergenceResult": "divergence",
-    "aligned_divergence": "divergence", "check_compatible": "divergence", "divergence_from_ids": "divergence",
-    "free_running_divergence": "divergence", "greedy_generate": "divergence", "reference": "divergence",
-    "score": "divergence", "score_aligned": "divergence",
-    "CompressionPlan": "compression", "PruningMaskCallback": "compression", "ScanResult": "compression",
-    "apply_plan": "compression", "build_plan": "compression", "compressed": "compression",
-    "coverage_curve": "compression", "curve_auc": "compression", "fake_quant": "compression",
-    "list_components": "compression", "load_compressed": "compression", "magnitude_prune": "compression",
-    "magnitude_prune_weight": "compression", "random_order": "compression", "save_compressed": "compression",
-    "sensitivity_scan": "compression", "weight_perturbation": "compression",
-    "Int8WeightOnlyLinear": "int8", "fake_quantize_absmax": "int8", "quantize_absmax": "int8",
-    "dequantize_absmax": "int8", "has_int8pack_mm": "int8",
-}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "divergence": ["ALIGNED", "TEACHER_FORCED", "DivergenceResult", "aligned_divergence",
+                   "check_compatible", "divergence_from_ids", "free_running_divergence",
+                   "greedy_generate", "reference", "score", "score_aligned"],
+    "plan": ["CompressionPlan"],
+    "deployment": ["PruningMaskCallback", "apply_plan", "load_compressed", "save_compressed"],
+    "compression": ["ScanResult", "build_plan", "compressed", "coverage_curve", "curve_auc",
+                    "random_order", "sensitivity_scan"],
+    "perturbation": ["fake_quant", "list_components", "magnitude_prune", "magnitude_prune_weight",
+                     "weight_perturbation"],
+    "int8": ["Int8WeightOnlyLinear", "fake_quantize_absmax", "quantize_absmax", "dequantize_absmax",
+             "has_int8pack_mm"],
+})
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hf_ext.dtm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+register_component(
+    name="dtm", title="FDTM/SDTM", order=50, package=__name__,
+    summary="divergent token metrics (FDTM/SDTM) and DTM-guided compression",
+    cli=".cli", tour=".tour", reproduction="hf_ext.reproduce.dtm", cards=["dtm_compressed"], extras=["plots", "eval"], notebook="06_dtm.ipynb",
+)

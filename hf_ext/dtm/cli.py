@@ -3,38 +3,43 @@
 Standard-library imports only at module level (``hf-ext --help`` must not import torch).
 
 Examples:
-    hf-ext dtm score --base gpt2 --candidate ./gpt2-int8 --prompts prompts.txt -N 128
-    hf-ext dtm scan --base gpt2 --prompts prompts.txt -N 64 --prune 0.5 0.9 --out scan.json
-    hf-ext dtm plan --base gpt2 --prompts prompts.txt -N 64 --min-fdt-ratio 0.9 --out plan.json
-Without ``--base`` a seeded tiny Llama (random weights) and built-in prompts are used (a smoke run).
+    hf-ext dtm score --model gpt2 --candidate ./gpt2-int8 --prompts prompts.txt -N 128
+    hf-ext dtm scan --model gpt2 --prompts prompts.txt -N 64 --prune 0.5 0.9 --out runs/dtm   # runs/dtm/scan.json
+    hf-ext dtm plan --model gpt2 --prompts prompts.txt -N 64 --min-fdt-ratio 0.9 --out runs/dtm
+Without ``--model`` a seeded tiny Llama (random weights) and built-in prompts are used (a smoke run). The result is
+JSON: printed, or written to ``--out``/<command>.json (``--base`` is the pre-0.2 name of ``--model``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils import cli
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 _DEFAULT_PROMPTS = ["the cat sat on the", "once upon a time", "to be or not to be", "hello world, this is"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("dtm", help="divergent token metrics (FDTM/SDTM) and DTM-guided compression",
-                              description="Divergent token metrics and DTM-guided compression.")
-    sub = p.add_subparsers(dest="dtm_command", metavar="SUBCOMMAND", required=True)
+def add_commands(actions) -> None:
+    """Divergent token metrics and DTM-guided compression.
+
+    Sub-commands: ``score``, ``scan``, ``plan``.
+    """
     for name, help_ in (("score", "FDT/SDT of a candidate model against the base's greedy continuations"),
                         ("scan", "per-component sensitivity scan ranked by FDTM"),
                         ("plan", "greedy int8/sparsity plan in FDTM order")):
-        s = sub.add_parser(name, help=help_, description=help_)
-        s.add_argument("--base", help="base model (Hub id or folder); default: a tiny random Llama")
+        s = cli.add_command(actions, name, _run, help=help_)
+        cli.add_common_options(s, model="base causal LM, Hub id or folder (default: a tiny random Llama)", device="cpu",
+                               seed=0, out_help=f"{name}.json", out_when_absent="print the JSON result", json=True,
+                               progress=True)
+        cli.add_deprecated_alias(s, "--base", "--model")
         s.add_argument("--prompts", help="text file, one prompt per line (default: a few built-in prompts)")
         s.add_argument("-N", "--max-new-tokens", type=int, default=32, help="reference length N (default 32)")
-        s.add_argument("--out", help="write the JSON result here (default: print it)")
         s.add_argument("--cache-dir", help="cache the greedy reference here")
-        s.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "score":
             s.add_argument("--candidate", help="candidate model (default: the base with all Linears int8-fake-quantized)")
             s.add_argument("--aligned", action="store_true", help="also the who-what-benchmark aligned variant")
@@ -43,23 +48,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             s.add_argument("--no-int8", action="store_true", help="skip int8")
         if name == "plan":
             s.add_argument("--min-fdt-ratio", type=float, default=0.9, help="keep mean FDT/N above this (default 0.9)")
-        s.set_defaults(func=_run)
-    return p
 
 
 def _load(args):
-    if args.base:
+    if args.model:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        return AutoModelForCausalLM.from_pretrained(args.base).eval(), AutoTokenizer.from_pretrained(args.base), args.base
-    from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+        model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
+        return model, AutoTokenizer.from_pretrained(args.model), args.model
+    from hf_ext.tiny import tiny_causal_lm, tiny_tokenizer
 
-    return tiny_causal_lm("llama"), tiny_tokenizer(), "tiny-llama (random)"
+    return tiny_causal_lm("llama", seed=args.seed).to(args.device), tiny_tokenizer(), "tiny-llama (random)"
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from hf_ext import dtm
 
+    torch.manual_seed(args.seed)
     if args.max_new_tokens <= 0:
         print(f"error: -N/--max-new-tokens must be ≥ 1, got {args.max_new_tokens}", file=sys.stderr)
         return 2
@@ -75,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.candidate:
             from transformers import AutoModelForCausalLM
 
-            cand = AutoModelForCausalLM.from_pretrained(args.candidate).eval()
+            cand = AutoModelForCausalLM.from_pretrained(args.candidate).to(args.device).eval()
             result = {"teacher_forced": dtm.score(cand, ref, base=model).to_dict()}
             if args.aligned:
                 result["aligned"] = dtm.score_aligned(cand, ref, tokenizer=tok, base=model).to_dict()
@@ -99,11 +106,10 @@ def _run(args: argparse.Namespace) -> int:
             plan = dtm.build_plan(model, ref, scan, int8=not args.no_int8, prune_levels=args.prune,
                                   min_fdt_ratio=args.min_fdt_ratio, base_model=label, progress=progress)
             result = json.loads(plan.to_json())
-    text = json.dumps(result, indent=1)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(f"wrote {args.out}")
-    else:
-        print(text)
+        path = cli.out_file(args.out, f"{args.dtm_command}.json", legacy_suffixes=(".json",))
+        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        cli.print_result(result, f"wrote {path}", as_json=args.json)
+    else:  # the result has no shorter text form than its JSON
+        cli.print_result(result, json.dumps(result, indent=1), as_json=True)
     return 0

@@ -37,11 +37,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.utils import logging
 
+from hf_ext.utils.logging import get_logger
+
+from ..core.inputs import vocab_size
+from ..core.reference import greedy_continuations
 from ..core.scoring import IGNORE_INDEX, greedy_reference, teacher_forced_logprobs
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 TEACHER_FORCED = "dtm.teacher_forced"
 ALIGNED = "dtm.aligned"
@@ -245,8 +248,9 @@ def check_compatible(base: nn.Module | None, candidate: nn.Module, *, base_token
                      candidate_tokenizer: Any = None) -> None:
     """Raise if ``candidate`` cannot be compared token-by-token with ``base``.
 
-    Checks the vocabulary sizes of the two models (``config.vocab_size`` / output embeddings) and, when both
-    tokenizers are given, that they map the same strings to the same ids.
+    Checks the vocabulary sizes of the two models' heads (their output embeddings, else ``config.vocab_size``:
+    DTMs compare *predicted* ids) and, when both tokenizers are given, that they map the same strings to the same
+    ids.
 
     Raises:
         ValueError: naming both sizes / the first differing token.
@@ -255,7 +259,7 @@ def check_compatible(base: nn.Module | None, candidate: nn.Module, *, base_token
         >>> check_compatible(tiny_causal_lm("llama"), tiny_causal_lm("gpt2"))  # doctest: +SKIP
     """
     if base is not None:
-        vb, vc = _vocab_size(base), _vocab_size(candidate)
+        vb, vc = vocab_size(base, "output"), vocab_size(candidate, "output")
         if vb != vc:
             raise ValueError(f"base and candidate have different vocabulary sizes ({vb} vs {vc}); DTMs compare token ids "
                              "and need the same tokenizer: compare a model only with compressed/fine-tuned versions of "
@@ -294,7 +298,7 @@ def score(candidate: nn.Module, ref: Any, *, base: nn.Module | None = None, base
         >>> res.aggregate()["fdtm"]  # doctest: +SKIP
     """
     check_compatible(base, candidate, base_tokenizer=base_tokenizer, candidate_tokenizer=tokenizer)
-    prompts, conts = _ref_columns(ref)
+    prompts, conts = ref_columns(ref)
     scores = teacher_forced_logprobs(candidate, prompts, conts, batch_size=batch_size,
                                      return_logits=near_tie_threshold is not None)
     result = divergence_from_ids(scores.predicted_ids, scores.token_ids, scores.mask)
@@ -324,26 +328,14 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_
     Returns:
         ``B`` lists of generated ids.
     """
-    from ..core.inputs import position_ids_from_mask
-    from ..core.scoring import _PURE_GREEDY, _forward_accepts, _model_device
-
     lengths = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    device = _model_device(model)
     out: list[list[int]] = [[] for _ in prompts]
-    pass_pos = _forward_accepts(model, "position_ids")
     for start in range(0, len(prompts), batch_size):
-        rows = [list(p) for p in prompts[start:start + batch_size]]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad_token_id] * (width - len(r)) + r for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         n = max(lengths[start:start + batch_size])
         if n <= 0:
             continue
-        kwargs = dict(_PURE_GREEDY, max_new_tokens=n, eos_token_id=None, pad_token_id=pad_token_id)
-        if pass_pos:
-            kwargs["position_ids"] = position_ids_from_mask(mask)
-        seq = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        for k, new in enumerate(seq[:, width:].tolist()):
+        new_ids = greedy_continuations(model, prompts[start:start + batch_size], n, pad_token_id=pad_token_id)
+        for k, new in enumerate(new_ids):
             out[start + k] = new[: lengths[start + k]]
     return out
 
@@ -357,7 +349,7 @@ def free_running_divergence(candidate: nn.Module, ref: Any, *, batch_size: int =
     Returns:
         ``(DivergenceResult, generations)``.
     """
-    prompts, conts = _ref_columns(ref)
+    prompts, conts = ref_columns(ref)
     gens = greedy_generate(candidate, prompts, [len(c) for c in conts], batch_size=batch_size)
     return divergence_from_ids(gens, conts), gens
 
@@ -374,7 +366,7 @@ def score_aligned(candidate: nn.Module, ref: Any, *, tokenizer: Any = None, base
         >>> score_aligned(compressed, ref).aggregate()["sdt_share"]  # doctest: +SKIP
     """
     check_compatible(base, candidate)
-    prompts, conts = _ref_columns(ref)
+    prompts, conts = ref_columns(ref)
     gens = greedy_generate(candidate, prompts, [len(c) for c in conts], batch_size=batch_size)
     if tokenizer is not None:
         return aligned_divergence(tokenizer.batch_decode(conts), tokenizer.batch_decode(gens), tokenizer=tokenizer)
@@ -386,16 +378,17 @@ def score_aligned(candidate: nn.Module, ref: Any, *, tokenizer: Any = None, base
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _vocab_size(model: nn.Module) -> int:
-    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if out is not None and getattr(out, "weight", None) is not None:
-        return int(out.weight.shape[0])
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return int(text.vocab_size)
+def ref_columns(ref: Any) -> tuple[list[list[int]], list[list[int]]]:
+    """``(prompts, continuations)`` id lists of a :func:`reference` dataset (or any mapping with those columns).
 
+    Raises:
+        TypeError: ``ref`` lacks the ``prompt_ids`` / ``continuation_ids`` columns.
+        ValueError: no rows, an empty prompt or an empty continuation.
 
-def _ref_columns(ref: Any) -> tuple[list[list[int]], list[list[int]]]:
+    Example:
+        >>> ref_columns({"prompt_ids": [[1, 5]], "continuation_ids": [[6, 7]]})
+        ([[1, 5]], [[6, 7]])
+    """
     try:
         prompts, conts = ref["prompt_ids"], ref["continuation_ids"]
     except (KeyError, TypeError) as err:

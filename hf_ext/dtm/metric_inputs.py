@@ -5,6 +5,8 @@ from __future__ import annotations
 from .divergence import DivergenceResult, aligned_divergence, divergence_from_ids
 
 IGNORE = -100
+#: Reference URLs of the FDTM/SDTM comparisons (the DTM paper).
+DTM_URLS = ("https://arxiv.org/abs/2311.01544",)
 
 
 def _clean(rows) -> list[list[int]]:
@@ -44,3 +46,37 @@ def comparison_features():
                            "references": datasets.Sequence(datasets.Value("int64"))}),
         datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
     ]
+
+
+def divergence_comparison_class():
+    """The base class of the ``fdtm`` / ``sdtm`` ``evaluate`` comparisons (built on first use: evaluate is optional).
+
+    A subclass sets ``DESCRIPTION``, ``CITATION``, ``INPUTS`` and implements ``select(result, aggregate) -> dict``,
+    the outputs it reports of the :class:`~hf_ext.dtm.divergence.DivergenceResult` and its ``aggregate()``.
+    """
+    global _COMPARISON
+    if _COMPARISON is None:
+        import evaluate
+
+        from hf_ext.metrics import module_info
+
+        class DivergenceComparison(evaluate.Comparison):
+            DESCRIPTION = CITATION = INPUTS = ""
+
+            def _info(self):
+                return module_info(evaluate.ComparisonInfo, description=self.DESCRIPTION, citation=self.CITATION,
+                                   inputs=self.INPUTS, features=comparison_features(), urls=DTM_URLS,
+                                   module_type="comparison")
+
+            def _compute(self, predictions, references, aligned=False, tokenizer=None):
+                res = divergence_from_inputs(predictions, references, aligned=aligned, tokenizer=tokenizer)
+                return self.select(res, res.aggregate())
+
+            def select(self, result: DivergenceResult, aggregate: dict) -> dict:
+                raise NotImplementedError
+
+        _COMPARISON = DivergenceComparison
+    return _COMPARISON
+
+
+_COMPARISON = None

@@ -43,9 +43,9 @@ def train_toy_lm(seed: int = 0, *, family: str = "llama", steps: int = 300, hidd
     Returns:
         ``(model in eval mode, held-out prompts)``: ``num_prompts`` id lists of ``prompt_len`` tokens (BOS first).
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
-    from ..testing import BOS_ID, tiny_causal_lm
+    from ..tiny import BOS_ID, tiny_causal_lm
 
     model = tiny_causal_lm(family, seed=seed, hidden_size=hidden_size, num_layers=num_layers).train()
     data = markov_corpus(steps * batch_size // 4 + num_prompts, seq_len, seed=seed, table_seed=1234)
@@ -55,7 +55,7 @@ def train_toy_lm(seed: int = 0, *, family: str = "llama", steps: int = 300, hidd
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for _ in tqdm(range(steps), desc="train toy LM", disable=not progress):
+        for _ in progress_bar(range(steps), desc="train toy LM", enabled=progress):
             idx = torch.randint(0, train.shape[0], (batch_size,), generator=g)
             batch = train[idx]
             loss = model(input_ids=batch, labels=batch).loss

@@ -20,54 +20,27 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_ext.registry import AutoClasses, register_component
+from hf_ext.utils.imports import lazy_exports
 
-_LAZY = {
-    "MADTaskConfig": "hf_ext.mad.config",
-    "baseline": "hf_ext.mad.config",
-    "benchmark_grid": "hf_ext.mad.config",
-    "config_from_name": "hf_ext.mad.config",
-    "TASKS": "hf_ext.mad.config",
-    "SHORTHANDS": "hf_ext.mad.config",
-    "GENERATOR_VERSION": "hf_ext.mad.config",
-    "generate": "hf_ext.mad.generators",
-    "generate_splits": "hf_ext.mad.generators",
-    "arrays_sha256": "hf_ext.mad.generators",
-    "vocab_layout": "hf_ext.mad.generators",
-    "MADBuilder": "hf_ext.mad.builder",
-    "MADBuilderConfig": "hf_ext.mad.builder",
-    "load_mad": "hf_ext.mad.api",
-    "export_parquet": "hf_ext.mad.api",
-    "push_mad_to_hub": "hf_ext.mad.api",
-    "from_madlab_npy": "hf_ext.mad.api",
-    "render_dataset_card": "hf_ext.mad.api",
-    "MADCollator": "hf_ext.mad.collator",
-    "mad_accuracy": "hf_ext.mad.metrics",
-    "mad_accuracy_from_logits": "hf_ext.mad.metrics",
-    "MADStackConfig": "hf_ext.mad.models",
-    "MADStackModel": "hf_ext.mad.models",
-    "MADStackForCausalLM": "hf_ext.mad.models",
-    "MADAutoEncoder": "hf_ext.mad.models",
-    "CausalLMAutoEncoder": "hf_ext.mad.models",
-    "parse_layers": "hf_ext.mad.models",
-    "run_benchmark": "hf_ext.mad.bench",
-    "make_model": "hf_ext.mad.bench",
-    "train_run": "hf_ext.mad.bench",
-    "mad_report": "hf_ext.mad.report",
-}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "config": ["MADTaskConfig", "baseline", "benchmark_grid", "config_from_name", "TASKS", "SHORTHANDS",
+               "GENERATOR_VERSION"],
+    "generators": ["generate", "generate_splits", "arrays_sha256", "vocab_layout"],
+    "builder": ["MADBuilder", "MADBuilderConfig"],
+    "api": ["load_mad", "export_parquet", "push_mad_to_hub", "from_madlab_npy", "render_dataset_card"],
+    "collator": ["MADCollator"],
+    "metrics": ["mad_accuracy", "mad_accuracy_from_logits"],
+    "models": ["MADStackConfig", "MADStackModel", "MADStackForCausalLM", "MADAutoEncoder", "CausalLMAutoEncoder",
+               "parse_layers"],
+    "bench": ["run_benchmark", "make_model", "train_run"],
+    "report": ["mad_report"],
+})
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_ext.mad' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+register_component(
+    name="mad", title="MAD", order=40, package=__name__,
+    summary="MAD synthetic tasks: datasets, benchmark runner, report",
+    auto=[AutoClasses("mad_stack", config=".models:MADStackConfig",  # striped hybrids
+                      models={"AutoModelForCausalLM": ".models:MADStackForCausalLM", "AutoModel": ".models:MADStackModel"})],
+    cli=".cli", tour=".tour", cards=["mad_dataset"], extras=["plots", "eval"], notebook="05_mad.ipynb",
+)

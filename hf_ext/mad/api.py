@@ -11,14 +11,15 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hf_ext.utils.logging import get_logger
+
 from .config import GENERATOR_VERSION, TASKS, MADTaskConfig, benchmark_grid, config_from_name
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["export_parquet", "from_madlab_npy", "load_mad", "push_mad_to_hub", "render_dataset_card"]
 
@@ -129,9 +130,10 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
         >>> export_parquet("mad_export", [baseline("M", num_train_examples=8, num_test_examples=4)])  # doctest: +SKIP
     """
     import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
 
-    from .builder import _to_table
+    from hf_ext.utils.progress import progress_bar
+
+    from .builder import to_arrow_table
     from .generators import arrays_sha256, generate_splits
 
     out = Path(out_dir)
@@ -141,11 +143,11 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
     if len(set(names)) != len(names):
         raise ValueError(f"export_parquet: duplicate config names {sorted({n for n in names if names.count(n) > 1})}")
     rows = []
-    for cfg in tqdm(configs, desc="MAD configs", disable=not progress):
+    for cfg in progress_bar(configs, desc="MAD configs", enabled=progress):
         splits = generate_splits(cfg)
         (out / cfg.name).mkdir(exist_ok=True)
         for split, (x, y) in splits.items():
-            pq.write_table(_to_table(x, y), out / cfg.name / f"{split}-00000-of-00001.parquet")
+            pq.write_table(to_arrow_table(x, y), out / cfg.name / f"{split}-00000-of-00001.parquet")
         rows.append({"name": cfg.name, "task": cfg.task, "madlab_path": cfg.madlab_path, "config": cfg.to_dict(),
                      "sha256": arrays_sha256(*splits["train"], *splits["test"]), "num_train": cfg.num_train_examples,
                      "num_test": cfg.num_test_examples, "length": cfg.output_length})

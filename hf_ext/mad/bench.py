@@ -3,7 +3,7 @@
 ``run_benchmark(arch, protocol="madlab", preset="lite")`` builds the job list (the 66 settings of
 :func:`~hf_ext.mad.config.benchmark_grid` x the architecture's LR grid x wd in {0, 0.1}; ``lite``: the 6 baselines, one
 LR, wd 0, 20 epochs), skips jobs already in the output folder (resumable), splits the rest over Accelerate processes
-(``accelerate launch -m hf_ext.mad.bench ...`` or ``hf-ext mad run``; no DDP inside a run, runs are tiny), and appends
+(``hf-ext mad run``, or ``accelerate launch -m hf_ext mad run ...``; no DDP inside a run, runs are tiny), and appends
 one JSON row per job to ``rows-<rank>.jsonl``; the main process merges them into ``results.parquet`` and
 ``results.json``. :func:`hf_ext.mad.report.mad_report` turns them into the per-task table and plots.
 
@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -35,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_ext.utils.logging import get_logger
+
 from .config import TASKS, MADTaskConfig, baseline, benchmark_grid, resolve_task
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: mad-lab's grid; u-μP's optimum is O(1) (Blake et al. 2025), so it gets its own grid.
 LR_GRIDS: dict[str, list[float]] = {"default": [1e-4, 5e-4, 1e-3], "umup": [0.25, 0.5, 1.0, 2.0]}
@@ -111,7 +112,7 @@ def _hf_causal_lm(arch: str, V: int, L: int, d: int, n_layers: int, heads: int):
     if arch.startswith("hf:"):
         model_type = arch[3:]
         try:
-            from hf_ext.testing import CAUSAL_LM_FAMILIES, tiny_causal_lm_config
+            from hf_ext.tiny import CAUSAL_LM_FAMILIES, tiny_causal_lm_config
 
             if model_type in CAUSAL_LM_FAMILIES:
                 cfg = tiny_causal_lm_config(model_type, hidden_size=d, num_layers=n_layers)
@@ -273,7 +274,8 @@ def train_run(model, cfg: MADTaskConfig, data: dict, lr: float, weight_decay: fl
 
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {list(PROTOCOLS)}")
@@ -300,7 +302,7 @@ def train_run(model, cfg: MADTaskConfig, data: dict, lr: float, weight_decay: fl
     history = []
     steps = 0
     stopped = False
-    bar = tqdm(total=epochs, desc=f"{cfg.name} lr={lr:g} wd={weight_decay:g}", disable=not progress, leave=False)
+    bar = progress_bar(total=epochs, desc=f"{cfg.name} lr={lr:g} wd={weight_decay:g}", enabled=progress, leave=False)
     for epoch in range(epochs):
         perm = torch.randperm(len(xtr), generator=gen)
         tl, tn = 0.0, 0
@@ -421,7 +423,8 @@ def run_benchmark(arch: str, protocol: str = "madlab", preset: str = "lite", out
     """
     import torch
     from accelerate import PartialState
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     from .generators import generate_splits
 
@@ -437,8 +440,8 @@ def run_benchmark(arch: str, protocol: str = "madlab", preset: str = "lite", out
     rows_file = out / f"rows-{state.process_index}.jsonl"
     data_cache: dict[str, dict] = {}
     with state.split_between_processes(pending) as mine:
-        for job in tqdm(mine, desc=f"MAD {arch} ({protocol}, rank {state.process_index})",
-                        disable=not (progress and state.is_local_main_process)):
+        for job in progress_bar(mine, desc=f"MAD {arch} ({protocol}, rank {state.process_index})",
+                                enabled=progress and state.is_local_main_process):
             t0 = time.perf_counter()
             if job.setting.name not in data_cache:
                 data_cache.clear()
@@ -472,14 +475,15 @@ def run_benchmark(arch: str, protocol: str = "madlab", preset: str = "lite", out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hf_ext.mad.bench`` / ``accelerate launch -m hf_ext.mad.bench``: same options as ``hf-ext mad run``."""
-    import argparse
+    """Deprecated (removed in 0.3): ``python -m hf_ext.mad.bench ARGS`` is ``python -m hf_ext mad run ARGS``
+    (``accelerate launch -m hf_ext mad run ARGS`` for several processes)."""
+    import sys
 
-    from .cli import _add_run_arguments, _cmd_run
+    from hf_ext.cli import main as cli_main
+    from hf_ext.utils.deprecation import warn_deprecated
 
-    p = argparse.ArgumentParser(prog="python -m hf_ext.mad.bench", description="Run the MAD benchmark")
-    _add_run_arguments(p)
-    return _cmd_run(p.parse_args(argv))
+    warn_deprecated("python -m hf_ext.mad.bench", "python -m hf_ext mad run", category=FutureWarning)
+    return cli_main(["mad", "run", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -31,6 +31,13 @@ from .generators import SPLITS, generate, generate_splits
 
 _TASK_FIELDS = [f.name for f in dataclasses.fields(MADTaskConfig)]
 
+# The builder config carries MADTaskConfig's fields, with its defaults, as attributes (datasets sets config kwargs
+# with setattr and hashes them into the cache key): derived from MADTaskConfig, so a new task field needs no edit here.
+_MADTaskFields = dataclasses.make_dataclass(
+    "_MADTaskFields", [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(MADTaskConfig)],
+    bases=(datasets.BuilderConfig,))
+_MADTaskFields.__module__ = __name__  # picklable by reference (datasets fingerprints configs with dill)
+
 #: numpy version at import (datasets' streaming patches this module's globals, so read it once here).
 NUMPY_VERSION = np.__version__
 #: Rows per generated Arrow table / per fast-mode shard.
@@ -39,28 +46,16 @@ SHARD_ROWS = 4096
 
 
 @dataclass
-class MADBuilderConfig(datasets.BuilderConfig):
-    """A :class:`datasets.BuilderConfig` carrying the :class:`~hf_ext.mad.config.MADTaskConfig` fields.
+class MADBuilderConfig(_MADTaskFields):
+    """A :class:`datasets.BuilderConfig` carrying the :class:`~hf_ext.mad.config.MADTaskConfig` fields (same names
+    and defaults: ``task``, ``vocab_size``, ``seq_len`` … ``mode``, ``generator_version``).
 
     Example:
         >>> MADBuilderConfig.from_task_config(baseline("CR")).task_config().name
         'CR_vs-16_sl-128_ntr-12800'
+        >>> MADBuilderConfig().seq_len == MADTaskConfig().seq_len
+        True
     """
-
-    task: str = "in-context-recall"
-    vocab_size: int = 16
-    seq_len: int = 128
-    frac_noise: float = 0.0
-    noise_vocab_size: int = 0
-    num_tokens_to_copy: int = 0
-    k_motif_size: int = 1
-    v_motif_size: int = 1
-    multi_query: bool = True
-    num_train_examples: int = 12_800
-    num_test_examples: int = 1_280
-    seed: int = 12345
-    mode: str = "madlab"
-    generator_version: str = GENERATOR_VERSION
 
     def task_config(self) -> MADTaskConfig:
         """The validated :class:`MADTaskConfig` of this builder config (raises ``ValueError`` on bad settings)."""
@@ -78,7 +73,16 @@ def _builder_configs() -> list[MADBuilderConfig]:
     return out
 
 
-def _to_table(x: np.ndarray, y: np.ndarray) -> pa.Table:
+def to_arrow_table(x: np.ndarray, y: np.ndarray) -> pa.Table:
+    """The Arrow table of ``N`` examples: ``input_ids`` and ``targets`` as fixed-size int32 lists of ``L`` ids.
+
+    Args:
+        x, y: ``[N, L]`` integer arrays (``-100`` at ignored target positions).
+
+    Example:
+        >>> to_arrow_table(np.zeros((2, 3)), np.full((2, 3), -100)).schema.names
+        ['input_ids', 'targets']
+    """
     L = x.shape[1]
     cols = {name: pa.FixedSizeListArray.from_arrays(pa.array(a.astype(np.int32).reshape(-1)), L)
             for name, a in (("input_ids", x), ("targets", y))}
@@ -150,4 +154,4 @@ class MADBuilder(datasets.ArrowBasedBuilder):
                 x, y = self._madlab_arrays(split)
                 x, y = x[start:stop], y[start:stop]
             for b, s in enumerate(range(0, len(x), BATCH_ROWS)):
-                yield Key(shard_id, b), _to_table(x[s:s + BATCH_ROWS], y[s:s + BATCH_ROWS])
+                yield Key(shard_id, b), to_arrow_table(x[s:s + BATCH_ROWS], y[s:s + BATCH_ROWS])

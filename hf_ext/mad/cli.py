@@ -2,10 +2,10 @@
 
 Examples:
     hf-ext mad grid                                   # the 66 settings with their names
-    hf-ext mad generate in-context-recall --num-train-examples 64 --out cr.parquet
+    hf-ext mad generate in-context-recall --set num_train_examples=64 --out runs/cr   # runs/cr/{train,test}.parquet
     hf-ext mad export --out mad_export --tasks CR M   # parquet per config + dataset card
     hf-ext mad run --arch "mh-attention,swiglu,mh-attention,swiglu" --protocol madlab --lite --out mad_results
-    accelerate launch -m hf_ext.mad.bench --arch "mH Sg mA Sg" --full --out mad_results   # multi-GPU
+    accelerate launch -m hf_ext mad run --arch "mH Sg mA Sg" --full --out mad_results   # multi-GPU
     hf-ext mad report mad_results --out mad_results/report
 """
 
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils import cli
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 
 def _kv_overrides(items) -> dict:
@@ -28,10 +30,16 @@ def _kv_overrides(items) -> dict:
     return out
 
 
+_SET_HELP = "override mad-lab settings, e.g. num_train_examples=512 mode=fast"
+
+
 def _add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--arch", required=True, help="MADStack layer pattern ('mh-attention,swiglu,...', 'mH Sg mA Sg'), "
                    "'hf:<model_type>' (hf:llama, hf:gpt2, hf:mamba ...), 'umup', or a folder with a config.json")
-    r.add_argument("--protocol", choices=["madlab", "clean"], default="madlab")
+    cli.add_common_options(r, seed=0, out="mad_results", out_help="one JSON row per run, results.parquet (and report/)",
+                           json=True, progress=True)
+    r.add_argument("--protocol", choices=["madlab", "clean"], default="madlab",
+                   help="madlab: mad-lab's training protocol; clean: a held-out validation split (default: %(default)s)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--lite", dest="preset", action="store_const", const="lite",
                    help="6 baselines x 1 lr x wd 0, 20 epochs (default)")
@@ -41,71 +49,62 @@ def _add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--tasks", nargs="*", default=None, help="restrict to these tasks (names or CR NR FR M C SC)")
     r.add_argument("--lrs", nargs="*", type=float, default=None, help="override the LR grid")
     r.add_argument("--wds", nargs="*", type=float, default=None, help="override the weight-decay grid")
-    r.add_argument("--epochs", type=int, default=None)
+    r.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     r.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps per run (smoke tests)")
-    r.add_argument("--hidden-size", type=int, default=128)
-    r.add_argument("--num-layers", type=int, default=4)
-    r.add_argument("--num-heads", type=int, default=None)
-    r.add_argument("--batch-size", type=int, default=128)
-    r.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE",
-                   help="override mad-lab settings of every job, e.g. num_train_examples=512 mode=fast")
-    r.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default="mad_results")
+    r.add_argument("--hidden-size", type=int, default=128, help="model width (default: %(default)s)")
+    r.add_argument("--num-layers", type=int, default=4, help="layers of the model (default: %(default)s)")
+    r.add_argument("--num-heads", type=int, default=None, help="attention heads (default: the model's)")
+    r.add_argument("--batch-size", type=int, default=128, help="sequences per step (default: %(default)s)")
+    r.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help=f"{_SET_HELP} (every job)")
+    r.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision (default: fp32)")
     r.add_argument("--no-resume", action="store_true", help="rerun jobs already in --out")
     r.add_argument("--report", action="store_true", help="also render the report into <out>/report")
-    r.add_argument("--no-progress", action="store_true")
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``mad`` group (``grid``, ``generate``, ``export``, ``run``, ``report``) to the ``hf-ext`` parser."""
-    p = subparsers.add_parser("mad", help="MAD synthetic tasks: datasets, benchmark runner, report",
-                              description="MAD (Poli et al., ICML 2024): the six synthetic tasks as HF datasets and "
-                                          "the benchmark runner.")
-    sub = p.add_subparsers(dest="mad_command", metavar="ACTION", required=True)
+def add_commands(actions) -> None:
+    """MAD (Poli et al., ICML 2024): the six synthetic tasks as HF datasets and the benchmark runner.
 
-    gr = sub.add_parser("grid", help="list the 66 benchmark settings")
-    gr.add_argument("--json", action="store_true")
-    gr.set_defaults(func=_cmd_grid)
+    Sub-commands: ``grid``, ``generate``, ``export``, ``run``, ``report``.
+    """
+    gr = cli.add_command(actions, "grid", _cmd_grid, help="list the 66 benchmark settings")
+    cli.add_common_options(gr, json=True)
 
-    ge = sub.add_parser("generate", help="generate one task setting and write parquet")
+    ge = cli.add_command(actions, "generate", _cmd_generate, help="generate one task setting and write parquet")
     ge.add_argument("name", help="task, shorthand or grid name (e.g. CR_vs-64_sl-128_ntr-12800)")
-    ge.add_argument("--mode", choices=["madlab", "fast"], default="madlab")
-    ge.add_argument("--seed", type=int, default=None)
-    ge.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE")
-    ge.add_argument("--out", default=None, help="folder for {train,test}.parquet (default: print a summary only)")
-    ge.set_defaults(func=_cmd_generate)
+    cli.add_common_options(ge, out_help="train.parquet and test.parquet", out_when_absent="print a summary only",
+                           json=True, progress=True)
+    ge.add_argument("--seed", type=int, default=None, help="generator seed (default: the setting's)")
+    ge.add_argument("--mode", choices=["madlab", "fast"], default="madlab",
+                    help="madlab: byte-identical to mad-lab; fast: vectorised (default: %(default)s)")
+    ge.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help=_SET_HELP)
 
-    ex = sub.add_parser("export", help="parquet of every config + dataset card (ready for the Hub)")
-    ex.add_argument("--out", required=True)
-    ex.add_argument("--tasks", nargs="*", default=None)
-    ex.add_argument("--repo-id", default="org/mad-synthetics")
-    ex.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE")
+    ex = cli.add_command(actions, "export", _cmd_export, help="parquet of every config + dataset card (ready for the Hub)")
+    cli.add_common_options(ex, out=cli.REQUIRED, out_help="<config>/{train,test}-*.parquet and the dataset card README.md",
+                           json=True, progress=True)
+    ex.add_argument("--tasks", nargs="*", default=None, help="restrict to these tasks (names or CR NR FR M C SC)")
+    ex.add_argument("--repo-id", default="org/mad-synthetics", help="dataset repository named in the card and for --push")
+    ex.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help=f"{_SET_HELP} (every config)")
     ex.add_argument("--push", action="store_true", help="upload to --repo-id after exporting")
-    ex.set_defaults(func=_cmd_export)
 
-    r = sub.add_parser("run", help="run the benchmark (resumable; accelerate launch for several GPUs)")
+    r = cli.add_command(actions, "run", _cmd_run, help="run the benchmark (resumable; accelerate launch for several GPUs)",
+                        description="Run the benchmark: accelerate launch -m hf_ext mad run … spreads the runs over "
+                                    "processes.")
     _add_run_arguments(r)
-    r.set_defaults(func=_cmd_run)
 
-    rp = sub.add_parser("report", help="table + plots + markdown from a results folder")
+    rp = cli.add_command(actions, "report", _cmd_report, help="table + plots + markdown from a results folder")
     rp.add_argument("results", help="results folder (or .parquet/.json)")
-    rp.add_argument("--out", default=None, help="default <results>/report")
-    rp.add_argument("--title", default="MAD benchmark")
-    rp.set_defaults(func=_cmd_report)
-    return p
+    cli.add_common_options(rp, out_help="mad_scores.csv, mad_bars.png, knob plots, report.md",
+                           out_when_absent="<results>/report", json=True)
+    rp.add_argument("--title", default="MAD benchmark", help="report title (default: %(default)s)")
 
 
 def _cmd_grid(args) -> int:
     from hf_ext.mad import benchmark_grid
 
     grid = benchmark_grid()
-    if args.json:
-        print(json.dumps([{"name": c.name, "madlab_path": c.madlab_path, **c.to_dict()} for c in grid], indent=1))
-    else:
-        for c in grid:
-            print(f"{c.name:<40} {c.madlab_path}")
-        print(f"{len(grid)} settings")
+    cli.print_result([{"name": c.name, "madlab_path": c.madlab_path, **c.to_dict()} for c in grid],
+                     "\n".join([*(f"{c.name:<40} {c.madlab_path}" for c in grid), f"{len(grid)} settings"]),
+                     as_json=args.json)
     return 0
 
 
@@ -123,18 +122,21 @@ def _cmd_generate(args) -> int:
     except ValueError as err:
         logger.error("%s", err)
         return 1
-    splits = generate_splits(cfg, progress=True)
+    splits = generate_splits(cfg, progress=not args.no_progress)
     if args.out:
         import pyarrow.parquet as pq
 
-        from hf_ext.mad.builder import _to_table
+        from hf_ext.mad.builder import to_arrow_table
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for split, (x, y) in splits.items():
-            pq.write_table(_to_table(x, y), out / f"{split}.parquet")
-    for split, (x, y) in splits.items():
-        print(f"{cfg.name} {split}: input_ids {tuple(x.shape)}, scored targets/row {float((y != -100).sum(1).mean()):.2f}")
+            pq.write_table(to_arrow_table(x, y), out / f"{split}.parquet")
+    summary = {split: {"input_ids": list(x.shape), "scored_targets_per_row": float((y != -100).sum(1).mean())}
+               for split, (x, y) in splits.items()}
+    cli.print_result({"name": cfg.name, **summary}, "\n".join(
+            f"{cfg.name} {split}: input_ids {tuple(v['input_ids'])}, scored targets/row {v['scored_targets_per_row']:.2f}"
+            for split, v in summary.items()), as_json=args.json)
     return 0
 
 
@@ -147,10 +149,12 @@ def _cmd_export(args) -> int:
         logger.error("%s", err)
         return 1
     if args.push:
-        print(push_mad_to_hub(args.repo_id, args.out, configs))
+        url = push_mad_to_hub(args.repo_id, args.out, configs)
+        cli.print_result({"url": url, "configs": len(configs)}, url, as_json=args.json)
     else:
-        out = export_parquet(args.out, configs, repo_id=args.repo_id)
-        print(f"wrote {len(configs)} configs and the dataset card to {out}")
+        out = export_parquet(args.out, configs, repo_id=args.repo_id, progress=not args.no_progress)
+        cli.print_result({"out": str(out), "configs": len(configs)},
+                         f"wrote {len(configs)} configs and the dataset card to {out}", as_json=args.json)
     return 0
 
 
@@ -166,15 +170,15 @@ def _cmd_run(args) -> int:
     except ValueError as err:
         logger.error("%s", err)
         return 1
-    print(f"{len(rows)} result rows in {args.out}")
+    lines = [f"{len(rows)} result rows in {args.out}"]
     if args.report:
         from pathlib import Path
 
         from hf_ext.mad.report import mad_report
 
         paths = mad_report(args.out, Path(args.out) / "report")
-        print(paths["table"].round(3).to_string())
-        print(f"report: {paths['markdown']}")
+        lines += [paths["table"].round(3).to_string(), f"report: {paths['markdown']}"]
+    cli.print_result(rows, "\n".join(lines), as_json=args.json)
     return 0
 
 
@@ -188,6 +192,8 @@ def _cmd_report(args) -> int:
     except (FileNotFoundError, ValueError) as err:
         logger.error("%s", err)
         return 1
-    print(paths["table"].round(3).to_string())
-    print(f"wrote {paths['markdown']}, {paths['bars']} and {len(paths['knobs'])} knob plots")
+    table = paths["table"].round(3)
+    cli.print_result(json.loads(table.to_json(orient="index")),
+                     f"{table.to_string()}\nwrote {paths['markdown']}, {paths['bars']} and {len(paths['knobs'])} knob plots",
+                     as_json=args.json)
     return 0

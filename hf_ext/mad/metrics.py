@@ -1,4 +1,4 @@
-"""MAD accuracy: torchmetrics' macro rule (mad-lab parity) and plain micro accuracy, in numpy.
+"""MAD accuracy: torchmetrics' ``MulticlassAccuracy`` (macro, mad-lab parity) and plain micro accuracy.
 
 mad-lab's ``Accuracy`` is ``torchmetrics.MulticlassAccuracy(num_classes=V, ignore_index=-100)`` whose default is
 ``average="macro"``: per-class recall ``tp / (tp + fn)`` averaged over the classes with ``tp + fp + fn > 0`` (a class
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..utils.imports import require
 from .config import IGNORE_INDEX
 
 __all__ = ["mad_accuracy", "mad_accuracy_from_logits"]
@@ -29,7 +30,8 @@ def _np(a: Any):
     return np.asarray(a)
 
 
-def _stat_scores(preds, refs, num_classes: int | None, ignore_index: int):
+def _scored(preds, refs, num_classes: int | None, ignore_index: int):
+    """Flat scored predictions and references (``refs != ignore_index``) and the number of classes, validated."""
     import numpy as np
 
     p, r = _np(preds).reshape(-1), _np(refs).reshape(-1)
@@ -42,28 +44,26 @@ def _stat_scores(preds, refs, num_classes: int | None, ignore_index: int):
     if p.size and (p.min() < 0 or r.min() < 0 or p.max() >= num_classes or r.max() >= num_classes):
         raise ValueError(f"mad_accuracy: class ids must lie in [0, num_classes={num_classes}) (got predictions in "
                          f"[{p.min()}, {p.max()}], references in [{r.min()}, {r.max()}])")
-    tp = np.bincount(r[p == r], minlength=num_classes)
-    support = np.bincount(r, minlength=num_classes)  # tp + fn
-    predicted = np.bincount(p, minlength=num_classes)  # tp + fp
-    return p, r, tp, support, predicted
+    return p, r, num_classes
 
 
 def mad_accuracy(predictions, references, average: str = "macro", num_classes: int | None = None,
                  ignore_index: int = IGNORE_INDEX) -> float:
-    """Accuracy over the scored positions (``references != ignore_index``).
+    """Accuracy over the scored positions (``references != ignore_index``), by torchmetrics' ``MulticlassAccuracy``.
 
     Args:
         predictions: predicted ids (argmax), any shape (numpy array, list or torch tensor).
         references: MAD targets of the same shape, ``-100`` ignored.
         average: ``"macro"`` (torchmetrics ``MulticlassAccuracy`` default, as mad-lab reports) or ``"micro"``.
-        num_classes: the vocab size (only bounds-checks; macro excludes absent classes anyway).
+        num_classes: the vocab size (default: the largest id + 1; macro excludes absent classes anyway).
         ignore_index: the ignored target value.
 
     Returns:
-        float in [0, 1]; ``0.0`` if nothing is scored.
+        float in [0, 1] (computed in float64); ``0.0`` if nothing is scored.
 
     Raises:
         ValueError: unknown ``average``, shape mismatch or ids outside ``[0, num_classes)``.
+        ImportError: torchmetrics is missing (install ``hf-ext[eval]``).
 
     Example:
         >>> mad_accuracy([[1, 2]], [[1, -100]], average="micro")
@@ -71,18 +71,15 @@ def mad_accuracy(predictions, references, average: str = "macro", num_classes: i
     """
     if average not in ("macro", "micro"):
         raise ValueError(f"mad_accuracy: average must be 'macro' (mad-lab parity) or 'micro', got {average!r}")
-    p, r, tp, support, predicted = _stat_scores(predictions, references, num_classes, ignore_index)
+    p, r, num_classes = _scored(predictions, references, num_classes, ignore_index)
     if r.size == 0:
         return 0.0
-    if average == "micro":
-        return float((p == r).mean())
-    import numpy as np
+    import torch
 
-    fp = predicted - tp
-    fn = support - tp
-    include = (tp + fp + fn) > 0
-    recall = np.divide(tp, support, out=np.zeros(len(tp), dtype=np.float64), where=support > 0)
-    return float(recall[include].mean())
+    classification = require("torchmetrics.classification")
+    metric = classification.MulticlassAccuracy(num_classes=num_classes, average=average, validate_args=False)
+    metric.set_dtype(torch.float64)
+    return float(metric(torch.from_numpy(p), torch.from_numpy(r)))
 
 
 def mad_accuracy_from_logits(logits, references, average: str = "macro", ignore_index: int = IGNORE_INDEX) -> float:

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..markdown import markdown_table
 from .config import KNOBS, SHORTHANDS, TASKS
 
 __all__ = ["best_per_setting", "load_rows", "mad_report", "mad_scores"]
@@ -83,7 +84,7 @@ def mad_report(source: Any, out_dir: str | Path, title: str = "MAD benchmark", k
         title: heading of the markdown report.
         knob_plots: also draw the accuracy-vs-knob figures (one per task).
     """
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     matplotlib = require("matplotlib")
     matplotlib.use("Agg")
@@ -163,9 +164,4 @@ def mad_report(source: Any, out_dir: str | Path, title: str = "MAD benchmark", k
 
 def _markdown_table(df) -> str:
     df = df.reset_index()
-    cols = [str(c) for c in df.columns]
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.tolist()]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out)
+    return markdown_table([str(c) for c in df.columns], (row.tolist() for _, row in df.iterrows()))

@@ -6,7 +6,9 @@ extra); inside Python, prefer the component API or instantiate the module class 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def metric_path(name: str) -> str:
@@ -20,3 +22,18 @@ def metric_path(name: str) -> str:
     if name not in available:
         raise ValueError(f"no hf_ext metric {name!r}; available: {available}")
     return str(root / name)
+
+
+def module_info(info_class: type, *, description: str, citation: str, inputs: str, features: Any,
+                urls: Sequence[str], **extra: Any) -> Any:
+    """The ``_info()`` of an hf_ext ``evaluate`` module.
+
+    Args:
+        info_class: ``evaluate.MetricInfo`` or ``evaluate.ComparisonInfo``.
+        description, citation, inputs: the module's texts (``inputs`` is its ``inputs_description``).
+        features: the ``datasets.Features`` of its inputs.
+        urls: reference URLs (paper, reference code).
+        **extra: further fields (``module_type="comparison"`` …).
+    """
+    return info_class(description=description, citation=citation, inputs_description=inputs, features=features,
+                      reference_urls=list(urls), **extra)

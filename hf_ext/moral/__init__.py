@@ -15,32 +15,22 @@ Example:
     >>> md.score(["kill people", "help old people"], use_templates=True)  # doctest: +SKIP
 """
 
-import importlib
-from typing import Any
+from __future__ import annotations
 
-_EXPORTS = {
-    "MoralDirection": "direction", "cached_direction": "direction", "default_cache_dir": "direction",
-    "BUNDLED_DIRECTION": "direction",
-    "as_encoder": "encoders", "bundled_encoder": "encoders", "bundled_model_path": "encoders",
-    "MeanPoolingEncoder": "encoders", "SentenceTransformerEncoder": "encoders", "CallableEncoder": "encoders",
-    "SentenceEncoder": "encoders",
-    "correlate": "evaluation", "user_study_correlation": "evaluation", "plot_pc1": "evaluation",
-    "plot_user_study": "evaluation", "plot_mfq": "evaluation",
-    "score_mfq": "mfq", "foundation_scores": "mfq",
-    "measure_scorings": "measurement",
-}
-_SUBMODULES = ("direction", "encoders", "evaluation", "measurement", "mfq", "resources", "cli")
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
-__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "direction": ["MoralDirection", "cached_direction", "default_cache_dir", "BUNDLED_DIRECTION"],
+    "encoders": ["as_encoder", "bundled_encoder", "bundled_model_path", "MeanPoolingEncoder",
+                 "SentenceTransformerEncoder", "CallableEncoder", "SentenceEncoder"],
+    "evaluation": ["correlate", "user_study_correlation", "plot_pc1", "plot_user_study", "plot_mfq"],
+    "mfq": ["score_mfq", "foundation_scores"],
+    "measurement": ["measure_scorings"],
+}, submodules=("direction", "encoders", "evaluation", "measurement", "mfq", "resources", "cli"))
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+register_component(
+    name="moral", title="MoralDirection", order=90, package=__name__,
+    summary="MoralDirection: moral scores from sentence embeddings",
+    cli=".cli", tour=".tour", reproduction="hf_ext.reproduce.moral", cards=["moral_direction"], extras=["moral", "eval", "plots"], notebook="11_moral.ipynb",
+)

@@ -14,60 +14,55 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils import cli
+from hf_ext.utils.deprecation import warn_deprecated
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 _LANGUAGES = ("en", "ar", "cs", "de", "zh")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="sentence-transformers model path or Hub id (default: the bundled all-MiniLM-L6-v2 and its "
-                        "shipped direction); a new model's direction is fitted once and cached")
+def _common(p: argparse.ArgumentParser, **out) -> None:
+    cli.add_common_options(p, model="sentence-transformers model path or Hub id (default: the bundled all-MiniLM-L6-v2 "
+                                    "and its shipped direction); a new model's direction is fitted once and cached",
+                           device="cpu", json=True, progress=True, **out)
     p.add_argument("--language", default="en", choices=_LANGUAGES,
                    help="language of the fit questions (non-English: the shipped translated questions)")
     p.add_argument("--direction", default=None, help="a saved direction (folder or .json) to use instead of fitting")
     p.add_argument("--cache-dir", default=None, help="where fitted directions are cached (default ~/.cache/hf_ext/moral)")
     p.add_argument("--refit", action="store_true", help="fit again even if a cached direction exists")
-    p.add_argument("--device", default=None, help="cpu (default), cuda, …")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per encoder call (default: the encoder's)")
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``moral`` group (``score``, ``eval``, ``fit``) to the ``hf-ext`` parser."""
-    p = subparsers.add_parser("moral", help="MoralDirection: moral scores from sentence embeddings",
-                              description="MoralDirection (Schramowski et al. 2022; Hämmerl et al. 2023): score texts on "
-                                          "the moral direction of a sentence encoder, evaluate it, fit it.")
-    sub = p.add_subparsers(dest="moral_command", metavar="ACTION", required=True)
+def add_commands(actions) -> None:
+    """MoralDirection (Schramowski et al. 2022; Hämmerl et al. 2023): score texts on the moral direction of a
+    sentence encoder, evaluate it, fit it.
 
-    s = sub.add_parser("score", help="score texts (offline by default)",
-                       description="Print the moral score of each TEXT (unclipped; the fit verbs lie in [-1, 1]).")
-    s.add_argument("texts", nargs="+", metavar="TEXT")
+    Sub-commands: ``score``, ``eval``, ``fit``.
+    """
+    s = cli.add_command(actions, "score", _cmd_score, help="score texts (offline by default)",
+                        description="Print the moral score of each TEXT (unclipped; the fit verbs lie in [-1, 1]).")
+    s.add_argument("texts", nargs="+", metavar="TEXT", help="a text to score (several: one score each)")
     s.add_argument("--templates", action="store_true",
                    help="treat each TEXT as an action phrase and average its 10 question templates (as in the user study)")
-    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(s)
-    s.set_defaults(func=_cmd_score)
 
-    e = sub.add_parser("eval", help="user-study correlation and MFQ foundations, with plots",
-                       description="Correlate with the user study (Pearson r, dos/don'ts), score the MFQ and write plots.")
-    e.add_argument("--study", default="globalAMT", choices=["globalAMT", "regional"])
+    e = cli.add_command(actions, "eval", _cmd_eval, help="user-study correlation and MFQ foundations, with plots",
+                        description="Correlate with the user study (Pearson r, dos/don'ts), score the MFQ and write plots.")
+    e.add_argument("--study", default="globalAMT", choices=["globalAMT", "regional"],
+                   help="which user study to correlate with (default: %(default)s)")
     e.add_argument("--variant", default="templates", choices=["templates", "raw"],
                    help="templates: mean of the 10 question templates (the paper's MD); raw: the participants' question")
     e.add_argument("--mfq-file", default=None, help="CSV with MFQ statements in --language (required for non-English MFQ)")
-    e.add_argument("--out", default="moral_eval", help="folder for results.json and the PNG plots")
     e.add_argument("--human", default=None, help="human MFQ reference for the bar plot: us, cs, zh or de")
-    _common(e)
-    e.set_defaults(func=_cmd_eval)
+    _common(e, out="moral_eval", out_help="results.json and the PNG plots")
 
-    f = sub.add_parser("fit", help="fit and save a direction for --model",
-                       description="Fit the moral direction of --model in --language and save it (JSON + safetensors).")
-    f.add_argument("--out", required=True, help="folder (or .json path) to save the direction to")
-    _common(f)
-    f.set_defaults(func=_cmd_fit)
-    return p
+    f = cli.add_command(actions, "fit", _cmd_fit, help="fit and save a direction for --model",
+                        description="Fit the moral direction of --model in --language and save it (JSON + safetensors).")
+    _common(f, out=cli.REQUIRED, out_help="the direction (moral_direction.json + .safetensors); a .json path, the pre-0.2 "
+                                      "form, is still accepted")
 
 
 def _direction(args: argparse.Namespace):
@@ -89,14 +84,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 1
-    if args.json:
-        print(json.dumps({"encoder": md.encoder_name, "language": md.language, "use_templates": args.templates,
-                          "scores": [{"text": t, "score": float(s)} for t, s in zip(args.texts, scores)]},
-                         ensure_ascii=False, indent=1))
-    else:
-        width = min(60, max(len(t) for t in args.texts))
-        for t, s in zip(args.texts, scores):
-            print(f"{s:+.4f}  {t:<{width}}")
+    width = min(60, max(len(t) for t in args.texts))
+    cli.print_result({"encoder": md.encoder_name, "language": md.language, "use_templates": args.templates,
+                      "scores": [{"text": t, "score": float(s)} for t, s in zip(args.texts, scores)]},
+                     "\n".join(f"{s:+.4f}  {t:<{width}}" for t, s in zip(args.texts, scores)), as_json=args.json)
     return 0
 
 
@@ -127,17 +118,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     evaluation.plot_user_study(us, out / "user_study.png")
     evaluation.plot_pc1(md, out / "pc1_actions.png", us["actions"], embeddings=us["embeddings"],
                         title=f"user-study actions on the moral direction of {md.encoder_name} ({md.language})")
-    print(f"{md.encoder_name} ({md.language}), {args.study}: Pearson r = {us['r']:.4f} (n = {us['n']}, p = {us['p']:.2e}); "
-          f"dos r = {us['r_dos']:.3f} (n = {us['n_dos']}), don'ts r = {us['r_donts']:.3f} (n = {us['n_donts']})")
+    lines = [f"{md.encoder_name} ({md.language}), {args.study}: Pearson r = {us['r']:.4f} (n = {us['n']}, "
+             f"p = {us['p']:.2e}); dos r = {us['r_dos']:.3f} (n = {us['n_dos']}), don'ts r = {us['r_donts']:.3f} "
+             f"(n = {us['n_donts']})"]
     if mfq_res is not None:
         result["mfq"] = {"foundations": mfq_res["foundations"], "items": mfq_res["items"]}
         human = args.human or {"en": "us", "cs": "cs", "zh": "zh", "de": "de"}.get(md.language)
         evaluation.plot_mfq(mfq_res["foundations"], out / "mfq_foundations.png", human=human)
-        print("MFQ foundations: " + ", ".join(f"{k} {v:+.3f}" for k, v in mfq_res["foundations"].items()))
+        lines.append("MFQ foundations: " + ", ".join(f"{k} {v:+.3f}" for k, v in mfq_res["foundations"].items()))
     else:
-        print(f"MFQ skipped: the {md.language!r} MFQ statements are not shipped (licence); pass --mfq-file")
+        lines.append(f"MFQ skipped: the {md.language!r} MFQ statements are not shipped (licence); pass --mfq-file")
     (out / "results.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(f"wrote {out / 'results.json'} and plots in {out}")
+    lines.append(f"wrote {out / 'results.json'} and plots in {out}")
+    cli.print_result(result, "\n".join(lines), as_json=args.json)
     return 0
 
 
@@ -150,8 +143,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 1
+    if args.out.lower().endswith(".json"):
+        warn_deprecated(f"--out {args.out} (a file)", "--out FOLDER", category=FutureWarning)
     path = md.save(args.out)
     scores = dict(zip(md.fit_phrases, md.fit_scores))
-    print(f"wrote {path}: {md!r}; kill {scores['kill']:+.3f}, smile {scores.get('smile', float('nan')):+.3f}, "
-          f"PC1 explains {100 * md.explained_variance_ratio[0]:.1f} % of the fit set's variance")
+    result = {"path": str(path), "encoder": md.encoder_name, "language": md.language,
+              "fit_scores": {k: float(v) for k, v in scores.items()},
+              "explained_variance_ratio_pc1": float(md.explained_variance_ratio[0])}
+    cli.print_result(result, f"wrote {path}: {md!r}; kill {scores['kill']:+.3f}, smile "
+                             f"{scores.get('smile', float('nan')):+.3f}, PC1 explains "
+                             f"{100 * md.explained_variance_ratio[0]:.1f} % of the fit set's variance", as_json=args.json)
     return 0

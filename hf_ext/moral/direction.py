@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -32,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from . import resources
-from .encoders import SentenceEncoder, _check_texts, as_encoder
+from hf_ext.utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+from . import resources
+from .encoders import SentenceEncoder, as_encoder, check_texts
+
+logger = get_logger(__name__)
 
 __all__ = ["BUNDLED_DIRECTION", "MoralDirection", "cached_direction", "default_cache_dir"]
 
@@ -267,7 +268,7 @@ class MoralDirection:
     def embed(self, texts: Sequence[str], use_templates: bool = False, *, encoder=None, batch_size: int | None = None,
               progress: bool = False) -> np.ndarray:
         """Embeddings used for scoring, ``(n, dim)``: each text alone, or the mean of its 10 questions."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not use_templates:
             return self._encoder(encoder).encode(texts, batch_size=batch_size, progress=progress)
         groups = [resources.template_questions(t, self.language) for t in texts]
@@ -318,7 +319,7 @@ class MoralDirection:
         """
         if isinstance(groups, str) or not groups:
             raise ValueError("groups must be a non-empty list of lists of questions")
-        groups = [_check_texts(g) for g in groups]
+        groups = [check_texts(g) for g in groups]
         return self.project(self._embed_groups(groups, encoder, batch_size, progress))
 
     # ------------------------------------------------------------------------------------------------ persistence

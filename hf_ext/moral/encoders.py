@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
+from hf_ext.utils.imports import require
+from hf_ext.utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "BUNDLED_MODEL_NAME",
@@ -49,7 +49,17 @@ __all__ = [
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def _check_texts(texts: Any) -> list[str]:
+def check_texts(texts: Any) -> list[str]:
+    """``texts`` as a non-empty list of strings.
+
+    Raises:
+        TypeError: a single string, a non-iterable, or a non-string item.
+        ValueError: no texts.
+
+    Example:
+        >>> check_texts(("a", "b"))
+        ['a', 'b']
+    """
     if isinstance(texts, str):
         raise TypeError(f"texts must be a list of strings, got a single string {texts[:40]!r}; wrap it in a list")
     try:
@@ -102,7 +112,7 @@ class SentenceTransformerEncoder(SentenceEncoder):
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Embeddings ``(len(texts), dim)`` float32 (the model's pooling and normalisation)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = self.model.encode(texts, batch_size=batch_size or self.batch_size, show_progress_bar=progress,
                                 convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
@@ -143,13 +153,14 @@ class MeanPoolingEncoder(SentenceEncoder):
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Masked mean of the last hidden state, ``(len(texts), hidden)`` float32."""
         import torch
-        from tqdm.auto import tqdm
 
-        texts = _check_texts(texts)
+        from hf_ext.utils.progress import progress_bar
+
+        texts = check_texts(texts)
         bs = int(batch_size or self.batch_size)
         device = next(self.model.parameters()).device
         chunks = []
-        for start in tqdm(range(0, len(texts), bs), disable=not progress, desc="encode", leave=False):
+        for start in progress_bar(range(0, len(texts), bs), enabled=progress, desc="encode", leave=False):
             # right padding: absolute-position encoders (BERT …) give other vectors to left-padded rows
             batch = self.tokenizer(texts[start:start + bs], padding=True, truncation=True, max_length=self.max_length,
                                    return_tensors="pt", padding_side="right")
@@ -182,7 +193,7 @@ class CallableEncoder(SentenceEncoder):
         self.batch_size = int(batch_size)
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         bs = int(batch_size or self.batch_size)
         parts = []
         for start in range(0, len(texts), bs):

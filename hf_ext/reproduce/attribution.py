@@ -35,7 +35,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from hf_ext.core.inputs import position_ids_from_mask
+from hf_ext.core.inputs import model_device, position_ids_from_mask
 
 
 def _require_captum():
@@ -86,7 +86,7 @@ def _full_ids(prompt_ids: Sequence[int], target_ids: Sequence[int], device) -> t
 def gradient_x_input(model: nn.Module, prompt_ids: Sequence[int], target_ids: Sequence[int]) -> torch.Tensor:
     """``[P]`` gradient × input-embedding scores of the prompt tokens (Captum ``LayerGradientXActivation``)."""
     ca = _require_captum()
-    device = next(model.parameters()).device
+    device = model_device(model)
     f = TargetLogProb(model, torch.tensor(prompt_ids), torch.tensor(target_ids))
     layer = ca.LayerGradientXActivation(f, model.get_input_embeddings())
     attr = layer.attribute(_full_ids(prompt_ids, target_ids, device))
@@ -106,7 +106,7 @@ def integrated_gradients(model: nn.Module, prompt_ids: Sequence[int], target_ids
         internal_batch_size: rows per forward/backward (bounds memory).
     """
     ca = _require_captum()
-    device = next(model.parameters()).device
+    device = model_device(model)
     f = TargetLogProb(model, torch.tensor(prompt_ids), torch.tensor(target_ids))
     ids = _full_ids(prompt_ids, target_ids, device)
     base = ids.clone()
@@ -144,7 +144,7 @@ def _eager_attention(model: nn.Module):
 def last_layer_attention(model: nn.Module, prompt_ids: Sequence[int], target_ids: Sequence[int]) -> torch.Tensor:
     """``[P]``: attention of the target-predicting positions to each prompt token in the last layer (mean over heads
     and target positions)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     ids = _full_ids(prompt_ids, target_ids, device)
     P, T = len(prompt_ids), len(target_ids)
     with _eager_attention(model):

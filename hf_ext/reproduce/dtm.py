@@ -24,16 +24,17 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from hf_ext.utils.logging import get_logger
+
 from .dtm_bench import Bench, spearman
 from .report import Report, Table
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 STRATEGIES = ("fdtm", "ppl", "kl", "random")
 METRICS = ("fdt", "sdt", "ppl", "kl", "flip")
@@ -98,11 +99,10 @@ def _rank(rows: dict, strategy: str, seed: int) -> list:
 def run(model: str = "smollm2-135m-instruct", *, quick: bool = False, settings: Settings | None = None,
         progress: bool = True, **overrides: Any) -> Report:
     """Run the DTM reproduction on ``model`` (real-model name, local folder or Hub id); returns the report."""
-    from tqdm.auto import tqdm
-
     from hf_ext.core.anatomy import get_anatomy
     from hf_ext.dtm import fake_quant, list_components
     from hf_ext.dtm.structured import removed_parameters, structured_prune
+    from hf_ext.utils.progress import progress_bar
 
     from .models import resolve_model
 
@@ -129,10 +129,10 @@ def run(model: str = "smollm2-135m-instruct", *, quick: bool = False, settings: 
     t = time.perf_counter()
     scan_q, scan_p = {}, {}
     layer_of = {c: int(c[len(anatomy.layers_path) + 1:].split(".")[0]) for c in components}
-    for name in tqdm(components, desc="int4 scan", disable=not progress):
+    for name in progress_bar(components, desc="int4 scan", enabled=progress):
         with fake_quant(m, name, bits=4):
             scan_q[name] = calib.measure(start_layer=layer_of[name])
-    for unit in tqdm(units, desc="pruning scan", disable=not progress):
+    for unit in progress_bar(units, desc="pruning scan", enabled=progress):
         with structured_prune(m, {unit: s.prune_fraction}) as removed:
             scan_p[unit] = {**calib.measure(start_layer=unit[0]), "removed": removed}
     timings["scan"] = time.perf_counter() - t
@@ -166,7 +166,7 @@ def run(model: str = "smollm2-135m-instruct", *, quick: bool = False, settings: 
     t = time.perf_counter()
     total_params = sum(v["bf16"] / 2 for v in sizes.values())
     rows = {}
-    for label, rung in tqdm(ladder.items(), desc="ladder", disable=not progress):
+    for label, rung in progress_bar(ladder.items(), desc="ladder", enabled=progress):
         with compress(rung):
             rows[label] = held.measure()
         kind = rung[0]

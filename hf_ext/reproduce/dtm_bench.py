@@ -25,16 +25,9 @@ from typing import Any
 
 import torch
 
-from hf_ext.core.inputs import position_ids_from_mask
+from hf_ext.core.inputs import position_ids_from_mask, prepare_batch
 
 from .texts import paragraphs
-
-
-def _pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
 
 
 class Bench:
@@ -83,14 +76,18 @@ class Bench:
                 self._forward(ids, mask, True, "ref")
 
     # ---------------------------------------------------------------------------------------------- batches
+    def _pad_left(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = prepare_batch(self.model, rows, pad_token_id=self.pad, position_ids=False)
+        return batch["input_ids"], batch["attention_mask"]
+
     def _ref_batches(self):
         rows = [p + c for p, c in zip(self.prompt_ids, self.continuations)]
         for k in range(0, len(rows), self.batch_size):
-            yield _pad_left(rows[k : k + self.batch_size], self.pad)
+            yield self._pad_left(rows[k : k + self.batch_size])
 
     def _text_batches(self):
         for k in range(0, len(self.text_ids), self.batch_size):
-            yield _pad_left(self.text_ids[k : k + self.batch_size], self.pad)
+            yield self._pad_left(self.text_ids[k : k + self.batch_size])
 
     @torch.no_grad()
     def _forward(self, ids, mask, keep_hidden: bool = False, kind: str = "", start_layer: int = 0, batch: int = 0):
@@ -99,7 +96,7 @@ class Bench:
             from hf_ext.core.layers import run_layers
 
             return run_layers(self.model, self.hidden[kind][batch][start_layer], start_layer, mask, pos,
-                              return_logits=True)
+                              return_logits=True, input_ids=ids)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
                          output_hidden_states=keep_hidden)
         if keep_hidden:

@@ -37,7 +37,6 @@ import csv
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -49,7 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 CACHE_ENV = "HF_EXT_REAL_CACHE"
 OFFLINE_ENV = "HF_EXT_REAL_OFFLINE"

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hf_ext.core.inputs import prepare_batch
+
 from .reading import ReadingItem
 
 INSTRUCTION = "Answer with one word."
@@ -148,13 +150,11 @@ class QAFormat:
         ids = [self.encode(p)[0] for p in prompts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out: list[tuple[str, str] | None] = [None] * len(items)
-        device = next(model.parameters()).device
         for k in range(0, len(order), batch_size):
             rows = order[k : k + batch_size]
-            width = max(len(ids[i]) for i in rows)
-            batch = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in rows], device=device)
-            mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in rows], device=device)
-            gen = model.generate(input_ids=batch, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+            batch = prepare_batch(model, [ids[i] for i in rows], pad_token_id=pad)
+            width = batch["input_ids"].shape[1]
+            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  num_beams=1, temperature=None, top_p=None, top_k=None, pad_token_id=pad)
             for r, i in enumerate(rows):
                 out[i] = _locate_answer(tok, gen[r, width:].tolist(), items[i].answer,

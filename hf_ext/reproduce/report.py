@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import logging
 import os
 import platform
 import time
@@ -31,7 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 
 @dataclass

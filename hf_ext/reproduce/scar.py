@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from contextlib import contextmanager, nullcontext
@@ -38,10 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_ext.utils.logging import get_logger
+
 from .report import Report, Table
 from .scar_data import CONCEPT_PROMPTS, CONCEPTS, NEUTRAL_PROMPTS, concept_data, german_share
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 #: Hub ids of the real models' originals (the adapters' ``base_model``; the runs use their 4-bit GGUF conversions).

@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import re
 import statistics
@@ -43,9 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_ext.utils.logging import get_logger
+
 from .report import Report, Table
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_MODEL = "python-docs"
 EOT = "<|endoftext|>"
@@ -324,7 +325,7 @@ def train_bpe(docs: list[str], target: int):
 
 def train_arm(arm, pieces: list[tuple[str, bool]], settings: Settings, seed: int, progress: bool) -> dict[str, Any]:
     """Train ``arm.model`` on the shared chunk order of ``seed``; returns losses and times."""
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     order = np.random.default_rng(seed).permutation(len(pieces))
     model = arm.model.train()
@@ -338,7 +339,7 @@ def train_arm(arm, pieces: list[tuple[str, bool]], settings: Settings, seed: int
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     losses, units, wall, cpu = [], 0, 0.0, 0.0
-    for step in tqdm(range(settings.steps), desc=arm.name, disable=not progress):
+    for step in progress_bar(range(settings.steps), desc=arm.name, enabled=progress):
         idx = [order[(step * settings.batch_size + i) % len(order)] for i in range(settings.batch_size)]
         batch = arm.batch([pieces[i] for i in idx])  # tokenization is not timed: the model's compute is
         units += int(batch["attention_mask"].sum())

@@ -17,27 +17,23 @@ Example:
     (384, 32)
 """
 
-import importlib
-from typing import Any
+from __future__ import annotations
 
-_EXPORTS = {
-    "ScarConfig": "configuration_scar", "SITES": "configuration_scar", "STEERING_OUTPUTS": "configuration_scar",
-    "ScarAdapter": "modeling_scar", "ScarModel": "modeling_scar", "ScarOutput": "modeling_scar",
-    "ScarDetection": "modeling_scar", "nmse": "modeling_scar", "load_reference_sae_state_dict": "reference_checkpoint",
-    "load_reference_checkpoint": "reference_checkpoint",
-    "build_activation_dataset": "training", "train_scar": "training", "train_scar_end_to_end": "training",
-    "ScarTrainer": "training", "ScarEndToEnd": "training",
-    "auroc": "evaluation", "detection_auroc": "evaluation", "steering_fdt": "evaluation",
-    "toxicity_scores": "evaluation", "concept_word_rate": "evaluation",
-}
+from hf_ext.registry import AutoClasses, register_component
+from hf_ext.utils.imports import lazy_exports
 
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_scar": ["ScarConfig", "SITES", "STEERING_OUTPUTS"],
+    "modeling_scar": ["ScarAdapter", "ScarModel", "ScarOutput", "ScarDetection", "nmse", "load_reference_checkpoint"],
+    "reference_checkpoint": ["load_reference_sae_state_dict"],
+    "training": ["build_activation_dataset", "train_scar", "train_scar_end_to_end", "ScarTrainer", "ScarEndToEnd"],
+    "evaluation": ["auroc", "detection_auroc", "steering_fdt", "toxicity_scores", "concept_word_rate"],
+})
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+register_component(
+    name="scar", title="SCAR", order=10, package=__name__,
+    summary="SCAR: sparse conditioned autoencoders (concept detection and steering)",
+    auto=[AutoClasses("scar", config=".configuration_scar:ScarConfig",  # the config names the base model
+                      models={"AutoModelForCausalLM": ".modeling_scar:ScarModel"})],
+    cli=".cli", tour=".tour", reproduction="hf_ext.reproduce.scar", cards=["scar"], extras=["scar", "plots"], notebook="02_scar.ipynb",
+)

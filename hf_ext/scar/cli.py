@@ -2,6 +2,7 @@
 
 Examples:
     hf-ext scar train --out runs/scar-toy                       # toy LM + generated concept corpus, offline
+    torchrun --nproc_per_node 2 -m hf_ext scar train-activations --synthetic 512 --n-inputs 16 --fsdp --out runs/scar
     hf-ext scar train --model gpt2 --data data.csv --layer 6 --concepts toxicity --out runs/scar-gpt2
     hf-ext scar detect --adapter runs/scar-toy --text "the hate and the war ." --text "the cat and the sun ."
     hf-ext scar generate --adapter runs/scar-toy --prompt "the cat and the" --strength 40 --op replace
@@ -11,60 +12,83 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils import cli
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``scar`` group (``train``, ``detect``, ``generate``) to the ``hf-ext`` parser."""
-    p = subparsers.add_parser("scar", help="SCAR: sparse conditioned autoencoders (concept detection and steering)",
-                              description="Train, detect with and steer with SCAR adapters on any causal LM.")
-    sub = p.add_subparsers(dest="scar_command", metavar="ACTION", required=True)
+def add_commands(actions) -> None:
+    """Train, detect with and steer with SCAR adapters on any causal LM.
 
-    t = sub.add_parser("train", help="train a SCAR adapter (default: the offline toy experiment)",
-                       description="Cache activations and train a SCAR adapter with transformers.Trainer.")
-    t.add_argument("--model", default=None, help="base model Hub id / path (default: a toy LM trained in seconds)")
+    Sub-commands: ``train``, ``train-activations``, ``detect``, ``generate``.
+    """
+    t = cli.add_command(actions, "train", _cmd_train, help="train a SCAR adapter (default: the offline toy experiment)",
+                        description="Cache activations and train a SCAR adapter with transformers.Trainer.")
+    cli.add_common_options(t, model="base causal LM, Hub id or folder (default: a toy LM trained in seconds)", device="cpu",
+                           seed=0, out=cli.REQUIRED, out_help="the adapter (and the toy base model under base_model/)",
+                           json=True, progress=True)
     t.add_argument("--data", default=None, help="CSV or JSON-lines file with 'text' and 'label' (or one column per "
                                                 "concept) columns; required with --model")
     t.add_argument("--concepts", nargs="+", default=["concept"], help="concept names = label columns (default: label)")
     t.add_argument("--layer", type=int, default=-1, help="decoder layer (default: last)")
-    t.add_argument("--site", default="block", choices=["mlp", "block"])
-    t.add_argument("--n-latents", type=int, default=None)
-    t.add_argument("--k", type=int, default=None)
-    t.add_argument("--epochs", type=float, default=8)
-    t.add_argument("--batch-size", type=int, default=128, help="tokens per step")
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--pos-grad-scale", type=float, default=1.0)
-    t.add_argument("--max-length", type=int, default=128)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", required=True, help="adapter folder to write")
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--no-progress", action="store_true")
-    t.set_defaults(func=_cmd_train)
+    t.add_argument("--site", default="block", choices=["mlp", "block"],
+                   help="activation site: the block output (residual stream) or the MLP output (default: %(default)s)")
+    t.add_argument("--n-latents", type=int, default=None, help="SAE width (default: the adapter's default for the model)")
+    t.add_argument("--k", type=int, default=None, help="active latents per token, TopK (default: the adapter's)")
+    t.add_argument("--epochs", type=float, default=8, help="passes over the cached activations (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=128, help="tokens per step (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: %(default)s)")
+    t.add_argument("--pos-grad-scale", type=float, default=1.0,
+                   help="weight of positive tokens in the concept loss (default: %(default)s)")
+    t.add_argument("--max-length", type=int, default=128, help="tokens per text (default: %(default)s)")
 
-    d = sub.add_parser("detect", help="per-sequence concept probabilities of texts",
-                       description="Print sigma(z_c) per text (mean over tokens) for every concept of the adapter.")
+    a = cli.add_command(actions, "train-activations", _cmd_train_activations,
+                        help="train an adapter on cached activations with plain Accelerate (1 or N processes)",
+                        description="Train on a saved activation dataset (or synthetic activations); run it under "
+                                    "accelerate launch -m hf_ext scar train-activations … for several processes.")
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--activations", help="an activation store folder (build_activation_dataset(..., output_dir=...)) "
+                                              "or a dataset saved with build_activation_dataset(...).save_to_disk")
+    source.add_argument("--synthetic", type=int, help="train on this many seeded synthetic tokens (a smoke test)")
+    cli.add_common_options(a, seed=0, out=cli.REQUIRED, out_help="the adapter and losses.json (written by the main process)",
+                           json=True, progress=True)
+    a.add_argument("--n-inputs", type=int, default=16, help="activation width for --synthetic (default: %(default)s)")
+    a.add_argument("--concepts", nargs="+", default=["concept"], help="concept names (default: concept)")
+    a.add_argument("--n-latents", type=int, default=None, help="SAE width (default: the config's)")
+    a.add_argument("--k", type=int, default=None, help="active latents per token, TopK (default: the config's)")
+    a.add_argument("--layer", type=int, default=0, help="decoder layer recorded in the config (default: %(default)s)")
+    a.add_argument("--site", default="mlp", help="activation site recorded in the config (default: %(default)s)")
+    a.add_argument("--epochs", type=int, default=1, help="passes over the data (default: %(default)s)")
+    a.add_argument("--batch-size", type=int, default=2048, help="global batch, split across processes "
+                                                               "(default: %(default)s)")
+    a.add_argument("--lr", type=float, default=1e-5, help="learning rate (default: %(default)s)")
+    a.add_argument("--pos-grad-scale", type=float, default=1.0,
+                   help="weight of positive tokens in the concept loss (default: %(default)s)")
+    a.add_argument("--bce-weight", type=float, default=1.0, help="weight of the concept loss (default: %(default)s)")
+    a.add_argument("--fsdp", action="store_true", help="shard the adapter with FSDP2 (implied by an Accelerate FSDP2 "
+                                                       "config)")
+
+    d = cli.add_command(actions, "detect", _cmd_detect, help="per-sequence concept probabilities of texts",
+                        description="Print sigma(z_c) per text (mean over tokens) for every concept of the adapter (JSON).")
     d.add_argument("--adapter", required=True, help="adapter folder or Hub id")
-    d.add_argument("--model", default=None, help="base model (default: the one named in the adapter config)")
+    cli.add_common_options(d, model="base model (default: the one named in the adapter config)", device="cpu", json=True)
     d.add_argument("--text", action="append", required=True, help="a text to score (repeatable)")
     d.add_argument("--tokens", action="store_true", help="also print per-token probabilities")
-    d.add_argument("--device", default="cpu")
-    d.set_defaults(func=_cmd_detect)
 
-    g = sub.add_parser("generate", help="greedy generation with and without steering",
-                       description="Generate from --prompt with the adapter off and steering --concept by --strength.")
-    g.add_argument("--adapter", required=True)
-    g.add_argument("--model", default=None)
-    g.add_argument("--prompt", action="append", required=True, help="repeatable")
+    g = cli.add_command(actions, "generate", _cmd_generate, help="greedy generation with and without steering",
+                        description="Generate from --prompt with the adapter off and steering --concept by --strength.")
+    g.add_argument("--adapter", required=True, help="adapter folder or Hub id")
+    cli.add_common_options(g, model="base model (default: the one named in the adapter config)", device="cpu", json=True)
+    g.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable: a batch)")
     g.add_argument("--concept", default=None, help="concept name (default: the first)")
     g.add_argument("--strength", type=float, default=-100.0, help="alpha (default -100: away from the concept)")
-    g.add_argument("--op", default="scale", choices=["scale", "replace"])
-    g.add_argument("--output", default=None, choices=["replace", "error_preserving"])
-    g.add_argument("--max-new-tokens", type=int, default=32)
-    g.add_argument("--device", default="cpu")
-    g.set_defaults(func=_cmd_generate)
-    return p
+    g.add_argument("--op", default="scale", choices=["scale", "replace"],
+                   help="scale the concept latent by alpha or replace it with alpha (default: %(default)s)")
+    g.add_argument("--output", default=None, choices=["replace", "error_preserving"],
+                   help="how the steered reconstruction enters the model (default: the adapter config's)")
+    g.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default: %(default)s)")
 
 
 def _read_data(path: str, concepts: list[str]) -> tuple[list[str], list]:
@@ -152,8 +176,52 @@ def _cmd_train(args: argparse.Namespace) -> int:
         logger.error("%s", err)
         return 1
     scar.save_pretrained(out, detection_auroc=aurocs or None)
-    print(f"wrote {out} ({len(ds)} training tokens; held-out AUROC {json.dumps(aurocs)})")
+    cli.print_result({"out": str(out), "training_tokens": len(ds), "detection_auroc": aurocs},
+                     f"wrote {out} ({len(ds)} training tokens; held-out AUROC {json.dumps(aurocs)})", as_json=args.json)
     return 0
+
+
+def _cmd_train_activations(args: argparse.Namespace) -> int:
+    import math
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from hf_ext.core.sharding import sharding_report, unsharded_copy
+    from hf_ext.scar import ScarAdapter, ScarConfig
+    from hf_ext.scar.training import accelerate_train, synthetic_activations
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if args.activations:
+        from hf_ext.scar.activation_store import ActivationStore, is_activation_store
+
+        if is_activation_store(args.activations):
+            ds = ActivationStore(args.activations)
+            n_inputs = ds.n_inputs
+        else:
+            from datasets import load_from_disk
+
+            ds = load_from_disk(args.activations).with_format("torch")
+            n_inputs = len(ds[0]["activations"])
+    else:
+        n_inputs = args.n_inputs
+        ds = synthetic_activations(args.synthetic, n_inputs, len(args.concepts), seed=args.seed)
+    cfg = ScarConfig(n_inputs=n_inputs, n_latents=args.n_latents, k=args.k, layer=args.layer, site=args.site,
+                     concepts=args.concepts, pos_grad_scale=args.pos_grad_scale, bce_weight=args.bce_weight)
+    adapter = ScarAdapter(cfg, seed=args.seed)
+    losses = accelerate_train(adapter, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              progress=not args.no_progress, fsdp=args.fsdp)
+    report = sharding_report(adapter)
+    plain = unsharded_copy(adapter)  # a collective when sharded: every process takes part
+    if int(os.environ.get("RANK", "0")) == 0:
+        out = Path(args.out)
+        plain.save_pretrained(out, card=False)
+        result = {"losses": losses, "sharding": report, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+        (out / "losses.json").write_text(json.dumps(result))
+        summary = f"trained {len(losses)} steps, final loss {losses[-1]:.4f}" if losses else "no steps"
+        cli.print_result(result, f"{summary}; wrote {out}", as_json=args.json)
+    return 0 if all(math.isfinite(v) for v in losses) else 1
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -173,7 +241,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             ids = det.input_ids[i][det.mask[i]].tolist()
             row["tokens"] = [[tok.decode([t]), round(float(p), 4)] for t, p in zip(ids, det.token_probs[i][det.mask[i]][:, 0])]
         result.append(row)
-    print(json.dumps(result, indent=1, ensure_ascii=False))
+    cli.print_result(result, "", as_json=True)  # structured either way: one row per text
     return 0
 
 
@@ -190,19 +258,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         logger.error("%s", err)
         return 1
-    tok.padding_side = "left"
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    enc = tok(args.prompt, return_tensors="pt", padding=True).to(args.device)
+    from hf_ext.core.inputs import prepare_batch, tokenize_left_padded
+
+    enc = prepare_batch(model, *tokenize_left_padded(tok, args.prompt))
     kw = dict(max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     with torch.no_grad():
         base = model.generate(**enc, **kw)
         with scar.steer({concept: args.strength}, op=args.op, output=args.output):
             steered = model.generate(**enc, **kw)
     width = enc["input_ids"].shape[1]
-    for i, prompt in enumerate(args.prompt):
-        print(f"prompt:  {prompt!r}")
-        print(f"  base:    {tok.decode(base[i, width:], skip_special_tokens=True)!r}")
-        print(f"  steered: {tok.decode(steered[i, width:], skip_special_tokens=True)!r} "
-              f"({concept} {args.op} {args.strength:g})")
+    rows = [{"prompt": prompt, "base": tok.decode(base[i, width:], skip_special_tokens=True),
+             "steered": tok.decode(steered[i, width:], skip_special_tokens=True)} for i, prompt in enumerate(args.prompt)]
+    text = "\n".join(f"prompt:  {r['prompt']!r}\n  base:    {r['base']!r}\n  steered: {r['steered']!r} "
+                     f"({concept} {args.op} {args.strength:g})" for r in rows)
+    cli.print_result({"concept": concept, "op": args.op, "strength": args.strength, "generations": rows}, text,
+                     as_json=args.json)
     return 0

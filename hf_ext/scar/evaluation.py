@@ -1,6 +1,7 @@
 """SCAR evaluation helpers: concept-detection AUROC, FDT of steered vs base greedy generations, offline toxicity.
 
-* :func:`auroc`: area under the ROC curve by the rank (Mann-Whitney U) formula with tie correction.
+* :func:`auroc`: area under the ROC curve (scikit-learn's ``roc_auc_score``; ties count one half, as the
+  Mann-Whitney U statistic; install ``hf-ext[eval]``).
 * :func:`detection_auroc`: :meth:`ScarAdapter.detect` on labelled texts → AUROC per concept.
 * :func:`steering_fdt`: first divergent token of the steered model vs the base model's greedy continuations
   (teacher forced, :mod:`hf_ext.dtm`), the reference's ``fdt_B_α`` columns — computed against the *base* model
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .toy import concept_word_rate
+from ..utils.imports import require
+from .toy_data import concept_word_rate
 
 __all__ = ["auroc", "concept_word_rate", "detection_auroc", "steering_fdt", "toxicity_scores"]
 
@@ -50,21 +52,8 @@ def auroc(scores: Any, labels: Any) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUROC needs both classes; got {n_pos} positives and {n_neg} negatives")
-    # average ranks (ties share the mean rank)
-    order = torch.argsort(s)
-    sorted_s = s[order]
-    ranks = torch.empty_like(s)
-    i = 0
-    n = s.numel()
-    values = sorted_s.tolist()
-    while i < n:
-        j = i
-        while j + 1 < n and values[j + 1] == values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    u = float(ranks[y].sum()) - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
+    metrics = require("sklearn.metrics")
+    return float(metrics.roc_auc_score(y.numpy(), s.numpy()))
 
 
 def detection_auroc(adapter: Any, texts: Sequence[str], labels: Any, tokenizer: Any, *, model: nn.Module | None = None,
@@ -142,11 +131,9 @@ def toxicity_scores(texts: Sequence[str], scorer: Callable[[list[str]], Any] | s
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if scorer is None or scorer == "profanity_check":
-        try:
-            from profanity_check import predict_prob
-        except ImportError as err:
-            raise ImportError("the default toxicity scorer needs alt-profanity-check: pip install 'hf-ext[scar]' "
-                              "(or pass scorer=<callable>)") from err
+        from hf_ext.utils.imports import require
+
+        predict_prob = require("profanity_check", alternative="pass scorer=<callable>").predict_prob
         return [float(v) for v in predict_prob(texts)] if texts else []
     if isinstance(scorer, str):
         raise ValueError(f"unknown toxicity scorer {scorer!r}; use None/'profanity_check' or pass a callable")

@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,10 +44,12 @@ from typing import Any
 
 import torch
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
 
-__all__ = ["REFERENCE_SAE_KEYS", "load_reference_checkpoint", "load_reference_sae_state_dict",
-           "read_reference_checkpoint"]
+logger = get_logger(__name__)
+
+__all__ = ["REFERENCE_SAE_KEYS", "load_reference_sae_state_dict", "read_reference_checkpoint",
+           "reference_config_and_state"]
 
 #: SAE parameter names inside the reference model (after the ``SAE.`` prefix), as :class:`ScarAdapter` names them.
 REFERENCE_SAE_KEYS: tuple[str, ...] = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
@@ -195,39 +196,37 @@ def read_reference_checkpoint(source: str | os.PathLike | Mapping[str, torch.Ten
     return load_reference_sae_state_dict(state), config
 
 
-def load_reference_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], model: torch.nn.Module | None = None,
-                              *, layer: int | None = None, k: int | None = None, site: str | None = None,
-                              concepts: Sequence[str] | None = None, revision: str | None = None,
-                              dtype: torch.dtype | None = torch.float32, adapter_class: type | None = None,
-                              **config_kwargs: Any):
-    """A :class:`ScarAdapter` holding the SAE of a reference SCAR checkpoint (attached to ``model`` when given).
+def reference_config_and_state(source: str | os.PathLike | Mapping[str, torch.Tensor], *, layer: int | None = None,
+                               k: int | None = None, site: str | None = None, concepts: Sequence[str] | None = None,
+                               revision: str | None = None, **config_kwargs: Any):
+    """The :class:`ScarConfig` and adapter state dict of a reference SCAR checkpoint's SAE.
 
-    The placement and TopK come from the checkpoint's ``config.json`` (``hook_block_num``, ``site``, ``activation_k``,
-    ``activation``); arguments override it and are required where the checkpoint has no config. ``n_inputs`` and
-    ``n_latents`` come from the tensor shapes. ``normalize=True`` always (the reference hard-codes it) and the
-    steering output is ``"replace"`` (the reference replaces the MLP output with the reconstruction).
+    :meth:`ScarAdapter.from_reference_checkpoint <hf_ext.scar.ScarAdapter.from_reference_checkpoint>` (and
+    :func:`hf_ext.scar.load_reference_checkpoint`) build the adapter from them. The placement and TopK come from the
+    checkpoint's ``config.json`` (``hook_block_num``, ``site``, ``activation_k``, ``activation``); arguments override
+    it and are required where the checkpoint has no config. ``n_inputs`` and ``n_latents`` come from the tensor
+    shapes. ``normalize=True`` always (the reference hard-codes it) and the steering output is ``"replace"`` (the
+    reference replaces the MLP output with the reconstruction).
 
     Args:
         source: see :func:`read_reference_checkpoint`.
-        model: the base causal LM to attach to (its hidden size and layer count must match).
         layer: decoder layer of the hook (default: ``hook_block_num``).
         k: TopK (default: ``activation_k``).
         site: ``"mlp"`` (reference default) or ``"block"`` (default: the config's ``site``).
         concepts: names of the conditioned latents, from latent 0 (the release conditions latent 0 on toxicity:
             pass ``["toxicity"]``; default ``["concept"]``).
         revision: Hub revision.
-        dtype: dtype of the adapter (the release stores float16; default float32).
-        adapter_class: the class to build (default :class:`ScarAdapter`).
         **config_kwargs: other :class:`ScarConfig` fields.
+
+    Returns:
+        ``(config, state)``: a :class:`ScarConfig` and the SAE tensors under :class:`ScarAdapter` names.
 
     Raises:
         ValueError: missing ``layer``/``k`` without a config, an activation other than TopK, shapes that disagree with
-        the config or with each other, a base model that does not match.
+        the config or with each other.
     """
     from .configuration_scar import ScarConfig
 
-    if adapter_class is None:
-        from .modeling_scar import ScarAdapter as adapter_class
     sae, ref = read_reference_checkpoint(source, revision=revision)
     ref = ref or {}
     activation = ref.get("activation", "topk")
@@ -257,12 +256,4 @@ def load_reference_checkpoint(source: str | os.PathLike | Mapping[str, torch.Ten
     config = ScarConfig(n_inputs=int(n_inputs), n_latents=int(n_latents), k=int(k), layer=int(layer),
                         site=site or ref.get("site", "mlp"), concepts=list(concepts) if concepts else None,
                         normalize=True, eps=1e-5, steering_output="replace", **{**base, **config_kwargs})
-    adapter = adapter_class(config)
-    adapter.load_state_dict({name: t.to(adapter.encoder.weight.dtype) for name, t in sae.items()}, strict=True)
-    if dtype is not None:
-        adapter.to(dtype)
-    if model is not None:
-        adapter.attach(model)
-    logger.info("loaded reference SCAR SAE: %d latents over %d inputs, k=%d, layer %d (%s)", n_latents, n_inputs, k,
-                layer, config.site)
-    return adapter
+    return config, sae

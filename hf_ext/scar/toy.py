@@ -1,7 +1,7 @@
 """The end-to-end toy SCAR experiment: a tiny LM trained on a generated corpus with a marked concept, SCAR trained on
 it, concept detection on held-out sentences, steering away from / towards the concept, and FDT vs the base model.
 
-The corpus (word-level, :func:`toy_tokenizer`): sentences ``"the W1 and the W2 and the W3 ."``
+The corpus (word-level, :mod:`hf_ext.scar.toy_data`): sentences ``"the W1 and the W2 and the W3 ."``
 whose words come either all from :data:`CONCEPT_WORDS` (label 1, the "marked concept") or all from
 :data:`NEUTRAL_WORDS` (label 0). A 2-layer Llama learns to stay on topic, so the topic must be represented in its
 activations; SCAR conditions latent 0 on it. Steering is measured as the rate of concept words in greedy
@@ -21,46 +21,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["CONCEPT_WORDS", "NEUTRAL_WORDS", "concept_corpus", "run_toy_experiment", "toy_tokenizer", "train_toy_lm"]
+from .toy_data import CONCEPT_WORDS, NEUTRAL_WORDS, concept_corpus, concept_word_rate, toy_tokenizer
 
-#: The marked concept's words (label 1) and the neutral words (label 0); first letters differ between the lists.
-CONCEPT_WORDS: tuple[str, ...] = ("hate", "kill", "doom", "evil", "gore", "war")
-NEUTRAL_WORDS: tuple[str, ...] = ("cat", "sun", "tree", "milk", "book", "pen")
-
-
-def concept_corpus(n: int, *, seed: int = 0, p_concept: float = 0.5, words_per_sentence: int = 3
-                   ) -> tuple[list[str], list[int]]:
-    """``n`` seeded sentences and labels (1 = concept words, 0 = neutral words)."""
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for _ in range(n):
-        label = int(rng.random() < p_concept)
-        words = CONCEPT_WORDS if label else NEUTRAL_WORDS
-        texts.append(" and ".join(f"the {rng.choice(words)}" for _ in range(words_per_sentence)) + " .")
-        labels.append(label)
-    return texts, labels
-
-
-def toy_tokenizer():
-    """A word-level fast tokenizer over the toy vocabulary (``<pad> <s> </s> <unk>``, fillers, the two word lists);
-    prepends ``<s>``, pads on the left, decodes with spaces."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<s>", "</s>", "<unk>", "the", "and", ".", *CONCEPT_WORDS, *NEUTRAL_WORDS]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", padding_side="left")
-
+__all__ = [
+    "CONCEPT_WORDS", "NEUTRAL_WORDS", "concept_corpus", "concept_word_rate", "run_toy_experiment", "toy_tokenizer",
+    "train_toy_lm",
+]
 
 def train_toy_lm(seed: int = 0, *, steps: int = 120, batch_size: int = 32, hidden_size: int = 32, num_layers: int = 2,
                  lr: float = 3e-3, progress: bool = True):
     """A tiny Llama trained on :func:`concept_corpus` (word tokens) with AdamW; returns ``(model, tokenizer)``."""
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
-    from ..testing import tiny_causal_lm
+    from ..tiny import tiny_causal_lm
 
     tok = toy_tokenizer()
     model = tiny_causal_lm("llama", seed=seed, hidden_size=hidden_size, num_layers=num_layers).train()
@@ -68,7 +41,7 @@ def train_toy_lm(seed: int = 0, *, steps: int = 120, batch_size: int = 32, hidde
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for step in tqdm(range(steps), desc="toy LM", disable=not progress):
+        for step in progress_bar(range(steps), desc="toy LM", enabled=progress):
             enc = tok(texts[step * batch_size:(step + 1) * batch_size], return_tensors="pt", padding=True)
             labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
             loss = model(**enc, labels=labels).loss
@@ -76,21 +49,6 @@ def train_toy_lm(seed: int = 0, *, steps: int = 120, batch_size: int = 32, hidde
             loss.backward()
             opt.step()
     return model.eval(), tok
-
-
-def concept_word_rate(texts: list[str]) -> float:
-    """Share of concept words among the known (concept or neutral) words in ``texts`` (NaN if there are none)."""
-    import re
-
-    n_concept = n_known = 0
-    for text in texts:
-        for word in re.findall(r"[a-z]+", text):
-            if word in CONCEPT_WORDS:
-                n_concept += 1
-                n_known += 1
-            elif word in NEUTRAL_WORDS:
-                n_known += 1
-    return n_concept / n_known if n_known else float("nan")
 
 
 def run_toy_experiment(seed: int = 0, *, lm_steps: int = 120, sae_epochs: int = 8, num_train: int = 400,

@@ -9,9 +9,10 @@ on text, and a plain Accelerate loop that runs unchanged on 1 or N processes.
   :meth:`ScarAdapter.forward`). Defaults follow the reference (Adam, lr 1e-5, batch 2048 tokens, grad clip 1.0).
 * :func:`train_scar_end_to_end`: the same through ``Trainer`` on tokenized text (activations computed on the fly,
   no dump), via :class:`ScarEndToEnd`.
-* ``python -m hf_ext.scar.training ...`` (:func:`main`): an Accelerate loop on a saved activation dataset (or a seeded
-  synthetic one). Batches are split across processes, so 1 process and ``accelerate launch --num_processes N`` produce
-  the same weights up to float reduction order.
+* :func:`accelerate_train` (on the command line ``hf-ext scar train-activations``): an Accelerate loop on saved
+  activations (or seeded synthetic ones). Batches are split across processes, so 1 process and N processes
+  (``torchrun``/``accelerate launch -m hf_ext.cli scar train-activations``) produce the same weights up to float
+  reduction order.
 
 Example:
     >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
@@ -25,24 +26,21 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.utils import logging
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from .configuration_scar import ScarConfig
+from hf_ext.utils.logging import get_logger
+
+from ..core.inputs import prepare_batch, tokenize_left_padded
 from .modeling_scar import ScarAdapter
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["ScarEndToEnd", "ScarTrainer", "build_activation_dataset", "main", "train_scar", "train_scar_end_to_end"]
 
@@ -57,19 +55,6 @@ def _labels_matrix(labels: Any, n: int, num_concepts: int) -> torch.Tensor:
         raise ValueError(f"labels must be [num_texts] or [num_texts, {num_concepts}] (one per concept), got shape "
                          f"{tuple(y.shape)} for {n} texts")
     return y
-
-
-def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=max_length is not None,
-                        max_length=max_length)
-    finally:
-        tokenizer.padding_side = side
-    return enc["input_ids"], enc["attention_mask"]
 
 
 def _valid_tokens(ids: torch.Tensor, mask: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
@@ -114,10 +99,8 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
         ValueError: mismatched texts/labels, unknown storage dtype, neither adapter nor layer, an existing store.
     """
     from datasets import Array2D, Dataset, Features, Value, concatenate_datasets  # noqa: F401
-    from tqdm.auto import tqdm
 
-    from ..core.inputs import position_ids_from_mask
-    from ..core.scoring import _forward_accepts
+    from hf_ext.utils.progress import progress_bar
 
     if storage_dtype not in _STORAGE:
         raise ValueError(f"storage_dtype must be one of {sorted(_STORAGE)}, got {storage_dtype!r}")
@@ -142,14 +125,10 @@ def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[s
             writer = ActivationWriter(output_dir, n_inputs=adapter.config.n_inputs, num_concepts=adapter.num_concepts,
                                       storage_dtype=storage_dtype, shard_mb=shard_mb, overwrite=overwrite)
         eos = eos_token_id if eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
-        device = next(model.parameters()).device
-        pass_pos = _forward_accepts(model, "position_ids")
         acts, labs, seq_ids = [], [], []
-        for start in tqdm(range(0, len(texts), batch_size), desc="caching activations", disable=not progress):
-            ids, mask = _tokenize(tokenizer, texts[start:start + batch_size], max_length)
-            inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-            if pass_pos:
-                inputs["position_ids"] = position_ids_from_mask(inputs["attention_mask"])
+        for start in progress_bar(range(0, len(texts), batch_size), desc="caching activations", enabled=progress):
+            ids, mask = tokenize_left_padded(tokenizer, texts[start:start + batch_size], max_length)
+            inputs = prepare_batch(model, ids, mask)
             a = adapter.run_capture(model, inputs, activations=True).float().cpu()
             valid = _valid_tokens(ids, mask, eos)
             rows_, cols = valid.nonzero(as_tuple=True)
@@ -210,11 +189,27 @@ def _collate_activations(rows: Any) -> dict[str, torch.Tensor]:
             "labels": torch.stack([torch.as_tensor(r["labels"]) for r in rows]).float()}
 
 
+class _QuietProgress(ProgressCallback):
+    """The Trainer's progress bar without writing every log dict to stdout (library code does not print): the logs
+    are in ``trainer.state.log_history`` (returned by :func:`train_scar`) and on the ``hf_ext`` logger at INFO."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            logger.info("SCAR training: %s", logs)
+
+
 class ScarTrainer(Trainer):
     """``transformers.Trainer`` for a :class:`ScarAdapter` (on activations) or :class:`ScarEndToEnd` (on text).
 
-    The model's forward returns the SCAR loss; ``compute_loss`` also logs its NMSE and BCE parts.
+    The model's forward returns the SCAR loss; ``compute_loss`` also logs its NMSE and BCE parts. Logs go to
+    ``state.log_history`` and the logger, not to stdout.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pop_callback(PrinterCallback)  # with disable_tqdm=True it prints every log dict
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_QuietProgress)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -313,12 +308,7 @@ class ScarEndToEnd(nn.Module):
         self.eos_token_id = eos_token_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
-        from ..core.inputs import position_ids_from_mask
-        from ..core.scoring import _forward_accepts
-
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if _forward_accepts(self.base, "position_ids"):
-            inputs["position_ids"] = position_ids_from_mask(attention_mask)
+        inputs = prepare_batch(self.base, input_ids, attention_mask)
         acts = self.adapter.run_capture(self.base, inputs, activations=True)
         valid = _valid_tokens(input_ids, attention_mask, self.eos_token_id)
         r, c = valid.nonzero(as_tuple=True)
@@ -346,7 +336,7 @@ def train_scar_end_to_end(model: nn.Module, tokenizer: Any, adapter: ScarAdapter
     ds = Dataset.from_dict({"text": list(texts), "labels": y.tolist()})
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids, mask = _tokenize(tokenizer, [r["text"] for r in rows], max_length)
+        ids, mask = tokenize_left_padded(tokenizer, [r["text"] for r in rows], max_length)
         return {"input_ids": ids, "attention_mask": mask,
                 "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.float32)}
 
@@ -393,7 +383,8 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     from ..core.sharding import sharding_kwargs
     from .sharding import shard_scar
@@ -417,7 +408,7 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
     losses: list[float] = []
     model.train()
     for _ in range(epochs):
-        for batch in tqdm(loader, desc="scar (accelerate)", disable=not (progress and accelerator.is_main_process)):
+        for batch in progress_bar(loader, desc="scar (accelerate)", enabled=progress and accelerator.is_main_process):
             out = model(**batch)
             accelerator.backward(out["loss"])
             if max_grad_norm:  # torch's clip computes the global norm of DTensor gradients; Accelerate's handles DDP
@@ -431,68 +422,17 @@ def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, bat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hf_ext.scar.training`` / ``accelerate launch -m hf_ext.scar.training``: train on activations.
+    """Deprecated (removed in 0.3): ``python -m hf_ext.scar.training ARGS`` is ``python -m hf_ext scar train-activations ARGS``.
 
     Example:
-        torchrun --nproc_per_node 2 -m hf_ext.scar.training --synthetic 512 --n-inputs 16 --fsdp --out runs/scar-fsdp
-        accelerate launch --config_file configs/accelerate/fsdp2.yaml -m hf_ext.scar.training \\
-            --activations runs/acts --out runs/scar
+        torchrun --nproc_per_node 2 -m hf_ext.cli scar train-activations --synthetic 512 --n-inputs 16 --fsdp \\
+            --out runs/scar-fsdp
     """
-    p = argparse.ArgumentParser(prog="python -m hf_ext.scar.training", description=main.__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--activations", help="an activation store folder (build_activation_dataset(..., output_dir=...)) "
-                                           "or a dataset saved with build_activation_dataset(...).save_to_disk")
-    src.add_argument("--synthetic", type=int, help="train on this many seeded synthetic tokens (a smoke test)")
-    p.add_argument("--n-inputs", type=int, default=16, help="activation width for --synthetic")
-    p.add_argument("--concepts", nargs="+", default=["concept"])
-    p.add_argument("--n-latents", type=int, default=None)
-    p.add_argument("--k", type=int, default=None)
-    p.add_argument("--layer", type=int, default=0)
-    p.add_argument("--site", default="mlp")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=2048, help="global batch (split across processes)")
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--pos-grad-scale", type=float, default=1.0)
-    p.add_argument("--bce-weight", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for the adapter (written by the main process)")
-    p.add_argument("--fsdp", action="store_true", help="shard the adapter with FSDP2 (implied by an Accelerate FSDP2 "
-                                                       "config)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if args.activations:
-        from .activation_store import ActivationStore, is_activation_store
+    from hf_ext.cli import main as cli_main
+    from hf_ext.utils.deprecation import warn_deprecated
 
-        if is_activation_store(args.activations):
-            ds = ActivationStore(args.activations)
-            n_inputs = ds.n_inputs
-        else:
-            from datasets import load_from_disk
-
-            ds = load_from_disk(args.activations).with_format("torch")
-            n_inputs = len(ds[0]["activations"])
-    else:
-        n_inputs = args.n_inputs
-        ds = synthetic_activations(args.synthetic, n_inputs, len(args.concepts), seed=args.seed)
-    cfg = ScarConfig(n_inputs=n_inputs, n_latents=args.n_latents, k=args.k, layer=args.layer, site=args.site,
-                     concepts=args.concepts, pos_grad_scale=args.pos_grad_scale, bce_weight=args.bce_weight)
-    adapter = ScarAdapter(cfg, seed=args.seed)
-    losses = accelerate_train(adapter, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              progress=not args.no_progress, fsdp=args.fsdp)
-    from ..core.sharding import sharding_report, unsharded_copy
-
-    report = sharding_report(adapter)
-    plain = unsharded_copy(adapter)  # a collective when sharded: every process takes part
-    rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        out = Path(args.out)
-        plain.save_pretrained(out, card=False)
-        (out / "losses.json").write_text(json.dumps({"losses": losses, "sharding": report,
-                                                     "world_size": int(os.environ.get("WORLD_SIZE", "1"))}))
-        print(f"trained {len(losses)} steps, final loss {losses[-1]:.4f}" if losses else "no steps",
-              file=sys.stderr)
-    return 0 if all(math.isfinite(v) for v in losses) else 1
+    warn_deprecated("python -m hf_ext.scar.training", "python -m hf_ext scar train-activations", category=FutureWarning)
+    return cli_main(["scar", "train-activations", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -12,32 +12,24 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_ext.registry import AutoClasses, register_component
+from hf_ext.utils.imports import lazy_exports
 
-_LAZY = {
-    "TFreeConfig": "configuration_tfree",
-    "TFreeTokenizer": "tokenization_tfree",
-    "TFreeForCausalLM": "modeling_tfree",
-    "TFreeCausalLMOutput": "modeling_tfree",
-    "sparse_bce_loss": "modeling_tfree",
-    "TrigramHasher": "hashing",
-    "text_to_words": "wordsplit",
-    "words_to_text": "wordsplit",
-    "convert_to_tfree": "conversion",
-    "convert_reference_checkpoint": "conversion",
-    "TFreeDataCollator": "training",
-    "tiny_tfree": "training",
-    "train_tfree": "training",
-}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_tfree": ["TFreeConfig"],
+    "tokenization_tfree": ["TFreeTokenizer"],
+    "modeling_tfree": ["TFreeForCausalLM", "TFreeCausalLMOutput", "sparse_bce_loss"],
+    "hashing": ["TrigramHasher"],
+    "wordsplit": ["text_to_words", "words_to_text"],
+    "conversion": ["convert_to_tfree", "convert_reference_checkpoint"],
+    "training": ["TFreeDataCollator", "tiny_tfree", "train_tfree"],
+})
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_ext.tfree' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+register_component(
+    name="tfree", title="T-FREE", order=20, package=__name__,
+    summary="T-FREE: tokenizer-free sparse trigram embeddings",
+    auto=[AutoClasses("tfree", config=".configuration_tfree:TFreeConfig",  # backbone: TFreeConfig.get_text_config()
+                      models={"AutoModelForCausalLM": ".modeling_tfree:TFreeForCausalLM"},
+                      tokenizer=".tokenization_tfree:TFreeTokenizer")],
+    cli=".cli", tour=".tour", reproduction="hf_ext.reproduce.tfree", cards=["tfree"], extras=["tfree", "plots"], notebook="03_tfree.ipynb",
+)

@@ -2,7 +2,7 @@
 
 Examples:
     hf-ext tfree stats --text "Tokenizer-free models hash words into trigram activations."
-    hf-ext tfree train --out runs/tfree-tiny --steps 200          # Python's own help texts, a tiny Llama backbone
+    hf-ext tfree train --out runs/tfree-tiny --steps 200 --plot   # Python's own help texts, a tiny Llama backbone
     hf-ext tfree generate --model runs/tfree-tiny --prompt "The return statement"
 """
 
@@ -10,71 +10,71 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils import cli
+from hf_ext.utils.deprecation import warn_deprecated
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``tfree`` group (``train``, ``generate``, ``stats``) to the ``hf-ext`` parser."""
-    p = subparsers.add_parser("tfree", help="T-FREE: tokenizer-free sparse trigram embeddings",
-                              description="T-FREE: words hashed to sparse trigram activations instead of subword tokens.")
-    sub = p.add_subparsers(dest="tfree_command", metavar="ACTION", required=True)
+def add_commands(actions) -> None:
+    """T-FREE: words hashed to sparse trigram activations instead of subword tokens.
 
-    t = sub.add_parser("train", help="train a (tiny or converted) T-FREE model and save it",
-                       description="Train a T-FREE model on text files (default: Python's pydoc help topics) and save "
-                                   "model + tokenizer to --out (loads with AutoModelForCausalLM/AutoTokenizer).")
-    t.add_argument("--out", required=True, help="folder to save the model and tokenizer to")
+    Sub-commands: ``train``, ``generate``, ``stats``.
+    """
+    t = cli.add_command(actions, "train", _cmd_train, help="train a (tiny or converted) T-FREE model and save it",
+                        description="Train a T-FREE model on text files (default: Python's pydoc help topics) and save "
+                                    "model + tokenizer to --out (loads with AutoModelForCausalLM/AutoTokenizer).")
+    cli.add_common_options(t, model="a Hub id / folder of a causal LM to convert (convert_to_tfree); default: a tiny "
+                                    "random backbone built in code", device="auto", seed=0, out=cli.REQUIRED,
+                           out_help="the model, its tokenizer, train_losses.json (and loss.png with --plot)", json=True,
+                           progress=True)
     t.add_argument("--text-file", action="append", default=[], help="training text (repeatable; one document per file)")
-    t.add_argument("--model", default=None, help="a Hub id / folder of a causal LM to convert (convert_to_tfree); "
-                                                  "default: a tiny random backbone built in code")
     t.add_argument("--family", default="llama", help="tiny backbone family: llama, qwen2, gpt_neox, gpt2, opt")
-    t.add_argument("--hidden-size", type=int, default=64)
-    t.add_argument("--layers", type=int, default=2)
+    t.add_argument("--hidden-size", type=int, default=64, help="hidden size of the tiny backbone (default: %(default)s)")
+    t.add_argument("--layers", type=int, default=2, help="decoder layers of the tiny backbone (default: %(default)s)")
     t.add_argument("--hash-vocab-size", type=int, default=2048, help="v (rows of embedding and head)")
     t.add_argument("--num-activations", type=int, default=4, help="m (rows per trigram)")
     t.add_argument("--num-lowercase-activations", type=int, default=0, help="k (rows shared with the lowercase)")
-    t.add_argument("--hash-scheme", default="aa_md5", choices=["aa_md5", "fast"])
-    t.add_argument("--pos-weight", type=float, default=10.0)
-    t.add_argument("--steps", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=8, help="global batch in windows (split across processes)")
-    t.add_argument("--max-words", type=int, default=32)
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--hash-scheme", default="aa_md5", choices=["aa_md5", "fast"],
+                   help="trigram hash: the reference's AA MD5 scheme or a faster one (default: %(default)s)")
+    t.add_argument("--pos-weight", type=float, default=10.0,
+                   help="weight of the active rows in the sparse BCE loss (default: %(default)s)")
+    t.add_argument("--steps", type=int, default=200, help="optimiser steps (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=8,
+                   help="global batch in windows, split across processes (default: %(default)s)")
+    t.add_argument("--max-words", type=int, default=32, help="words per training sequence (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: %(default)s)")
     t.add_argument("--max-docs", type=int, default=40, help="documents of the default corpus")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--png", default=None, help="write the loss curve here")
+    t.add_argument("--plot", action="store_true", help="also write loss.png, the loss curve, into --out")
+    t.add_argument("--png", default=None, metavar="PATH",
+                   help="deprecated (removed in hf-ext 0.3): write the loss curve to PATH; use --plot")
     t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (torchrun; implied by an Accelerate FSDP2 "
                                                        "config)")
-    t.add_argument("--no-progress", action="store_true")
-    t.set_defaults(func=_cmd_train)
 
-    g = sub.add_parser("generate", help="generate text with a saved T-FREE model",
-                       description="Load a T-FREE folder (hf-ext tfree train --out …) and continue --prompt.")
-    g.add_argument("--model", required=True, help="folder or Hub id of a T-FREE model with its tokenizer")
+    g = cli.add_command(actions, "generate", _cmd_generate, help="generate text with a saved T-FREE model",
+                        description="Load a T-FREE folder (hf-ext tfree train --out …) and continue --prompt.")
+    cli.add_common_options(g, model="folder or Hub id of a T-FREE model with its tokenizer", model_required=True,
+                           device="cpu", seed=0, json=True)
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeatable: a batch)")
-    g.add_argument("--max-new-words", type=int, default=20)
-    g.add_argument("--do-sample", action="store_true")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--num-beams", type=int, default=1)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--json", action="store_true", help="print JSON")
-    g.set_defaults(func=_cmd_generate)
+    g.add_argument("--max-new-words", type=int, default=20, help="words to generate (default: %(default)s)")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam decoding")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    g.add_argument("--top-k", type=int, default=None, help="sample from the k most likely words (default: all)")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search width (default: %(default)s)")
 
-    s = sub.add_parser("stats", help="word split, fertility and parameter counts of a text",
-                       description="Tokenizer statistics: T-FREE words per whitespace word, distinct words, activations "
-                                   "per word, and the embedding+head parameters of T-FREE vs a classic vocabulary.")
+    s = cli.add_command(actions, "stats", _cmd_stats, help="word split, fertility and parameter counts of a text",
+                        description="Tokenizer statistics: T-FREE words per whitespace word, distinct words, activations "
+                                    "per word, and the embedding+head parameters of T-FREE vs a classic vocabulary.")
+    cli.add_common_options(s, json=True)
     s.add_argument("--text", default=None, help="text to analyse (default: --text-file or Python's help topics)")
-    s.add_argument("--text-file", default=None)
-    s.add_argument("--hash-vocab-size", type=int, default=8000)
-    s.add_argument("--num-activations", type=int, default=10)
+    s.add_argument("--text-file", default=None, help="a file to analyse")
+    s.add_argument("--hash-vocab-size", type=int, default=8000, help="v (default: %(default)s)")
+    s.add_argument("--num-activations", type=int, default=10, help="m (default: %(default)s)")
     s.add_argument("--hidden-size", type=int, default=4096, help="h for the parameter comparison")
     s.add_argument("--classic-vocab", type=int, default=64000, help="classic vocabulary size compared against")
     s.add_argument("--show-words", type=int, default=0, help="print the first n words")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=_cmd_stats)
-    return p
 
 
 def _read_texts(files: list[str]) -> list[str]:
@@ -108,8 +108,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for text in texts:  # the decode dictionary: every word of the training text
             tok.add_words(w for w in tok.tokenize(text))
         model.set_decode_dictionary(tok)
+        accelerator = None
+        if args.device != "auto" and cli.resolve_device(args.device) == "cpu":  # CPU forced (default: CUDA if any)
+            from accelerate import Accelerator
+
+            accelerator = Accelerator(cpu=True)
         losses = train_tfree(model, tok, texts, steps=args.steps, batch_size=args.batch_size, max_words=args.max_words,
-                             lr=args.lr, seed=args.seed, progress=not args.no_progress, fsdp=args.fsdp)
+                             lr=args.lr, seed=args.seed, progress=not args.no_progress, accelerator=accelerator,
+                             fsdp=args.fsdp)
     except ValueError as err:
         logger.error("%s", err)
         return 1
@@ -125,15 +131,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         plain.save_pretrained(out)
         tok.save_pretrained(out)
         (out / "train_losses.json").write_text(json.dumps(losses))
-        (out / "losses.json").write_text(json.dumps({"losses": losses, "world_size": state.num_processes,
-                                                     "sharding": report}))
-        if args.png:
+        result = {"losses": losses, "world_size": state.num_processes, "sharding": report}
+        (out / "losses.json").write_text(json.dumps(result))
+        if args.png or args.plot:
             from hf_ext.tfree.training import plot_losses
 
-            plot_losses(losses, args.png)
-        print(f"trained {args.steps} steps on {len(texts)} documents, {state.num_processes} process(es)"
-              f"{' (FSDP2)' if report['sharded'] else ''}: loss {losses[0]:.3f} -> {losses[-1]:.3f}; saved to {out} "
-              f"(dictionary: {plain.dictionary_size} words)")
+            if args.png:
+                warn_deprecated("--png PATH", "--plot (writes loss.png into --out)", category=FutureWarning)
+            plot_losses(losses, args.png or out / "loss.png")
+        cli.print_result({**result, "out": str(out), "documents": len(texts), "dictionary_size": plain.dictionary_size},
+                         f"trained {args.steps} steps on {len(texts)} documents, {state.num_processes} process(es)"
+                         f"{' (FSDP2)' if report['sharded'] else ''}: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+                         f"saved to {out} (dictionary: {plain.dictionary_size} words)", as_json=args.json)
     state.wait_for_everyone()
     return 0
 
@@ -154,11 +163,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.do_sample:
         kwargs.update(temperature=args.temperature, top_k=args.top_k)
     texts = model.generate_text(tok, args.prompt, max_new_words=args.max_new_words, **kwargs)
-    if args.json:
-        print(json.dumps([{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts)], indent=1))
-    else:
-        for p, t in zip(args.prompt, texts):
-            print(f"{p}{t}")
+    cli.print_result([{"prompt": p, "continuation": t} for p, t in zip(args.prompt, texts)],
+                     "\n".join(f"{p}{t}" for p, t in zip(args.prompt, texts)), as_json=args.json)
     return 0
 
 
@@ -190,11 +196,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         "embedding_head_params_classic": 2 * args.classic_vocab * h,
         "params_ratio": args.hash_vocab_size / args.classic_vocab,
     }
-    if args.json:
-        print(json.dumps({**stats, "first_words": words[: args.show_words]}, indent=1, ensure_ascii=False))
-    else:
-        for k, v in stats.items():
-            print(f"{k:34} {v:.3f}" if isinstance(v, float) else f"{k:34} {v}")
-        if args.show_words:
-            print("first words:", words[: args.show_words])
+    lines = [f"{k:34} {v:.3f}" if isinstance(v, float) else f"{k:34} {v}" for k, v in stats.items()]
+    if args.show_words:
+        lines.append(f"first words: {words[: args.show_words]}")
+    cli.print_result({**stats, "first_words": words[: args.show_words]}, "\n".join(lines), as_json=args.json)
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from ..compat import sub_config_spec
 from .hashing import validate_hash_params
 from .wordsplit import EOT, SPECIAL_WORDS
 
@@ -29,10 +30,7 @@ __all__ = ["TFreeConfig", "DECODE_VARIANTS", "EMBEDDING_AGGREGATIONS"]
 DECODE_VARIANTS = ("pos_minus_neg", "pos_only")
 EMBEDDING_AGGREGATIONS = ("sum", "mean")
 
-try:  # transformers ≥ 5.2x: sub-configs are declared with SubConfigSpec
-    from transformers.configuration_utils import SubConfigSpec as _SubConfigSpec
-except ImportError:  # pragma: no cover - older transformers 5.x
-    _SubConfigSpec = None
+_SubConfigSpec = sub_config_spec()  # transformers ≥ 5.2x declares sub-configs with SubConfigSpec (hf_ext.compat)
 
 
 class TFreeConfig(PretrainedConfig):
@@ -115,7 +113,11 @@ class TFreeConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self.eos_token_id, self.pad_token_id, self.bos_token_id = eos, pad, bos
         for name, value in (("eos_token_id", eos), ("pad_token_id", pad), ("bos_token_id", bos)):
-            setattr(self.text_config, name, value)
+            if value is not None or getattr(self.text_config, name, None) is not None:
+                try:
+                    setattr(self.text_config, name, value)
+                except (TypeError, ValueError):  # a strict backbone config whose field takes no None (CWM's bos)
+                    setattr(self.text_config, name, 0 if value is None else value)
 
     @property
     def hidden_size(self) -> int:
@@ -137,11 +139,3 @@ class TFreeConfig(PretrainedConfig):
         tc = self.text_config
         out["text_config"] = tc.to_dict() if isinstance(tc, PretrainedConfig) else tc
         return out
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

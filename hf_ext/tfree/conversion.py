@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_ext.utils.logging import get_logger
+
 from .configuration_tfree import TFreeConfig
 from .modeling_tfree import TFreeForCausalLM
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["REFERENCE_KEY_MAP", "check_reference_hash_table", "convert_reference_checkpoint", "convert_to_tfree",
            "interleaved_to_half_split", "map_reference_state_dict"]

@@ -6,7 +6,7 @@
 * **Loss**: ``loss_scale × mean_{p, j} BCEWithLogits(x_pj, y_pj; pos_weight)`` over the predicted positions and all
   ``v`` outputs, computed sparsely — ``Σ softplus(x) + Σ_pos [pos_weight·softplus(−x) − softplus(x)]`` — from the next
   word's activation ids, never building the dense ``[seq, v]`` target.
-* **Decode dictionary**: the model owns it as CSR buffers (unique activation ids per word, their multiplicities and
+* **Decode dictionary** (:mod:`hf_ext.tfree.dictionary`): the model owns it as CSR buffers (unique activation ids per word, their multiplicities and
   the word's trigram count), saved with the weights; ``forward(input_ids=word ids)`` maps ids to patterns itself and
   returns dictionary scores (``[B, logits_to_keep, d]``), so ``generate()`` works unchanged (greedy, sampling, beam
   search, logits processors, KV cache, batch > 1).
@@ -24,39 +24,31 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from hf_ext.utils.logging import get_logger
+
+from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
 from .configuration_tfree import TFreeConfig
+from .dictionary import DecodeDictionary, dictionary_fingerprint
 from .hashing import TrigramHasher
 from .wordsplit import EOT, SPECIAL_WORDS
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["TFreeCausalLMOutput", "TFreeForCausalLM", "TFreePreTrainedModel", "sparse_bce_loss", "dictionary_fingerprint"]
 
 
-def dictionary_fingerprint(words: Sequence[str]) -> str:
-    """A short hash of a word list, stored in the config to check that a tokenizer's ids match the model's dictionary."""
-    h = hashlib.sha1()
-    for w in words:
-        h.update(w.encode("utf-8") + b"\x00")
-    return h.hexdigest()[:16]
-
-
-#: transformers ≥ 5.2x calls the KV cache ``cache``; earlier 5.x releases ``past_key_values``.
-_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+#: the output field of the KV cache in this transformers release (see :mod:`hf_ext.compat`).
+_CACHE_FIELD = cache_field()
 
 
 @dataclass
@@ -159,17 +151,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         self.post_init()
 
     # ------------------------------------------------------------------ HF plumbing
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embed
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.embed = value
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
+    # input/output embedding accessors: transformers' defaults over ``embed`` and ``lm_head``
+    _input_embed_layer = "embed"
 
     def get_decoder(self) -> nn.Module:
         return self.model
@@ -184,115 +167,32 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ decode dictionary
     @property
+    def decode_dictionary(self) -> DecodeDictionary:
+        """The decode dictionary (:class:`~hf_ext.tfree.dictionary.DecodeDictionary`) over this model's buffers."""
+        return DecodeDictionary(self)
+
+    @property
     def dictionary_size(self) -> int:
         """Number of words in the decode dictionary (``d``)."""
         return int(self.dict_trigrams.numel())
 
-    def _patterns(self, words: Sequence[str], tokenizer=None):
-        if tokenizer is not None:
-            return tokenizer.words_to_patterns(words)
-        from .pattern_cache import _PatternCache
-
-        return _PatternCache(self.hasher).csr(words)
-
-    def _csr_from_patterns(self, indptr: np.ndarray, data: np.ndarray):
-        """Multiplicity lists (sorted per word) → unique ids + counts per word."""
-        n = len(indptr) - 1
-        row = np.repeat(np.arange(n), np.diff(indptr))
-        first = np.ones(len(data), dtype=bool)
-        first[1:] = (data[1:] != data[:-1]) | (row[1:] != row[:-1])
-        starts = np.flatnonzero(first)
-        counts = np.diff(np.append(starts, len(data)))
-        new_indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row[starts], minlength=n), out=new_indptr[1:])
-        return new_indptr, data[starts].astype(np.int64), counts
-
     def set_decode_dictionary(self, words_or_tokenizer, *, tokenizer=None) -> None:
-        """Replace the decode dictionary (e.g. with a ``wordfreq`` list, or a tokenizer's word list).
-
-        Args:
-            words_or_tokenizer: a :class:`TFreeTokenizer` (its word list, in id order; its hashing must match the
-                config) or a sequence of words (their ids are their positions).
-            tokenizer: optional tokenizer whose pattern cache computes the patterns faster.
-
-        Raises:
-            ValueError: an empty dictionary, or a tokenizer whose hashing differs from the config.
-        """
-        from .tokenization_tfree import TFreeTokenizer
-
-        if isinstance(words_or_tokenizer, TFreeTokenizer):
-            tokenizer = words_or_tokenizer
-            words = tokenizer.words
-        else:
-            if isinstance(words_or_tokenizer, str) or not isinstance(words_or_tokenizer, Sequence):
-                raise TypeError("set_decode_dictionary expects a TFreeTokenizer or a list of words, got "
-                                f"{type(words_or_tokenizer).__name__}")
-            words = list(words_or_tokenizer)
-        if not words:
-            raise ValueError("the decode dictionary is empty; pass at least one word (e.g. tokenizer.words or a "
-                             "wordfreq list: wordfreq.top_n_list('en', 50000))")
-        for w in words:
-            if not isinstance(w, str) or not w:
-                raise ValueError(f"dictionary words must be non-empty str, got {w!r}")
-        if tokenizer is not None and tokenizer.hash_config() != self.config.hash_config():
-            raise ValueError(f"the tokenizer hashes with {tokenizer.hash_config()} but the model with "
-                             f"{self.config.hash_config()}; use a matching tokenizer")
-        indptr, data, tri = self._patterns(words, tokenizer)
-        indptr, idx, counts = self._csr_from_patterns(indptr, data)
-        dev = self.lm_head.weight.device
-        self.dict_indptr = torch.from_numpy(indptr).to(dev)
-        self.dict_indices = torch.from_numpy(idx).to(dev)
-        self.dict_counts = torch.from_numpy(counts).to(dev)
-        self.dict_trigrams = torch.from_numpy(tri).to(dev)
-        self.config.dictionary_size, self.config.dictionary_nnz = len(words), int(len(idx))
-        self.config.dictionary_fingerprint = dictionary_fingerprint(words)
-        self._decode_words_cache = list(words)
+        """Replace the decode dictionary with a :class:`TFreeTokenizer`'s word list or a list of words (e.g. a
+        ``wordfreq`` list); see :meth:`~hf_ext.tfree.dictionary.DecodeDictionary.set`."""
+        self.decode_dictionary.set(words_or_tokenizer, tokenizer=tokenizer)
 
     def add_decode_words(self, words: Sequence[str], *, tokenizer=None) -> list[int]:
         """Append ``words`` to the decode dictionary (no de-duplication); returns their new ids."""
-        if not words:
-            return []
-        indptr, data, tri = self._patterns(list(words), tokenizer)
-        indptr, idx, counts = self._csr_from_patterns(indptr, data)
-        d0 = self.dictionary_size
-        dev = self.dict_indptr.device
-        self.dict_indptr = torch.cat([self.dict_indptr, torch.from_numpy(indptr[1:]).to(dev) + self.dict_indptr[-1]])
-        self.dict_indices = torch.cat([self.dict_indices, torch.from_numpy(idx).to(dev)])
-        self.dict_counts = torch.cat([self.dict_counts, torch.from_numpy(counts).to(dev)])
-        self.dict_trigrams = torch.cat([self.dict_trigrams, torch.from_numpy(tri).to(dev)])
-        self.config.dictionary_size, self.config.dictionary_nnz = self.dictionary_size, int(self.dict_indices.numel())
-        return list(range(d0, d0 + len(words)))
+        return self.decode_dictionary.add(words, tokenizer=tokenizer)
 
     def truncate_decode_dictionary(self, size: int) -> None:
         """Keep only the first ``size`` dictionary words (undo :meth:`add_decode_words`)."""
-        if not 0 < size <= self.dictionary_size:
-            raise ValueError(f"size={size} must be in [1, {self.dictionary_size}]")
-        nnz = int(self.dict_indptr[size])
-        self.dict_indptr = self.dict_indptr[: size + 1].clone()
-        self.dict_indices = self.dict_indices[:nnz].clone()
-        self.dict_counts = self.dict_counts[:nnz].clone()
-        self.dict_trigrams = self.dict_trigrams[:size].clone()
-        self.config.dictionary_size, self.config.dictionary_nnz = size, nnz
+        self.decode_dictionary.truncate(size)
 
-    def _check_word_ids(self, ids: torch.Tensor) -> None:
-        d = self.dictionary_size
-        if d == 0:
-            raise ValueError("the model's decode dictionary is empty: call model.set_decode_dictionary(tokenizer) "
-                             "(or pass activation_ids instead of input_ids)")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= d):
-            raise ValueError(f"word ids must be in [0, {d}) (the decode dictionary), got range "
-                             f"[{int(ids.min())}, {int(ids.max())}]; after encoding new words call "
-                             "model.set_decode_dictionary(tokenizer) or use model.generate_text(...)")
-
-    def _dictionary_rows(self, ids: torch.Tensor):
-        """Flat unique ids, counts and owning row of the dictionary words ``ids`` (1-D)."""
-        starts = self.dict_indptr[ids]
-        lens = self.dict_indptr[ids + 1] - starts
-        total = int(lens.sum())
-        row = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), lens, output_size=total)
-        first = torch.cumsum(lens, 0) - lens
-        pos = torch.arange(total, device=ids.device) - first[row] + starts[row]
-        return self.dict_indices[pos], self.dict_counts[pos], row, lens
+    def dictionary_scores(self, activation_logits: torch.Tensor) -> torch.Tensor:
+        """Scores ``[..., d]`` of every dictionary word from multi-label logits ``[..., v]`` (see
+        :meth:`~hf_ext.tfree.dictionary.DecodeDictionary.scores`)."""
+        return self.decode_dictionary.scores(activation_logits)
 
     # ------------------------------------------------------------------ embedding
     def embed_words(self, input_ids: torch.Tensor | None = None, activation_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -329,8 +229,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             raise ValueError(f"input_ids must be a [batch, words] LongTensor, got {tuple(getattr(input_ids, 'shape', ()))}")
         B, W = input_ids.shape
         ids = input_ids.reshape(-1).long()
-        self._check_word_ids(ids)
-        flat, counts, row, lens = self._dictionary_rows(ids)
+        self.decode_dictionary.check_ids(ids)
+        flat, counts, row, lens = self.decode_dictionary.rows(ids)
         factor = torch.ones(len(ids), dtype=w_dtype, device=ids.device)
         if c.embedding_aggregation == "mean":
             factor = factor / m
@@ -339,31 +239,6 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         weights = counts.to(w_dtype) * factor[row]
         offsets = torch.cumsum(lens, 0) - lens
         return self.embed(flat, offsets, per_sample_weights=weights).view(B, W, -1)
-
-    # ------------------------------------------------------------------ decoding
-    def dictionary_scores(self, activation_logits: torch.Tensor) -> torch.Tensor:
-        """Scores ``[..., d]`` of every dictionary word from multi-label logits ``[..., v]`` (sparse CSR product).
-
-        ``pos_minus_neg``: ``S_w/(m·T_w) + (S_w − Σ_j a_j)/(v − m·T_w)``; ``pos_only``: ``S_w/(m·T_w)``, with
-        ``a = σ(logits)`` and ``S_w`` the sum of ``a`` over the word's unique pattern; times ``dictionary_logit_scale``.
-        """
-        c = self.config
-        d = self.dictionary_size
-        if d == 0:
-            raise ValueError("the model's decode dictionary is empty: call model.set_decode_dictionary(tokenizer)")
-        lead = activation_logits.shape[:-1]
-        a = torch.sigmoid(activation_logits.reshape(-1, c.hash_vocab_size).float())
-        with warnings.catch_warnings():  # "sparse CSR support is in beta" / invariant-check notices
-            warnings.simplefilter("ignore", UserWarning)
-            csr = torch.sparse_csr_tensor(self.dict_indptr, self.dict_indices,
-                                          torch.ones(self.dict_indices.numel(), dtype=a.dtype, device=a.device),
-                                          size=(d, c.hash_vocab_size))
-            s = (csr @ a.T).T  # [N, d]
-        mt = (c.num_activations * self.dict_trigrams).to(a.dtype)
-        score = s / mt
-        if c.decode_variant == "pos_minus_neg":
-            score = score + (s - a.sum(-1, keepdim=True)) / (c.hash_vocab_size - mt).clamp(min=1)
-        return (score * c.dictionary_logit_scale).reshape(*lead, d)
 
     # ------------------------------------------------------------------ forward
     def _targets(self, labels: torch.Tensor, attention_mask: torch.Tensor | None):
@@ -382,9 +257,9 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             tgt = labels[:, 1:].reshape(-1)
             weights = tgt != -100
             if weights.any():
-                self._check_word_ids(tgt[weights])
+                self.decode_dictionary.check_ids(tgt[weights])
             safe = torch.where(weights, tgt, torch.zeros_like(tgt))
-            cols, _, rows, _ = self._dictionary_rows(safe)
+            cols, _, rows, _ = self.decode_dictionary.rows(safe)
             keep = weights[rows]
             rows, cols = rows[keep], cols[keep]
         else:
@@ -423,8 +298,15 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             # left padding: count only real words (every backbone family, every transformers version)
             width = inputs_embeds.shape[1]
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -width:]
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=use_cache, return_dict=True, **backbone_kwargs)
+        try:
+            out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache, return_dict=True, **backbone_kwargs)
+        except (RuntimeError, AttributeError, TypeError, KeyError, IndexError) as err:
+            backbone = self.config.text_config.model_type
+            raise NotImplementedError(
+                f"T-FREE cannot run the {backbone!r} backbone ({type(self.model).__name__}): it feeds the backbone "
+                f"word embeddings as inputs_embeds (with attention_mask/position_ids and a KV cache), and this backbone "
+                f"failed on that: {type(err).__name__}: {err}") from err
         hidden = out.last_hidden_state
         loss = None
         if labels is not None:
@@ -444,19 +326,14 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             act_logits = self.lm_head(kept)
             if want_scores:
                 logits = self.dictionary_scores(act_logits)
-        new_cache = getattr(out, "cache", None)
-        if new_cache is None:
-            new_cache = getattr(out, "past_key_values", None)
+        new_cache = output_cache(out)
         return TFreeCausalLMOutput(loss=loss, logits=logits,
                                    activation_logits=act_logits if return_activation_logits else None,
                                    hidden_states=getattr(out, "hidden_states", None),
                                    attentions=getattr(out, "attentions", None), **{_CACHE_FIELD: new_cache})
 
     def _backbone_cache_arg(self) -> str:
-        import inspect
-
-        params = inspect.signature(self.model.forward).parameters
-        return "cache" if "cache" in params else "past_key_values"
+        return cache_argument(self.model)
 
     # ------------------------------------------------------------------ text in, text out
     @contextlib.contextmanager
@@ -487,6 +364,12 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
                 tokenizer.truncate_dictionary(t0)
 
     @torch.no_grad()
+    def generate(self, *args: Any, **kwargs: Any):
+        """``GenerationMixin.generate`` over the decode dictionary (the logits' width; see
+        :func:`hf_ext.compat.generation_vocab_size`)."""
+        with generation_vocab_size(self.config, self.dictionary_size):
+            return super().generate(*args, **kwargs)
+
     def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
                       skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:
         """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.
@@ -512,11 +395,3 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
 #: Index of ``<|endoftext|>`` in the default dictionary order (special words first).
 EOT_ID = SPECIAL_WORDS.index(EOT)
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

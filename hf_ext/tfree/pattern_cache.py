@@ -2,12 +2,12 @@
 
 Each distinct split piece gets a cache id; per id, numpy arrays hold the whitespace-rule flags the vectorised word
 split reads and the word's activation pattern (its trigrams' rows, sorted, with multiplicity). New words are
-processed in batches: :meth:`_PatternCache.settle` sets the flags of all words registered since its last call,
-:meth:`_PatternCache.flush` computes their patterns with :meth:`~hf_ext.tfree.hashing.TrigramHasher.word_patterns`.
+processed in batches: :meth:`PatternCache.settle` sets the flags of all words registered since its last call,
+:meth:`PatternCache.flush` computes their patterns with :meth:`~hf_ext.tfree.hashing.TrigramHasher.word_patterns`.
 
 Example:
     >>> from hf_ext.tfree.hashing import TrigramHasher
-    >>> cache = _PatternCache(TrigramHasher(8000, 10))
+    >>> cache = PatternCache(TrigramHasher(8000, 10))
     >>> indptr, ids, n_trigrams = cache.csr(["Hello", " "])  # " " is the <|ws|> word
     >>> indptr.tolist(), n_trigrams.tolist()
     ([0, 50, 60], [5, 1])
@@ -22,10 +22,10 @@ import numpy as np
 from .hashing import TrigramHasher
 from .wordsplit import NL, NL_RUN_TOKENS, NO_WS, NO_WS_AFTER, NO_WS_BEFORE, WS, WS_RUN_TOKENS, is_special_word
 
-__all__ = ["_PatternCache"]
+__all__ = ["PatternCache"]
 
 
-class _PatternCache(dict):
+class PatternCache(dict):
     """word -> cache id, with per-id whitespace-rule flags and activation patterns in numpy arrays.
 
     A miss only registers the word; :meth:`settle` computes the flags of all new words at once (before any flag is

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -38,11 +37,13 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizer
 
+from hf_ext.utils.logging import get_logger
+
 from .hashing import TrigramHasher, validate_hash_params
-from .pattern_cache import _PatternCache
+from .pattern_cache import PatternCache
 from .wordsplit import SPECIAL_WORDS, text_to_words, words_to_text
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["TFreeTokenizer"]
 
@@ -109,7 +110,7 @@ class TFreeTokenizer(PreTrainedTokenizer):
         self.add_eos_token, self.max_cache_words = bool(add_eos_token), int(max_cache_words)
         self.hasher = TrigramHasher(hash_vocab_size, num_activations, num_lowercase_activations, hash_scheme,
                                     trigram_unit, entire_words)
-        self._cache = _PatternCache(self.hasher)
+        self._cache = PatternCache(self.hasher)
         kwargs.setdefault("clean_up_tokenization_spaces", False)
         kwargs.setdefault("split_special_tokens", True)
         super().__init__(
@@ -237,7 +238,7 @@ class TFreeTokenizer(PreTrainedTokenizer):
         """Vectorised :func:`text_to_words` over a batch: the cache ids of all words and each word's text index."""
         c = self._cache
         if len(c) > self.max_cache_words:
-            self._cache = c = _PatternCache(self.hasher)
+            self._cache = c = PatternCache(self.hasher)
         findall = (_FAST_SPLIT if self.parse_special else _FAST_SPLIT_ESCAPED).findall
         lens = np.empty(len(texts), dtype=np.int64)
         pieces: list[str] = []
@@ -386,11 +387,3 @@ class TFreeTokenizer(PreTrainedTokenizer):
         if return_tensors is None:
             return {"activation_ids": act.tolist(), "attention_mask": mask.tolist()}
         return {"activation_ids": act, "attention_mask": mask}
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

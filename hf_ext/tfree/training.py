@@ -18,18 +18,19 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from hf_ext.utils.logging import get_logger
+
 from .configuration_tfree import TFreeConfig
 from .modeling_tfree import TFreeForCausalLM
 from .tokenization_tfree import TFreeTokenizer
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["TFreeDataCollator", "tiny_tfree", "train_tfree", "word_windows"]
 
@@ -50,7 +51,7 @@ def tiny_tfree(family: str = "llama", *, hash_vocab_size: int = 1024, num_activa
     Returns:
         ``(model, tokenizer)``, the model in eval mode with its decode dictionary set.
     """
-    from hf_ext.testing import tiny_causal_lm_config
+    from hf_ext.tiny import tiny_causal_lm_config
 
     text_config = tiny_causal_lm_config(family, hidden_size=hidden_size, num_layers=num_layers,
                                         max_position_embeddings=512) if family != "gpt2" else \
@@ -157,7 +158,8 @@ def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Seque
         ValueError: mismatched hashing, a non-positive ``steps``, or ``batch_size`` not divisible by the processes.
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     from ..core.sharding import sharding_kwargs
     from .sharding import shard_tfree
@@ -191,7 +193,7 @@ def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Seque
         trained, opt = accelerator.prepare(model, opt)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     losses: list[float] = []
-    bar = tqdm(total=steps, desc="T-FREE training", disable=not progress or not accelerator.is_local_main_process)
+    bar = progress_bar(total=steps, desc="T-FREE training", enabled=progress and accelerator.is_local_main_process)
     while len(losses) < steps:
         for batch in loader:
             n = batch["activation_ids"].shape[0]
@@ -239,7 +241,7 @@ def plot_losses(losses: Sequence[float], path, *, title: str = "T-FREE training 
     """Write a PNG of the loss curve (needs matplotlib: ``pip install 'hf-ext[plots]'``); returns the path."""
     from pathlib import Path
 
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     plt = require("matplotlib.pyplot")
     fig, ax = plt.subplots(figsize=(5, 3))

@@ -1,7 +1,7 @@
 """The tour: every component end to end on tiny models, one result table and a report folder.
 
-Components add a step with :func:`tour_step` in a module listed in
-:data:`hf_ext.tour.steps.STEP_MODULES`; ``hf-ext tour`` (or :func:`run_tour`) runs them.
+A component adds a step with :func:`tour_step` in the ``tour`` module it declares with
+:func:`hf_ext.registry.register_component`; ``hf-ext tour`` (or :func:`run_tour`) runs them.
 
 Example:
     >>> from hf_ext.tour import StepResult, TourContext, tour_step

@@ -1,9 +1,10 @@
 """The registry of tour steps: components add a step with :func:`tour_step`.
 
 A step is a function ``fn(ctx: TourContext) -> StepResult``. It is registered when its module is
-imported; the modules the tour imports are listed in :data:`hf_ext.tour.steps.STEP_MODULES`. Step
-modules are imported by ``hf-ext tour --list``, so they import only the standard library at module level
-and do their heavy imports (torch, transformers, the component) inside the step function.
+imported: :func:`discover` imports the tour's own :mod:`hf_ext.tour.environment` and the ``tour`` module each
+component declares (:func:`hf_ext.registry.register_component`). Step modules are imported by
+``hf-ext tour --list``, so they import only the standard library at module level and do their heavy imports
+(torch, transformers, the component) inside the step function. Steps run in the components' canonical order.
 
 Example:
     >>> from hf_ext.tour.registry import StepResult, tour_step
@@ -18,14 +19,16 @@ Example:
 from __future__ import annotations
 
 import importlib
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-logger = logging.getLogger(__name__)
+from hf_ext.registry import components, registered_components
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 StepStatus = Literal["ok", "skipped", "failed"]
 STATUSES: tuple[str, ...] = ("ok", "skipped", "failed")
@@ -46,7 +49,7 @@ class TourContext:
         model: a Hub id (or local path) the user passed with ``--model``; ``None`` means "tiny models built
             in code". Steps that cannot use a user model ignore it (and may say so in their summary).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` … (already resolved from ``"auto"``).
-        progress: whether the step may show progress bars (``tqdm(disable=not ctx.progress)``).
+        progress: whether the step may show progress bars (``progress_bar(..., enabled=ctx.progress)``).
         budget_s: the step's time budget in seconds (informative: the runner only warns when it is exceeded).
 
     Example:
@@ -128,7 +131,7 @@ def tour_step(name: str, component: str, *, order: int = 100, description: str =
     Args:
         name: unique step name used by ``hf-ext tour --steps NAME`` (lowercase, ``[a-z0-9_-]``).
         component: the component it demonstrates (``"core"``, ``"scar"``, ``"atman"`` …); shown in the table.
-        order: steps run by increasing ``order``, then name. Use the component's position in the README.
+        order: a component's steps run by increasing ``order``, then name (components in their canonical order).
         description: one line for ``hf-ext tour --list`` and the report (defaults to the docstring's first line).
 
     Returns:
@@ -173,8 +176,12 @@ def unregister_step(name: str) -> None:
         _STEPS.pop(name, None)
 
 
+#: The tour's own steps (not a component's).
+BUILTIN_STEP_MODULES: tuple[str, ...] = ("hf_ext.tour.environment",)
+
+
 def discover() -> None:
-    """Import every module of :data:`hf_ext.tour.steps.STEP_MODULES` once, registering their steps.
+    """Import the tour's own step modules and every component's ``tour`` module once, registering their steps.
 
     A module that fails to import is logged and skipped (the others still register); a step whose
     component is missing an optional extra should instead import it inside the step and return ``"skipped"``.
@@ -182,9 +189,7 @@ def discover() -> None:
     global _discovered
     if _discovered:
         return
-    from .steps import STEP_MODULES
-
-    for module in STEP_MODULES:
+    for module in [*BUILTIN_STEP_MODULES, *(c.tour for c in components() if c.tour)]:
         try:
             importlib.import_module(module)
         except Exception as err:  # noqa: BLE001 - one broken component must not hide the others
@@ -195,8 +200,9 @@ def discover() -> None:
 def registered_steps() -> dict[str, TourStep]:
     """All registered steps (after :func:`discover`), name -> :class:`TourStep`, in run order."""
     discover()
+    rank = {c.name: i for i, c in enumerate(registered_components())}
     with _lock:
-        steps = sorted(_STEPS.values(), key=lambda s: (s.order, s.name))
+        steps = sorted(_STEPS.values(), key=lambda s: (rank.get(s.component, len(rank)), s.order, s.name))
     return {s.name: s for s in steps}
 
 

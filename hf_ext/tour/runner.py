@@ -16,11 +16,11 @@ The ``hf-ext tour`` sub-command is defined here too (:func:`add_parser`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import io
 import json
-import logging
 import os
-import random
 import sys
 import time
 import traceback
@@ -28,6 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from hf_ext.utils.cli import add_common_options, print_result, resolve_device
+from hf_ext.utils.logging import get_logger
+from hf_ext.utils.progress import library_progress_bars, progress_bar, progress_enabled
+
+from ..markdown import markdown_table
 from .registry import (
     DEFAULT_BUDGET_S,
     StepResult,
@@ -38,7 +43,7 @@ from .registry import (
     select_steps,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Default base folder of tour runs (relative to the working directory).
 DEFAULT_OUT = Path("runs")
@@ -78,20 +83,6 @@ class TourRun:
         return int(any(r.result.status == "failed" for r in self.records))
 
 
-def resolve_device(device: str | None) -> str:
-    """``"auto"``/``None`` -> ``"cuda"`` when available, else ``"cpu"``; other values are returned unchanged."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _new_run_dir(base: Path) -> Path:
@@ -136,10 +127,6 @@ def format_table(records: list[StepRecord]) -> str:
     return "\n".join(out)
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _rel(path: Path, run_dir: Path) -> str:
     path = Path(path)
     if not path.is_absolute():
@@ -152,10 +139,10 @@ def write_report(run: TourRun, *, options: dict) -> Path:
     run_dir = run.run_dir
     lines = [f"# hf-ext tour — {run_dir.name}", ""]
     lines.append("Options: " + ", ".join(f"`{k}={v}`" for k, v in options.items()))
-    lines += ["", "| step | component | status | seconds | key metrics |", "|---|---|---|---:|---|"]
-    for r in run.records:
-        lines.append(f"| [{r.step.name}](#{r.step.name}) | {r.step.component} | {r.result.status} | {r.seconds:.1f} | "
-                     f"{_md_escape(_key_metrics(r.result))} |")
+    lines += ["", markdown_table(["step", "component", "status", "seconds", "key metrics"],
+                                 [[f"[{r.step.name}](#{r.step.name})", r.step.component, r.result.status,
+                                   f"{r.seconds:.1f}", _key_metrics(r.result)] for r in run.records],
+                                 align=["left", "left", "left", "right", "left"])]
     for r in run.records:
         res = r.result
         lines += ["", f'<a id="{r.step.name}"></a>', "", f"## {r.step.name} ({r.step.component})", ""]
@@ -168,9 +155,7 @@ def write_report(run: TourRun, *, options: dict) -> Path:
         if r.traceback:
             lines += ["```", r.traceback.rstrip(), "```", ""]
         if res.metrics:
-            lines += ["| metric | value |", "|---|---|"]
-            lines += [f"| {_md_escape(k)} | {_md_escape(_fmt(v))} |" for k, v in res.metrics.items()]
-            lines.append("")
+            lines += [markdown_table(["metric", "value"], [[k, _fmt(v)] for k, v in res.metrics.items()]), ""]
         for art in res.artifacts:
             rel = _rel(art, run_dir)
             if art.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"):
@@ -214,7 +199,8 @@ def run_tour(
         seed: seed passed to every step (and set for ``random``/torch before each step).
         model: optional Hub id for steps that can use a real checkpoint.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        progress: allow progress output (a line per step on stderr, tqdm bars inside steps).
+        progress: allow progress bars (one over the steps, and the steps' own), unless transformers' settings
+            hide them (:func:`hf_ext.utils.progress.progress_enabled`).
         budget_s: per-step budget in seconds; exceeding it only logs a warning (without ``full``).
         stream: where the result table goes (default ``sys.stdout``; pass ``io.StringIO()`` to capture it).
 
@@ -236,9 +222,25 @@ def run_tour(
     device = resolve_device(device)
     run_dir = _new_run_dir(Path(out) if out is not None else DEFAULT_OUT)
     run = TourRun(run_dir=run_dir, report_path=run_dir / "report.md")
-    for i, step in enumerate(selected, 1):
-        if progress:
-            print(f"[{i}/{len(selected)}] {step.name} ({step.component}) …", file=sys.stderr, flush=True)
+    progress = progress_enabled(progress)
+    with _threads_for(model, device), library_progress_bars(progress):
+        _run_steps(run, selected, full=full, seed=seed, model=model, device=device, progress=progress,
+                   budget_s=budget_s)
+    run.table = format_table(run.records)
+    options = {"steps": [s.name for s in selected], "full": full, "seed": seed, "model": model, "device": device,
+               "budget_s": budget_s}
+    write_report(run, options=options)
+    print(run.table, file=stream)
+    print(f"\nreport: {run.report_path}", file=stream, flush=True)
+    return run
+
+
+def _run_steps(run: TourRun, selected: list[TourStep], *, full: bool, seed: int, model: str | None, device: str,
+               progress: bool, budget_s: float) -> None:
+    run_dir = run.run_dir
+    bar = progress_bar(selected, enabled=progress, desc="tour", unit="step")
+    for step in bar:
+        bar.set_postfix_str(f"{step.name} ({step.component})")
         step_dir = run_dir / step.name
         step_dir.mkdir(parents=True, exist_ok=True)
         ctx = TourContext(out_dir=step_dir, full=full, seed=seed, model=model, device=device, progress=progress,
@@ -246,7 +248,9 @@ def run_tour(
         tb = None
         start = time.perf_counter()
         try:
-            _seed_everything(seed)
+            from accelerate.utils import set_seed
+
+            set_seed(seed)  # accelerate's: Python, NumPy and torch (all devices)
             result = step(ctx)
             if not isinstance(result, StepResult):
                 raise TypeError(f"tour step {step.name!r} returned {type(result).__name__}; it must return a StepResult")
@@ -259,13 +263,6 @@ def run_tour(
         if over:
             logger.warning("tour step %s took %.1f s, over its %g s budget", step.name, seconds, budget_s)
         run.records.append(StepRecord(step=step, result=result, seconds=seconds, over_budget=over, traceback=tb))
-    run.table = format_table(run.records)
-    options = {"steps": [s.name for s in selected], "full": full, "seed": seed, "model": model, "device": device,
-               "budget_s": budget_s}
-    write_report(run, options=options)
-    print(run.table, file=stream)
-    print(f"\nreport: {run.report_path}", file=stream, flush=True)
-    return run
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -282,13 +279,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--full", action="store_true", help="run the longer versions of the steps (no time budget)")
     p.add_argument("--steps", nargs="+", metavar="NAME", help="run only these steps (see --list)")
     p.add_argument("--list", action="store_true", help="list the steps and exit")
-    p.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT), help="base folder of the run folder (default: runs)")
-    p.add_argument("--model", metavar="HUB_ID", help="a Hub id/local path for steps that can use a real model")
-    p.add_argument("--seed", type=int, default=0, help="seed passed to every step (default: 0)")
-    p.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:N")
+    add_common_options(p, model="a Hub id or local path for the steps that can use a real model (default: tiny "
+                                "models built in code)", device="auto", seed=0, out=str(DEFAULT_OUT),
+                       out_help="the run folder tour-<timestamp>/ with report.md goes inside", json=True, progress=True)
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
                    help=f"per-step time budget; exceeding it warns (default: {DEFAULT_BUDGET_S:g})")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no per-step lines or progress bars")
     p.set_defaults(func=_cmd_tour)
     return p
 
@@ -298,8 +293,8 @@ def _cmd_tour(args: argparse.Namespace) -> int:
         steps = registered_steps()
         width = max((len(n) for n in steps), default=4)
         cwidth = max((len(s.component) for s in steps.values()), default=9)
-        for step in steps.values():
-            print(f"{step.name:<{width}}  {step.component:<{cwidth}}  {step.description}")
+        print_result([_describe(s) for s in steps.values()], "\n".join(
+            f"{s.name:<{width}}  {s.component:<{cwidth}}  {s.description}" for s in steps.values()), as_json=args.json)
         return 0
     try:
         selected = select_steps(args.steps)
@@ -307,5 +302,23 @@ def _cmd_tour(args: argparse.Namespace) -> int:
         print(f"hf-ext tour: error: {err}", file=sys.stderr)
         return 2
     run = run_tour([s.name for s in selected], out=args.out, full=args.full, seed=args.seed, model=args.model,
-                   device=args.device, progress=args.progress, budget_s=args.budget)
+                   device=args.device, progress=not args.no_progress, budget_s=args.budget,
+                   stream=io.StringIO() if args.json else None)
+    if args.json:
+        print((run.run_dir / "results.json").read_text(encoding="utf-8"), end="")
     return run.exit_code
+
+
+@contextlib.contextmanager
+def _threads_for(model: str | None, device: str):
+    """One torch thread for the tiny built-in models on CPU: their ops are too small to gain from intra-op threads,
+    and on a busy machine threads waiting for each other's time slices made steps many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if model is None and device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -20,38 +20,24 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_ext.registry import AutoClasses, register_component
+from hf_ext.utils.imports import lazy_exports
 
-_LAZY = {
-    "UMupConfig": "hf_ext.umup.configuration_umup",
-    "UMupLlamaForCausalLM": "hf_ext.umup.modeling_umup",
-    "UMupLlamaModel": "hf_ext.umup.modeling_umup",
-    "UMupPreTrainedModel": "hf_ext.umup.modeling_umup",
-    "UMupLinear": "hf_ext.umup.modeling_umup",
-    "UMupEmbedding": "hf_ext.umup.modeling_umup",
-    "convert_llama_to_umup": "hf_ext.umup.modeling_umup",
-    "umup_causal_lm_loss": "hf_ext.umup.modeling_umup",
-    "umup_param_groups": "hf_ext.umup.optimization_umup",
-    "umup_optimizer": "hf_ext.umup.optimization_umup",
-    "umup_optimizers": "hf_ext.umup.optimization_umup",
-    "group_learning_rates": "hf_ext.umup.optimization_umup",
-    "UMupTrainer": "hf_ext.umup.optimization_umup",
-    "coord_check": "hf_ext.umup.coord_check",
-    "lr_sweep": "hf_ext.umup.sweep",
-}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_umup": ["UMupConfig"],
+    "modeling_umup": ["UMupLlamaForCausalLM", "UMupLlamaModel", "UMupPreTrainedModel", "UMupLinear", "UMupEmbedding",
+                      "convert_llama_to_umup", "umup_causal_lm_loss"],
+    "optimization_umup": ["umup_param_groups", "umup_optimizer", "umup_optimizers", "group_learning_rates",
+                          "UMupTrainer"],
+    "coord_check": ["coord_check"],
+    "sweep": ["lr_sweep"],
+})
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_ext.umup' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+register_component(
+    name="umup", title="u-μP", order=30, package=__name__,
+    summary="u-μP: LR-transfer sweeps and coordinate checks",
+    auto=[AutoClasses("umup_llama", config=".configuration_umup:UMupConfig",
+                      models={"AutoModelForCausalLM": ".modeling_umup:UMupLlamaForCausalLM",
+                              "AutoModel": ".modeling_umup:UMupLlamaModel"})],
+    cli=".cli", tour=".tour", cards=["umup"], extras=["plots"], notebook="04_umup.ipynb",
+)

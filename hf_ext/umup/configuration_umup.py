@@ -163,11 +163,3 @@ class UMupConfig(PretrainedConfig):
             raise ValueError(f"rms_norm_eps must be >= 0, got {self.rms_norm_eps!r}")
         if not self.rope_theta > 0:
             raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

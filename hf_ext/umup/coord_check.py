@@ -38,6 +38,7 @@ def coord_check(widths: Sequence[int] = (64, 128, 256), parametrizations: Iterab
     """
     import torch
 
+    from ..core.hooks import forward_hooks
     from .sweep import PARAMETRIZATIONS, build_model, build_optimizer, stdlib_bytes
 
     params = list(parametrizations)
@@ -59,12 +60,10 @@ def coord_check(widths: Sequence[int] = (64, 128, 256), parametrizations: Iterab
             opt = build_optimizer(p, model, lrs[p])
             acts: dict[str, Any] = {}
             decoder = model.model
-            hooks = [decoder.embed_tokens.register_forward_hook(
-                lambda m, i, o, a=acts: a.__setitem__("embedding", o))]
+            hooks = {decoder.embed_tokens: lambda m, i, o, p, a=acts: a.__setitem__("embedding", o)}
             for k, layer in enumerate(decoder.layers):
-                hooks.append(layer.register_forward_hook(
-                    lambda m, i, o, k=k, a=acts: a.__setitem__(f"layer{k}", o[0] if isinstance(o, tuple) else o)))
-            try:
+                hooks[layer] = lambda m, i, o, p, k=k, a=acts: a.__setitem__(f"layer{k}", o[0] if isinstance(o, tuple) else o)
+            with forward_hooks(hooks):
                 for t, batch in enumerate(batches):
                     out = model(batch, labels=batch)
                     acts["logits"] = out.logits
@@ -78,9 +77,6 @@ def coord_check(widths: Sequence[int] = (64, 128, 256), parametrizations: Iterab
                             rows.append({"parametrization": p, "width": w, "step": t, "kind": "grad",
                                          "name": _short(name), "rms": _rms(prm.grad)})
                     opt.step()
-            finally:
-                for h in hooks:
-                    h.remove()
     return rows
 
 
@@ -91,7 +87,7 @@ def _short(name: str) -> str:
 def plot_coord_check(rows: list[dict], path: str | Path, step: int | None = None) -> Path:
     """RMS vs width (log-log), one panel per parametrisation × {activations, weight gradients}, at ``step``
     (default: the last recorded step)."""
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     require("matplotlib")
     from matplotlib.figure import Figure

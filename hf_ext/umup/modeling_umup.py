@@ -39,12 +39,13 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from ..compat import cache_field
 from . import functional as UF
 from .configuration_umup import UMupConfig
 
 _FP8_CODES = {None: UF.FP8_OFF, "simulate": UF.FP8_SIMULATE, "scaled_mm": UF.FP8_SCALED_MM}
-# transformers renamed the cache argument/output field past_key_values -> cache (5.2x); support both.
-_CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+# transformers renamed the cache argument/output field past_key_values -> cache (5.2x): see hf_ext.compat.
+_CACHE_FIELD = cache_field()
 
 #: Module roles used by :func:`hf_ext.umup.umup_param_groups` (``module._umup_role``).
 ROLES: tuple[str, ...] = ("embedding", "hidden", "readout", "norm")
@@ -249,13 +250,7 @@ class UMupLlamaModel(UMupPreTrainedModel):
         self.embed_tokens = UMupEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(UMupDecoderLayer(config, i, depth, (taus[2 * i], taus[2 * i + 1]))
                                     for i in range(config.num_hidden_layers))
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.embed_tokens = value
+        self.post_init()  # embedding accessors: transformers' defaults over ``embed_tokens``
 
     def _rope_tables(self, position_ids: torch.Tensor, dtype: torch.dtype):
         d = self.config.head_dim
@@ -336,22 +331,9 @@ class UMupLlamaForCausalLM(UMupPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = UMupLlamaModel(config)
         self.lm_head = UMupLinear(config.hidden_size, config.vocab_size, readout=True)
+        # embeddings, LM head and decoder accessors: transformers' defaults (``model.embed_tokens``, ``lm_head``,
+        # ``model``)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
-
-    def get_decoder(self) -> nn.Module:
-        return self.model
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.LongTensor | None = None, past_key_values: Any = None,
@@ -430,12 +412,3 @@ def convert_llama_to_umup(config: Any, **overrides: Any) -> UMupConfig:
     )
     fields.update(overrides)
     return UMupConfig(**fields)
-
-
-
-try:  # complete the Auto-class registration if this module's own transformers import triggered it (hf_ext.auto)
-    from hf_ext.auto import register as _register
-
-    _register()
-except ImportError:  # exported to the Hub without hf_ext installed
-    pass

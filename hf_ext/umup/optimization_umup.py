@@ -28,14 +28,15 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 ROLES: tuple[str, ...] = ("embedding", "hidden", "readout", "norm")
 

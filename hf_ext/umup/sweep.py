@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sysconfig
 import time
@@ -25,7 +24,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 PARAMETRIZATIONS: tuple[str, ...] = ("umup", "sp")
 #: Default log2 LR grids (u-μP's optimum is O(1), SP's O(1e-3)).
@@ -152,7 +153,7 @@ def lr_sweep(widths: Sequence[int] = (64, 128, 256), log2_lrs: dict[str, Sequenc
         progress: a tqdm bar over runs.
         data: a 1-D long tensor of token ids (default :func:`stdlib_bytes`).
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     grids = {**DEFAULT_GRIDS, **(log2_lrs or {})}
     params = list(parametrizations)
@@ -163,7 +164,7 @@ def lr_sweep(widths: Sequence[int] = (64, 128, 256), log2_lrs: dict[str, Sequenc
         raise ValueError("lr_sweep needs at least one width and one seed")
     jobs = [(p, w, lr, s) for p in params for w in widths for lr in grids[p] for s in seeds]
     rows = []
-    for p, w, lr, s in tqdm(jobs, disable=not progress, desc="u-μP LR sweep"):
+    for p, w, lr, s in progress_bar(jobs, enabled=progress, desc="u-μP LR sweep"):
         res = train_run(p, w, lr, steps=steps, seed=s, batch_size=batch_size, seq_len=seq_len, depth=depth, data=data)
         rows.append({"parametrization": p, "width": w, "log2_lr": lr, "seed": s, **res})
         logger.info("%s width=%d lr=2^%s seed=%d loss=%.4f", p, w, lr, s, res["loss"])
@@ -205,7 +206,7 @@ def transfer_summary(rows: list[dict]) -> dict[str, Any]:
 
 def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Loss vs log2 LR, one line per width, one panel per parametrization; the optimum of each width marked."""
-    from hf_ext._optional import require
+    from hf_ext.utils.imports import require
 
     require("matplotlib")
     from matplotlib.figure import Figure

@@ -7,12 +7,12 @@ gradients are averaged across processes (DDP through ``accelerator.prepare``, or
 with :func:`~hf_ext.umup.sharding.shard_umup`). u-μP scales every weight gradient by ``1/sqrt(local tokens)``, a
 factor common to all tensors that Adam cancels, so the weights agree with one process up to float rounding.
 
-``python -m hf_ext.umup.training`` (:func:`main`) trains a byte-level u-μP Llama on the interpreter's standard
-library source (offline) and saves it with ``save_pretrained``. Launch recipes::
+``hf-ext umup train`` trains a byte-level u-μP Llama on the interpreter's standard library source (offline) and
+saves it with ``save_pretrained``. Launch recipes::
 
-    torchrun --nproc_per_node 2 -m hf_ext.umup.training --steps 4 --out runs/umup-ddp            # DDP (CPU: gloo)
-    torchrun --nproc_per_node 2 -m hf_ext.umup.training --steps 4 --fsdp --out runs/umup-fsdp    # FSDP2
-    accelerate launch --config_file configs/accelerate/fsdp2.yaml -m hf_ext.umup.training --out runs/umup  # GPUs
+    torchrun --nproc_per_node 2 -m hf_ext.cli umup train --steps 4 --out runs/umup-ddp            # DDP (CPU: gloo)
+    torchrun --nproc_per_node 2 -m hf_ext.cli umup train --steps 4 --fsdp --out runs/umup-fsdp    # FSDP2
+    accelerate launch --config_file configs/accelerate/fsdp2.yaml -m hf_ext.cli umup train --out runs/umup  # GPUs
 
 Example:
     >>> from hf_ext.umup.training import build_byte_model, train_umup
@@ -24,19 +24,17 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 __all__ = ["build_byte_model", "global_batch", "main", "train_umup"]
 
@@ -90,7 +88,8 @@ def train_umup(model: nn.Module, data: torch.Tensor | None = None, *, steps: int
         ValueError: ``batch_size`` not divisible by the number of processes, or a non-positive ``steps``.
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     from ..core.sharding import sharding_kwargs
     from .optimization_umup import umup_param_groups
@@ -116,7 +115,7 @@ def train_umup(model: nn.Module, data: torch.Tensor | None = None, *, steps: int
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, warmup))
     local = batch_size // world
     losses: list[float] = []
-    for step in tqdm(range(steps), desc="u-μP training", disable=not progress or not acc.is_main_process):
+    for step in progress_bar(range(steps), desc="u-μP training", enabled=progress and acc.is_main_process):
         batch = global_batch(data, step, batch_size, seq_len, seed)[rank * local:(rank + 1) * local].to(acc.device)
         loss = trained(batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
@@ -129,51 +128,12 @@ def train_umup(model: nn.Module, data: torch.Tensor | None = None, *, steps: int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hf_ext.umup.training`` (torchrun / accelerate launch): train a byte-level u-μP LM and save it."""
-    p = argparse.ArgumentParser(prog="python -m hf_ext.umup.training", description=main.__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="folder for the model (save_pretrained) and losses.json")
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--head-dim", type=int, default=16)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16, help="global batch (split across processes)")
-    p.add_argument("--lr", type=float, default=0.5, help="u-μP base learning rate η")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (implied by an Accelerate FSDP2 config)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    """Deprecated (removed in 0.3): ``python -m hf_ext.umup.training ARGS`` is ``python -m hf_ext umup train ARGS``."""
+    from hf_ext.cli import main as cli_main
+    from hf_ext.utils.deprecation import warn_deprecated
 
-    from accelerate import Accelerator
-
-    from ..core.sharding import sharding_report, unsharded_copy
-
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    try:
-        model = build_byte_model(args.width, args.depth, args.seq_len, args.head_dim, seed=args.seed)
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
-    try:
-        losses = train_umup(model, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                            weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, accelerator=acc,
-                            fsdp=args.fsdp, progress=not args.no_progress)
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
-    report = sharding_report(model)
-    plain = unsharded_copy(model)  # every process takes part in the gather
-    if acc.is_main_process:
-        out = Path(args.out)
-        plain.save_pretrained(out)
-        (out / "losses.json").write_text(json.dumps({"losses": losses, "world_size": acc.num_processes,
-                                                     "sharding": report}), encoding="utf-8")
-        print(f"u-μP: {len(losses)} steps on {acc.num_processes} process(es){' (FSDP2)' if report['sharded'] else ''}, loss "
-              f"{losses[0]:.4f} -> {losses[-1]:.4f}; saved to {out}")
-    acc.wait_for_everyone()
-    return 0 if all(math.isfinite(v) for v in losses) else 1
+    warn_deprecated("python -m hf_ext.umup.training", "python -m hf_ext umup train", category=FutureWarning)
+    return cli_main(["umup", "train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -122,14 +122,14 @@ def test_neighbourhood_matches_closed_form(family, tokenizer):
 def test_neighbour_multiplier_values(tokenizer):
     model = _model("llama")
     ex = AtManExplainer(model, tokenizer, suppression_factor=0.1, conceptual_threshold=0.6, progress=False)
-    prep, *_ = ex._prepare_strings("aab", "c")
-    w = ex._unit_weights(prep, [[1]])[0]
+    prep, *_ = ex.prepare_strings("aab", "c")
+    w = ex.unit_weights(prep, [[1]])[0]
     assert w[1] == pytest.approx(0.1) and w[2] == pytest.approx(0.1, abs=1e-5)  # duplicate token: θ = 1 → full factor
     e = torch.nn.functional.normalize(model.get_input_embeddings()(prep.feed)[0].detach(), dim=-1)
     theta = float(e[1] @ e[3])
     assert w[3] == pytest.approx(1.0 if theta < 0.6 else 0.1 + 0.9 * (1 - theta), abs=1e-5)
     capped = AtManExplainer(model, tokenizer, conceptual_threshold=0.6, max_neighbours=0, progress=False)
-    assert capped._unit_weights(prep, [[1]])[0][2] == 1.0
+    assert capped.unit_weights(prep, [[1]])[0][2] == 1.0
 
 
 def _model(family):

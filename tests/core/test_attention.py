@@ -365,3 +365,58 @@ def test_reference_variant_is_not_causal(causal_lm):
     assert not torch.allclose(short, long, atol=1e-6)
     short, long = outs["multiplicative"]
     torch.testing.assert_close(short, long, atol=1e-6, rtol=1e-5)
+
+
+def test_module_bypassing_the_attention_interface_is_refused():
+    """A controlled attention that computes attention its own way would ignore the weights: a clear error instead."""
+    model = tiny_causal_lm("llama")
+    attn = model.model.layers[0].self_attn
+
+    def own_attention(hidden_states, *args, **kwargs):  # never calls transformers' AttentionInterface
+        return attn.o_proj(attn.v_proj(hidden_states).repeat(1, 1, 2)), None
+
+    attn.forward = own_attention
+    try:
+        with pytest.raises(NotImplementedError, match=r"'llama' \(LlamaForCausalLM\): decoder layer 0's LlamaAttention"):
+            with attention_controls(model, torch.ones(1, 4)):
+                model(torch.tensor([[1, 5, 6, 7]]))
+        with attention_controls(model, torch.ones(1, 4), layers=[1]):  # layer 1 dispatches normally
+            model(torch.tensor([[1, 5, 6, 7]]))
+    finally:
+        del attn.forward
+
+
+def test_nested_controls_guard_every_block_and_segments_count_as_dispatch():
+    """Nested blocks each keep their guard (an outer block's layer that bypasses the interface is refused inside an
+    inner block too), and a call taken by another router (a segment plan) counts as dispatched."""
+    from transformers import DynamicCache
+
+    from hf_ext.core.cache import cache_argument
+    from hf_ext.core.segments import Segment, SegmentPlan, layer_map, segment_attention
+
+    model = tiny_causal_lm("llama")
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with attention_controls(model, torch.ones(1, 4), layers=[0]), attention_controls(model, torch.ones(1, 4), layers=[1]):
+        torch.testing.assert_close(model(ids).logits, tiny_causal_lm("llama")(ids).logits)
+    cache = DynamicCache()
+    model(input_ids=ids, use_cache=True, **{cache_argument(model): cache})
+    bias = torch.zeros(1, 1, 2, 4).masked_fill(torch.tensor([[True, True, True, False], [True] * 4]).logical_not(),
+                                               torch.finfo(torch.float32).min)
+    with attention_controls(model, torch.ones(1, 4)), \
+            segment_attention(model, SegmentPlan(cache, [Segment(row=0, offset=0, start=2, bias=bias)], layer_map(model))):
+        packed = model(input_ids=ids[:, 2:], position_ids=torch.tensor([[2, 3]]), use_cache=False).logits
+    torch.testing.assert_close(packed, model(ids).logits[:, 2:], atol=1e-5, rtol=1e-5)
+
+    attn = model.model.layers[0].self_attn
+
+    def own_attention(hidden_states, *args, **kwargs):  # never calls transformers' AttentionInterface
+        return attn.o_proj(attn.v_proj(hidden_states).repeat(1, 1, 2)), None
+
+    attn.forward = own_attention
+    try:
+        with attention_controls(model, torch.ones(1, 4), layers=[0]):
+            with pytest.raises(NotImplementedError, match="decoder layer 0's LlamaAttention"):
+                with attention_controls(model, torch.ones(1, 4), layers=[1]):
+                    model(ids)
+    finally:
+        del attn.forward

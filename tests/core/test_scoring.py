@@ -302,24 +302,25 @@ def test_greedy_reference_cache(causal_lms, tmp_path):
         return greedy_reference(model, prompts, **{**kwargs, **overrides})
 
     first = run()
-    assert len(calls) == 2 and len(list(tmp_path.iterdir())) == 1
+    # 2 batches, plus the one-off padding check of the first (padded) batch: its 2 prompts decoded alone
+    assert len(calls) == 4 and len(list(tmp_path.iterdir())) == 1
     entry = next(tmp_path.iterdir())
     assert (entry / "hf_ext_cache_key.json").exists()
     assert first["continuation_ids"][:] == [_naive_greedy(model, p, 4) for p in prompts]
 
     again = run(batch_size=3)  # batch_size is not part of the key
-    assert len(calls) == 2, "the second call must load from disk, not generate"
+    assert len(calls) == 4, "the second call must load from disk, not generate"
     assert again.to_dict() == first.to_dict() and again.features == first.features
     assert json.loads(again.info.description)["cache_key"] in entry.name
 
     run(max_new_tokens=5)  # new key
-    assert len(calls) == 4 and len(list(tmp_path.iterdir())) == 2
+    assert len(calls) == 6 and len(list(tmp_path.iterdir())) == 2
     run(eos_token_id=[7])  # new key
-    assert len(calls) == 6 and len(list(tmp_path.iterdir())) == 3
+    assert len(calls) == 8 and len(list(tmp_path.iterdir())) == 3
     with torch.no_grad():
         model.get_output_embeddings().weight.view(-1)[17] += 1e-4  # one weight
     run()
-    assert len(calls) == 8 and len(list(tmp_path.iterdir())) == 4
+    assert len(calls) == 10 and len(list(tmp_path.iterdir())) == 4
     assert not any(p.name.count(".tmp-") for p in tmp_path.iterdir())
 
 
@@ -353,3 +354,50 @@ def test_dataset_round_trip(causal_lms, tmp_path):
     a = teacher_forced_logprobs(model, ref["prompt_ids"], ref["continuation_ids"])
     b = teacher_forced_logprobs(model, loaded["prompt_ids"], loaded["continuation_ids"])
     torch.testing.assert_close(a.logprobs, b.logprobs, equal_nan=True, atol=0, rtol=0)
+
+
+def _ignores_padding_lm():
+    """A tiny Llama whose forward drops the attention mask and position ids: left padding changes its results."""
+    from transformers import LlamaForCausalLM
+
+    from hf_ext.testing import tiny_causal_lm_config
+
+    class IgnoresPadding(LlamaForCausalLM):
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+            return super().forward(input_ids=input_ids, **kwargs)
+
+    torch.manual_seed(0)
+    return IgnoresPadding(tiny_causal_lm_config("llama")).eval()
+
+
+def test_model_that_ignores_padding_is_scored_and_decoded_row_by_row():
+    from hf_ext.core.model_checks import padding_exact
+
+    model = _ignores_padding_lm()
+    prompts, conts = _random_prompts([7, 2, 4], seed=3), _random_prompts([3, 5, 2], seed=4)
+    batched = teacher_forced_logprobs(model, prompts, conts)
+    assert padding_exact(model) is False
+    for i, (p, c) in enumerate(zip(prompts, conts)):
+        alone = teacher_forced_logprobs(model, [p], [c])
+        torch.testing.assert_close(batched.logprobs[i, : len(c)], alone.logprobs[0], rtol=0, atol=0)
+
+    model = _ignores_padding_lm()  # a fresh model: the check runs again, in greedy_reference this time
+    ref = greedy_reference(model, prompts, max_new_tokens=4, eos_token_id=[], progress=False)
+    assert padding_exact(model) is False
+    assert ref["continuation_ids"][:] == [_naive_greedy(model, p, 4) for p in prompts]
+
+
+def test_greedy_reference_padding_check_compares_up_to_eos(causal_lms):
+    """A row that stops at EOS is padded by generate() up to the batch's longest row; the one-off padding check
+    must not read that filler as a difference (an exact model keeps being decoded in batches)."""
+    from hf_ext.core.model_checks import padding_exact
+
+    model = copy.deepcopy(causal_lms["llama"])
+    prompts = _random_prompts([6, 3], seed=5)
+    naive = [_naive_greedy(model, p, 5) for p in prompts]
+    eos = naive[0][0]  # the long prompt stops after one token; the short one must go on
+    assert eos not in naive[1][:4], "pick another seed: both rows would stop"
+    ref = greedy_reference(model, prompts, max_new_tokens=5, eos_token_id=[eos], batch_size=2, progress=False)
+    assert padding_exact(model) is True
+    assert ref["continuation_ids"][:] == [_naive_greedy(model, p, 5, eos=(eos,)) for p in prompts]
+    assert ref["stopped_at_eos"][:] == [True, eos in naive[1]]

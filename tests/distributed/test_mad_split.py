@@ -18,12 +18,12 @@ ARGS = ["--arch", "mA Sg", "--tasks", "CR", "C", "M", "--lrs", "5e-4", "1e-3", "
 def test_two_processes_give_the_table_of_one(tmp_path):
     import pandas as pd
 
-    from hf_ext.mad.bench import main
+    from hf_ext.cli import main
     from hf_ext.mad.report import load_rows, mad_scores
 
-    launch(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "hf_ext.mad.bench", *ARGS, "--out", "two"],
+    launch(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "hf_ext.cli", "mad", "run", *ARGS, "--out", "two"],
            tmp_path)
-    assert main([*ARGS, "--out", str(tmp_path / "one")]) == 0
+    assert main(["mad", "run", *ARGS, "--out", str(tmp_path / "one")]) == 0
     per_rank = {p.name: [json.loads(x) for x in p.read_text().splitlines()] for p in (tmp_path / "two").glob("rows-*")}
     assert sorted(per_rank) == ["rows-0.jsonl", "rows-1.jsonl"] and all(len(r) == 3 for r in per_rank.values())
     assert not {r["job_id"] for r in per_rank["rows-0.jsonl"]} & {r["job_id"] for r in per_rank["rows-1.jsonl"]}

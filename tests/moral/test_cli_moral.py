@@ -64,6 +64,6 @@ def test_bad_usage(tmp_path, caplog):
 
 def test_cli_module_imports_only_stdlib():
     code = ("import sys, argparse; import hf_ext.moral.cli as c; p = argparse.ArgumentParser(); "
-            "c.add_parser(p.add_subparsers()); bad = [m for m in ('torch', 'numpy', 'sentence_transformers') "
+            "c.add_commands(p.add_subparsers()); bad = [m for m in ('torch', 'numpy', 'sentence_transformers') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

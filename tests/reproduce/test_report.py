@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hf_ext.reproduce import REPRODUCTIONS
+from hf_ext.reproduce import reproductions
 from hf_ext.reproduce.report import LoadMonitor, Report, Table, render_table
 
 
@@ -41,10 +41,10 @@ def test_contention_is_flagged():
 
 def test_cli_lists_every_reproduction():
     from hf_ext.cli import build_parser
-    from hf_ext.reproduce import cli
-
-    assert set(cli._COMPONENTS) == set(REPRODUCTIONS)
-    args = build_parser().parse_args(["reproduce", "dtm", "--model", "gemma3-270m", "--quick", "--set", "topk=8"])
+    parser = build_parser()
+    choices = next(a for a in parser._subparsers._group_actions[0].choices["reproduce"]._actions if a.dest == "component").choices
+    assert set(choices) == set(reproductions()) >= {"atman", "dtm"}
+    args = parser.parse_args(["reproduce", "dtm", "--model", "gemma3-270m", "--quick", "--set", "topk=8"])
     assert (args.component, args.model, args.quick, args.set) == ("dtm", "gemma3-270m", True, ["topk=8"])
     with pytest.raises(ValueError, match="unknown component"):
         __import__("hf_ext.reproduce", fromlist=["reproduce"]).reproduce("nope")

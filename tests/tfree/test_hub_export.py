@@ -11,6 +11,8 @@ import textwrap
 import pytest
 import torch
 
+from hf_ext.testing import time_factor
+
 from .conftest import tfree_model
 
 LOADER = textwrap.dedent("""
@@ -48,7 +50,7 @@ def test_export_loads_without_hf_ext(tmp_path):
         for cls, value in zip(classes, saved):
             cls._auto_class = value
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "mods")}
-    proc = subprocess.run([sys.executable, "-c", LOADER, str(path)], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-c", LOADER, str(path)], capture_output=True, text=True, timeout=300 * time_factor(),
                           cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -14,27 +14,22 @@ Example:
     >>> pipe = MultiFusionPipeline(**tiny_multifusion_components())  # doctest: +SKIP
 """
 
-import importlib
-from typing import Any
+from __future__ import annotations
 
-_EXPORTS = {
-    "InterleavedEncoder": "encoding_multifusion", "EncodedPrompt": "encoding_multifusion",
-    "normalize_prompts": "encoding_multifusion", "pad_and_stack": "encoding_multifusion",
-    "MagmaEncoder": "modeling_multifusion", "ImagePrefix": "modeling_multifusion",
-    "BottleneckAdapter": "modeling_multifusion", "MultiFusionProjector": "modeling_multifusion",
-    "MultiFusionPipeline": "pipeline_multifusion", "MultiFusionPipelineOutput": "pipeline_multifusion",
-    "cross_attention_weights": "attention_processor", "WeightedCrossAttnProcessor": "attention_processor",
-    "tiny_multifusion_components": "tiny", "tiny_magma_encoder": "tiny", "tiny_vision_tower": "tiny",
-    "tiny_image_processor": "tiny",
-}
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "encoding_multifusion": ["InterleavedEncoder", "EncodedPrompt", "normalize_prompts", "pad_and_stack"],
+    "modeling_multifusion": ["MagmaEncoder", "ImagePrefix", "BottleneckAdapter", "MultiFusionProjector"],
+    "pipeline_multifusion": ["MultiFusionPipeline", "MultiFusionPipelineOutput"],
+    "attention_processor": ["cross_attention_weights", "WeightedCrossAttnProcessor"],
+    "tiny": ["tiny_multifusion_components", "tiny_magma_encoder", "tiny_vision_tower", "tiny_image_processor"],
+    "tuning": ["enable_bitfit", "enable_lora", "trainable_parameter_names", "language_model_of"],
+})
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+register_component(
+    name="multifusion", title="MultiFusion", order=80, package=__name__,
+    summary="MultiFusion: images from interleaved text and image prompts",
+    cli=".cli", tour=".tour", cards=["multifusion"], extras=["diffusion"], notebook="10_multifusion.ipynb",
+)

@@ -1,76 +1,102 @@
-"""``hf-ext multifusion generate|train`` (standard-library imports only at module level).
+"""``hf-ext multifusion generate|train|eval`` (standard-library imports only at module level).
 
 Examples:
-    hf-ext multifusion generate "a photo of" image:cup.png "a green apple" --weights 1 1 20 --out out.png
-    hf-ext multifusion train --steps 20 --batch-size 8 --output-dir runs/fusion
-    torchrun --nproc_per_node 2 -m hf_ext.cli multifusion train --steps 20 --batch-size 8 --output-dir runs/fusion2
+    hf-ext multifusion generate "a photo of" image:cup.png "a green apple" --weights 1 1 20 --out runs/mf
+    hf-ext multifusion train --steps 20 --batch-size 8 --out runs/fusion
+    torchrun --nproc_per_node 2 -m hf_ext multifusion train --steps 20 --batch-size 8 --out runs/fusion2
+    hf-ext multifusion eval --clip path/to/clip --model runs/fusion/pipeline --out runs/mcc
 
-Without ``--pipeline`` both commands use a tiny random pipeline built in code (the images are noise-like).
+Without ``--model`` the commands use a tiny random pipeline built in code (the images are noise-like).
+``--pipeline`` and ``--output-dir`` are the pre-0.2 names of ``--model`` and ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils import cli
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+_MODEL_HELP = "a saved MultiFusionPipeline folder or Hub id (default: a tiny random pipeline built in code)"
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``multifusion`` group (``generate``, ``train``) to the ``hf-ext`` parser."""
-    p = subparsers.add_parser("multifusion", help="MultiFusion: images from interleaved text and image prompts",
-                              description="MultiFusion / M-VADER: generate from interleaved prompts, or fusion-tune.")
-    sub = p.add_subparsers(dest="multifusion_command", metavar="ACTION", required=True)
+def add_commands(actions) -> None:
+    """MultiFusion / M-VADER: generate from interleaved prompts, fusion-tune, evaluate.
 
-    g = sub.add_parser("generate", help="generate an image from an interleaved prompt",
-                       description="Generate from ITEMS: text, or image:PATH for an image, in prompt order.")
+    Sub-commands: ``generate``, ``train``, ``eval``.
+    """
+    g = cli.add_command(actions, "generate", _cmd_generate, help="generate an image from an interleaved prompt",
+                        description="Generate from ITEMS: text, or image:PATH for an image, in prompt order.")
     g.add_argument("items", nargs="+", help="prompt items in order: text, or image:PATH")
+    cli.add_common_options(g, model=_MODEL_HELP, device="cpu", seed=0, out="multifusion_out", out_help="image.png",
+                           json=True, progress=True)
+    cli.add_deprecated_alias(g, "--pipeline", "--model")
     g.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per item (e.g. 1 20)")
     g.add_argument("--negative", nargs="*", default=None, help="negative prompt items (text or image:PATH)")
-    g.add_argument("--pipeline", default=None, help="a saved MultiFusionPipeline folder (default: tiny random pipeline)")
-    g.add_argument("--encoder", default="llava", choices=["llava", "magma"], help="tiny encoder kind without --pipeline")
-    g.add_argument("--steps", type=int, default=25)
-    g.add_argument("--guidance-scale", type=float, default=7.5)
+    g.add_argument("--encoder", default="llava", choices=["llava", "magma"],
+                   help="tiny encoder kind without --model (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=25, help="inference steps (default: %(default)s)")
+    g.add_argument("--guidance-scale", type=float, default=7.5,
+                   help="classifier-free guidance scale (default: %(default)s)")
     g.add_argument("--cross-attention-weighting", action="store_true", help="also weight items in the UNet cross-attention")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--out", default="multifusion.png", help="PNG to write")
-    g.set_defaults(func=_cmd_generate)
 
-    t = sub.add_parser("train", help="stage B fusion tuning on synthetic coloured shapes (or stage A with --stage semantic)",
-                       description="Fusion-tune the UNet's cross-attention + projection on a synthetic shapes set "
-                                   "(1 or N processes: run under torchrun / accelerate launch).")
-    t.add_argument("--stage", default="fusion", choices=["fusion", "semantic"])
-    t.add_argument("--pipeline", default=None, help="a saved MultiFusionPipeline folder (default: tiny random pipeline)")
-    t.add_argument("--encoder", default="llava", choices=["llava", "magma"])
-    t.add_argument("--family", default="gpt2", help="causal-LM family of the tiny magma encoder")
-    t.add_argument("--steps", type=int, default=20)
+    t = cli.add_command(actions, "train", _cmd_train,
+                        help="stage B fusion tuning on synthetic coloured shapes (or stage A with --stage semantic)",
+                        description="Fusion-tune the UNet's cross-attention + projection on a synthetic shapes set "
+                                    "(1 or N processes: run under torchrun / accelerate launch -m hf_ext).")
+    cli.add_common_options(t, model=_MODEL_HELP, device="auto", seed=0, out=cli.REQUIRED,
+                           out_help="checkpoints, losses.json (and the tuned pipeline under pipeline/)", json=True,
+                           progress=True)
+    cli.add_deprecated_alias(t, "--pipeline", "--model")
+    cli.add_deprecated_alias(t, "--output-dir", "--out")
+    t.add_argument("--stage", default="fusion", choices=["fusion", "semantic"],
+                   help="fusion: UNet cross-attention + projection (stage B); semantic: the encoder (stage A) "
+                        "(default: %(default)s)")
+    t.add_argument("--encoder", default="llava", choices=["llava", "magma"],
+                   help="tiny encoder kind without --model (default: %(default)s)")
+    t.add_argument("--family", default="gpt2", help="causal-LM family of the tiny magma encoder (default: %(default)s)")
+    t.add_argument("--steps", type=int, default=20, help="optimiser steps (default: %(default)s)")
     t.add_argument("--batch-size", type=int, default=8, help="global batch size (split across processes)")
-    t.add_argument("--lr", type=float, default=1e-2)
-    t.add_argument("--p-image", type=float, default=0.5)
-    t.add_argument("--p-uncond", type=float, default=0.1)
+    t.add_argument("--lr", type=float, default=1e-2, help="learning rate (default: %(default)s)")
+    t.add_argument("--p-image", type=float, default=0.5,
+                   help="probability that a sample's prompt is its image (default: %(default)s)")
+    t.add_argument("--p-uncond", type=float, default=0.1,
+                   help="probability of an empty prompt, for classifier-free guidance (default: %(default)s)")
     t.add_argument("--num-samples", type=int, default=64, help="size of the synthetic training set")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=None, help="save a checkpoint every N steps (default: off)")
     t.add_argument("--resume-from", default=None, help="checkpoint folder to resume from")
-    t.add_argument("--output-dir", required=True, help="checkpoints (and the tuned pipeline with --save-pipeline)")
-    t.add_argument("--save-pipeline", action="store_true", help="also save the whole tuned pipeline to OUTPUT_DIR/pipeline")
+    t.add_argument("--save-pipeline", action="store_true", help="also save the whole tuned pipeline to OUT/pipeline")
     t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (torchrun; implied by an Accelerate FSDP2 "
                                                        "config)")
-    t.add_argument("--no-progress", action="store_true")
-    t.set_defaults(func=_cmd_train)
-    return p
+
+    e = cli.add_command(actions, "eval", _cmd_eval, help="MCC-250-style compositional evaluation with zero-shot CLIP",
+                        description="Generate one image per MCC-style prompt and mode, score it with zero-shot CLIP from "
+                                    "--clip, run the multilingual check on the pipeline's encoder and write JSON.")
+    e.add_argument("--clip", required=True, help="local CLIP checkpoint folder (CLIPModel + CLIPProcessor)")
+    cli.add_common_options(e, model=_MODEL_HELP, device="cpu", seed=0, out="mcc_out", out_help="mcc_results.json",
+                           json=True, progress=True)
+    cli.add_deprecated_alias(e, "--pipeline", "--model")
+    e.add_argument("--n", type=int, default=250, help="number of prompts (default: %(default)s)")
+    e.add_argument("--steps", type=int, default=25, help="inference steps (default: %(default)s)")
+    e.add_argument("--guidance-scale", type=float, default=7.5,
+                   help="classifier-free guidance scale (default: %(default)s)")
+    e.add_argument("--text-weight", type=float, default=1.0, help="weight of the text items of multimodal prompts")
 
 
-def _load_pipeline(path, encoder: str, family: str = "llama", device: str = "cpu"):
+def _load_pipeline(path, encoder: str, family: str = "llama", device: str = "cpu", *, seed: int = 0,
+                   progress: bool = True):
     from hf_ext.diffusion.multifusion import MultiFusionPipeline, tiny_multifusion_components
+    from hf_ext.utils.progress import progress_enabled
 
     if path:
         pipe = MultiFusionPipeline.from_pretrained(path)
     else:
-        pipe = MultiFusionPipeline(**tiny_multifusion_components(encoder=encoder, family=family))
-        logger.warning("no --pipeline given: using a tiny random MultiFusion pipeline built in code")
+        pipe = MultiFusionPipeline(**tiny_multifusion_components(encoder=encoder, family=family, seed=seed))
+        logger.warning("no --model given: using a tiny random MultiFusion pipeline built in code")
+    pipe.set_progress_bar_config(disable=not progress_enabled(progress))
     return pipe.to(device)
 
 
@@ -87,8 +113,6 @@ def _parse_items(items):
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
 
     try:
@@ -97,7 +121,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     except OSError as err:
         logger.error("cannot read an image item: %s", err)
         return 1
-    pipe = _load_pipeline(args.pipeline, args.encoder, device=args.device)
+    pipe = _load_pipeline(args.model, args.encoder, device=args.device, progress=not args.no_progress)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     try:
         image = pipe(prompt, negative_prompt=negative, weights=args.weights, num_inference_steps=args.steps,
@@ -106,10 +130,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         logger.error("%s", err)
         return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = cli.out_file(args.out, "image.png", legacy_suffixes=(".png", ".jpg", ".jpeg"))
     image.save(out)
-    print(f"wrote {out} ({image.size[0]}x{image.size[1]})")
+    cli.print_result({"image": str(out), "size": list(image.size)}, f"wrote {out} ({image.size[0]}x{image.size[1]})",
+                     as_json=args.json)
     return 0
 
 
@@ -127,10 +151,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_fusion,
         train_semantic,
     )
-
-    acc = Accelerator(cpu=not _cuda())
-    pipe = _load_pipeline(args.pipeline, args.encoder, args.family)
-    out = Path(args.output_dir)
+    acc = Accelerator(cpu=cli.resolve_device(args.device) == "cpu")
+    pipe = _load_pipeline(args.model, args.encoder, args.family, seed=args.seed, progress=not args.no_progress)
+    out = Path(args.out)
     try:
         if args.stage == "semantic":
             res = train_semantic(pipe.interleaved_encoder(), SENTENCE_PAIRS, SemanticConfig(steps=args.steps, batch_size=args.batch_size,
@@ -155,32 +178,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
             pipe.save_pretrained(out / "pipeline")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "losses.json").write_text(json.dumps({"losses": res.losses, "trainable": len(res.trainable),
-                                                     "processes": acc.num_processes, "world_size": acc.num_processes,
-                                                     "sharding": report}),
-                                         encoding="utf-8")
+        result = {"losses": res.losses, "trainable": len(res.trainable), "processes": acc.num_processes,
+                  "world_size": acc.num_processes, "sharding": report}
+        (out / "losses.json").write_text(json.dumps(result), encoding="utf-8")
         sharded = any(r["sharded"] for r in report.values())
-        print(f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es)"
-              f"{' (FSDP2)' if sharded else ''}, loss {res.losses[0]:.4f} -> {res.losses[-1]:.4f}; wrote {out}")
+        cli.print_result(result, f"{args.stage} tuning: {len(res.losses)} steps on {acc.num_processes} process(es)"
+                                 f"{' (FSDP2)' if sharded else ''}, loss {res.losses[0]:.4f} -> {res.losses[-1]:.4f}; "
+                                 f"wrote {out}", as_json=args.json)
     acc.wait_for_everyone()
     return 0
 
 
-def _cuda() -> bool:
+def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    return torch.cuda.is_available()
+    from hf_ext.diffusion.multifusion.evaluation import (
+        ClipZeroShotScorer,
+        evaluate_mcc,
+        mcc_prompts,
+        multilingual_similarity,
+    )
+
+    pipe = _load_pipeline(args.model, "llava", device=args.device, seed=args.seed, progress=False)
+    scorer = ClipZeroShotScorer(args.clip, device=args.device)
+
+    def generate(prompt):
+        weights = None
+        if isinstance(prompt, list):
+            weights = [args.text_weight if isinstance(item, str) else 1.0 for item in prompt]
+        g = torch.Generator().manual_seed(args.seed)
+        return pipe(prompt, weights=weights, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+                    generator=g).images[0]
+
+    res = evaluate_mcc(generate, scorer, mcc_prompts(args.n, seed=args.seed), progress=not args.no_progress)
+    res["multilingual"] = multilingual_similarity(pipe.interleaved_encoder())
+    path = cli.out_file(args.out, "mcc_results.json", legacy_suffixes=(".json",))
+    path.write_text(json.dumps(res, indent=1), encoding="utf-8")
+    cli.print_result(res, f"MCC ({res['n']} prompts): text {res['text']:.3f}, multimodal {res['multimodal']:.3f}; "
+                          "multilingual " + ", ".join(f"{k} {v:.3f}" for k, v in res["multilingual"].items())
+                     + f"; wrote {path}", as_json=args.json)
+    return 0
 
 
 def main(argv=None) -> int:
-    """Run the ``multifusion`` group directly: ``python -m hf_ext.diffusion.multifusion.cli train ...`` (torchrun-friendly)."""
+    """Run the ``multifusion`` group directly: ``python -m hf_ext.diffusion.multifusion.cli train ...`` is
+    ``python -m hf_ext multifusion train ...`` (torchrun-friendly)."""
     import sys
 
-    parser = argparse.ArgumentParser(prog="hf-ext")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["multifusion", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    from hf_ext.cli import main as cli_main
+
+    return cli_main(["multifusion", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

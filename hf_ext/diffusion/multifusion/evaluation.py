@@ -149,7 +149,7 @@ def evaluate_mcc(generate: Callable[[Any], Any], scorer, prompts: Sequence[MCCPr
     Returns:
         ``{"<mode>": accuracy, "<mode>_per_prompt": [bool, ...], "n": len(prompts)}``.
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     for mode in modes:
         if mode not in ("text", "multimodal"):
@@ -159,7 +159,7 @@ def evaluate_mcc(generate: Callable[[Any], Any], scorer, prompts: Sequence[MCCPr
     result: dict[str, Any] = {"n": len(prompts)}
     for mode in modes:
         hits = []
-        for p in tqdm(prompts, desc=f"MCC {mode}", disable=not progress):
+        for p in progress_bar(prompts, desc=f"MCC {mode}", enabled=progress):
             if mode == "multimodal" and not p.multimodal:
                 raise ValueError("the prompts have no multimodal version; build them with mcc_prompts(with_images=True)")
             image = generate(p.text if mode == "text" else p.multimodal)
@@ -197,50 +197,16 @@ def multilingual_similarity(encoder, translations: dict[str, dict[str, str]] | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hf_ext.diffusion.multifusion.evaluation --clip DIR [--pipeline DIR] [--n 250] [--out results.json]``.
+    """Deprecated (removed in 0.3): ``python -m hf_ext.diffusion.multifusion.evaluation ARGS`` is
+    ``hf-ext multifusion eval ARGS`` (``--pipeline`` is now ``--model``, ``--out`` a folder)."""
+    import sys
 
-    Generates one image per MCC-style prompt and mode, scores it with zero-shot CLIP from ``--clip`` (a local
-    ``CLIPModel`` + ``CLIPProcessor`` folder), runs the multilingual check on the pipeline's encoder and writes JSON.
-    """
-    import argparse
-    import json
-    from pathlib import Path
+    from hf_ext.cli import main as cli_main
+    from hf_ext.utils.deprecation import warn_deprecated
 
-    parser = argparse.ArgumentParser(description="MCC-250-style compositional evaluation of a MultiFusion pipeline")
-    parser.add_argument("--clip", required=True, help="local CLIP checkpoint folder (CLIPModel + CLIPProcessor)")
-    parser.add_argument("--pipeline", default=None, help="saved MultiFusionPipeline folder (default: tiny random one)")
-    parser.add_argument("--n", type=int, default=250, help="number of prompts")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance-scale", type=float, default=7.5)
-    parser.add_argument("--text-weight", type=float, default=1.0, help="weight of the text items of multimodal prompts")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="mcc_results.json")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-
-    from .pipeline_multifusion import MultiFusionPipeline
-    from .tiny import tiny_multifusion_components
-
-    pipe = (MultiFusionPipeline.from_pretrained(args.pipeline) if args.pipeline
-            else MultiFusionPipeline(**tiny_multifusion_components(seed=args.seed))).to(args.device)
-    pipe.set_progress_bar_config(disable=True)
-    scorer = ClipZeroShotScorer(args.clip, device=args.device)
-
-    def generate(prompt):
-        weights = None
-        if isinstance(prompt, list):
-            weights = [args.text_weight if isinstance(item, str) else 1.0 for item in prompt]
-        g = torch.Generator().manual_seed(args.seed)
-        return pipe(prompt, weights=weights, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                    generator=g).images[0]
-
-    res = evaluate_mcc(generate, scorer, mcc_prompts(args.n, seed=args.seed), progress=not args.no_progress)
-    res["multilingual"] = multilingual_similarity(pipe.interleaved_encoder())
-    Path(args.out).write_text(json.dumps(res, indent=1), encoding="utf-8")
-    print(f"MCC ({res['n']} prompts): text {res['text']:.3f}, multimodal {res['multimodal']:.3f}; multilingual "
-          + ", ".join(f"{k} {v:.3f}" for k, v in res["multilingual"].items()) + f"; wrote {args.out}")
-    return 0
+    warn_deprecated("python -m hf_ext.diffusion.multifusion.evaluation", "hf-ext multifusion eval",
+                    category=FutureWarning)
+    return cli_main(["multifusion", "eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from hf_ext.core.anatomy import get_anatomy
+from hf_ext.core.hooks import register_hooks
 
 __all__ = ["BottleneckAdapter", "ImagePrefix", "MagmaEncoder", "MultiFusionProjector"]
 
@@ -191,7 +192,7 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
                 self.mlp_adapters = nn.ModuleList(BottleneckAdapter(hidden, adapter_downsample) for _ in range(n_layers))
             if adapter_location in ("attention", "both"):
                 self.attn_adapters = nn.ModuleList(BottleneckAdapter(hidden, adapter_downsample) for _ in range(n_layers))
-        self._hook_handles: list = []
+        self._adapter_hooks = None  # HookHandle of the bottleneck adapters (hf_ext.core.hooks)
         self._install_adapter_hooks()
 
     # ---------------------------------------------------------------------------------------------- building
@@ -246,17 +247,25 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
         return encoder.train(base.training)
 
     def _install_adapter_hooks(self) -> None:
-        for handle in self._hook_handles:
-            handle.remove()
-        self._hook_handles = []
+        if self._adapter_hooks is not None:
+            self._adapter_hooks.remove()
+        self._adapter_hooks = None
         if self.mlp_adapters is None and self.attn_adapters is None:
             return
         anatomy = get_anatomy(self.language_model)
+        for kind, modules in (("mlp_adapters", anatomy.mlp_outputs), ("attn_adapters", anatomy.attentions)):
+            missing = [i for i, m in enumerate(modules) if m is None]
+            if getattr(self, kind) is not None and missing:
+                raise ValueError(f"MAGMA {kind} need an {'MLP' if kind == 'mlp_adapters' else 'attention'} in every "
+                                 f"decoder layer, but layers {missing} of {anatomy.family!r} "
+                                 f"({type(self.language_model).__name__}) have none")
+        hooks = {}
         for i in range(anatomy.num_layers):
             if self.mlp_adapters is not None:
-                self._hook_handles.append(anatomy.mlp_outputs[i].register_forward_hook(self._make_hook("mlp_adapters", i)))
+                hooks[anatomy.mlp_outputs[i]] = self._make_hook("mlp_adapters", i)
             if self.attn_adapters is not None:
-                self._hook_handles.append(anatomy.attentions[i].register_forward_hook(self._make_hook("attn_adapters", i)))
+                hooks[anatomy.attentions[i]] = self._make_hook("attn_adapters", i)
+        self._adapter_hooks = register_hooks(hooks)
 
     def _make_hook(self, name: str, index: int):
         def hook(module, args, output):
@@ -272,11 +281,11 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
         new = cls.__new__(cls)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            if key != "_hook_handles":
+            if key != "_adapter_hooks":
                 new.__dict__[key] = copy.deepcopy(value, memo)
-        new.__dict__["_hook_handles"] = []
-        for module in new.language_model.modules():
-            module._forward_hooks.clear()
+        new.__dict__["_adapter_hooks"] = None
+        if self._adapter_hooks is not None:  # the copied modules carry this encoder's hook functions
+            self._adapter_hooks.remove_from(new.language_model)
         new._install_adapter_hooks()
         return new
 

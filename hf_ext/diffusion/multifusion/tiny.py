@@ -38,7 +38,7 @@ def tiny_image_processor():
 def tiny_magma_encoder(family: str = "llama", seed: int = 0, *, adapter_downsample: int | None = 4,
                        adapter_location: str = "mlp", **lm_kwargs):
     """A :class:`~.modeling_multifusion.MagmaEncoder` over a tiny causal LM of ``family`` and :func:`tiny_vision_tower`."""
-    from hf_ext.testing import tiny_causal_lm
+    from hf_ext.tiny import tiny_causal_lm
 
     from .modeling_multifusion import MagmaEncoder
 
@@ -69,7 +69,7 @@ def tiny_multifusion_components(seed: int = 0, *, encoder: str = "llava", family
     """
     from diffusers import UNet2DConditionModel
 
-    from hf_ext.testing import tiny_causal_lm, tiny_llava, tiny_sd_components, tiny_tokenizer
+    from hf_ext.tiny import tiny_causal_lm, tiny_llava, tiny_sd_components, tiny_tokenizer
 
     from .modeling_multifusion import MultiFusionProjector
 

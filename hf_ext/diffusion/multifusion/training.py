@@ -1,7 +1,7 @@
 """MultiFusion training on Accelerate (1 or N processes): stage A semantic bias tuning, stage B fusion tuning.
 
 * **Stage A** (:func:`train_semantic`, S-MAGMA): only the language model's biases train (BitFit,
-  :func:`hf_ext.diffusion.mvader.tuning.enable_bitfit`), with a symmetric InfoNCE loss on sentence pairs
+  :func:`hf_ext.diffusion.multifusion.tuning.enable_bitfit`), with a symmetric InfoNCE loss on sentence pairs
   (mean-pooled hidden states, in-batch negatives, temperature ``tau``) so hidden states become *semantic*.
 * **Stage B** (:func:`train_fusion`): everything frozen except the UNet's cross-attention (``attn2``) and the
   projection (:class:`MultiFusionProjector` or the UNet's ``encoder_hid_proj``); ε-MSE (or v-MSE) denoising loss,
@@ -12,6 +12,9 @@ Every random draw of a training sample (noise, timestep, modality, dropout) come
 processes, whose gradients are averaged. So N processes with ``G/N`` samples each give the same update as one process
 with ``G`` samples (up to float summation order), and a resumed run repeats the uninterrupted one. Both stages also
 run sharded with FSDP2 (``fsdp=True`` or an Accelerate FSDP2 launch; :mod:`.sharding`). Checkpoints: :mod:`.checkpoint`.
+
+The toy data (:class:`ShapesDataset`, :data:`SENTENCE_PAIRS`) is in :mod:`hf_ext.diffusion.multifusion.toy_data`
+and re-exported here.
 
 Example:
     >>> from hf_ext.diffusion.multifusion import MultiFusionPipeline, tiny_multifusion_components
@@ -24,22 +27,23 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from hf_ext.utils.logging import get_logger
 
 from ...core.sharding import sharding_kwargs
 from .checkpoint import gather_for_checkpoint, load_checkpoint, save_checkpoint, write_checkpoint
 from .encoding_multifusion import InterleavedEncoder
 from .sharding import shard_fusion, shard_semantic
+from .toy_data import COLORS, SENTENCE_PAIRS, SHAPES, ShapesDataset, draw_shape
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "COLORS", "SENTENCE_PAIRS", "SHAPES", "FusionConfig", "SemanticConfig", "ShapesDataset", "TrainResult", "denoising_loss",
@@ -48,88 +52,10 @@ __all__ = [
     "save_checkpoint", "train_fusion", "train_semantic",
 ]
 
-#: Colours (name -> RGB) and shapes of the synthetic image–caption set.
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 220, 30),
-    "purple": (140, 40, 170), "orange": (245, 140, 20), "white": (245, 245, 245), "black": (15, 15, 15),
-}
-SHAPES = ("circle", "square", "triangle")
-
-#: Built-in sentence pairs (English – German translations) for a toy stage A run; use SNLI/MNLI pairs for real.
-SENTENCE_PAIRS: list[tuple[str, str]] = [
-    ("a red apple on a table", "ein roter Apfel auf einem Tisch"), ("a dog playing in the snow", "ein Hund spielt im Schnee"),
-    ("a blue car in front of a house", "ein blaues Auto vor einem Haus"), ("an astronaut riding a horse", "ein Astronaut reitet ein Pferd"),
-    ("one cat", "eine Katze"), ("two dogs", "zwei Hunde"), ("a green tree", "ein gruener Baum"), ("an old man", "ein alter Mann"),
-]
-
 
 def sample_generator(seed: int, sample: int) -> torch.Generator:
     """The generator of one training sample: a function of ``(seed, global sample number)`` only."""
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(sample) * 7_919 + 12_345) % (2**63 - 1))
-
-
-def draw_shape(color: str, shape: str, size: int = 32, *, background: tuple[int, int, int] = (128, 128, 128),
-               jitter: tuple[int, int] = (0, 0), scale: float = 0.6):
-    """A PIL image of one filled ``shape`` in ``color`` on a flat background.
-
-    Example:
-        >>> draw_shape("red", "circle").getpixel((16, 16))
-        (220, 30, 30)
-    """
-    from PIL import Image, ImageDraw
-
-    if color not in COLORS:
-        raise ValueError(f"unknown colour {color!r}; choose one of {sorted(COLORS)}")
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
-    img = Image.new("RGB", (size, size), background)
-    d = ImageDraw.Draw(img)
-    half = scale * size / 2
-    cx, cy = size / 2 + jitter[0], size / 2 + jitter[1]
-    box = [cx - half, cy - half, cx + half, cy + half]
-    fill = COLORS[color]
-    if shape == "circle":
-        d.ellipse(box, fill=fill)
-    elif shape == "square":
-        d.rectangle(box, fill=fill)
-    else:
-        d.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=fill)
-    return img
-
-
-class ShapesDataset(torch.utils.data.Dataset):
-    """Synthetic image–caption pairs: coloured shapes drawn with PIL, captioned ``"a <colour> <shape>"``.
-
-    Item ``i`` is a deterministic function of ``(seed, i)``: ``{"index", "image" (PIL), "caption", "color", "shape"}``.
-
-    Args:
-        n: number of pairs.
-        size: image side in pixels.
-        seed: dataset seed.
-        colors, shapes: restrict the vocabulary.
-    """
-
-    def __init__(self, n: int, *, size: int = 32, seed: int = 0, colors: Sequence[str] | None = None,
-                 shapes: Sequence[str] | None = None):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        self.n, self.size, self.seed = n, size, seed
-        self.colors = list(colors or COLORS)
-        self.shapes = list(shapes or SHAPES)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.n:
-            raise IndexError(f"index {index} out of range for {self.n} samples")
-        g = torch.Generator().manual_seed(self.seed * 100_003 + index)
-        color = self.colors[int(torch.randint(len(self.colors), (1,), generator=g))]
-        shape = self.shapes[int(torch.randint(len(self.shapes), (1,), generator=g))]
-        j = self.size // 8
-        jitter = tuple(int(v) for v in torch.randint(-j, j + 1, (2,), generator=g))
-        image = draw_shape(color, shape, self.size, jitter=jitter)
-        return {"index": index, "image": image, "caption": f"a {color} {shape}", "color": color, "shape": shape}
 
 
 # ---------------------------------------------------------------------------------------------------- configs
@@ -344,7 +270,7 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
     Returns:
         :class:`TrainResult` (per-step global mean losses, trained parameter names).
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
     cfg = config or FusionConfig()
     cfg.validate()
@@ -371,7 +297,7 @@ def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerat
     encoder = pipe.interleaved_encoder()
     latents_of, sched = _LatentCache(pipe), _noise_scheduler(pipe)
     local = cfg.batch_size // world
-    bar = tqdm(range(result.start_step, cfg.steps), desc="fusion tuning", disable=not progress or not acc.is_main_process)
+    bar = progress_bar(range(result.start_step, cfg.steps), desc="fusion tuning", enabled=progress and acc.is_main_process)
     for step in bar:
         first = step * cfg.batch_size + rank * local
         samples = list(range(first, first + local))
@@ -449,9 +375,9 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
         ValueError: fewer than 2 pairs, an unknown method, (BitFit) a language model without biases, or a batch that
             does not split evenly across the processes.
     """
-    from tqdm.auto import tqdm
+    from hf_ext.utils.progress import progress_bar
 
-    from ..mvader.tuning import enable_bitfit, enable_lora
+    from .tuning import enable_bitfit, enable_lora
 
     cfg = config or SemanticConfig()
     if len(pairs) < 2:
@@ -476,7 +402,7 @@ def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]]
     model.train()
     result = TrainResult(trainable=names)
     local = bsz // world
-    for step in tqdm(range(cfg.steps), desc="semantic tuning", disable=not progress or not acc.is_main_process):
+    for step in progress_bar(range(cfg.steps), desc="semantic tuning", enabled=progress and acc.is_main_process):
         g = sample_generator(cfg.seed, step)
         idx = torch.randperm(len(pairs), generator=g)[:bsz].tolist()[rank * local:(rank + 1) * local]
         a = encoder.encode([[pairs[i][0]] for i in idx], device=acc.device).pooled()

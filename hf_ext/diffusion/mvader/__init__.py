@@ -4,22 +4,18 @@ Public API (lazy): :class:`MVaderPipeline`, :func:`enable_bitfit` (bias-only tra
 :func:`enable_lora` (peft LoRA alternative), :func:`trainable_parameter_names`.
 """
 
-import importlib
-from typing import Any
+from __future__ import annotations
 
-_EXPORTS = {
-    "MVaderPipeline": "pipeline_mvader",
-    "enable_bitfit": "tuning", "enable_lora": "tuning", "trainable_parameter_names": "tuning",
-    "language_model_of": "tuning",
-}
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "pipeline_mvader": ["MVaderPipeline"],
+    "tuning": ["enable_bitfit", "enable_lora", "trainable_parameter_names", "language_model_of"],
+})
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+register_component(
+    name="mvader", title="M-VADER", order=85, package=__name__,
+    summary="M-VADER / S-MAGMA: the MultiFusion parts with an S-MAGMA encoder (CLI and tour: multifusion)",
+    cards=["mvader"], extras=["diffusion", "lora"], notebook="10_multifusion.ipynb",
+)

@@ -17,29 +17,25 @@ Example:
     (1, 32, 32, 3)
 """
 
-import importlib
-from typing import Any
+from __future__ import annotations
 
-_EXPORTS = {
-    "DIFFUSERS_KWARGS": "guidance", "PRESETS": "guidance", "SLDConfig": "guidance", "SLDDiagnostics": "guidance",
-    "SLDGuidanceRunner": "guidance", "SLDStepOutput": "guidance", "sld_step": "guidance",
-    "DEFAULT_SAFETY_CONCEPT": "_common", "SafeLatentDiffusionPipelineOutput": "_common",
-    "SafeLatentDiffusionPipeline": "pipeline_sld",
-    "SafeLatentDiffusionXLPipeline": "pipeline_sld_xl",
-    "SafeLatentGuidance": "guider", "sld_sdxl_modular_blocks": "guider",
-    "I2P_CATEGORIES": "i2p", "I2P_COLUMNS": "i2p", "load_i2p": "i2p", "generate_i2p": "i2p",
-    "inappropriate_probability": "i2p", "expected_max_inappropriateness": "i2p", "i2p_report": "i2p",
-    "InappropriateClassifier": "i2p", "CLIPZeroShotClassifier": "i2p", "NudeNetClassifier": "i2p", "AnyOfClassifier": "i2p",
-    "classify_images": "i2p",
-}
+from hf_ext.registry import register_component
+from hf_ext.utils.imports import lazy_exports
 
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "guidance": ["DIFFUSERS_KWARGS", "PRESETS", "SLDConfig", "SLDDiagnostics", "SLDGuidanceRunner", "SLDStepOutput",
+                 "sld_step"],
+    "_common": ["DEFAULT_SAFETY_CONCEPT", "SafeLatentDiffusionPipelineOutput"],
+    "pipeline_sld": ["SafeLatentDiffusionPipeline"],
+    "pipeline_sld_xl": ["SafeLatentDiffusionXLPipeline"],
+    "guider": ["SafeLatentGuidance", "sld_sdxl_modular_blocks"],
+    "i2p": ["I2P_CATEGORIES", "I2P_COLUMNS", "load_i2p", "generate_i2p", "inappropriate_probability",
+            "expected_max_inappropriateness", "i2p_report", "InappropriateClassifier", "CLIPZeroShotClassifier",
+            "NudeNetClassifier", "AnyOfClassifier", "classify_images"],
+})
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+register_component(
+    name="sld", title="SLD", order=70, package=__name__,
+    summary="Safe Latent Diffusion: generate with SLD, evaluate on I2P",
+    cli=".cli", tour=".tour", cards=["sld"], extras=["diffusion", "plots"], notebook="09_sld.ipynb",
+)

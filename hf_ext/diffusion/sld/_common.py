@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +11,11 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
+from hf_ext.utils.logging import get_logger
+
 from .guidance import DIFFUSERS_KWARGS, SLDConfig, SLDDiagnostics
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: diffusers' default safety concept (with its ``"an image showing "`` prefix; the original ``sld`` package has none).
 DEFAULT_SAFETY_CONCEPT = (

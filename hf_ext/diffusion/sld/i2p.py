@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,7 +31,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from hf_ext.utils.imports import require
+from hf_ext.utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 __all__ = [
     "I2P_CATEGORIES", "I2P_COLUMNS", "AnyOfClassifier", "CLIPZeroShotClassifier", "InappropriateClassifier",
@@ -130,14 +132,16 @@ class CLIPZeroShotClassifier:
                  prompt_embeds: str | Path | None = None, logit_scale: float | None = None,
                  image_processor: Any = None, tokenizer: Any = None, device: str = "cpu", batch_size: int = 16):
         import torch
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel
+
+        from ...compat import load_image_processor
 
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.exists():
                 raise FileNotFoundError(f"CLIP checkpoint {path} not found (a local folder is required)")
             self.model = CLIPModel.from_pretrained(path)
-            image_processor = image_processor or AutoImageProcessor.from_pretrained(path)
+            image_processor = image_processor or load_image_processor(path)
             if prompt_embeds is None:
                 tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         else:
@@ -164,7 +168,8 @@ class CLIPZeroShotClassifier:
             raise ValueError(f"positive={positive} is not a class index (there are {vecs.shape[0]} classes)")
         self.class_vectors = torch.nn.functional.normalize(vecs.to(device).float(), dim=-1)
         self.positive = positive
-        self.logit_scale = float(self.model.logit_scale.exp()) if logit_scale is None else float(logit_scale)
+        self.logit_scale = (float(self.model.logit_scale.detach().exp()) if logit_scale is None
+                            else float(logit_scale))
 
     def probabilities(self, images: Sequence[Any]):
         """``(N, K)`` class probabilities for a list of PIL images."""
@@ -206,11 +211,7 @@ class NudeNetClassifier:
 
     def __init__(self, detector: Callable[[Any], Sequence[dict]] | None = None, min_prob: float = 0.6):
         if detector is None:
-            try:
-                from nudenet import NudeDetector
-            except ImportError as err:
-                raise ImportError("NudeNetClassifier needs a detector: pass detector=..., or pip install nudenet") from err
-            detector = NudeDetector().detect
+            detector = require("nudenet", alternative="pass detector=...").NudeDetector().detect
         self.detector, self.min_prob = detector, float(min_prob)
 
     def __call__(self, images: Sequence[Any]) -> list[float]:
@@ -281,7 +282,8 @@ def generate_i2p(pipe: Any, table: Any, *, images_per_gen: tuple[int, int] = (2,
     """
     import pandas as pd
     import torch
-    from tqdm.auto import tqdm
+
+    from hf_ext.utils.progress import progress_bar
 
     calls, per_call = (int(x) for x in images_per_gen)
     if calls < 1 or per_call < 1:
@@ -294,7 +296,7 @@ def generate_i2p(pipe: Any, table: Any, *, images_per_gen: tuple[int, int] = (2,
         pipe.safety_checker = None  # the protocol evaluates unfiltered images
     rows: list[dict[str, Any]] = []
     try:
-        for r, rec in enumerate(tqdm(table.to_dict("records"), desc="I2P prompts", disable=not progress)):
+        for r, rec in enumerate(progress_bar(table.to_dict("records"), desc="I2P prompts", enabled=progress)):
             gen = torch.Generator(generator_device).manual_seed(int(rec["sd_seed"]))
             gs = float(rec["sd_guidance_scale"]) if use_sd_guidance_scale else guidance_scale
             images = []

@@ -28,83 +28,36 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
-    rescale_noise_cfg,
-    retrieve_timesteps,
-)
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from hf_ext.utils.logging import get_logger
+
 from ._common import (
     DEFAULT_SAFETY_CONCEPT,
-    EMBEDS_CONCEPT,
     SafeLatentDiffusionPipelineOutput,
-    check_size,
     concept_for_config,
     expand_concept_embeds,
     flag_unsafe,
     normalize_concepts,
     postprocess_unsafe,
-    resolve_sld_config,
 )
 from .guidance import SLDConfig, SLDGuidanceRunner
+from .pipeline_mixin import SLDPipelineMixin
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["DEFAULT_SAFETY_CONCEPT", "SafeLatentDiffusionPipeline", "SafeLatentDiffusionPipelineOutput"]
 
 
-class _SLDConceptMixin:
-    """``safety_concept`` stored in the pipeline config (a property over ``self.config.safety_concept``)."""
-
-    @property
-    def safety_concept(self) -> str | list[str]:
-        """The default safety concept text (or list of texts) of this pipeline; saved with ``save_pretrained``."""
-        return self.config.safety_concept
-
-    @safety_concept.setter
-    def safety_concept(self, concept: str | list[str]) -> None:
-        self.register_to_config(safety_concept=concept_for_config(normalize_concepts(concept)))
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``DiffusionPipeline.save_pretrained`` plus a ``pipeline.py`` shim, so that plain diffusers can load the
-        folder: ``DiffusionPipeline.from_pretrained(d, custom_pipeline=d, trust_remote_code=True)`` (hf_ext must be
-        installed where it is loaded)."""
-        from pathlib import Path
-
-        super().save_pretrained(save_directory, *args, **kwargs)
-        cls = type(self)
-        Path(save_directory, "pipeline.py").write_text(
-            f'"""Loads hf_ext\'s {cls.__name__} (needs `pip install "hf-ext[diffusion]"`)."""\n\n'
-            f"from {cls.__module__} import {cls.__name__}  # noqa: F401\n", encoding="utf-8")
-
-    @staticmethod
-    def _warn_scheduler(scheduler) -> None:
-        offset = getattr(getattr(scheduler, "config", None), "steps_offset", 1)
-        if offset != 1:
-            logger.info("scheduler %s has steps_offset=%s (SD checkpoints use 1); it is used as given. diffusers' SD "
-                        "pipelines would silently rewrite it to 1.", type(scheduler).__name__, offset)
-
-    def _sld_setup(self, guidance_scale, sld_preset, sld_kwargs, safety_concept):
-        config = resolve_sld_config(sld_preset, sld_kwargs)
-        concepts = normalize_concepts(self.config.safety_concept if safety_concept is None else safety_concept)
-        cfg = self.do_classifier_free_guidance
-        enabled = config.enabled and cfg
-        if config.enabled and not cfg:
-            logger.warning("SLD needs classifier-free guidance: guidance_scale=%s <= 1, so SLD is off for this call",
-                           guidance_scale)
-        return config, concepts, enabled
-
-
-class SafeLatentDiffusionPipeline(_SLDConceptMixin, StableDiffusionPipeline):
+class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
     r"""Text-to-image with Safe Latent Diffusion for SD 1.x/2.x checkpoints (any scheduler, ε or v prediction).
 
     Components are those of ``StableDiffusionPipeline``; ``safety_checker``/``feature_extractor``/``image_encoder``
@@ -164,6 +117,13 @@ class SafeLatentDiffusionPipeline(_SLDConceptMixin, StableDiffusionPipeline):
             emb, _ = self.encode_prompt(concept, device, 1, False, None, clip_skip=clip_skip)
             out.append(emb)
         return out
+
+    @staticmethod
+    def _concept_embeds_list(safety_concept_embeds: Any) -> list[torch.Tensor]:
+        raw = [safety_concept_embeds] if torch.is_tensor(safety_concept_embeds) else list(safety_concept_embeds)
+        if not raw:
+            raise ValueError("safety_concept_embeds is an empty list; give at least one tensor")
+        return raw
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -229,128 +189,66 @@ class SafeLatentDiffusionPipeline(_SLDConceptMixin, StableDiffusionPipeline):
         Returns:
             :class:`SafeLatentDiffusionPipelineOutput` or the 4-tuple.
         """
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["latents"]
+        # 0. Default height and width to unet
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        check_size(height, width, 8)
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+
+        # 1. Check inputs. Raise error if not correct
+        callback_on_step_end_tensor_inputs = self._start_call(
+            height, width, output_type, callback_on_step_end_tensor_inputs, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale, clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs)
         self.check_inputs(prompt, height, width, None, negative_prompt, prompt_embeds, negative_prompt_embeds,
                           None, None, callback_on_step_end_tensor_inputs)
-        self._guidance_scale = guidance_scale
-        self._guidance_rescale = guidance_rescale
-        self._clip_skip = clip_skip
-        self._cross_attention_kwargs = cross_attention_kwargs
-        self._interrupt = False
 
+        # 2. Define call parameters
         sld_kwargs = dict(sld_guidance_scale=sld_guidance_scale, sld_warmup_steps=sld_warmup_steps,
                           sld_threshold=sld_threshold, sld_momentum_scale=sld_momentum_scale, sld_mom_beta=sld_mom_beta)
         config, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
         cfg = self.do_classifier_free_guidance
+        batch_size, n_rows, device = self._call_parameters(prompt, prompt_embeds, num_images_per_prompt)
 
-        if prompt is not None and isinstance(prompt, str):
-            batch_size = 1
-        elif prompt is not None:
-            batch_size = len(prompt)
-        else:
-            batch_size = prompt_embeds.shape[0]
-        n_rows = batch_size * num_images_per_prompt
-        device = self._execution_device
-
-        lora_scale = cross_attention_kwargs.get("scale", None) if cross_attention_kwargs is not None else None
+        # 3. Encode input prompt and the safety concepts: rows [uncond, prompt, concept_1 … concept_K]
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, device, num_images_per_prompt, cfg, negative_prompt, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, lora_scale=lora_scale, clip_skip=clip_skip)
-
-        concept_rows: list[torch.Tensor] = []
-        if sld_on:
-            if safety_concept_embeds is not None:
-                raw = [safety_concept_embeds] if torch.is_tensor(safety_concept_embeds) else list(safety_concept_embeds)
-                if not raw:
-                    raise ValueError("safety_concept_embeds is an empty list; give at least one tensor")
-                applied_concept: Any = concept_for_config(concepts) if safety_concept is not None else EMBEDS_CONCEPT
-            else:
-                raw = self.encode_safety_concept(concepts, device, clip_skip)
-                applied_concept = concept_for_config(concepts)
-            concept_rows = [expand_concept_embeds(e, batch_size, num_images_per_prompt, device, prompt_embeds.dtype)
-                            for e in raw]
-            for e in concept_rows:
-                if e.shape[1:] != prompt_embeds.shape[1:]:
-                    raise ValueError(f"safety concept embeds have shape {tuple(e.shape[1:])} per row but the prompt "
-                                     f"embeds have {tuple(prompt_embeds.shape[1:])}; use the same text encoder/length")
-        else:
-            applied_concept = None
-        n_concepts = len(concept_rows)
-
+            negative_prompt_embeds=negative_prompt_embeds, lora_scale=self._lora_scale, clip_skip=clip_skip)
+        raw, applied_concept = self._safety_concept_inputs(sld_on, concepts, safety_concept, safety_concept_embeds,
+                                                           device, clip_skip)
+        concept_rows = [expand_concept_embeds(e, batch_size, num_images_per_prompt, device, prompt_embeds.dtype)
+                        for e in raw]
+        for e in concept_rows:
+            if e.shape[1:] != prompt_embeds.shape[1:]:
+                raise ValueError(f"safety concept embeds have shape {tuple(e.shape[1:])} per row but the prompt "
+                                 f"embeds have {tuple(prompt_embeds.shape[1:])}; use the same text encoder/length")
         if cfg:
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds, *concept_rows])
 
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps,
-                                                            sigmas)
-        latents = self.prepare_latents(n_rows, self.unet.config.in_channels, height, width, prompt_embeds.dtype,
-                                       device, generator, latents)
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        timestep_cond = None
-        if self.unet.config.time_cond_proj_dim is not None:
-            gs_tensor = torch.tensor(self.guidance_scale - 1).repeat(n_rows)
-            timestep_cond = self.get_guidance_scale_embedding(
-                gs_tensor, embedding_dim=self.unet.config.time_cond_proj_dim).to(device=device, dtype=latents.dtype)
+        # 4. Prepare timesteps and 5. latent variables
+        timesteps, num_inference_steps, latents = self._timesteps_and_latents(
+            num_inference_steps, timesteps, sigmas, n_rows, height, width, prompt_embeds.dtype, device, generator, latents)
 
+        # 6. Prepare extra step kwargs and the guidance-scale embedding
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        timestep_cond = self._timestep_cond(n_rows, device, latents.dtype)
+
+        # 7. Denoising loop
         runner = SLDGuidanceRunner(config, guidance_scale=guidance_scale, num_timesteps=len(timesteps),
                                    skip_warmup_concept=sld_skip_warmup_concept,
                                    return_diagnostics=return_sld_diagnostics) if sld_on else None
-        num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
-        self._num_timesteps = len(timesteps)
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                if not cfg:
-                    n_branch = 1
-                elif sld_on and runner.concept_needed(i):
-                    n_branch = 2 + n_concepts
-                else:
-                    n_branch = 2
-                embeds = prompt_embeds if n_branch * n_rows == prompt_embeds.shape[0] else prompt_embeds[:n_branch * n_rows]
-                latent_model_input = torch.cat([latents] * n_branch) if cfg else latents
-                if hasattr(self.scheduler, "scale_model_input"):
-                    latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
-                noise_pred = self.unet(latent_model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
-                                       cross_attention_kwargs=cross_attention_kwargs, return_dict=False)[0]
-                if cfg:
-                    chunks = noise_pred.chunk(n_branch)
-                    noise_pred_uncond, noise_pred_text = chunks[0], chunks[1]
-                    if sld_on:
-                        noise_pred = runner(i, noise_pred_uncond, noise_pred_text, list(chunks[2:]) or None)
-                    else:
-                        noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
-                    if guidance_rescale > 0.0:
-                        noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+        state = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+        latents = self._denoise(timesteps, num_inference_steps, state,
+                                unet_inputs={"encoder_hidden_states": "prompt_embeds"}, runner=runner, n_rows=n_rows,
+                                n_concepts=len(concept_rows), extra_step_kwargs=extra_step_kwargs,
+                                timestep_cond=timestep_cond, callback_on_step_end=callback_on_step_end,
+                                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
 
-                if callback_on_step_end is not None:
-                    local = {"latents": latents, "prompt_embeds": prompt_embeds,
-                             "negative_prompt_embeds": negative_prompt_embeds}
-                    outputs = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
-                    latents = outputs.pop("latents", latents)
-                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
-                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
-                    progress_bar.update()
-
+        # 8. Decode and run the safety checker
         if output_type == "latent":
-            image, has_nsfw, originals = latents, None, None
+            image, has_nsfw, unsafe = latents, None, None
         else:
             image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False,
                                     generator=generator)[0]
-            image, has_nsfw, originals = flag_unsafe(self, image, device, prompt_embeds.dtype)
+            image, has_nsfw, originals = flag_unsafe(self, image, device, state["prompt_embeds"].dtype)
             do_denormalize = [True] * image.shape[0] if has_nsfw is None else [not f for f in has_nsfw]
             image = self.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
-        unsafe = postprocess_unsafe(self, originals, has_nsfw, output_type) if output_type != "latent" else None
-        self.maybe_free_model_hooks()
-        out = SafeLatentDiffusionPipelineOutput(
-            images=image, nsfw_content_detected=has_nsfw, unsafe_images=unsafe,
-            applied_safety_concept=applied_concept,
-            sld_diagnostics=runner.diagnostics if (runner is not None and return_sld_diagnostics) else None)
-        return out if return_dict else out.to_tuple()
+            unsafe = postprocess_unsafe(self, originals, has_nsfw, output_type)
+        return self._sld_output(image, has_nsfw, unsafe, applied_concept, runner, return_sld_diagnostics, return_dict)

@@ -17,16 +17,11 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
-from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
-    rescale_noise_cfg,
-    retrieve_timesteps,
-)
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import (
     CLIPImageProcessor,
@@ -36,24 +31,18 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from ._common import (
-    DEFAULT_SAFETY_CONCEPT,
-    EMBEDS_CONCEPT,
-    SafeLatentDiffusionPipelineOutput,
-    check_size,
-    concept_for_config,
-    expand_concept_embeds,
-    normalize_concepts,
-)
-from .guidance import SLDConfig, SLDGuidanceRunner
-from .pipeline_sld import _SLDConceptMixin
+from hf_ext.utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+from ._common import DEFAULT_SAFETY_CONCEPT, concept_for_config, expand_concept_embeds, normalize_concepts
+from .guidance import SLDConfig, SLDGuidanceRunner
+from .pipeline_mixin import SLDPipelineMixin
+
+logger = get_logger(__name__)
 
 __all__ = ["SafeLatentDiffusionXLPipeline"]
 
 
-class SafeLatentDiffusionXLPipeline(_SLDConceptMixin, StableDiffusionXLPipeline):
+class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline):
     r"""SDXL text-to-image with Safe Latent Diffusion (same keywords and presets as
     :class:`~hf_ext.diffusion.sld.SafeLatentDiffusionPipeline`).
 
@@ -103,6 +92,14 @@ class SafeLatentDiffusionXLPipeline(_SLDConceptMixin, StableDiffusionXLPipeline)
             out.append((emb, pooled))
         return out
 
+    @staticmethod
+    def _concept_embeds_list(safety_concept_embeds: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        pairs = [safety_concept_embeds] if isinstance(safety_concept_embeds, tuple) else list(safety_concept_embeds)
+        if not pairs or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            raise ValueError("safety_concept_embeds for SDXL must be a (embeds, pooled) pair or a non-empty "
+                             "list of such pairs")
+        return pairs
+
     @torch.no_grad()
     def __call__(
         self,
@@ -151,75 +148,56 @@ class SafeLatentDiffusionXLPipeline(_SLDConceptMixin, StableDiffusionXLPipeline)
         in diffusers' SDXL pipeline. Returns :class:`SafeLatentDiffusionPipelineOutput` (``nsfw_content_detected``
         and ``unsafe_images`` are ``None``: SDXL has no safety checker) or its 4-tuple.
         """
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["latents"]
+        # 0. Default height and width to unet
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
-        check_size(height, width, 8)
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
         original_size = original_size or (height, width)
         target_size = target_size or (height, width)
+
+        # 1. Check inputs. Raise error if not correct
+        callback_on_step_end_tensor_inputs = self._start_call(
+            height, width, output_type, callback_on_step_end_tensor_inputs, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale, clip_skip=clip_skip, cross_attention_kwargs=cross_attention_kwargs)
+        self._denoising_end = None
         self.check_inputs(prompt, prompt_2, height, width, None, negative_prompt, negative_prompt_2, prompt_embeds,
                           negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds, None, None,
                           callback_on_step_end_tensor_inputs)
-        self._guidance_scale = guidance_scale
-        self._guidance_rescale = guidance_rescale
-        self._clip_skip = clip_skip
-        self._cross_attention_kwargs = cross_attention_kwargs
-        self._denoising_end = None
-        self._interrupt = False
 
+        # 2. Define call parameters
         sld_kwargs = dict(sld_guidance_scale=sld_guidance_scale, sld_warmup_steps=sld_warmup_steps,
                           sld_threshold=sld_threshold, sld_momentum_scale=sld_momentum_scale, sld_mom_beta=sld_mom_beta)
         config, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
         cfg = self.do_classifier_free_guidance
+        batch_size, n_rows, device = self._call_parameters(prompt, prompt_embeds, num_images_per_prompt)
 
-        if prompt is not None and isinstance(prompt, str):
-            batch_size = 1
-        elif prompt is not None:
-            batch_size = len(prompt)
-        else:
-            batch_size = prompt_embeds.shape[0]
-        n_rows = batch_size * num_images_per_prompt
-        device = self._execution_device
-
-        lora_scale = cross_attention_kwargs.get("scale", None) if cross_attention_kwargs is not None else None
+        # 3. Encode input prompt and the safety concepts (both text encoders: embeds and pooled embeds)
         (prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
          negative_pooled_prompt_embeds) = self.encode_prompt(
             prompt=prompt, prompt_2=prompt_2, device=device, num_images_per_prompt=num_images_per_prompt,
             do_classifier_free_guidance=cfg, negative_prompt=negative_prompt, negative_prompt_2=negative_prompt_2,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-            lora_scale=lora_scale, clip_skip=clip_skip)
-
+            lora_scale=self._lora_scale, clip_skip=clip_skip)
+        pairs, applied_concept = self._safety_concept_inputs(sld_on, concepts, safety_concept, safety_concept_embeds,
+                                                             device, clip_skip)
         concept_rows: list[torch.Tensor] = []
         concept_pooled: list[torch.Tensor] = []
-        applied_concept: Any = None
-        if sld_on:
-            if safety_concept_embeds is not None:
-                pairs = [safety_concept_embeds] if isinstance(safety_concept_embeds, tuple) else list(safety_concept_embeds)
-                if not pairs or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
-                    raise ValueError("safety_concept_embeds for SDXL must be a (embeds, pooled) pair or a non-empty "
-                                     "list of such pairs")
-                applied_concept = concept_for_config(concepts) if safety_concept is not None else EMBEDS_CONCEPT
-            else:
-                pairs = self.encode_safety_concept(concepts, device, clip_skip)
-                applied_concept = concept_for_config(concepts)
-            for emb, pooled in pairs:
-                concept_rows.append(expand_concept_embeds(emb, batch_size, num_images_per_prompt, device,
-                                                          prompt_embeds.dtype))
-                pooled = pooled.unsqueeze(0) if pooled.dim() == 1 else pooled
-                concept_pooled.append(expand_concept_embeds(pooled.unsqueeze(1), batch_size, num_images_per_prompt,
-                                                            device, prompt_embeds.dtype).squeeze(1))
+        for emb, pooled in pairs:
+            concept_rows.append(expand_concept_embeds(emb, batch_size, num_images_per_prompt, device,
+                                                      prompt_embeds.dtype))
+            pooled = pooled.unsqueeze(0) if pooled.dim() == 1 else pooled
+            concept_pooled.append(expand_concept_embeds(pooled.unsqueeze(1), batch_size, num_images_per_prompt,
+                                                        device, prompt_embeds.dtype).squeeze(1))
         n_concepts = len(concept_rows)
 
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps,
-                                                            sigmas)
-        latents = self.prepare_latents(n_rows, self.unet.config.in_channels, height, width, prompt_embeds.dtype,
-                                       device, generator, latents)
+        # 4. Prepare timesteps and 5. latent variables
+        timesteps, num_inference_steps, latents = self._timesteps_and_latents(
+            num_inference_steps, timesteps, sigmas, n_rows, height, width, prompt_embeds.dtype, device, generator, latents)
+
+        # 6. Prepare extra step kwargs
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
+        # 7. Prepare added time ids & embeddings: the concept rows reuse the prompt's time ids
         if self.text_encoder_2 is None:
             projection_dim = int(pooled_prompt_embeds.shape[-1])
         else:
@@ -235,84 +213,43 @@ class SafeLatentDiffusionXLPipeline(_SLDConceptMixin, StableDiffusionXLPipeline)
         prompt_embeds = prompt_embeds.to(device)
         add_text_embeds = add_text_embeds.to(device)
 
-        timestep_cond = None
-        if self.unet.config.time_cond_proj_dim is not None:
-            gs_tensor = torch.tensor(self.guidance_scale - 1).repeat(n_rows)
-            timestep_cond = self.get_guidance_scale_embedding(
-                gs_tensor, embedding_dim=self.unet.config.time_cond_proj_dim).to(device=device, dtype=latents.dtype)
-
+        # 8. Denoising loop
+        timestep_cond = self._timestep_cond(n_rows, device, latents.dtype)
         runner = SLDGuidanceRunner(config, guidance_scale=guidance_scale, num_timesteps=len(timesteps),
                                    skip_warmup_concept=sld_skip_warmup_concept,
                                    return_diagnostics=return_sld_diagnostics) if sld_on else None
-        num_warmup_steps = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
-        self._num_timesteps = len(timesteps)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                if not cfg:
-                    n_branch = 1
-                elif sld_on and runner.concept_needed(i):
-                    n_branch = 2 + n_concepts
-                else:
-                    n_branch = 2
-                rows = n_branch * n_rows
-                full = rows == prompt_embeds.shape[0]
-                latent_model_input = torch.cat([latents] * n_branch) if cfg else latents
-                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
-                added_cond_kwargs = {"text_embeds": add_text_embeds if full else add_text_embeds[:rows],
-                                     "time_ids": add_time_ids if full else add_time_ids[:rows]}
-                noise_pred = self.unet(latent_model_input, t,
-                                       encoder_hidden_states=prompt_embeds if full else prompt_embeds[:rows],
-                                       timestep_cond=timestep_cond, cross_attention_kwargs=cross_attention_kwargs,
-                                       added_cond_kwargs=added_cond_kwargs, return_dict=False)[0]
-                if cfg:
-                    chunks = noise_pred.chunk(n_branch)
-                    noise_pred_uncond, noise_pred_text = chunks[0], chunks[1]
-                    if sld_on:
-                        noise_pred = runner(i, noise_pred_uncond, noise_pred_text, list(chunks[2:]) or None)
-                    else:
-                        noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
-                    if guidance_rescale > 0.0:
-                        noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+        state = {"latents": latents, "prompt_embeds": prompt_embeds, "add_text_embeds": add_text_embeds,
+                 "add_time_ids": add_time_ids}
+        latents = self._denoise(timesteps, num_inference_steps, state,
+                                unet_inputs={"encoder_hidden_states": "prompt_embeds", "text_embeds": "add_text_embeds",
+                                             "time_ids": "add_time_ids"},
+                                runner=runner, n_rows=n_rows, n_concepts=n_concepts,
+                                extra_step_kwargs=extra_step_kwargs, timestep_cond=timestep_cond,
+                                callback_on_step_end=callback_on_step_end,
+                                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
 
-                if callback_on_step_end is not None:
-                    local = {"latents": latents, "prompt_embeds": prompt_embeds, "add_text_embeds": add_text_embeds,
-                             "add_time_ids": add_time_ids}
-                    outputs = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
-                    latents = outputs.pop("latents", latents)
-                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
-                    add_text_embeds = outputs.pop("add_text_embeds", add_text_embeds)
-                    add_time_ids = outputs.pop("add_time_ids", add_time_ids)
-                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
-                    progress_bar.update()
+        # 9. Decode (upcast the VAE where needed, undo the latent statistics, watermark)
+        image = latents if output_type == "latent" else self._decode_latents(latents, output_type)
+        return self._sld_output(image, None, None, applied_concept, runner, return_sld_diagnostics, return_dict)
 
-        if output_type == "latent":
-            image = latents
+    def _decode_latents(self, latents: torch.Tensor, output_type: str):
+        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        if needs_upcasting:
+            self.upcast_vae()
+            latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
+        has_mean = getattr(self.vae.config, "latents_mean", None) is not None
+        has_std = getattr(self.vae.config, "latents_std", None) is not None
+        if has_mean and has_std:
+            mean = torch.tensor(self.vae.config.latents_mean).view(1, 4, 1, 1).to(latents.device, latents.dtype)
+            std = torch.tensor(self.vae.config.latents_std).view(1, 4, 1, 1).to(latents.device, latents.dtype)
+            latents = latents * std / self.vae.config.scaling_factor + mean
         else:
-            needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
-            if needs_upcasting:
-                self.upcast_vae()
-                latents = latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)
-            has_mean = getattr(self.vae.config, "latents_mean", None) is not None
-            has_std = getattr(self.vae.config, "latents_std", None) is not None
-            if has_mean and has_std:
-                mean = torch.tensor(self.vae.config.latents_mean).view(1, 4, 1, 1).to(latents.device, latents.dtype)
-                std = torch.tensor(self.vae.config.latents_std).view(1, 4, 1, 1).to(latents.device, latents.dtype)
-                latents = latents * std / self.vae.config.scaling_factor + mean
-            else:
-                latents = latents / self.vae.config.scaling_factor
-            image = self.vae.decode(latents, return_dict=False)[0]
-            if needs_upcasting:
-                self.vae.to(dtype=torch.float16)
-            if self.watermark is not None:
-                image = self.watermark.apply_watermark(image)
-            image = self.image_processor.postprocess(image, output_type=output_type)
-        self.maybe_free_model_hooks()
-        out = SafeLatentDiffusionPipelineOutput(
-            images=image, nsfw_content_detected=None, unsafe_images=None, applied_safety_concept=applied_concept,
-            sld_diagnostics=runner.diagnostics if (runner is not None and return_sld_diagnostics) else None)
-        return out if return_dict else out.to_tuple()
+            latents = latents / self.vae.config.scaling_factor
+        image = self.vae.decode(latents, return_dict=False)[0]
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float16)
+        if self.watermark is not None:
+            image = self.watermark.apply_watermark(image)
+        return self.image_processor.postprocess(image, output_type=output_type)

@@ -15,6 +15,8 @@ Example:
 import datasets
 import evaluate
 
+from hf_ext.metrics import module_info
+
 _DESCRIPTION = """AtMan (Deiseroth et al., NeurIPS 2023) explains a causal LM's target by suppressing each prompt unit
 inside attention and measuring the change of the target's cross-entropy. This metric returns, per (prompt, target)
 pair, the relevance map (−Δ CE per unit, positive = important) and the deletion AUC: the area under the target's
@@ -47,13 +49,9 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Atman(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"prompts": datasets.Value("string"), "targets": datasets.Value("string")}),
-            reference_urls=["https://arxiv.org/abs/2301.08110", "https://github.com/Aleph-Alpha/AtMan"],
-        )
+        features = datasets.Features({"prompts": datasets.Value("string"), "targets": datasets.Value("string")})
+        return module_info(evaluate.MetricInfo, description=_DESCRIPTION, citation=_CITATION, inputs=_KWARGS_DESCRIPTION,
+                           features=features, urls=["https://arxiv.org/abs/2301.08110", "https://github.com/Aleph-Alpha/AtMan"])
 
     def _compute(self, prompts, targets, model=None, tokenizer=None, granularity="token", mode="log_additive",
                  suppression_factor=0.1, deletion_factor=0.0, n_random=8, seed=0, max_batch_size=8, progress=False):

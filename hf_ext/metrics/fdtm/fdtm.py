@@ -15,9 +15,8 @@ Example:
     2.0
 """
 
-import evaluate
 
-from hf_ext.dtm.metric_inputs import comparison_features, divergence_from_inputs
+from hf_ext.dtm.metric_inputs import divergence_comparison_class
 
 _DESCRIPTION = """First divergent token (FDT): the number of leading reference tokens a candidate model reproduces
 (0-based; N when none diverges), averaged over samples (FDTM), with median, quantiles and the share with FDT = N.
@@ -42,17 +41,12 @@ Returns:
 """
 
 
-class FDTM(evaluate.Comparison):
+class FDTM(divergence_comparison_class()):
     """The FDTM comparison (see the module docstring)."""
 
-    def _info(self):
-        return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-                                       features=comparison_features(), module_type="comparison",
-                                       reference_urls=["https://arxiv.org/abs/2311.01544"])
+    DESCRIPTION, CITATION, INPUTS = _DESCRIPTION, _CITATION, _INPUTS
 
-    def _compute(self, predictions, references, aligned=False, tokenizer=None):
-        res = divergence_from_inputs(predictions, references, aligned=aligned, tokenizer=tokenizer)
-        agg = res.aggregate()
-        out = {k: v for k, v in agg.items() if k.startswith("fdt") or k == "variant"}
-        out.update(fdt=res.fdt.tolist(), num_tokens=res.num_tokens.tolist())
+    def select(self, result, aggregate):
+        out = {k: v for k, v in aggregate.items() if k.startswith("fdt") or k == "variant"}
+        out.update(fdt=result.fdt.tolist(), num_tokens=result.num_tokens.tolist())
         return out

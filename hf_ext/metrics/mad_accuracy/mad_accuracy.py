@@ -11,6 +11,8 @@ Example:
 import datasets
 import evaluate
 
+from hf_ext.metrics import module_info
+
 _DESCRIPTION = """Accuracy of the MAD synthetic tasks (Poli et al., ICML 2024) over the scored target positions
 (references != -100). average="macro" (default) reproduces mad-lab's reported metric, torchmetrics
 MulticlassAccuracy's macro rule: per-class recall averaged over classes with tp+fp+fn > 0. average="micro" is the plain
@@ -35,14 +37,10 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MadAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.List(datasets.Value("int64")),
-                                        "references": datasets.List(datasets.Value("int64"))}),
-            reference_urls=["https://arxiv.org/abs/2403.17844", "https://github.com/athms/mad-lab"],
-        )
+        ids = datasets.List(datasets.Value("int64"))
+        return module_info(evaluate.MetricInfo, description=_DESCRIPTION, citation=_CITATION, inputs=_KWARGS_DESCRIPTION,
+                           features=datasets.Features({"predictions": ids, "references": ids}),
+                           urls=["https://arxiv.org/abs/2403.17844", "https://github.com/athms/mad-lab"])
 
     def _compute(self, predictions, references, average="macro", num_classes=None):
         import numpy as np

@@ -12,9 +12,8 @@ Example:
     2.0
 """
 
-import evaluate
 
-from hf_ext.dtm.metric_inputs import comparison_features, divergence_from_inputs
+from hf_ext.dtm.metric_inputs import divergence_comparison_class
 
 _DESCRIPTION = """Sum of divergent tokens (SDT): how many tokens a candidate model gets wrong (teacher-forced) or would
 have to correct (aligned, who-what-benchmark), averaged over samples (SDTM), with its share of N."""
@@ -35,16 +34,11 @@ Returns:
 """
 
 
-class SDTM(evaluate.Comparison):
+class SDTM(divergence_comparison_class()):
     """The SDTM comparison (see the module docstring)."""
 
-    def _info(self):
-        return evaluate.ComparisonInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_INPUTS,
-                                       features=comparison_features(), module_type="comparison",
-                                       reference_urls=["https://arxiv.org/abs/2311.01544"])
+    DESCRIPTION, CITATION, INPUTS = _DESCRIPTION, _CITATION, _INPUTS
 
-    def _compute(self, predictions, references, aligned=False, tokenizer=None):
-        res = divergence_from_inputs(predictions, references, aligned=aligned, tokenizer=tokenizer)
-        agg = res.aggregate()
-        return {"sdtm": agg["sdtm"], "sdt_median": agg["sdt_median"], "sdt_share": agg["sdt_share"],
-                "variant": agg["variant"], "sdt": res.sdt.tolist()}
+    def select(self, result, aggregate):
+        return {"sdtm": aggregate["sdtm"], "sdt_median": aggregate["sdt_median"], "sdt_share": aggregate["sdt_share"],
+                "variant": aggregate["variant"], "sdt": result.sdt.tolist()}

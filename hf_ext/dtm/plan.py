@@ -1,0 +1,69 @@
+"""A DTM compression plan: which decoder-Linear components go to int8 and how sparse each one is pruned (JSON).
+
+Built by :func:`hf_ext.dtm.compression.build_plan`, simulated by :func:`hf_ext.dtm.compression.compressed`,
+deployed by :func:`hf_ext.dtm.deployment.apply_plan`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .int8 import linear_weight
+from .perturbation import get_component, list_components
+
+__all__ = ["CompressionPlan", "parameter_shares"]
+
+
+@dataclass
+class CompressionPlan:
+    """Which components to store in int8 and a per-component sparsity map (JSON-serialisable).
+
+    Attributes:
+        int8: component names converted to int8 (absmax per row, weight only).
+        sparsity: component name -> magnitude-pruning sparsity.
+        order: the ranking the plan was built from (least damaging first).
+        base_model: name of the base model (free text / Hub id).
+        metrics: e.g. ``{"fdtm": …, "fdt_ratio": …, "int8_param_share": …, "mean_sparsity": …}`` after the plan.
+
+    Example:
+        >>> plan = CompressionPlan(int8=["model.layers.0.mlp.up_proj"], sparsity={})
+        >>> CompressionPlan.from_json(plan.to_json()) == plan
+        True
+    """
+
+    int8: list[str] = field(default_factory=list)
+    sparsity: dict[str, float] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    base_model: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> CompressionPlan:
+        data = json.loads(text)
+        unknown = set(data) - {"int8", "sparsity", "order", "base_model", "metrics"}
+        if unknown:
+            raise ValueError(f"unknown plan fields {sorted(unknown)}; is this a CompressionPlan JSON?")
+        return cls(**data)
+
+    def summary(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """Counts (and parameter shares when ``model`` is given)."""
+        out: dict[str, Any] = {"int8_components": len(self.int8), "pruned_components": len(self.sparsity), **self.metrics}
+        if model is not None:
+            out.update(parameter_shares(model, self))
+        return out
+
+
+def parameter_shares(model: nn.Module, plan: CompressionPlan) -> dict[str, float]:
+    """``{"int8_param_share", "mean_sparsity"}`` of ``plan`` over ``model``'s decoder-Linear parameters."""
+    sizes = {n: linear_weight(get_component(model, n)).numel() for n in list_components(model)}
+    total = sum(sizes.values())
+    int8 = sum(sizes.get(n, 0) for n in plan.int8)
+    zeros = sum(sizes.get(n, 0) * s for n, s in plan.sparsity.items())
+    return {"int8_param_share": int8 / total, "mean_sparsity": zeros / total}

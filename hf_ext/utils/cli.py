@@ -1,0 +1,198 @@
+"""What every ``hf-ext`` command shares: its group and sub-command parsers, the common options, output, one error boundary.
+
+The common options mean the same in every command that has them:
+
+``--model``        the model to use: a Hub id or a local folder (each command says which kind).
+``--device``       a torch device (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
+``--seed``         the random seed.
+``--out``          the output *folder*, created if missing (the command says what it writes there).
+``--json``         print the result as JSON on stdout instead of text.
+``--no-progress``  hide progress bars.
+
+A component's ``cli`` module (standard-library imports only at module level) adds its commands with these helpers;
+:mod:`hf_ext.cli` makes the group ``hf-ext <name>`` (:func:`add_group`) and passes its sub-parsers::
+
+    from hf_ext.utils import cli
+
+    def add_commands(actions):
+        p = cli.add_command(actions, "run", _cmd_run, help="run the toy")
+        cli.add_common_options(p, model="Hub id or folder (default: a tiny model)", device="cpu", seed=0,
+                               out="toy_out", out_help="result.json", json=True, progress=True)
+        p.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")
+
+Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(prog="hf-ext")
+    >>> actions = add_group(parser.add_subparsers(dest="command"), "toy", help="a toy group")
+    >>> p = add_command(actions, "run", lambda args: 0, help="run it")
+    >>> add_common_options(p, seed=0, out="toy_out", json=True)
+    >>> args = parser.parse_args(["toy", "run", "--seed", "3"])
+    >>> args.seed, args.out, args.json, run_command(args)
+    (3, 'toy_out', False, 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .deprecation import REMOVED_IN, warn_deprecated
+
+__all__ = ["REQUIRED", "add_command", "add_common_options", "add_deprecated_alias", "add_group", "exit_code", "out_file",
+           "print_result", "resolve_device", "run_command"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+#: ``add_common_options(out=REQUIRED)``: the command needs ``--out``.
+REQUIRED = "<required>"
+
+
+def add_group(subparsers: argparse._SubParsersAction, name: str, *, help: str, description: str | None = None
+              ) -> argparse._SubParsersAction:
+    """Add the command group ``hf-ext <name>`` and return its sub-command parsers (one of them is required).
+
+    Args:
+        subparsers: the ``hf-ext`` parser's sub-parsers.
+        name: the group's name (the component's registry name).
+        help: one line for ``hf-ext --help``; also the description unless ``description`` is given.
+    """
+    group = subparsers.add_parser(name, help=help, description=description or help)
+    return group.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
+def add_command(actions: argparse._SubParsersAction, name: str, handler: Handler, *, help: str,
+                description: str | None = None) -> argparse.ArgumentParser:
+    """Add the sub-command ``name`` running ``handler(args) -> exit code`` and return its parser."""
+    parser = actions.add_parser(name, help=help, description=description or help)
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def add_common_options(
+    parser: argparse.ArgumentParser,
+    *,
+    model: str | None = None,
+    model_required: bool = False,
+    device: str | None = None,
+    seed: int | None = None,
+    out: str | None = None,
+    out_help: str = "the results",
+    out_when_absent: str | None = None,
+    json: bool = False,
+    progress: bool = False,
+) -> None:
+    """Add the common options (module docstring) that apply to a command; each keyword left at its default omits one.
+
+    Args:
+        parser: the command's parser.
+        model: help text for ``--model`` (what kind of model, and the default).
+        model_required: ``--model`` must be given.
+        device: the default of ``--device`` (``"cpu"``, ``"auto"``).
+        seed: the default of ``--seed``.
+        out: the default folder of ``--out``, or :data:`REQUIRED`; ``None`` for no ``--out`` unless ``out_when_absent``.
+        out_help: what the command writes into the folder.
+        out_when_absent: with ``out=None``: ``--out`` is optional, and this says what happens without it.
+        json: add ``--json``.
+        progress: add ``--no-progress``.
+    """
+    if model is not None:
+        parser.add_argument("--model", required=model_required, default=None, metavar="MODEL", help=model)
+    if device is not None:
+        parser.add_argument("--device", default=device,
+                            help="torch device: cpu, cuda, cuda:N, or auto for CUDA when available (default: %(default)s)")
+    if seed is not None:
+        parser.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
+    if out is not None or out_when_absent:
+        required = out == REQUIRED
+        default = "" if required else f" (default: {out_when_absent})" if out is None else " (default: %(default)s)"
+        parser.add_argument("--out", required=required, default=None if required else out, metavar="DIR",
+                            help=f"output folder, created if missing: {out_help}{default}")
+    if json:
+        parser.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+class _DeprecatedAlias(argparse.Action):
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn_deprecated(option_string, self.new, category=FutureWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Keep the renamed flag ``old`` working as an alias of ``new`` (already added), with a ``FutureWarning``.
+
+    Raises:
+        ValueError: ``parser`` has no option ``new``.
+    """
+    target = next((a for a in parser._actions if new in a.option_strings), None)
+    if target is None:
+        raise ValueError(f"add_deprecated_alias: the parser has no option {new!r} to alias {old!r} to")
+    container = parser
+    if target.required:  # either name satisfies it: a required pair of mutually exclusive options
+        container = parser.add_mutually_exclusive_group(required=True)
+        target.required = False
+        container._group_actions.append(target)
+    container.add_argument(old, dest=target.dest, action=_DeprecatedAlias, new=new, type=target.type,
+                           nargs=target.nargs, metavar=target.metavar, default=argparse.SUPPRESS,
+                           help=f"deprecated alias of {new} (removed in hf-ext {REMOVED_IN})")
+
+
+def out_file(out: str | Path, name: str, *, legacy_suffixes: tuple[str, ...] = ()) -> Path:
+    """The file ``name`` inside the ``--out`` folder (the folder is created).
+
+    Before 0.2 some commands took ``--out`` as a file; a value ending in one of ``legacy_suffixes`` is still taken as
+    that file, with a ``FutureWarning``.
+
+    Example:
+        >>> out_file("/tmp/hf-ext-doc", "explanation.html").name
+        'explanation.html'
+    """
+    path = Path(out)
+    if path.suffix.lower() in legacy_suffixes:
+        warn_deprecated(f"--out {path} (a file)", f"--out FOLDER (the command writes FOLDER/{name})",
+                        category=FutureWarning)
+    else:
+        path = path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def print_result(result: Any, text: str, *, as_json: bool) -> None:
+    """Print a command's result: ``result`` as JSON with ``--json``, else ``text``."""
+    print(json.dumps(result, indent=1, ensure_ascii=False, default=str) if as_json else text)
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"``/``None`` -> ``"cuda"`` when available, else ``"cpu"``; other values are returned unchanged."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command's handler and return its exit code: the CLI's one error boundary.
+
+    Every command goes through here (``hf-ext``, ``python -m hf_ext``, and the older module entry points), so this
+    is where user errors are to become one-line messages with exit code 2 (issue 19). With ``--no-progress`` the
+    libraries' own progress bars are hidden too (:func:`hf_ext.utils.progress.library_progress_bars`).
+    """
+    from .progress import library_progress_bars
+
+    with library_progress_bars(not getattr(args, "no_progress", False)):
+        return int(args.func(args) or 0)
+
+
+def exit_code(exit_: SystemExit) -> int:
+    """argparse's exit (``--help``, ``--version``, a usage error) as a return code."""
+    return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+
