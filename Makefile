@@ -37,7 +37,7 @@ test: install
 check: install
 	$(PY) -m pytest $(PYTEST_ARGS) -m "$(CHECK_EXPR)"
 
-# Docstring examples (opt-in until every module's examples run; see TESTING.md).
+# Docstring examples alone (they also run in the docs tier of `make test`; see TESTING.md).
 doctest: install
 	$(PY) -m pytest -n 0 --doctest-modules hf_ext -p no:cacheprovider
 

@@ -123,9 +123,11 @@ def pytest_runtest_teardown(item):
 
 @pytest.fixture(autouse=True)
 def _doctest_names(request):
-    """Docstring examples see ``torch`` and the tiny factories without importing them (and run single-threaded)."""
+    """Docstring examples see ``torch`` and the tiny factories without importing them, run single-threaded and in a
+    fresh working folder (examples write files: ``runs/``, ``out/``, plots)."""
     if type(request.node).__name__ != "DoctestItem":
         return
+    request.getfixturevalue("monkeypatch").chdir(request.getfixturevalue("tmp_path"))
     import torch
 
     from hf_ext import testing

@@ -43,8 +43,11 @@ TIERS = {
     "real": ("real", 10 * 60, "converted real checkpoints"),
     "multiprocess": ("multiprocess", 4 * 60, "accelerate / torchrun with 2 processes"),
     "cli": ("cli", 4 * 60, "CLI commands and hypothesis property tests"),
-    "docs": ("docs", 2 * 60, "README/docs code blocks (and docstring examples)"),
+    "docs": ("docs", 2 * 60, "README/docs code blocks, docstring examples, mkdocs build --strict"),
 }
+#: Arguments a tier adds to its pytest command: the docs tier also collects the docstring examples under hf_ext/
+#: (pytest's doctest items; conftest.py marks them ``docs``).
+TIER_ARGS = {"docs": ["--doctest-modules", "hf_ext", "tests"]}
 VERSION_RUNS = {
     "newest": (6 * 60, "today's newest releases: fresh venv + smoke (" + CHECK_EXPR + ")"),
     "oldest": (6 * 60, "constraints/oldest.txt: fresh venv + pip freeze check + smoke"),
@@ -247,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected:
         if name in TIERS:
             expr, budget, _ = TIERS[name]
-            run_pytest(python, name, expr, budget, report, args.workers, pytest_extra)
+            run_pytest(python, name, expr, budget, report, args.workers, [*TIER_ARGS.get(name, []), *pytest_extra])
         else:
             version_run(name, python, report, args.workers, args.keep_venvs)
     print("\n" + report.summary(), flush=True)

@@ -7,7 +7,7 @@ them is used.
 
 Example:
     >>> import hf_ext
-    >>> hf_ext.__version__  # doctest: +SKIP
+    >>> hf_ext.__version__
     '0.2.0'
 """
 

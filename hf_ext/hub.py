@@ -12,9 +12,10 @@
 
 Example:
     >>> from hf_ext.hub import export_for_hub, render_model_card
+    >>> model = tiny_causal_lm("llama", seed=0)
     >>> card = render_model_card("base", card_data={"license": "apache-2.0", "tags": ["scar"]},
-    ...                          model_name="tiny-scar", description="A tiny SCAR model.")  # doctest: +SKIP
-    >>> export_for_hub(model, "out/tiny-scar", card=card)  # doctest: +SKIP
+    ...                          model_name="tiny-scar", description="A tiny SCAR model.")
+    >>> export_for_hub(model, "out/tiny-scar", card=card)
     PosixPath('out/tiny-scar')
 """
 
@@ -294,10 +295,13 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
 
     Example:
         >>> from hf_ext.hub import export_for_hub, render_model_card
-        >>> card = render_model_card("base", card_data={"license": "apache-2.0"}, remote_code=True)
-        >>> path = export_for_hub(model, "tiny-scar", card=card, tokenizer=tok)  # doctest: +SKIP
-        >>> sorted(p.name for p in path.glob("*.py"))  # doctest: +SKIP
-        ['configuration_scar.py', 'inputs.py', 'modeling_scar.py']
+        >>> card = render_model_card("base", card_data={"license": "apache-2.0"})
+        >>> path = export_for_hub(tiny_causal_lm("llama", seed=0), "tiny-llama", card=card, tokenizer=tiny_tokenizer())
+        >>> sorted(p.name for p in path.iterdir())  # a transformers model: no code to vendor
+        ['README.md', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
+
+        An hf_ext model (``ScarModel``, ``MADStackForCausalLM`` …) with ``render_model_card(..., remote_code=True)``
+        also gets its modules, e.g. ``configuration_scar.py``, ``inputs.py``, ``modeling_scar.py``.
     """
     from huggingface_hub import ModelCard
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

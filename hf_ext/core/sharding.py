@@ -23,11 +23,11 @@ Example (2 processes; run with ``torchrun --nproc_per_node 2 script.py``):
     >>> import torch
     >>> from hf_ext.core.sharding import shard_model, unsharded_copy
     >>> from hf_ext.testing import tiny_causal_lm
-    >>> torch.distributed.init_process_group("gloo")  # doctest: +SKIP
+    >>> torch.distributed.init_process_group("gloo")  # needs a process group  # doctest: +SKIP
     >>> model = shard_model(tiny_causal_lm("llama"))  # needs a process group  # doctest: +SKIP
-    >>> type(model.lm_head.weight).__name__  # doctest: +SKIP
+    >>> type(model.lm_head.weight).__name__  # needs a process group  # doctest: +SKIP
     'DTensor'
-    >>> optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)  # doctest: +SKIP
+    >>> optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)  # needs a process group  # doctest: +SKIP
     >>> plain = unsharded_copy(model)  # a LlamaForCausalLM on rank 0, None elsewhere  # doctest: +SKIP
 """
 

@@ -112,7 +112,13 @@ class ScanResult:
         prefix_cache: whether depth-prefix caching was used.
 
     Example:
-        >>> scan.ranking("int8")[:3]  # least damaging first  # doctest: +SKIP
+        >>> from hf_ext.dtm import reference
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> ref = reference(model, [[1, 5, 6], [2, 7]], max_new_tokens=4, progress=False)
+        >>> scan = sensitivity_scan(model, ref, components=["model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"],
+        ...                         progress=False)
+        >>> len(scan.ranking("int8"))  # least damaging first
+        2
     """
 
     rows: list[dict[str, Any]]
@@ -192,7 +198,13 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
         ValueError: unknown method, bad level, unknown component.
 
     Example:
-        >>> scan = sensitivity_scan(model, ref, methods={"int8": [8], "prune": [0.5, 0.9]})  # doctest: +SKIP
+        >>> from hf_ext.dtm import reference
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> ref = reference(model, [[1, 5, 6], [2, 7]], max_new_tokens=4, progress=False)
+        >>> scan = sensitivity_scan(model, ref, components=["model.layers.0.mlp.up_proj"],
+        ...                         methods={"int8": [8], "prune": [0.5, 0.9]}, progress=False)
+        >>> sorted({row["method"] for row in scan.rows})
+        ['int8', 'prune']
     """
     from hf_ext.utils.progress import progress_bar
 
@@ -262,7 +274,15 @@ def build_plan(model: nn.Module, ref: Any, scan: ScanResult, *, int8: bool = Tru
       sparsity raised to the level if the combined model stays above the threshold (a non-uniform sparsity map).
 
     Example:
-        >>> plan = build_plan(model, ref, scan, prune_levels=[0.5, 0.9], min_fdt_ratio=0.8)  # doctest: +SKIP
+        >>> from hf_ext.dtm import reference
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> ref = reference(model, [[1, 5, 6], [2, 7]], max_new_tokens=4, progress=False)
+        >>> parts = ["model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"]
+        >>> scan = sensitivity_scan(model, ref, components=parts, methods={"int8": [8], "prune": [0.5, 0.9]},
+        ...                         progress=False)
+        >>> plan = build_plan(model, ref, scan, prune_levels=[0.5, 0.9], min_fdt_ratio=0.8, progress=False)
+        >>> plan.metrics["fdt_ratio"] >= 0.8
+        True
     """
     from hf_ext.utils.progress import progress_bar
 

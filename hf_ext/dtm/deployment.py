@@ -6,8 +6,12 @@
 keeps pruned weights at zero while ``transformers.Trainer`` fine-tunes.
 
 Example:
-    >>> masks = apply_plan(model, plan)  # doctest: +SKIP
-    >>> save_compressed(model, plan, "out/compressed")  # doctest: +SKIP
+    >>> import tempfile
+    >>> from hf_ext.dtm import CompressionPlan
+    >>> model = tiny_causal_lm("llama", seed=0)
+    >>> plan = CompressionPlan(int8=["model.layers.0.mlp.up_proj"], sparsity={"model.layers.1.mlp.up_proj": 0.5})
+    >>> masks = apply_plan(model, plan)
+    >>> path = save_compressed(model, plan, tempfile.mkdtemp())
 """
 
 from __future__ import annotations
@@ -46,7 +50,13 @@ def apply_plan(model: nn.Module, plan: CompressionPlan, *, backend: str = "torch
         :class:`PruningMaskCallback`).
 
     Example:
-        >>> masks = apply_plan(copy.deepcopy(model), plan)  # doctest: +SKIP
+        >>> import copy
+        >>> from hf_ext.dtm import CompressionPlan
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> plan = CompressionPlan(sparsity={"model.layers.1.mlp.up_proj": 0.5})
+        >>> masks = apply_plan(copy.deepcopy(model), plan)
+        >>> round(masks["model.layers.1.mlp.up_proj"].float().mean().item(), 2)  # share of weights kept
+        0.5
     """
     if backend not in ("torch", "torchao", "quanto"):
         raise ValueError(f"unknown backend {backend!r}; use 'torch', 'torchao' or 'quanto'")
@@ -128,8 +138,10 @@ class PruningMaskCallback(_trainer_callback_base()):
         masks: ``{component: bool mask [out, in]}``.
 
     Example:
-        >>> masks = apply_plan(model, plan)  # doctest: +SKIP
-        >>> Trainer(model=model, args=args, train_dataset=ds, callbacks=[PruningMaskCallback(model, masks)])  # doctest: +SKIP
+        >>> from hf_ext.dtm import CompressionPlan
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> masks = apply_plan(model, CompressionPlan(sparsity={"model.layers.1.mlp.up_proj": 0.5}))
+        >>> callback = PruningMaskCallback(model, masks)  # Trainer(..., callbacks=[callback])
     """
 
     def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):

@@ -228,7 +228,10 @@ def reference(base: nn.Module, prompts: Any, *, max_new_tokens: int, tokenizer: 
         ValueError: ``max_new_tokens`` ≤ 0, no prompts, an empty prompt.
 
     Example:
-        >>> ref = reference(base, ["Hello"], max_new_tokens=16, tokenizer=tok)  # doctest: +SKIP
+        >>> base, tok = tiny_causal_lm("llama", seed=0), tiny_tokenizer()
+        >>> ref = reference(base, ["Hello there"], max_new_tokens=16, tokenizer=tok, progress=False)
+        >>> ref[0]["num_new_tokens"] <= 16
+        True
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens (N) must be a positive int, got {max_new_tokens!r}")
@@ -256,7 +259,7 @@ def check_compatible(base: nn.Module | None, candidate: nn.Module, *, base_token
         ValueError: naming both sizes / the first differing token.
 
     Example:
-        >>> check_compatible(tiny_causal_lm("llama"), tiny_causal_lm("gpt2"))  # doctest: +SKIP
+        >>> check_compatible(tiny_causal_lm("llama"), tiny_causal_lm("llama", seed=1))  # same vocabulary: fine
     """
     if base is not None:
         vb, vc = vocab_size(base, "output"), vocab_size(candidate, "output")
@@ -294,8 +297,17 @@ def score(candidate: nn.Module, ref: Any, *, base: nn.Module | None = None, base
         ValueError: incompatible vocabularies, empty prompts/references, token ids outside the candidate's vocab.
 
     Example:
-        >>> res = score(compressed, ref, base=base)  # doctest: +SKIP
-        >>> res.aggregate()["fdtm"]  # doctest: +SKIP
+        >>> import copy
+        >>> from hf_ext.dtm import magnitude_prune
+        >>> base = tiny_causal_lm("llama", seed=0)
+        >>> ref = reference(base, [[1, 5, 6], [2, 7]], max_new_tokens=4, progress=False)
+        >>> score(base, ref, base=base).aggregate()["fdtm"]  # the base model never diverges from itself: FDT = N
+        4.0
+        >>> compressed = copy.deepcopy(base)
+        >>> with magnitude_prune(compressed, {"model.layers.0.mlp.up_proj": 0.9}):
+        ...     res = score(compressed, ref, base=base)
+        >>> 0.0 <= res.aggregate()["fdtm"] <= 4.0
+        True
     """
     check_compatible(base, candidate, base_tokenizer=base_tokenizer, candidate_tokenizer=tokenizer)
     prompts, conts = ref_columns(ref)
@@ -363,7 +375,10 @@ def score_aligned(candidate: nn.Module, ref: Any, *, tokenizer: Any = None, base
     (so tokenization round-trip effects count); without one, ids are compared directly.
 
     Example:
-        >>> score_aligned(compressed, ref).aggregate()["sdt_share"]  # doctest: +SKIP
+        >>> base = tiny_causal_lm("llama", seed=0)
+        >>> ref = reference(base, [[1, 5, 6], [2, 7]], max_new_tokens=4, progress=False)
+        >>> score_aligned(base, ref).aggregate()["sdt_share"]  # greedy generation reproduces the reference
+        0.0
     """
     check_compatible(base, candidate)
     prompts, conts = ref_columns(ref)

@@ -46,7 +46,7 @@ def list_components(model: nn.Module, layers: Sequence[int] | None = None) -> li
         Names in layer order, e.g. ``["model.layers.0.self_attn.q_proj", …]``.
 
     Example:
-        >>> len(list_components(tiny_causal_lm("llama")))  # 2 layers × 7  # doctest: +SKIP
+        >>> len(list_components(tiny_causal_lm("llama")))  # 2 layers × 7
         14
     """
     anatomy = get_anatomy(model)
@@ -88,8 +88,12 @@ def weight_perturbation(model: nn.Module, changes: Mapping[str, Callable[[torch.
         changes: component name -> ``fn(weight [out, in]) -> new weight [out, in]`` (``Conv1D`` is transposed for you).
 
     Example:
-        >>> with weight_perturbation(model, {"model.layers.0.mlp.up_proj": lambda w: w * 0}):  # doctest: +SKIP
+        >>> model, ids = tiny_causal_lm("llama", seed=0), torch.tensor([[1, 5, 6]])
+        >>> before = model.model.layers[0].mlp.up_proj.weight.clone()
+        >>> with weight_perturbation(model, {"model.layers.0.mlp.up_proj": lambda w: w * 0}):
         ...     out = model(ids)
+        >>> torch.equal(model.model.layers[0].mlp.up_proj.weight, before)
+        True
     """
     saved: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
@@ -148,7 +152,10 @@ def fake_quant(model: nn.Module, names: str | Sequence[str], scheme: str = "int8
         bits: quantization bits (8 by default).
 
     Example:
-        >>> with fake_quant(model, "model.layers.0.self_attn.q_proj"):  # doctest: +SKIP
+        >>> from hf_ext.dtm import reference, score
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> ref = reference(model, [[1, 5, 6]], max_new_tokens=4, progress=False)
+        >>> with fake_quant(model, "model.layers.0.self_attn.q_proj"):
         ...     res = score(model, ref)
     """
     if scheme != "int8_absmax_rowwise":
@@ -167,7 +174,10 @@ def magnitude_prune(model: nn.Module, names: str | Sequence[str] | Mapping[str, 
         sparsity: fraction of weights zeroed, in ``[0, 1]``.
 
     Example:
-        >>> with magnitude_prune(model, {"model.layers.0.mlp.up_proj": 0.9}):  # doctest: +SKIP
+        >>> from hf_ext.dtm import reference, score
+        >>> model = tiny_causal_lm("llama", seed=0)
+        >>> ref = reference(model, [[1, 5, 6]], max_new_tokens=4, progress=False)
+        >>> with magnitude_prune(model, {"model.layers.0.mlp.up_proj": 0.9}):
         ...     res = score(model, ref)
     """
     if isinstance(names, Mapping):

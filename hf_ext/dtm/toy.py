@@ -5,7 +5,7 @@ trained model has the peaked, structured predictions on which component sensitiv
 second-order Markov chain over ``vocab`` tokens with peaked (Dirichlet α ≪ 1) transitions.
 
 Example:
-    >>> model, prompts = train_toy_lm(seed=0, steps=20, progress=False)  # doctest: +SKIP
+    >>> model, prompts = train_toy_lm(seed=0, steps=20, progress=False)
 """
 
 from __future__ import annotations

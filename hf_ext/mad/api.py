@@ -2,10 +2,10 @@
 
 Example:
     >>> from hf_ext.mad import load_mad
-    >>> dd = load_mad("in-context-recall", num_train_examples=64, num_test_examples=16)  # doctest: +SKIP
-    >>> dd["test"].with_format("numpy")[:]["targets"].shape  # doctest: +SKIP
+    >>> dd = load_mad("in-context-recall", num_train_examples=64, num_test_examples=16)
+    >>> dd["test"].with_format("numpy")[:]["targets"].shape
     (16, 127)
-    >>> it = load_mad("selective-copying", split="train", streaming=True, mode="fast")  # doctest: +SKIP
+    >>> it = load_mad("selective-copying", split="train", streaming=True, mode="fast")
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def load_mad(name_or_task: str | MADTaskConfig = "in-context-recall", split: str
         ValueError: unknown task/name/setting or impossible settings (the message names the constraint).
 
     Example:
-        >>> ds = load_mad("memorization", split="train", num_train_examples=8)  # doctest: +SKIP
-        >>> ds.num_rows  # doctest: +SKIP
+        >>> ds = load_mad("memorization", split="train", num_train_examples=8)
+        >>> ds.num_rows
         8
     """
     from .builder import MADBuilder
@@ -127,7 +127,9 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
         ``out_dir`` as a Path.
 
     Example:
-        >>> export_parquet("mad_export", [baseline("M", num_train_examples=8, num_test_examples=4)])  # doctest: +SKIP
+        >>> from hf_ext.mad.config import baseline
+        >>> export_parquet("mad_export", [baseline("M", num_train_examples=8, num_test_examples=4)])
+        PosixPath('mad_export')
     """
     import pyarrow.parquet as pq
 

@@ -20,7 +20,7 @@ Protocols:
 Example:
     >>> from hf_ext.mad.bench import run_benchmark
     >>> rows = run_benchmark("mA Sg mA Sg", preset="lite", tasks=["CR"], hidden_size=32, epochs=2,
-    ...                      overrides={"num_train_examples": 256, "num_test_examples": 64}, out_dir="mad_run")  # doctest: +SKIP
+    ...                      overrides={"num_train_examples": 256, "num_test_examples": 64}, out_dir="mad_run")
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ split). ``fast`` mode is sharded (``download_and_prepare(num_proc=N)``); ``madla
 Example:
     >>> from hf_ext.mad.builder import MADBuilder
     >>> b = MADBuilder(cache_dir="/tmp/mad-cache", config_name="in-context-recall", seq_len=64,
-    ...                num_train_examples=32, num_test_examples=8)  # doctest: +SKIP
-    >>> b.download_and_prepare()  # doctest: +SKIP
-    >>> b.as_dataset()["train"].with_format("numpy")[:]["input_ids"].shape  # doctest: +SKIP
+    ...                num_train_examples=32, num_test_examples=8)
+    >>> b.download_and_prepare()
+    >>> b.as_dataset()["train"].with_format("numpy")[:]["input_ids"].shape
     (32, 63)
 """
 

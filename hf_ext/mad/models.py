@@ -224,7 +224,7 @@ class CausalLMAutoEncoder(nn.Module):
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
-        >>> ae = CausalLMAutoEncoder(tiny_causal_lm("gpt2"), vocab_size=16, max_length=32)  # doctest: +SKIP
+        >>> ae = CausalLMAutoEncoder(tiny_causal_lm("gpt2"), vocab_size=16, max_length=32)
     """
 
     def __init__(self, lm: nn.Module, vocab_size: int, max_length: int):

@@ -5,9 +5,12 @@ Aggregation as mad-lab's ``mad/analysis.py``: per setting keep the best ``test_a
 
 Example:
     >>> from hf_ext.mad.report import mad_report
-    >>> paths = mad_report("mad_results", "mad_results/report")  # doctest: +SKIP
-    >>> sorted(paths)  # doctest: +SKIP
-    ['bars', 'knobs', 'markdown', 'table_csv']
+    >>> from hf_ext.mad.bench import run_benchmark
+    >>> rows = run_benchmark("mA Sg", preset="lite", tasks=["CR"], hidden_size=16, epochs=1, progress=False,
+    ...                      overrides={"num_train_examples": 32, "num_test_examples": 8}, out_dir="mad_results")
+    >>> paths = mad_report("mad_results", "mad_results/report")
+    >>> sorted(paths)
+    ['bars', 'knobs', 'markdown', 'table', 'table_csv']
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ Public API (imported lazily: ``hf_ext.moral.cli`` must not import numpy/torch):
 
 Example:
     >>> from hf_ext.moral import MoralDirection
-    >>> md = MoralDirection.bundled()  # doctest: +SKIP
-    >>> md.score(["kill people", "help old people"], use_templates=True)  # doctest: +SKIP
+    >>> md = MoralDirection.bundled()
+    >>> md.score(["kill people", "help old people"], use_templates=True)  # negative: bad, positive: good
+    array([-0.86..., 0.20...])
 """
 
 from __future__ import annotations

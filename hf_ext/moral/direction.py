@@ -14,9 +14,9 @@ in [−1, 1] (max |score| = 1) and out-of-sample texts may exceed it.
 
 Example:
     >>> from hf_ext.moral import MoralDirection
-    >>> md = MoralDirection.bundled()  # the shipped direction of all-MiniLM-L6-v2 (offline)  # doctest: +SKIP
-    >>> md.score(["kill people", "smile at my friend"], use_templates=True)  # doctest: +SKIP
-    array([-0.7..., 0.6...])
+    >>> md = MoralDirection.bundled()  # the shipped direction of all-MiniLM-L6-v2 (offline)
+    >>> md.score(["kill people", "smile at my friend"], use_templates=True)
+    array([-0.86..., 0.87...])
 """
 
 from __future__ import annotations
@@ -200,8 +200,8 @@ class MoralDirection:
                 different lengths.
 
         Example:
-            >>> md = MoralDirection.fit("bundled", progress=False)  # doctest: +SKIP
-            >>> md.fit_scores[md.fit_phrases.index("kill")] < 0  # doctest: +SKIP
+            >>> md = MoralDirection.fit("bundled", progress=False)
+            >>> bool(md.fit_scores[md.fit_phrases.index("kill")] < 0)
             True
         """
         if not isinstance(language, str) or not language:
@@ -315,7 +315,9 @@ class MoralDirection:
         """Score each group of questions by the mean of their embeddings, ``(n_groups,)`` (any language).
 
         Example:
-            >>> md.score_questions([["Soll ich töten?", "Darf ich töten?"]])  # doctest: +SKIP
+            >>> md = MoralDirection.bundled()
+            >>> md.score_questions([["Should I kill?", "May I kill?"], ["Should I smile?", "May I smile?"]]).shape
+            (2,)
         """
         if isinstance(groups, str) or not groups:
             raise ValueError("groups must be a non-empty list of lists of questions")
@@ -354,7 +356,8 @@ class MoralDirection:
         No pickle: arrays go to safetensors (float64), the rest to JSON. Returns the JSON path.
 
         Example:
-            >>> md.save("runs/md_minilm")  # doctest: +SKIP
+            >>> md = MoralDirection.bundled()
+            >>> md.save("runs/md_minilm")
             PosixPath('runs/md_minilm/moral_direction.json')
         """
         from safetensors.numpy import save_file
@@ -414,8 +417,8 @@ class MoralDirection:
         """The shipped English direction of the bundled all-MiniLM-L6-v2, with that encoder attached (offline).
 
         Example:
-            >>> md = MoralDirection.bundled()  # doctest: +SKIP
-            >>> md.score(["Someone was cruel."]) < 0  # doctest: +SKIP
+            >>> md = MoralDirection.bundled()
+            >>> md.score(["Someone was cruel."]) < 0
             array([ True])
         """
         from .encoders import bundled_encoder
@@ -430,8 +433,9 @@ class MoralDirection:
         its ``model-index``. Extra ``context`` goes to the template (``description``, ``intended_use`` …).
 
         Example:
-            >>> card = MoralDirection.load(path).model_card(model_name="md-minilm")  # doctest: +SKIP
-            >>> card.save("README.md")  # doctest: +SKIP
+            >>> path = MoralDirection.bundled().save("runs/md_minilm")
+            >>> card = MoralDirection.load(path).model_card(model_name="md-minilm")
+            >>> card.save("README.md")
         """
         from ..hub import render_model_card
 
@@ -478,7 +482,9 @@ def cached_direction(model: str, language: str = "en", *, cache_dir: str | os.Pa
     ``model="bundled"`` with ``language="en"`` returns the shipped direction without fitting.
 
     Example:
-        >>> md = cached_direction("sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", "de")  # doctest: +SKIP
+        >>> md = cached_direction("sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", "de")  # Hub download  # doctest: +SKIP
+        >>> cached_direction("bundled").language  # the shipped English direction, no fitting
+        'en'
     """
     if model == "bundled" and language == "en" and not refit:
         return MoralDirection.bundled(device=device)

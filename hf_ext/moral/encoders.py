@@ -15,8 +15,8 @@ config ends with ``Normalize`` (all-MiniLM-L6-v2) normalises them itself.
 
 Example:
     >>> from hf_ext.moral.encoders import as_encoder, bundled_model_path
-    >>> enc = as_encoder(str(bundled_model_path()))  # doctest: +SKIP
-    >>> enc.encode(["Should I smile?"]).shape  # doctest: +SKIP
+    >>> enc = as_encoder(str(bundled_model_path()))
+    >>> enc.encode(["Should I smile?"]).shape
     (1, 384)
 """
 

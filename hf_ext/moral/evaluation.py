@@ -79,8 +79,9 @@ def user_study_correlation(direction, study: str = "globalAMT", *, variant: str 
         embeddings of ``"actions"``, e.g. for :func:`plot_pc1`).
 
     Example:
-        >>> res = user_study_correlation(MoralDirection.bundled())  # doctest: +SKIP
-        >>> res["r"] > 0 and res["p"] < 0.01  # doctest: +SKIP
+        >>> from hf_ext.moral import MoralDirection
+        >>> res = user_study_correlation(MoralDirection.bundled())
+        >>> bool(res["r"] > 0 and res["p"] < 0.01)
         True
     """
     if variant not in ("templates", "raw"):

@@ -15,8 +15,9 @@ user-study actions). :func:`measure_scorings` compares both on
 
 Example:
     >>> from hf_ext.moral import MoralDirection
-    >>> res = measure_scorings(MoralDirection.bundled())  # doctest: +SKIP
-    >>> res["everyday"]["plain"]["sign_accuracy"]  # doctest: +SKIP
+    >>> res = measure_scorings(MoralDirection.bundled())
+    >>> 0.5 < res["everyday"]["plain"]["sign_accuracy"] <= 1.0  # the 60 everyday actions (0.78 today)
+    True
 """
 
 from __future__ import annotations

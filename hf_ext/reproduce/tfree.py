@@ -25,7 +25,7 @@ Metrics on the held-out documents:
 * embedding + head parameters, fertility (units per whitespace word), training time.
 
 Example:
-    >>> report = run("python-docs", quick=True)  # doctest: +SKIP
+    >>> report = run("python-docs", quick=True)  # trains T-FREE for minutes on CPU  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -71,9 +71,12 @@ def detect_concepts(adapter: Any, texts: str | Sequence[str] | torch.Tensor, tok
         :class:`ScarDetection` (``token_probs [B, T, C]``, ``mask``, ``sequence_probs [B, C]``).
 
     Example:
-        >>> det = detect_concepts(scar, ["you are awful", "have a nice day"], tok)  # doctest: +SKIP
-        >>> det.for_concept("toxicity")  # doctest: +SKIP
-        tensor([0.93, 0.04])
+        >>> from hf_ext.scar import ScarAdapter
+        >>> model, tok = tiny_causal_lm("llama", seed=0), tiny_tokenizer()
+        >>> scar = ScarAdapter.for_model(model, layer=1, concepts=["toxicity"]).attach(model)
+        >>> det = detect_concepts(scar, ["you are awful", "have a nice day"], tok, progress=False)
+        >>> det.for_concept("toxicity").shape  # one probability per text (a trained adapter: high for the first)
+        torch.Size([2])
     """
     from hf_ext.utils.progress import progress_bar
 

@@ -125,8 +125,8 @@ def toxicity_scores(texts: Sequence[str], scorer: Callable[[list[str]], Any] | s
             character n-grams, offline; install ``hf-ext[scar]``). Or any callable ``list[str] -> sequence of floats``.
 
     Example:
-        >>> s = toxicity_scores(["have a nice day", "you stupid idiot"])  # doctest: +SKIP
-        >>> s[1] > s[0]  # doctest: +SKIP
+        >>> s = toxicity_scores(["have a nice day", "you stupid idiot"])
+        >>> s[1] > s[0]
         True
     """
     texts = [texts] if isinstance(texts, str) else list(texts)

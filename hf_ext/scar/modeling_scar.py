@@ -214,8 +214,13 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
                 ``"error_preserving"`` (``x + x̂(steered) − x̂``); default ``config.steering_output``.
 
         Example:
-            >>> with scar.steer({"toxicity": -100.0}):  # doctest: +SKIP
-            ...     out = model.generate(**inputs, max_new_tokens=20)
+            >>> model, tok = tiny_causal_lm("llama", seed=0), tiny_tokenizer()
+            >>> scar = ScarAdapter.for_model(model, layer=1, concepts=["toxicity"]).attach(model)
+            >>> inputs = tok(["You are"], return_tensors="pt")
+            >>> with scar.steer({"toxicity": -100.0}):
+            ...     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+            >>> out.shape[1] <= inputs["input_ids"].shape[1] + 5
+            True
         """
         with activate(self._token, steering_params(self, strengths, op, output)):
             yield self
@@ -254,9 +259,11 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         :func:`hf_ext.scar.detection.detect_concepts` for the arguments).
 
         Example:
-            >>> det = scar.detect(["you are awful", "have a nice day"], tok)  # doctest: +SKIP
-            >>> det.for_concept("toxicity")  # doctest: +SKIP
-            tensor([0.93, 0.04])
+            >>> model, tok = tiny_causal_lm("llama", seed=0), tiny_tokenizer()
+            >>> scar = ScarAdapter.for_model(model, layer=1, concepts=["toxicity"]).attach(model)
+            >>> det = scar.detect(["you are awful", "have a nice day"], tok, progress=False)
+            >>> det.sequence_probs.shape  # [B, C]; a trained adapter gives the first text the higher probability
+            torch.Size([2, 1])
         """
         return detect_concepts(self, texts, tokenizer, model=model, attention_mask=attention_mask,
                                batch_size=batch_size, max_length=max_length, progress=progress)

@@ -30,7 +30,7 @@ Example:
     >>> from hf_ext.scar import ScarAdapter
     >>> scar = ScarAdapter.from_reference_checkpoint("AIML-TUDA/SCAR", model=llama3_8b,  # doctest: +SKIP
     ...                                              concepts=["toxicity"])  # Hub download: SAE shard only
-    >>> with scar.steer({"toxicity": -100.0}):  # doctest: +SKIP
+    >>> with scar.steer({"toxicity": -100.0}):  # needs the 8B reference checkpoint  # doctest: +SKIP
     ...     out = llama3_8b.generate(**inputs, max_new_tokens=32)
 """
 

@@ -8,8 +8,8 @@ activations; SCAR conditions latent 0 on it. Steering is measured as the rate of
 continuations of ``"the W1 and the"`` prompts (half concept, half neutral).
 
 Example:
-    >>> res = run_toy_experiment(seed=0, progress=False)  # doctest: +SKIP
-    >>> res["auroc"] > 0.9, res["rate_away"] < res["rate_base"] < res["rate_towards"]  # doctest: +SKIP
+    >>> res = run_toy_experiment(seed=0, progress=False)
+    >>> res["auroc"] > 0.9, res["rate_away"] < res["rate_base"] < res["rate_towards"]
     (True, True)
 """
 

@@ -21,7 +21,7 @@ Example:
     >>> ds = build_activation_dataset(model, tok, ["a b c", "x y z"], [0, 1], adapter=scar, progress=False)
     >>> ds.column_names
     ['activations', 'labels', 'sequence_id']
-    >>> scar, log = train_scar(scar, ds, epochs=2, batch_size=8, lr=1e-3, progress=False)  # doctest: +SKIP
+    >>> scar, log = train_scar(scar, ds, epochs=2, batch_size=8, lr=1e-3, progress=False)
 """
 
 from __future__ import annotations

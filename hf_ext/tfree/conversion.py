@@ -288,7 +288,7 @@ def convert_reference_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path
         that differs.
 
     Example:
-        >>> convert_reference_checkpoint("tfree-7b/iter_0370000", "tfree-7b-hf")  # doctest: +SKIP
+        >>> convert_reference_checkpoint("tfree-7b/iter_0370000", "tfree-7b-hf")  # needs the 7B reference checkpoint  # doctest: +SKIP
     """
     from accelerate import init_empty_weights
 

@@ -375,8 +375,13 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.
 
         Example:
-            >>> model.generate_text(tok, ["hello"], max_new_words=3, do_sample=False)  # doctest: +SKIP
-            [' world ...']
+            >>> from hf_ext.tfree import TFreeConfig, TFreeForCausalLM, TFreeTokenizer
+            >>> tok = TFreeTokenizer(words=["hello", "world"], hash_vocab_size=1000, num_activations=4)
+            >>> model = TFreeForCausalLM(TFreeConfig(hash_vocab_size=1000, num_activations=4))
+            >>> model.set_decode_dictionary(tok)
+            >>> texts = model.generate_text(tok, ["hello"], max_new_words=3, do_sample=False)
+            >>> len(texts), isinstance(texts[0], str)  # a trained model continues "hello" with " world …"
+            (1, True)
         """
         if isinstance(prompts, str):
             prompts = [prompts]

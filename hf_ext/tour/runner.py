@@ -6,8 +6,9 @@ with a warning unless ``full=True``; it is never killed.
 
 Example:
     >>> from hf_ext.tour import run_tour
-    >>> run = run_tour(["environment"], out="runs")  # doctest: +SKIP
-    >>> run.exit_code, run.report_path.name  # doctest: +SKIP
+    >>> import io
+    >>> run = run_tour(["environment"], out="runs", progress=False, stream=io.StringIO())
+    >>> run.exit_code, run.report_path.name
     (0, 'report.md')
 
 The ``hf-ext tour`` sub-command is defined here too (:func:`add_parser`).
@@ -211,8 +212,9 @@ def run_tour(
         ValueError: an unknown step name (the message lists the valid ones) or a negative budget.
 
     Example:
-        >>> run = run_tour(["environment"], out="/tmp/hf-ext-runs", progress=False)  # doctest: +SKIP
-        >>> [r.result.status for r in run.records]  # doctest: +SKIP
+        >>> import io
+        >>> run = run_tour(["environment"], out="runs", progress=False, stream=io.StringIO())
+        >>> [r.result.status for r in run.records]
         ['ok']
     """
     if budget_s <= 0:

@@ -6,8 +6,9 @@ scale); the standard parametrisation's embedding output (std 0.02 init) and upda
 that move with width.
 
 Example:
-    >>> recs = coord_check(widths=(32, 64), parametrizations=("umup",), steps=2)  # doctest: +SKIP
-    >>> plot_coord_check(recs, "coord_check.png")  # doctest: +SKIP
+    >>> recs = coord_check(widths=(32, 64), parametrizations=("umup",), steps=2)
+    >>> plot_coord_check(recs, "coord_check.png")
+    PosixPath('coord_check.png')
 """
 
 from __future__ import annotations

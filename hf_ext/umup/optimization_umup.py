@@ -149,7 +149,12 @@ def umup_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0, *, be
     """``optimizer_cls(umup_param_groups(model, lr, weight_decay), betas=…, eps=…)`` (Adam-family LR rules).
 
     Example:
-        >>> opt = umup_optimizer(model, lr=0.5)  # doctest: +SKIP
+        >>> from hf_ext.umup import UMupConfig, UMupLlamaForCausalLM
+        >>> model = UMupLlamaForCausalLM(UMupConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+        ...                                    num_attention_heads=2, intermediate_size=64))
+        >>> opt = umup_optimizer(model, lr=0.5)
+        >>> len(opt.param_groups) > 1  # one group per LR rule
+        True
     """
     groups = umup_param_groups(model, lr, weight_decay, **kwargs)
     return optimizer_cls(groups, betas=betas, eps=eps)
@@ -174,8 +179,14 @@ def umup_optimizers(model: nn.Module, args: Any, num_training_steps: int) -> tup
     and the warm-up fields; the scheduler scales every group's own LR by the same schedule factor.
 
     Example:
-        >>> trainer = Trainer(model, args, train_dataset=ds,  # doctest: +SKIP
-        ...                   optimizers=umup_optimizers(model, args, num_training_steps=100))
+        >>> from transformers import TrainingArguments
+        >>> from hf_ext.umup import UMupConfig, UMupLlamaForCausalLM
+        >>> model = UMupLlamaForCausalLM(UMupConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+        ...                                         num_attention_heads=2, intermediate_size=64))
+        >>> args = TrainingArguments("out", learning_rate=0.5, report_to=[])
+        >>> optimizer, scheduler = umup_optimizers(model, args, num_training_steps=100)
+        >>> type(scheduler).__name__  # then Trainer(model, args, train_dataset=ds, optimizers=(optimizer, scheduler))
+        'LambdaLR'
     """
     from transformers import get_scheduler
 
@@ -198,7 +209,7 @@ def _trainer_cls():
         ``umup_optimizer.py``). Every log entry gains ``lr/<group>`` with each group's current (effective) LR.
 
         Example:
-            >>> trainer = UMupTrainer(model=model, args=TrainingArguments("out", learning_rate=0.5),  # doctest: +SKIP
+            >>> trainer = UMupTrainer(model=model, args=TrainingArguments("out", learning_rate=0.5),  # a sketch: needs ds  # doctest: +SKIP
             ...                       train_dataset=ds)
         """
 

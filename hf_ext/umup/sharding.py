@@ -11,7 +11,7 @@ Example (under ``torchrun --nproc_per_node 2``):
     >>> model = UMupLlamaForCausalLM(UMupConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
     ...                                         num_hidden_layers=2, num_attention_heads=4))
     >>> model = shard_umup(model)  # needs a process group  # doctest: +SKIP
-    >>> optimizer = torch.optim.AdamW(umup_param_groups(model, lr=0.5, weight_decay=0.01))  # doctest: +SKIP
+    >>> optimizer = torch.optim.AdamW(umup_param_groups(model, lr=0.5, weight_decay=0.01))  # needs a process group  # doctest: +SKIP
 """
 
 from __future__ import annotations

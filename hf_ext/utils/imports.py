@@ -146,7 +146,7 @@ def extra_for(module: str) -> tuple[str | None, str]:
     """``(extra, distribution)`` that provide the import ``module``; ``extra`` is ``None`` outside hf-ext's extras.
 
     Example:
-        >>> extra_for("diffusers.pipelines")  # doctest: +SKIP
+        >>> extra_for("diffusers.pipelines")
         ('diffusion', 'diffusers')
     """
     top = module.split(".")[0]
@@ -168,7 +168,7 @@ def require(module: str, *, distribution: str | None = None, alternative: str | 
             dependency of an hf-ext extra, else ``pip install <distribution>``.
 
     Example:
-        >>> plt = require("matplotlib.pyplot")  # doctest: +SKIP
+        >>> plt = require("matplotlib.pyplot")
     """
     try:
         return importlib.import_module(module)

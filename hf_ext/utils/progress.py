@@ -65,8 +65,10 @@ def library_progress_bars(enabled: bool) -> Iterator[None]:
     runs its command inside this.
 
     Example:
-        >>> with library_progress_bars(False):  # doctest: +SKIP
-        ...     model = AutoModelForCausalLM.from_pretrained("gpt2")  # no "Loading weights" bar
+        >>> from transformers import AutoModelForCausalLM
+        >>> tiny_causal_lm("gpt2").save_pretrained("tiny-gpt2")
+        >>> with library_progress_bars(False):
+        ...     model = AutoModelForCausalLM.from_pretrained("tiny-gpt2")  # no "Loading weights" bar
     """
     if enabled:
         yield

@@ -11,7 +11,7 @@ Public API (imported lazily; ``import hf_ext.diffusion.multifusion`` does not im
 
 Example:
     >>> from hf_ext.diffusion.multifusion import MultiFusionPipeline, tiny_multifusion_components
-    >>> pipe = MultiFusionPipeline(**tiny_multifusion_components())  # doctest: +SKIP
+    >>> pipe = MultiFusionPipeline(**tiny_multifusion_components())
 """
 
 from __future__ import annotations

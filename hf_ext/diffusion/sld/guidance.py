@@ -255,10 +255,10 @@ def sld_step(
 
     Example:
         >>> import torch
-        >>> u, p, s = torch.zeros(1, 4), torch.ones(1, 4), torch.ones(1, 4)
+        >>> u, p, s = torch.zeros(1, 4), torch.ones(1, 4), torch.full((1, 4), 2.0)
         >>> cfg = SLDConfig(guidance_scale=1e6, warmup_steps=0, threshold=1e6, momentum_scale=0.0)
         >>> sld_step(u, p, s, None, step=0, guidance_scale=2.0, config=cfg).noise_pred  # μ ≡ 1: ε_∅ + s_g(ε_p − ε_S)
-        tensor([[0., 0., 0., 0.]])
+        tensor([[-2., -2., -2., -2.]])
     """
     if warmup_index is None:
         if isinstance(config.warmup_steps, float):

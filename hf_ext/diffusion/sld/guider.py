@@ -274,9 +274,12 @@ def sld_sdxl_modular_blocks():
     guider. Set the guider with ``pipe.update_components(guider=SafeLatentGuidance(...))``.
 
     Example:
-        >>> blocks = sld_sdxl_modular_blocks()  # doctest: +SKIP
-        >>> pipe = blocks.init_pipeline(); pipe.update_components(**sdxl_components, guider=SafeLatentGuidance())
-        >>> latents = pipe(prompt="a cat", safety_concept="violence", output="latents")  # doctest: +SKIP
+        >>> blocks = sld_sdxl_modular_blocks()
+        >>> type(blocks).__name__
+        'StableDiffusionXLAutoBlocks'
+        >>> pipe = blocks.init_pipeline()  # SDXL weights from the Hub  # doctest: +SKIP
+        >>> pipe.update_components(**sdxl_components, guider=SafeLatentGuidance())  # Hub weights  # doctest: +SKIP
+        >>> latents = pipe(prompt="a cat", safety_concept="violence", output="latents")  # Hub weights  # doctest: +SKIP
     """
     from diffusers.modular_pipelines.stable_diffusion_xl.modular_blocks_stable_diffusion_xl import (
         StableDiffusionXLAutoBlocks,

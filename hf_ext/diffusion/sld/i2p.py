@@ -66,7 +66,7 @@ def load_i2p(path: str | Path, *, categories: Sequence[str] | None = None, limit
         FileNotFoundError, ValueError (unknown format, missing columns, unknown category).
 
     Example:
-        >>> df = load_i2p("i2p_benchmark.csv", categories=["sexual"])  # doctest: +SKIP
+        >>> df = load_i2p("i2p_benchmark.csv", categories=["sexual"])  # needs the I2P csv from the Hub  # doctest: +SKIP
     """
     import pandas as pd
 
@@ -121,8 +121,8 @@ class CLIPZeroShotClassifier:
         device, batch_size: inference settings.
 
     Example:
-        >>> clf = CLIPZeroShotClassifier("path/to/clip")  # doctest: +SKIP
-        >>> clf([pil_image])  # doctest: +SKIP
+        >>> clf = CLIPZeroShotClassifier("path/to/clip")  # needs a CLIP checkpoint and an image  # doctest: +SKIP
+        >>> clf([pil_image])  # needs a CLIP checkpoint and an image  # doctest: +SKIP
         [0.12]
     """
 

@@ -6,9 +6,9 @@ Example:
     >>> import evaluate
     >>> from hf_ext.metrics import metric_path
     >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
-    >>> metric = evaluate.load(metric_path("atman"))  # doctest: +SKIP
-    >>> res = metric.compute(prompts=["a cat"], targets=[" sat"], model=tiny_causal_lm(), tokenizer=tiny_tokenizer())  # doctest: +SKIP
-    >>> sorted(res)  # doctest: +SKIP
+    >>> metric = evaluate.load(metric_path("atman"))
+    >>> res = metric.compute(prompts=["a cat"], targets=[" sat"], model=tiny_causal_lm(), tokenizer=tiny_tokenizer())
+    >>> sorted(res)
     ['atman_auc', 'faithfulness', 'mean_atman_auc', 'mean_faithfulness', 'mean_random_auc', 'random_auc', 'relevance', 'units']
 """
 
