@@ -138,7 +138,8 @@ def register_component(
 
     Args:
         name: unique lowercase id (``[a-z][a-z0-9_]*``), also the ``hf-ext`` command group's name.
-        title: the heading of its README section (``"SCAR"``, ``"FDTM/SDTM"``).
+        title: the heading of its docs page ``docs/components/<page>.md`` and its row in the README's component
+            table (``"SCAR"``, ``"FDTM/SDTM"``).
         order: its place in the canonical order (the README's); unique among components.
         package: the package's ``__name__``; module paths starting with ``.`` are relative to it.
         summary: one line, shown by ``hf-ext --help``.

@@ -16,6 +16,10 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+import pytest
+
+pytestmark = pytest.mark.docs
+
 MIN_RUN = 500
 MAX_SKIPPED_SHARE = 0.05
 #: doctest reads its directive at the end of a line, so a skip's reason is a comment before it on that line:

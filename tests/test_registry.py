@@ -24,13 +24,19 @@ COMPONENTS = components()
 def test_all_components_are_registered_in_the_readme_order():
     names = [c.name for c in COMPONENTS]
     assert names == ["core", "scar", "tfree", "umup", "mad", "dtm", "atman", "sld", "multifusion", "mvader", "moral"]
-    headings = re.findall(r"^## (.+)$", (ROOT / "README.md").read_text(encoding="utf-8"), re.M)
+    # The README's component table links each component's page under docs/components/ (its H1 is the title).
+    rows = re.findall(r"^\| \[(.+?)\]\((docs/components/[\w.]+\.md)\)", (ROOT / "README.md").read_text(encoding="utf-8"),
+                      re.M)
     positions = []
     for c in COMPONENTS:
-        matches = [i for i, h in enumerate(headings) if c.title in [t.strip() for t in h.split(",")]]
-        assert matches, f"README.md has no '## {c.title}' section for component {c.name!r}"
+        matches = [i for i, (label, _) in enumerate(rows)
+                   if c.title.lower() in [t.strip().lower() for t in label.split(",")]]
+        assert matches, f"README.md's component table has no row for {c.title!r} (component {c.name!r})"
+        page = ROOT / rows[matches[0]][1]
+        assert page.is_file(), f"{page} (the docs page of {c.name!r}) is missing"
+        assert c.title in page.read_text(encoding="utf-8").splitlines()[0], f"{page}'s heading does not name {c.title!r}"
         positions.append(matches[0])
-    assert positions == sorted(positions), f"README sections {[headings[i] for i in positions]} are not in `order`"
+    assert positions == sorted(positions), f"README rows {[rows[i][0] for i in positions]} are not in `order`"
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
