@@ -68,10 +68,12 @@ class ModelAnatomy:
 
     @property
     def num_layers(self) -> int:
+        """Number of decoder layers."""
         return len(self.layers)
 
     @property
     def final_norm(self) -> nn.Module | None:
+        """The final norm before the LM head (the first of ``final_modules``), or ``None``."""
         return self.final_modules[0] if self.final_modules else None
 
     def attention_layers(self, layers=None) -> list[int]:

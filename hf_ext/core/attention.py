@@ -70,6 +70,7 @@ class AttentionControl:
     attention_layers: dict
 
     def applies_to(self, module: nn.Module) -> bool:
+        """Whether ``module`` is one of the attention layers this control applies to (by identity)."""
         return id(module) in self.attention_layers
 
 

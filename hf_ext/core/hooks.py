@@ -106,6 +106,7 @@ class HookHandle:
         return bool(self._handles)
 
     def remove(self) -> None:
+        """Remove every hook this handle holds (idempotent)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []

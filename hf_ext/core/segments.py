@@ -83,6 +83,7 @@ class SegmentPlan:
         self.layer_of = layer_of
 
     def applies_to(self, module: nn.Module) -> bool:
+        """Whether ``module`` is an attention layer this plan routes (by identity)."""
         return id(module) in self.layer_of
 
     def __call__(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,

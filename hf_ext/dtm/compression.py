@@ -149,6 +149,7 @@ class ScanResult:
         return [r["component"] for r in sorted(rows, key=key)]
 
     def to_json(self) -> str:
+        """The scan as JSON (``rows``, ``num_tokens``, ``prefix_cache``)."""
         return json.dumps({"rows": self.rows, "num_tokens": self.num_tokens, "prefix_cache": self.prefix_cache}, indent=1)
 
 

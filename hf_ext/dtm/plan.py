@@ -42,10 +42,12 @@ class CompressionPlan:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The plan as JSON (sorted keys), read back by :meth:`from_json`."""
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> CompressionPlan:
+        """Read a plan written by :meth:`to_json`; unknown keys raise ``ValueError``."""
         data = json.loads(text)
         unknown = set(data) - {"int8", "sparsity", "order", "base_model", "metrics"}
         if unknown:

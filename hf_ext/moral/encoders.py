@@ -87,6 +87,7 @@ class SentenceEncoder:
     batch_size: int = 32
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Embed ``texts``: a ``(len(texts), dim)`` float array (one row per text, in order)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -193,6 +194,7 @@ class CallableEncoder(SentenceEncoder):
         self.batch_size = int(batch_size)
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Embed ``texts`` with the wrapped callable, ``batch_size`` at a time: ``(len(texts), dim)`` float array."""
         texts = check_texts(texts)
         bs = int(batch_size or self.batch_size)
         parts = []

@@ -126,6 +126,7 @@ class TFreeConfig(PretrainedConfig):
 
     @property
     def num_hidden_layers(self) -> int:
+        """Decoder layers of the wrapped text model (``text_config.num_hidden_layers``)."""
         return self.text_config.num_hidden_layers
 
     def hash_config(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class DecodeDictionary:
 
     @property
     def hasher(self) -> TrigramHasher:
+        """The model's :class:`TrigramHasher` (the one that built the dictionary's patterns)."""
         return self.model.hasher
 
     @property

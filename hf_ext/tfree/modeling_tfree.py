@@ -93,6 +93,7 @@ def sparse_bce_loss(logits: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torc
 
 
 class TFreePreTrainedModel(PreTrainedModel):
+    """Base class of the T-FREE models: config class, weight init and the transformers loading hooks."""
     config_class = TFreeConfig
     base_model_prefix = "tfree"
     supports_gradient_checkpointing = True
@@ -159,6 +160,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     @property
     def hasher(self) -> TrigramHasher:
+        """The :class:`TrigramHasher` of this config (hash vocabulary, activations), built on first use."""
         if self._hasher is None:
             c = self.config
             self._hasher = TrigramHasher(c.hash_vocab_size, c.num_activations, c.num_lowercase_activations,

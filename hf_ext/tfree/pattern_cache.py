@@ -151,6 +151,7 @@ class PatternCache(dict):
         return indptr, data, self.trigrams[cids].copy()
 
     def pattern(self, word: str) -> np.ndarray:
+        """The trigram-hash pattern of ``word`` (its activated hash ids, an ``int32`` array); registers the word if new."""
         registered = int(self.ids([word])[0])  # may grow the flag arrays: read them only afterwards
         cid = int(self.out_cid[registered])
         self.flush()
