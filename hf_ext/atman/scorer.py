@@ -83,6 +83,7 @@ class PreparedSequence:
 
     @property
     def length(self) -> int:
+        """Padded sequence length ``T`` (``attention_mask.shape[1]``)."""
         return self.attention_mask.shape[1]
 
 

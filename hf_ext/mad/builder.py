@@ -63,6 +63,7 @@ class MADBuilderConfig(_MADTaskFields):
 
     @classmethod
     def from_task_config(cls, cfg: MADTaskConfig, name: str | None = None) -> MADBuilderConfig:
+        """The builder config of a :class:`~hf_ext.mad.config.MADTaskConfig` (named ``name`` or the task)."""
         return cls(name=name or cfg.name, version=datasets.Version(GENERATOR_VERSION),
                    description=f"MAD {cfg.task} ({cfg.madlab_path})", **cfg.to_dict())
 

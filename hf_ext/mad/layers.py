@@ -25,6 +25,7 @@ __all__ = ["MLP", "Attention", "Hyena", "HyenaFilter", "Mamba", "RMSNorm", "SwiG
 
 
 class RMSNorm(nn.Module):
+    """RMS normalisation over the last dimension (``d`` features), learned scale, ``eps`` for stability."""
     def __init__(self, d: int, eps: float = 1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
@@ -94,6 +95,7 @@ class SwiGLU(nn.Module):
 
 
 class MLP(nn.Module):
+    """The MLP channel mixer of a MAD stack: ``hidden_size`` → 4·``hidden_size`` (GELU) → ``hidden_size``."""
     def __init__(self, cfg: MADStackConfig):
         super().__init__()
         d = cfg.hidden_size

@@ -66,6 +66,7 @@ __all__ = [
 
 
 class MADStackPreTrainedModel(PreTrainedModel):
+    """Base class of the MAD stack models: config class, weight init and the transformers loading hooks."""
     config_class = MADStackConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = False
@@ -150,6 +151,7 @@ class MADStackForCausalLM(MADStackPreTrainedModel):
         return self.model.embed_tokens
 
     def get_output_embeddings(self):
+        """The LM head (``lm_head``), for transformers' weight tying and resizing."""
         return self.lm_head
 
     def forward(self, input_ids=None, labels=None, shift_labels=None, inputs_embeds=None,

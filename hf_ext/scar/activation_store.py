@@ -219,6 +219,7 @@ class ActivationStore(torch.utils.data.Dataset):
 
     @property
     def num_shards(self) -> int:
+        """Number of shard files in the store."""
         return len(self._layouts)
 
     @property

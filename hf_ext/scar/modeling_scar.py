@@ -140,6 +140,7 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
 
     @property
     def is_attached(self) -> bool:
+        """Whether the adapter's hooks are on a base model (:meth:`attach`)."""
         return self._hooks is not None
 
     def attach(self, model: nn.Module) -> ScarAdapter:
@@ -327,6 +328,7 @@ class ScarModel(PreTrainedModel, GenerationMixin):
         return self.model.get_input_embeddings()
 
     def get_output_embeddings(self) -> nn.Module | None:
+        """The base model's LM head."""
         return self.model.get_output_embeddings()
 
     def get_decoder(self) -> nn.Module:

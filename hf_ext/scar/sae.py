@@ -98,6 +98,7 @@ class TopKSAE(nn.Module):
 
     @property
     def num_concepts(self) -> int:
+        """Number of conditioned concepts (the first latents)."""
         return self.config.num_concepts
 
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -87,6 +87,7 @@ class UMupLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Unit-variance init (u-μP: weights ~ N(0, 1), bias 0; scales live in the forward); not on meta."""
         if self.weight.device.type != "meta":
             nn.init.normal_(self.weight, 0.0, 1.0)
             if self.bias is not None:
@@ -115,6 +116,7 @@ class UMupEmbedding(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Unit-variance init (u-μP: weights ~ N(0, 1); the scales live in the forward); not on meta."""
         if self.weight.device.type != "meta":
             nn.init.normal_(self.weight, 0.0, 1.0)
 

@@ -242,6 +242,7 @@ class InterleavedEncoder:
 
     @property
     def device(self) -> torch.device:
+        """The device of the wrapped encoder's parameters."""
         return next(self.model.parameters()).device
 
     def _text_ids(self, text: str) -> list[int]:

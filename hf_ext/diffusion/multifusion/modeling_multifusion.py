@@ -129,6 +129,7 @@ class ImagePrefix(nn.Module):
 
     @property
     def num_tokens(self) -> int:
+        """Image tokens per image: ``image_seq_len`` if set, else the vision tower's token count."""
         return self.image_seq_len or self.tower_tokens()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -297,9 +298,11 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
 
     @property
     def hidden_size(self) -> int:
+        """Hidden size of the language model (the width of the encoder's outputs)."""
         return self.language_model.config.hidden_size
 
     def get_input_embeddings(self) -> nn.Module:
+        """The language model's token embedding module."""
         return self.language_model.get_input_embeddings()
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:

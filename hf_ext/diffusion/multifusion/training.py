@@ -84,6 +84,7 @@ class FusionConfig:
     checkpoint_every: int | None = None
 
     def validate(self) -> None:
+        """Check the settings; raises ``ValueError`` naming the first bad field and its value."""
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -89,6 +89,7 @@ class SafeLatentGuidance(BaseGuidance):
 
     # ------------------------------------------------------------------ state
     def set_state(self, step: int, num_inference_steps: int, timestep: torch.LongTensor) -> None:
+        """diffusers' guider hook at each denoising step; step 0 resets the momentum and the diagnostics."""
         super().set_state(step, num_inference_steps, timestep)
         if step == 0:
             self._momentum, self.diagnostics = None, []
@@ -117,12 +118,14 @@ class SafeLatentGuidance(BaseGuidance):
 
     @property
     def num_conditions(self) -> int:
+        """Predictions per step: 1 without CFG, else uncond + cond (+ the safety concept if needed)."""
         if not self._is_cfg_enabled():
             return 1
         return 3 if self._concept_needed() else 2
 
     @property
     def is_conditional(self) -> bool:
+        """Whether the batch being prepared is the conditional (prompt) one."""
         return self._count_prepared == 1
 
     # ------------------------------------------------------------------ batching
@@ -144,6 +147,7 @@ class SafeLatentGuidance(BaseGuidance):
         return [self._prepare_batch(data, idx, name) for idx, name in zip(self._indices(), self._input_predictions)]
 
     def prepare_inputs_from_block_state(self, data, input_fields: dict[str, str | tuple[str, ...]]) -> list:
+        """The guider batches (one per prediction: uncond, cond, concept) from a modular block state."""
         return [self._prepare_batch_from_block_state(input_fields, data, idx, name)
                 for idx, name in zip(self._indices(), self._input_predictions)]
 
