@@ -2,7 +2,8 @@
 
 Each ``notebooks/src/<name>.py`` defines ``CELLS`` (nbformat cells) for ``notebooks/<name>.ipynb``; a component
 adds its notebook by adding one such file. The test suite executes every ``notebooks/*.ipynb`` on tiny models,
-offline. Edit the cells, re-run this script and commit both.
+offline. Edit the cells, re-run this script, then ``python notebooks/execute.py <name>`` (stores the outputs, which
+the test compares with a fresh run) and commit both.
 """
 
 from __future__ import annotations

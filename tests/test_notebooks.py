@@ -1,7 +1,14 @@
-"""Every notebook in notebooks/ executes top to bottom (offline, on a kernel running this interpreter)."""
+"""Every notebook in notebooks/ executes top to bottom (offline, on a kernel running this interpreter) and shows the
+outputs committed with it.
+
+The notebooks are committed executed (``python notebooks/execute.py``); a fresh run must give the same outputs up to
+their volatile parts (times, throughputs, addresses, timestamps, paths, progress bars and other stderr, image bytes:
+``notebooks/execute.py``'s ``comparable``)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -26,8 +33,43 @@ KERNEL_ENV = {
 }
 
 
+def _outputs_module():
+    spec = importlib.util.spec_from_file_location("notebook_outputs", NOTEBOOK_DIR / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_notebooks_exist():
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR}: the notebook tests would silently test nothing"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_committed_with_its_outputs(notebook):
+    cells = [c for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    unexecuted = [i for i, c in enumerate(cells) if c.get("execution_count") is None]
+    assert not unexecuted, f"{notebook.name}: code cells {unexecuted} have not run: python notebooks/execute.py"
+    assert any(c.get("outputs") for c in cells), f"{notebook.name} has no outputs: python notebooks/execute.py"
+    assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
+
+
+def test_volatile_parts_are_ignored_and_the_rest_is_not():
+    comparable = _outputs_module().comparable
+    import nbformat
+
+    def nb(text, stderr="", image=b"x"):
+        cell = nbformat.v4.new_code_cell("x", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text=text),
+            nbformat.v4.new_output("stream", name="stderr", text=stderr),
+            nbformat.v4.new_output("display_data", data={"image/png": image.hex(), "text/plain": "<Figure>"})])
+        return nbformat.v4.new_notebook(cells=[cell])
+
+    a = nb("took 2.2 s at 0x7f3a2c1d9e80, 13,049 tokens/s, llama_forward_ms=13.79, /tmp/abc/runs/tour-20261204-231115\n")
+    b = nb("took 31.0 s at 0x7f0000000000, 9,001 tokens/s, llama_forward_ms=40.1, /tmp/xyz/runs/tour-20261205-000000\n",
+           stderr="100%|██████| 3/3", image=b"y")
+    assert comparable(a) == comparable(b)
+    assert comparable(nb("loss 0.52\n")) != comparable(nb("loss 0.61\n"))  # results are compared
+    assert comparable(nb("['cat', 'sat']\n")) != comparable(nb("['cat', 'mat']\n"))
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +106,8 @@ def test_notebook_executes(notebook, kernel_dirs, tmp_path, monkeypatch):
     errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    outputs = _outputs_module()
+    fresh = outputs.comparable(outputs.strip_workdir(nb, workdir))
+    committed = outputs.comparable(nbformat.read(notebook, as_version=4))
+    for i, (new, old) in enumerate(zip(fresh, committed, strict=True)):
+        assert new == old, f"{notebook.name}, code cell {i}: outputs differ from the committed ones\n new: {new}\n old: {old}"
