@@ -74,7 +74,7 @@ def test_render_base_card_round_trips(tmp_path):
         assert loaded.data.license == "apache-2.0"
         assert loaded.data.base_model == "openai-community/gpt2"
         assert loaded.data.tags == ["hf_ext", "scar"]
-        assert loaded.data.library_name == "hf_ext"
+        assert loaded.data.library_name == "transformers" and loaded.data.pipeline_tag == "text-generation"
         assert loaded.data.model_name == "tiny-scar"
         assert [r.metric_value for r in loaded.data.eval_results] == [12.5, 0.75]
         assert loaded.data.eval_results[0].dataset_name == "WikiText-2"
@@ -94,7 +94,8 @@ def test_render_accepts_model_card_data_and_full_file_name():
     assert card.data.library_name == "transformers"  # an explicit library_name is kept
     assert data.model_name is None  # the caller's object is not modified
     assert "# given-title" in card.text
-    assert "[More Information Needed]" in card.text  # optional sections fall back to the stub
+    assert "[More Information Needed]" not in card.text  # sections without content are left out
+    assert "## Intended use" not in card.text and "## How to load" in card.text
 
 
 def test_base_template_is_extendable():
@@ -107,8 +108,9 @@ def test_base_template_is_extendable():
 def test_render_bad_inputs():
     with pytest.raises(ValueError, match=r"unknown model-card template 'nope'.*'base'"):
         render_model_card("nope", card_data={})
-    with pytest.raises(ValueError, match="model_name"):
-        render_model_card("base", card_data={"eval_results": [EVAL]})
+    assert render_model_card("base", card_data={"eval_results": [EVAL]}).data.model_name == "hf_ext model"
+    with pytest.raises(ValueError, match="dataset card template"):
+        render_model_card("mad_dataset")
     with pytest.raises(ValueError, match="not a valid EvalResult"):
         render_model_card("base", card_data={"model_name": "m", "eval_results": [{"metric_value": 1}]})
     with pytest.raises(TypeError, match="card_data must be"):

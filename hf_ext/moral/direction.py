@@ -442,7 +442,7 @@ class MoralDirection:
                   "dataset_type": f"user-study-{s}", "dataset_name": f"Schramowski et al. 2022 user study ({s})",
                   "metric_type": "pearsonr", "metric_name": "Pearson r", "metric_value": round(float(r["r"]), 4)}
                  for s, r in (user_study or {}).items()]
-        card_data = {"license": "apache-2.0", "library_name": "hf_ext", "language": [self.language],
+        card_data = {"license": "apache-2.0", "language": [self.language],
                      "tags": ["moral-direction", "sentence-embeddings", "hf_ext"], "model_name": name,
                      "eval_results": evals or None}
         if self.encoder_name and "/" in self.encoder_name and not os.path.exists(self.encoder_name):

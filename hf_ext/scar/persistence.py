@@ -193,7 +193,7 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
         from ..hub import render_model_card
 
         cfg = self.config
-        data: dict[str, Any] = {"license": context.pop("license", "apache-2.0"), "library_name": "hf_ext",
+        data: dict[str, Any] = {"license": context.pop("license", "apache-2.0"),
                                 "tags": ["scar", "sparse-autoencoder", "steering", "hf_ext"]}
         for key in ("model_name", "eval_results", "datasets"):  # eval_results (+ model_name) become the model-index
             if key in context:

@@ -409,7 +409,7 @@ def test_model_card_names_base_model_and_hub_export_files(tmp_path):
     scar.save_pretrained(tmp_path, detection_auroc={"toxicity": 0.93}, repo_id="me/scar")
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.base_model == "meta-llama/Meta-Llama-3-8B" and "scar" in card.data.tags
-    assert card.data.library_name == "hf_ext"
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
     assert "layer 25" in card.text and "0.930" in card.text and 'from_pretrained("me/scar")' in card.text
     assert "`0` = toxicity" in card.text
 
