@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ..compat import cache_field
@@ -194,8 +195,12 @@ class UMupMLP(nn.Module):
         return self.down_proj(up * act, fwd_mult=s * self.branch_scale, gw_mult=s)
 
 
-class UMupDecoderLayer(nn.Module):
-    """Pre-norm block: ``x → split(τ_attn) → RMSNorm → attention → add``, then the same with the MLP (τ_mlp)."""
+class UMupDecoderLayer(GradientCheckpointingLayer):
+    """Pre-norm block: ``x → split(τ_attn) → RMSNorm → attention → add``, then the same with the MLP (τ_mlp).
+
+    A ``GradientCheckpointingLayer``: after ``model.gradient_checkpointing_enable()`` its activations are recomputed
+    in the backward pass (the unit-scaled autograd functions are deterministic, so loss and gradients are unchanged).
+    """
 
     def __init__(self, config: UMupConfig, layer_idx: int, depth: int, taus: tuple[float, float]) -> None:
         super().__init__()
@@ -221,7 +226,7 @@ class UMupPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["UMupDecoderLayer"]
     _supports_sdpa = True
     _tied_weights_keys: dict = {}
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:
