@@ -10,43 +10,28 @@ from hf_ext.mad.config import MQAR, MADTaskConfig, baseline, benchmark_grid, con
 from hf_ext.mad.generators import arrays_sha256, generate, generate_splits, vocab_layout
 from hf_ext.mad.generators_mqar import mqar_arrays, mqar_filler_collisions, mqar_segment_seeds
 
-# sha256 of (inputs, labels) as int64 C order, produced by running zoology's own ``multiquery_ar``
+# sha256 of inputs ‖ labels (int64, C order), produced by running zoology's own ``multiquery_ar``
 # (HazyResearch/zoology@d88d6f5474f36998d82d5c3bd58a190248d0a669, zoology/data/multiquery_ar.py, unmodified; only its
 # zoology.config / DataSegment imports stubbed) with numpy 2.4.6 / torch 2.13.0+cpu, calling
-# ``torch.manual_seed(seed)`` right before ``multiquery_ar(**setting)`` (zoology leaves torch's RNG to the caller).
+# ``torch.manual_seed(seed)`` right before ``multiquery_ar(...)`` (zoology leaves torch's RNG to the caller).
 ZOOLOGY_COMMIT = "d88d6f5474f36998d82d5c3bd58a190248d0a669"
+# (vocab_size, num_examples, input_seq_len, seed, power_a, num_kv_pairs, random_non_queries, sha256)
 GOLDEN = [
-    (dict(vocab_size=8192, num_examples=64, seq_len=64, seed=0, power_a=0.01, num_kv_pairs=4,
-          random_non_queries=True),
-     "b3cdb8048e1afb364c1bdef843f8f8c83d2f01e0d94c599a9ab94ca7f5eb47d1",
-     "b84101635b8dc6fef84a448ade687da451bcdd7610fba9f7dd12a892f9a31781"),
-    (dict(vocab_size=256, num_examples=50, seq_len=128, seed=12345, power_a=0.01, num_kv_pairs=16,
-          random_non_queries=True),
-     "82fb161cee5c8422e97ef4f11953e16b1ddb5b0bc322366c9fd0e4dd2fe47edc",
-     "21b3ed88903c3d952404535de4e3830492c1e5a3bb012d76386bcd67f0caa0da"),
-    (dict(vocab_size=1000, num_examples=33, seq_len=256, seed=7, power_a=1.0, num_kv_pairs=32,
-          random_non_queries=True),
-     "24022bd0239bf168801c2a5dfd7d244688550c5459d56885d71460010d4724c4",
-     "c9dda0a5e2cf4d52159f05265b44f045f3d390200de36f1d6567df919187f28e"),
-    (dict(vocab_size=130, num_examples=20, seq_len=96, seed=3, power_a=0.5, num_kv_pairs=8,
-          random_non_queries=False),
-     "1e5b126cf0c633a154da5c9badaf860853d95a5fab3b553cb9b3698c449ea0c6",
-     "b962fa171ef77886ecc50a58f7fedf0b1cc63fd4934d6fb9e2c27aacef6c18ac"),
-    (dict(vocab_size=8192, num_examples=10, seq_len=512, seed=2**31 + 5, power_a=0.01, num_kv_pairs=64,
-          random_non_queries=True),
-     "359c7b68b6f635a2bb546e8bbc94f989c1474a357a42e712220ff49be09bfa70",
-     "2f447ef2ce573f26b47605a1565802db73d55088820b2c9dfa69ae399f68af0e"),
+    (8192, 64, 64, 0, 0.01, 4, True, "a5ccdde1981305a53577929b6fe34c0558aa8b5cd6eb901378bed9c2b5d59017"),
+    (256, 50, 128, 12345, 0.01, 16, True, "f8f304bb5e6bf20ee9e96de7ff08bb116fe6ef12114d37c6835c1d70aec4c527"),
+    (1000, 33, 256, 7, 1.0, 32, True, "287629eded7f685ccacd89c0d578808cd032ca1d8c95e575c4d69654e1216501"),
+    (130, 20, 96, 3, 0.5, 8, False, "360e2c7184c0a63098c0c6e4c11733d84539b995bf3b8ef183c302557727c08c"),
+    (8192, 10, 512, 2**31 + 5, 0.01, 64, True, "7c7b774be7c1ff48a9314b77788ad8a518361f0d31666515f99d28b61a90d331"),
 ]
 needs_pinned_rngs = pytest.mark.skipif(np.__version__ != "2.4.6", reason="golden hashes computed with numpy 2.4.6")
 
 
 @needs_pinned_rngs
-@pytest.mark.parametrize("setting,x_hash,y_hash", GOLDEN, ids=[f"V{g[0]['vocab_size']}-L{g[0]['seq_len']}" for g in GOLDEN])
-def test_byte_parity_with_zoology(setting, x_hash, y_hash):
-    s = dict(setting)
-    x, y = mqar_arrays(s.pop("vocab_size"), s.pop("num_examples"), s.pop("seq_len"), s.pop("seed"), **s)
-    assert x.dtype == y.dtype == np.int64
-    assert arrays_sha256(x) == x_hash and arrays_sha256(y) == y_hash
+@pytest.mark.parametrize("V,n,L,seed,a,k,rnq,digest", GOLDEN, ids=[f"V{g[0]}-L{g[2]}" for g in GOLDEN])
+def test_byte_parity_with_zoology(V, n, L, seed, a, k, rnq, digest):
+    x, y = mqar_arrays(V, n, L, seed, num_kv_pairs=k, power_a=a, random_non_queries=rnq)
+    assert x.dtype == y.dtype == np.int64 and x.shape == y.shape == (n, L)
+    assert arrays_sha256(x, y) == digest
 
 
 @pytest.mark.parametrize("V,L,k,a,seed", [(8192, 64, 4, 0.01, 0), (300, 200, 25, 1.0, 5), (70, 68, 17, 0.3, 9)])
