@@ -307,8 +307,9 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
     4. ``card`` (if any) is saved as ``README.md``.
 
     The folder then loads with ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` where
-    hf_ext is not installed (upload it with ``huggingface_hub.upload_folder``). Imports that name modules by
-    string (``importlib.import_module("hf_ext…")``) are not seen.
+    hf_ext is not installed (upload it with ``huggingface_hub.upload_folder``). A module that imports an hf_ext
+    module by a string (``importlib.import_module("hf_ext…")``, ``"hf_ext.x:Name"``) is refused at export time
+    (``ValueError``) instead of failing at reload with ``No module named 'hf_ext…'``.
 
     Args:
         obj: a ``transformers.PreTrainedModel``.
@@ -323,7 +324,8 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
     Raises:
         TypeError: ``obj`` is not a ``PreTrainedModel`` (or ``tokenizer``/``card`` have the wrong type).
         ValueError: the code cannot be made self-contained: an exported file imports an hf_ext package
-            ``__init__`` (``from hf_ext import register``), or two modules would flatten to the same file name;
+            ``__init__`` (``from hf_ext import register``) or a module by a string, or two modules would flatten
+            to the same file name;
             or ``safe_serialization=False``. Nothing is written in these cases.
 
     Example:

@@ -146,6 +146,28 @@ class _ImportRewriter:
         return "; ".join(parts)
 
 
+#: Callables that import a module named by a string (the vendored copy cannot rewrite such names).
+_STRING_IMPORTERS = frozenset({"import_module", "__import__", "require", "find_spec", "import_string", "_load"})
+
+
+def _string_imports(tree: ast.AST, top_level: frozenset[str]) -> list[tuple[int, str]]:
+    """``(line, name)`` of every call that imports a vendored module by a string literal: ``import_module("hf_ext.x")``
+    and friends, or a registry-style ``"hf_ext.x:Name"`` argument of any call."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        for arg in [*node.args, *(k.value for k in node.keywords)]:
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                continue
+            head = arg.value.split(":")[0].split(".")[0]
+            if head in top_level and (fname in _STRING_IMPORTERS or ":" in arg.value and "." in arg.value):
+                found.append((node.lineno, arg.value))
+    return found
+
+
 def _replace_spans(source: str, edits: list[tuple[ast.stmt, str]]) -> str:
     """Replace each statement's exact source span (ast offsets are UTF-8 byte columns) by its new text."""
     data = source.encode("utf-8")
@@ -170,7 +192,9 @@ def vendor_sources(roots: Sequence[str]) -> dict[str, str]:
         import of the flattened file.
 
     Raises:
-        ValueError: two modules that would flatten to the same file name, or a module without a source file.
+        ValueError: two modules that would flatten to the same file name, a module without a source file, or a
+            module that imports a vendored module by a string (``importlib.import_module("hf_ext.x")``,
+            ``require("hf_ext.x")``, a registry path ``"hf_ext.x:Name"``): the copy could not find it.
 
     Follows, transitively, every import of an ``hf_ext`` module (and of a module of the roots' own top-level
     package, and every relative import), absolute or relative, at module level or inside functions.
@@ -192,7 +216,14 @@ def vendor_sources(roots: Sequence[str]) -> dict[str, str]:
         text = source.path.read_text(encoding="utf-8")
         rewriter = _ImportRewriter(source, top_level)
         edits = []
-        for node in ast.walk(ast.parse(text, filename=str(source.path))):
+        tree = ast.parse(text, filename=str(source.path))
+        by_string = _string_imports(tree, top_level)
+        if by_string:
+            line, target = by_string[0]
+            raise ValueError(f"{source.path}:{line}: {name} imports {target!r} by a string, which the exported copy "
+                             "cannot resolve where hf_ext is not installed (it would fail with 'No module named "
+                             f"{target.split(':')[0]!r}'); import it with an import statement instead")
+        for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 new = rewriter.rewrite(node)
                 if new is not None:

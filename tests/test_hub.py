@@ -366,6 +366,12 @@ FAKE_PACKAGE = {
                                    "class Bad(FakeForCausalLM):\n    pass\n",
     "models/modeling_bad_plain.py": "import hubfakeext.core.ops\nfrom .modeling_fake import FakeForCausalLM\n\n\n"
                                     "class Bad(FakeForCausalLM):\n    pass\n",
+    "models/modeling_bad_string.py": "import importlib\nfrom .modeling_fake import FakeForCausalLM\n\n\n"
+                                     "class Bad(FakeForCausalLM):\n    def ops(self):\n"
+                                     "        return importlib.import_module('hf_ext.umup.fp8')\n",
+    "models/modeling_bad_registry.py": "from .modeling_fake import FakeForCausalLM\n\nTARGET = dict(path='x')\n"
+                                       "TARGET.update(model=str('hubfakeext.core.ops:scale'))\n\n\n"
+                                       "class Bad(FakeForCausalLM):\n    pass\n",
     "models/modeling_bad_collide.py": "from hubfakeext.core.consts import BASE\nfrom hubfakeext.models.consts import OTHER\n"
                                       "from .modeling_fake import FakeForCausalLM\n\n\nclass Bad(FakeForCausalLM):\n    pass\n",
 }
@@ -461,6 +467,9 @@ def test_export_uses_the_registered_auto_class(fakeext, tmp_path):
     ("modeling_bad_lazy", r"from hf_ext\.core\.inputs import position_ids_from_mask"),
     ("modeling_bad_plain", r"`import hubfakeext\.core\.ops` binds the package name"),
     ("modeling_bad_collide", r"would both become consts\.py"),
+    ("modeling_bad_string", r"modeling_bad_string\.py:7: .* imports 'hf_ext\.umup\.fp8' by a string.*"
+                            r"No module named 'hf_ext\.umup\.fp8'"),
+    ("modeling_bad_registry", r"imports 'hubfakeext\.core\.ops:scale' by a string"),
 ])
 def test_export_rejects_code_that_cannot_be_vendored(fakeext, tmp_path, module, match):
     import importlib

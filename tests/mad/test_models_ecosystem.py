@@ -71,7 +71,7 @@ def test_trainer_with_default_arguments_trains_on_targets(tmp_path):
 
 LOADER = textwrap.dedent("""
     import importlib.abc, json, sys
-    path, out = sys.argv[1], sys.argv[2]
+    paths, out = json.loads(sys.argv[1]), sys.argv[2]
 
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -83,37 +83,47 @@ LOADER = textwrap.dedent("""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
     ids = torch.tensor(json.loads(sys.argv[3]))
-    with torch.no_grad():
-        logits = model(ids).logits
-    generated = model.generate(ids, max_new_tokens=4, do_sample=False)
-    leaked = sorted(m for m in sys.modules if m.split(".")[0] == "hf_ext")
-    json.dump({"logits": logits.tolist(), "generated": generated.tolist(), "leaked": leaked}, open(out, "w"))
+    results = {}
+    for key, path in paths.items():
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        with torch.no_grad():
+            logits = model(ids).logits
+        generated = model.generate(ids, max_new_tokens=4, do_sample=False, use_cache=False)
+        results[key] = {"logits": logits.tolist(), "generated": generated.tolist()}
+    results["leaked"] = sorted(m for m in sys.modules if m.split(".")[0] == "hf_ext")
+    json.dump(results, open(out, "w"))
 """)
 
 
 @pytest.mark.slow
 def test_export_for_hub_reloads_without_hf_ext(tmp_path):
+    """A MADStack and the u-μP model of ``hf-ext mad run --arch umup`` both reload where hf_ext is absent."""
     import os
 
     from hf_ext.hub import export_for_hub
+    from hf_ext.mad.bench import make_model
 
-    model = _model("mh-attention,swiglu,hyena,mamba,mh-hyena,sliding-attention")
-    folder = export_for_hub(model, tmp_path / "mad-export")
-    assert (folder / "generation_config.json").exists()
+    models = {"madstack": _model("mh-attention,swiglu,hyena,mamba,mh-hyena,sliding-attention"),
+              "umup": make_model("umup", baseline("CR", vocab_size=16, seq_len=32), hidden_size=32, num_layers=2).eval()}
+    folders = {}
+    for key, model in models.items():
+        folders[key] = str(export_for_hub(model, tmp_path / key))
+        assert (tmp_path / key / "generation_config.json").exists()
     ids = [[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1",
                OMP_NUM_THREADS="1")
     out = tmp_path / "out.json"
-    proc = subprocess.run([sys.executable, "-c", LOADER, str(folder), str(out), json.dumps(ids)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=240 * time_factor())
+    proc = subprocess.run([sys.executable, "-c", LOADER, json.dumps(folders), str(out), json.dumps(ids)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300 * time_factor())
     assert proc.returncode == 0, proc.stderr[-4000:]
     remote = json.loads(out.read_text())
     assert remote["leaked"] == []
-    with torch.no_grad():
-        logits = model(torch.tensor(ids)).logits
-    torch.testing.assert_close(torch.tensor(remote["logits"]), logits, rtol=1e-5, atol=1e-5)
-    assert remote["generated"] == model.generate(torch.tensor(ids), max_new_tokens=4, do_sample=False).tolist()
+    for key, model in models.items():
+        with torch.no_grad():
+            logits = model(torch.tensor(ids)).logits
+        torch.testing.assert_close(torch.tensor(remote[key]["logits"]), logits, rtol=1e-5, atol=1e-5)
+        expected = model.generate(torch.tensor(ids), max_new_tokens=4, do_sample=False, use_cache=False)
+        assert remote[key]["generated"] == expected.tolist(), key
