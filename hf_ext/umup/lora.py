@@ -11,10 +11,12 @@ so the adapter path is ``m · s_out · (lora_alpha / r) · B(A(dropout(x)))`` an
 exact: the merged ``W + ΔW`` goes through the unchanged unit-scaled op. ``A`` and ``B`` are plain parameters with
 peft's init (``A`` Kaiming-uniform, ``B`` zeros, so the adapted model starts equal to the base) and ordinary autograd
 gradients: the unit-scaled backward multipliers of the frozen base (``grad_x`` and ``grad_W`` scales) are not applied
-to them; Adam is invariant to such per-tensor constants. Since ``W`` has unit entries, ``ΔW`` needs entries of order
-``1`` (not ``1/sqrt(fan_in)``) to change the layer as much as a full u-μP update; use a LoRA learning rate of the
-order of u-μP's hidden-weight LR. LoRA variants (DoRA, …) and ``fan_in_fan_out`` are not supported on
-:class:`UMupLinear` (``ValueError``).
+to them; Adam is invariant to such per-tensor constants. ``W`` has unit entries, so ``ΔW`` needs entries of order
+``1`` (not ``1/sqrt(fan_in)``) to change the layer as much as a full u-μP update does. No u-μP LR rule covers
+``A``/``B``: ``umup_param_groups(peft_model, lr, allow_non_unit_scaling_params=True)`` puts them in one
+``"non_umup"`` group at ``lr`` (the frozen base is skipped); a plain ``AdamW`` over the trainable parameters works as
+well (the tests train with ``lr=1e-2``; we have not tuned a LoRA LR for u-μP). LoRA variants (DoRA, …) and
+``fan_in_fan_out`` are not supported on :class:`UMupLinear` (``ValueError``).
 
 Example:
     >>> import peft, torch
