@@ -113,3 +113,15 @@ def test_load_mad_mqar(tmp_path):
     assert ds.num_rows == 6
     x, y = generate(baseline("MQAR", num_train_examples=8, num_test_examples=6, vocab_size=512, seq_len=32), "test")
     assert ds["input_ids"] == x.tolist() and ds["targets"] == y.tolist()
+
+
+def test_export_parquet_card_states_zoology_parity(tmp_path):
+    from hf_ext.mad.api import export_parquet
+
+    cfg = baseline("MQAR", num_train_examples=6, num_test_examples=3, seq_len=32, vocab_size=300)
+    out = export_parquet(tmp_path, [cfg], progress=False)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "## Parity with zoology (MQAR)" in card and "d88d6f5" in card and cfg.name in card
+    x, y = generate_splits(cfg)["train"]
+    assert arrays_sha256(*generate_splits(cfg)["train"], *generate_splits(cfg)["test"]) in card
+    assert x.shape == y.shape == (6, 32)

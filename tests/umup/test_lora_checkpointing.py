@@ -75,6 +75,18 @@ def test_lora_trains_and_merges_exactly(setting):
         torch.testing.assert_close(merged(ids).logits, lora_logits, rtol=1e-5, atol=1e-5)
 
 
+def test_lora_parameters_get_one_group_in_umup_param_groups():
+    from hf_ext.umup import umup_param_groups
+
+    setting = SETTINGS[0]
+    model = peft.get_peft_model(_model(**setting), umup_lora_config(r=2))
+    with pytest.raises(ValueError, match="no u-μP role"):
+        umup_param_groups(model, lr=0.5)
+    (group,) = umup_param_groups(model, lr=0.01, allow_non_unit_scaling_params=True)
+    assert group["name"] == "non_umup" and group["lr"] == 0.01
+    assert len(group["params"]) == 2 * 7 * setting["num_hidden_layers"]  # A and B of every adapted linear
+
+
 def test_lora_rejects_unsupported_options():
     base = UMupLinear(8, 8)
     with pytest.raises(ValueError, match="fan_in_fan_out"):
