@@ -125,3 +125,17 @@ def test_export_parquet_card_states_zoology_parity(tmp_path):
     x, y = generate_splits(cfg)["train"]
     assert arrays_sha256(*generate_splits(cfg)["train"], *generate_splits(cfg)["test"]) in card
     assert x.shape == y.shape == (6, 32)
+
+
+def test_mad_score_averages_the_six_mad_tasks_only():
+    from hf_ext.mad.config import MAD_TASKS
+    from hf_ext.mad.report import load_rows, mad_scores
+
+    accs = dict(zip(MAD_TASKS, (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)))
+    rows = [{"arch": "a", "protocol": "madlab", "task": t, "setting": t, "test_acc": v} for t, v in accs.items()]
+    rows += [{"arch": "a", "protocol": "madlab", "task": MQAR, "setting": "mq", "test_acc": 0.1},
+             {"arch": "a", "protocol": "madlab", "task": MQAR, "setting": "mq", "test_acc": 0.3}]  # lr sweep: best 0.3
+    table = mad_scores(load_rows(rows))
+    assert table.loc[("a", "madlab"), "MQAR"] == pytest.approx(0.3)
+    assert table.loc[("a", "madlab"), "MAD"] == pytest.approx(sum(accs.values()) / 6)
+    assert list(table.columns) == ["CR", "NR", "FR", "M", "C", "SC", "MQAR", "MAD"]
