@@ -169,7 +169,8 @@ class MADStackForCausalLM(MADStackPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor | None = None,
+                                      **kwargs) -> dict[str, torch.Tensor]:
         """The whole prefix at every step (no cache); ``inputs_embeds`` only before the first generated token."""
         if inputs_embeds is not None and input_ids.shape[1] == 0:
             return {"inputs_embeds": inputs_embeds}
