@@ -288,6 +288,33 @@ def _transformers_code_copy_disabled(classes: Sequence[type]) -> Iterator[None]:
                 cls._auto_class = old
 
 
+@contextlib.contextmanager
+def _registered_for_export(custom: list[tuple[type, str]], config: Any, auto_map: dict[str, str]) -> Iterator[None]:
+    """``register_for_auto_class`` and ``config.auto_map`` for the duration of the export only: both are global
+    state (a class attribute, the model's config), and left behind they make every later ``save_pretrained`` of
+    these classes in the process copy remote code (which fails for relative imports such as ``from ..compat``)."""
+    missing = object()
+    previous = [(cls, cls.__dict__.get("_auto_class", missing)) for cls, _ in custom]
+    previous_map = config.__dict__.get("auto_map", missing)
+    try:
+        for cls, auto in custom:
+            cls.register_for_auto_class(auto)
+        if auto_map:
+            config.auto_map = {**(getattr(config, "auto_map", None) or {}), **auto_map}
+        yield
+    finally:
+        for cls, value in previous:
+            if value is missing:
+                with contextlib.suppress(AttributeError):
+                    delattr(cls, "_auto_class")
+            else:
+                cls._auto_class = value
+        if previous_map is missing:
+            config.__dict__.pop("auto_map", None)
+        else:
+            config.auto_map = previous_map
+
+
 def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | None = None, tokenizer: Any = None,
                    safe_serialization: bool = True) -> Path:
     """Save a transformers model (and tokenizer) as a self-contained remote-code checkpoint.
@@ -372,16 +399,11 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
         return f"{cls.__module__.rpartition('.')[2]}.{cls.__name__}"
 
     auto_map = {auto: ref(cls) for cls, auto in custom if auto != "AutoTokenizer"}
-    for cls, auto in custom:
-        cls.register_for_auto_class(auto)
-    if auto_map:
-        config.auto_map = {**(getattr(config, "auto_map", None) or {}), **auto_map}
-
     save_directory.mkdir(parents=True, exist_ok=True)
     stale = sorted(p.name for p in save_directory.glob("*.py") if p.name not in files)
     if stale:
         logger.warning("%s already holds code files that this export does not write: %s", save_directory, stale)
-    with _transformers_code_copy_disabled([cls for cls, _ in custom]):
+    with _registered_for_export(custom, config, auto_map), _transformers_code_copy_disabled([c for c, _ in custom]):
         obj.save_pretrained(save_directory)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)

@@ -111,6 +111,12 @@ def test_export_for_hub_reloads_without_hf_ext(tmp_path):
     for key, model in models.items():
         folders[key] = str(export_for_hub(model, tmp_path / key))
         assert (tmp_path / key / "generation_config.json").exists()
+        assert json.loads((tmp_path / key / "config.json").read_text())["auto_map"]
+        # the export leaves no global state behind: a plain save afterwards copies no code and has no auto_map
+        assert type(model)._auto_class is None and getattr(model.config, "auto_map", None) is None
+        model.save_pretrained(tmp_path / f"{key}-plain")
+        assert not list((tmp_path / f"{key}-plain").glob("*.py"))
+        assert "auto_map" not in json.loads((tmp_path / f"{key}-plain" / "config.json").read_text())
     ids = [[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1",
