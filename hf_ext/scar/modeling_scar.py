@@ -47,6 +47,7 @@ from ..core.anatomy import get_anatomy
 from ..core.hooks import activate, current_params, register_hooks
 from .configuration_scar import ScarConfig
 from .detection import ScarDetection, detect_concepts
+from .latent_report import LatentReport, latent_report
 from .persistence import ADAPTER_WEIGHTS_NAME, CONFIG_NAME, ScarHubMixin, load_base_model
 from .sae import ScarOutput, TopKSAE, nmse
 from .sites import site_module
@@ -281,6 +282,17 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         """
         return detect_concepts(self, texts, tokenizer, model=model, attention_mask=attention_mask,
                                batch_size=batch_size, max_length=max_length, progress=progress)
+
+    def latent_report(self, texts: Sequence[str], tokenizer: Any, *, model: nn.Module | None = None,
+                      latents: Any = None, top_k: int = 10, **kwargs: Any) -> LatentReport:
+        """Top-activating contexts of ``latents`` (default: the conditioned ones) over ``texts`` (see
+        :func:`hf_ext.scar.latent_report.latent_report` for the arguments).
+
+        Example:
+            >>> report = scar.latent_report(texts, tok, latents=["toxicity", 17], top_k=5)  # doctest: +SKIP
+            >>> report.save("toxicity_latent.html")  # doctest: +SKIP
+        """
+        return latent_report(self, texts, tokenizer, model=model, latents=latents, top_k=top_k, **kwargs)
 
     def extra_repr(self) -> str:
         c = self.config
