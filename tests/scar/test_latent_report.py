@@ -20,7 +20,11 @@ def _naive(model, module, adapter, tok, latents, activation, top_k):
     for i, text in enumerate(TEXTS):
         ids = tok(text, return_tensors="pt")["input_ids"]
         seen = []
-        handle = module.register_forward_hook(lambda m, a, out: seen.append(out[0] if isinstance(out, tuple) else out))
+
+        def grab(mod, args, out, seen=seen):
+            seen.append(out[0] if isinstance(out, tuple) else out)
+
+        handle = module.register_forward_hook(grab)
         try:
             with torch.no_grad():
                 model(ids, use_cache=False)
@@ -32,7 +36,7 @@ def _naive(model, module, adapter, tok, latents, activation, top_k):
                 h, z = adapter.encode(seen[0][0, pos][None])[:2]
             a = (h if activation == "latents" else z)[0]
             acts.append([float(a[lat]) for lat in latents])
-            for j, lat in enumerate(latents):
+            for lat in latents:
                 if a[lat] > 0:
                     found[lat].append((float(a[lat]), i, pos))
         per_text.append(acts)
