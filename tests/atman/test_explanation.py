@@ -197,3 +197,11 @@ def test_one_progress_bar_per_explanation(tokenizer, monkeypatch):
         bar = bars[0]
         assert bar.kw["total"] == 2 * len(exp.units) and bar.n == bar.kw["total"]
         assert len([n for n in bar.updates if n]) > 2  # advanced per forward, not once per explanation
+    # deletion_auc: one bar over all its curves (the tour showed one empty bar per curve before)
+    from hf_ext.atman import deletion_auc
+
+    bars.clear()
+    ex = AtManExplainer(_grad_model(), tokenizer, max_batch_size=4, progress=True)
+    deletion_auc(ex, PROMPT, TARGET, n_random=3)
+    deletion = [b for b in bars if b.kw.get("desc") == "deletion"]
+    assert len(deletion) == 1 and deletion[0].kw["total"] == 4 * (len(PROMPT) + 2) == deletion[0].n
