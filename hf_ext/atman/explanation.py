@@ -247,12 +247,13 @@ class Explanation:
 
     # ------------------------------------------------------------------------------------------------ display
     def to_html(self, postprocessing: str = "none", *, target_token: int | None = None, lang: str = "en",
-                full_page: bool = True) -> str:
+                full_page: bool = True, open_tokens: bool = False) -> str:
         """An HTML heat-map of the prompt with a legend, a scale, the values as text and one view per target token
-        (see :func:`hf_ext.atman.render.to_html`)."""
+        (see :func:`hf_ext.atman.render.to_html` for the arguments)."""
         from .render import to_html
 
-        return to_html(self, postprocessing=postprocessing, target_token=target_token, lang=lang, full_page=full_page)
+        return to_html(self, postprocessing=postprocessing, target_token=target_token, lang=lang, full_page=full_page,
+                       open_tokens=open_tokens)
 
     def _repr_html_(self) -> str:
         """Rich display in Jupyter: the :meth:`to_html` view as a fragment (no ``<html>`` page around it)."""

@@ -131,3 +131,23 @@ def test_site_validation():
     adapter = ScarAdapter.for_model(model, layer=0, site="module", site_module="model.layers.0.nope")
     with pytest.raises(ValueError, match="site_module='model.layers.0.nope' is not a submodule"):
         adapter.attach(model)
+
+
+def test_residual_pre_reads_keyword_hidden_states():
+    """A decoder layer called with ``hidden_states=`` (no positional input) is hooked on that keyword."""
+    model = tiny_causal_lm("llama", seed=2)
+    adapter = ScarAdapter.for_model(model, layer=0, site="residual_pre", n_latents=64, k=4)
+    x = torch.randn(1, 3, 64, generator=torch.Generator().manual_seed(0))
+    from hf_ext.core.hooks import activate
+
+    with activate(adapter._token, {"mode": "reconstruct"}):
+        args, kwargs = adapter._pre_hook(None, (), {"hidden_states": x, "other": 1})
+        positional, _ = adapter._pre_hook(None, (x, 2), {})
+    expected = adapter(x.reshape(-1, 64)).reconstruction.view_as(x)
+    assert args == () and kwargs["other"] == 1
+    torch.testing.assert_close(kwargs["hidden_states"], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(positional[0], expected, rtol=1e-5, atol=1e-6)
+    assert positional[1] == 2
+    assert adapter._pre_hook(None, (x,), {}) is None  # dormant outside a mode
+    with activate(adapter._token, {"mode": "reconstruct"}), pytest.raises(ValueError, match="without hidden states"):
+        adapter._pre_hook(torch.nn.Identity(), (), {"other": 1})
