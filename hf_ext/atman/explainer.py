@@ -192,7 +192,7 @@ class AtManExplainer(AtManScorer):
 
     @torch.no_grad()
     def explain_image(self, inputs: dict, target_ids, *, image_token_id: int | None = None, grid: tuple[int, int] | None = None,
-                      tile: int = 1, include_text: bool = False) -> Explanation:
+                      tile: int = 1, include_text: bool = False, step: str = "cross_entropy") -> Explanation:
         """Explain a Llava-style VLM's target over image tiles (the vision tower is not touched).
 
         Args:
@@ -203,6 +203,7 @@ class AtManExplainer(AtManScorer):
             grid: ``(rows, cols)`` of patches (default: a square of the placeholder count).
             tile: patches per tile side.
             include_text: also explain every text token of the prompt.
+            step: ``"cross_entropy"`` or ``"probability"`` (as :meth:`explain`).
 
         Returns:
             An :class:`Explanation` whose units are the tiles (``image_grid`` set), then text tokens.
@@ -225,7 +226,7 @@ class AtManExplainer(AtManScorer):
         if include_text:
             units += [Unit(label=str(int(ids[0, pad + i])), positions=[i]) for i in range(ids.shape[1] - pad) if i not in set(image_pos)]
         prep = self.prepare(ids, mask, target, inputs)
-        exp = self.explain_prepared(prep, units, False)
+        exp = self.explain_prepared(prep, units, False, step=step)
         exp.image_grid = (math.ceil(grid[0] / tile), math.ceil(grid[1] / tile))
         return exp
 
