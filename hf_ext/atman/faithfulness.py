@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from hf_ext.utils.progress import progress_bar
-
 
 def _auc(curve: torch.Tensor) -> float:
     if curve.numel() < 2:
@@ -58,6 +56,8 @@ def deletion_auc(explainer, prompt: str, target: str, *, granularity: str = "tok
         ``{"atman_auc", "random_auc", "faithfulness" (= random − atman; > 0 beats random), "atman_curve",
         "importance"}``.
     """
+    from hf_ext.utils.progress import progress_bar
+
     if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
         raise ValueError(f"n_random={n_random!r} must be an int >= 1")
     prep, units, _, _ = explainer.prepare_strings(prompt, target, granularity)
