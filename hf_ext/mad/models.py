@@ -178,6 +178,8 @@ class MADStackForCausalLM(MADStackPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids=None, labels=None, shift_labels=None, targets=None, inputs_embeds=None,
                 output_hidden_states: bool = False, **kwargs):
+        """``input_ids [B, L]`` → ``CausalLMOutput(logits [B, L, V], loss)``; the loss uses ``shift_labels`` or
+        ``targets`` (position-aligned, ``-100`` ignored), else ``labels`` shifted by one."""
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states)
         logits = self.lm_head(self.norm(out.last_hidden_state))
         loss = None

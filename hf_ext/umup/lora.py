@@ -76,6 +76,8 @@ class UMupLoraLinear(LoraLinear):
 
     def forward(self, x: torch.Tensor, fwd_mult: float = 1.0, bwd_mult: float = 1.0, gw_mult: float = 1.0,
                 *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``base(x) + fwd_mult · s_out · Σ_adapters (lora_alpha / r) · B(A(dropout(x)))``; the base alone when the
+        adapters are disabled or merged. ``x [..., in_features] -> [..., out_features]``."""
         base = self.get_base_layer()
         if kwargs.get("adapter_names") is not None:
             raise TypeError("UMupLoraLinear does not support mixed adapter batches (adapter_names=)")
