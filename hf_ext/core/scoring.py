@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from .inputs import forward_accepts, model_device, pad_token_rows, prepare_batch, vocab_size
 from .model_checks import check_causal, padding_exact, record_padding_exact
@@ -163,8 +164,7 @@ def teacher_forced_logprobs(
         >>> bool(s.logprobs[0, 2].isnan())
         True
     """
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    check_size("batch_size", batch_size, allow_none=True)
     check_causal(model)
     kwargs = dict(prompt_mask=prompt_mask, continuation_mask=continuation_mask, return_logits=return_logits,
                   use_position_ids=use_position_ids, grad=grad)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from . import resources
 from .encoders import SentenceEncoder, as_encoder, check_texts
@@ -148,8 +149,7 @@ class MoralDirection:
             raise ValueError(f"need at least 2 fit phrases, got {x.shape[0]}")
         if anchor not in phrases:
             raise ValueError(f"anchor {anchor!r} is not among the fit phrases; pass anchor= one of them (e.g. 'kill')")
-        if not isinstance(n_components, int) or n_components < 1:
-            raise ValueError(f"n_components must be a positive int, got {n_components!r}")
+        check_size("n_components", n_components)
         mu = x.mean(axis=0)
         xc = x - mu
         # PCA (no whitening) = SVD of the centred data; numpy's SVD sign is arbitrary, fixed below.

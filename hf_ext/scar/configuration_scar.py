@@ -16,6 +16,15 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from hf_ext.utils.validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_size,
+    check_str_list,
+)
+
 #: Where the adapter hooks: the output of the layer's MLP (before it is added to the residual stream), as the
 #: released SCAR checkpoint, or the output of the whole decoder layer (the residual stream), as G-SAE.
 SITES: tuple[str, ...] = ("mlp", "block")
@@ -83,7 +92,7 @@ class ScarConfig(PretrainedConfig):
         self.k = max(1, self.n_latents // 12) if k is None else k
         self.layer = layer
         self.site = site
-        self.concepts = list(concepts) if concepts is not None else ["concept"]
+        self.concepts = ["concept"] if concepts is None else concepts if isinstance(concepts, str) else list(concepts)
         self.normalize = normalize
         self.eps = eps
         self.steering_output = steering_output
@@ -107,28 +116,20 @@ class ScarConfig(PretrainedConfig):
     def validate_scar(self) -> None:
         """Check the SCAR fields (called by ``__init__``; call again after editing fields by hand)."""
         for name in ("n_inputs", "n_latents", "k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ScarConfig.{name} must be a positive int, got {value!r}")
+            check_size(f"ScarConfig.{name}", getattr(self, name))
         if self.k > self.n_latents:
             raise ValueError(f"ScarConfig.k={self.k} exceeds n_latents={self.n_latents}; TopK keeps at most n_latents "
                              "latents, choose k in [1, n_latents]")
-        if self.site not in SITES:
-            raise ValueError(f"unknown site {self.site!r}; choose one of {SITES} (MLP output or decoder-layer output)")
-        if self.steering_output not in STEERING_OUTPUTS:
-            raise ValueError(f"unknown steering_output {self.steering_output!r}; choose one of {STEERING_OUTPUTS}")
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
-            raise ValueError(f"ScarConfig.layer must be an int decoder-layer index, got {self.layer!r}")
-        if not self.concepts or not all(isinstance(c, str) and c for c in self.concepts):
-            raise ValueError(f"concepts must be a non-empty list of non-empty names, got {self.concepts!r}")
-        if len(set(self.concepts)) != len(self.concepts):
-            raise ValueError(f"concept names must be unique, got {self.concepts!r}")
+        check_choice("ScarConfig.site", self.site, SITES)  # MLP output or decoder-layer output
+        check_choice("ScarConfig.steering_output", self.steering_output, STEERING_OUTPUTS)
+        check_int("ScarConfig.layer", self.layer)
+        check_str_list("ScarConfig.concepts", self.concepts, unique=True)
+        for name in ("normalize", "tied_init"):
+            check_bool(f"ScarConfig.{name}", getattr(self, name))
         if self.num_concepts > self.n_latents:
             raise ValueError(f"{self.num_concepts} concepts need at least as many latents, n_latents={self.n_latents}")
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps!r}")
-        if not self.pos_grad_scale >= 0 or not self.bce_weight >= 0:
-            raise ValueError(f"bce_weight and pos_grad_scale must be >= 0, got {self.bce_weight!r}, {self.pos_grad_scale!r}")
+        for name in ("eps", "bce_weight", "pos_grad_scale"):
+            check_float(f"ScarConfig.{name}", getattr(self, name), min=0)
 
     def concept_index(self, concept: int | str) -> int:
         """Latent index of ``concept`` (a name from :attr:`concepts` or an index ``0..C-1``).
@@ -140,7 +141,7 @@ class ScarConfig(PretrainedConfig):
             if concept not in self.concepts:
                 raise ValueError(f"unknown concept {concept!r}; this adapter's conditioned concepts are {self.concepts}")
             return self.concepts.index(concept)
-        if isinstance(concept, bool) or not isinstance(concept, int) or not 0 <= concept < self.num_concepts:
-            raise ValueError(f"concept index {concept!r} does not exist; this adapter conditions latents "
-                             f"0..{self.num_concepts - 1} ({self.concepts})")
-        return concept
+        try:
+            return check_int("concept", concept, min=0, max=self.num_concepts - 1)
+        except ValueError as err:
+            raise type(err)(f"{err}: a concept name from {self.concepts} or its index") from None

@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from hf_ext.utils.validation import check_float
+
 from ..compat import sub_config_spec
 from .hashing import validate_hash_params
 from .wordsplit import EOT, SPECIAL_WORDS
@@ -79,8 +81,7 @@ class TFreeConfig(PretrainedConfig):
             raise ValueError(f"decode_variant={decode_variant!r}; use one of {DECODE_VARIANTS}")
         for name, value in (("pos_weight", pos_weight), ("loss_scale", loss_scale),
                             ("dictionary_logit_scale", dictionary_logit_scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name}={value!r} must be a positive number")
+            check_float(name, value, min=0, min_open=True)
         if text_config is None:
             from transformers import LlamaConfig
 

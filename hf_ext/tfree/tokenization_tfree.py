@@ -38,6 +38,7 @@ import numpy as np
 from transformers import PreTrainedTokenizer
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from .hashing import TrigramHasher, validate_hash_params
 from .pattern_cache import PatternCache
@@ -340,8 +341,7 @@ class TFreeTokenizer(PreTrainedTokenizer):
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
             raise ValueError(f"padding_side={side!r} must be 'left' or 'right'")
-        if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
-            raise ValueError(f"max_words={max_words!r} must be a positive int or None")
+        check_size("max_words", max_words, allow_none=True)
         B = len(texts)
         cids, text_of = self._text_cids(texts)
         if add_eos_token if add_eos_token is not None else self.add_eos_token:
