@@ -91,9 +91,16 @@ def controls_to_weights(offset_mapping, controls: Sequence[AtManControl], *, att
             for b in range(B):
                 lo, hi = int(pad[b]) + c.start, int(pad[b]) + c.start + c.length
                 if hi > T:
-                    raise ValueError(f"token control {c} reaches past the prompt of {T - int(pad[b])} tokens")
+                    raise ValueError(f"controls: {c!r} reaches past the prompt of row {b}, which has {T - int(pad[b])} "
+                                     "tokens; a control must lie inside the prompt")
                 weights[b, lo:hi] *= c.factor
             continue
+        text_end = te.amax(dim=1)  # characters of each row's prompt
+        short = (text_end < c.start + c.length).nonzero()
+        if len(short):
+            b = int(short[0])
+            raise ValueError(f"controls: {c!r} reaches character {c.start + c.length} but prompt row {b} has "
+                             f"{int(text_end[b])} characters; a control must lie inside the prompt")
         covered = (torch.minimum(te, torch.tensor(float(c.start + c.length))) - torch.maximum(ts, torch.tensor(float(c.start)))).clamp_min(0)
         covered = torch.where(te > ts, covered, torch.zeros_like(covered))
         r = covered / width

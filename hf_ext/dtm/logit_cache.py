@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from hf_ext.utils.loading import load_safetensors, read_json, require_keys
 from hf_ext.utils.validation import check_int
 
 
@@ -131,11 +132,10 @@ class ReferenceLogits:
     @classmethod
     def load(cls, path: str | Path) -> ReferenceLogits:
         """Read a cache written by :meth:`save`."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not (path / "reference_logits.safetensors").is_file():
             raise FileNotFoundError(f"no reference_logits.safetensors in {path}")
-        meta = json.loads((path / "reference_logits.json").read_text())
-        t = load_file(str(path / "reference_logits.safetensors"))
+        meta = read_json(path / "reference_logits.json", required=("vocab_size", "k"))
+        t = load_safetensors(path / "reference_logits.safetensors")
+        require_keys(t, ("logprobs", "indices", "tail_logmass"), path / "reference_logits.safetensors")
         return cls(t["logprobs"], t["indices"], t["tail_logmass"], int(meta["vocab_size"]))

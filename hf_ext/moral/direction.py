@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_ext.utils.loading import load_safetensors, read_json, require_keys
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_size
 
@@ -375,19 +376,19 @@ class MoralDirection:
             FileNotFoundError: missing files. ValueError: not a MoralDirection file, or the encoder's output
             dimension differs from the saved one.
         """
-        from safetensors.numpy import load_file
-
         cfg_path, st_path = cls._paths(path)
         for p in (cfg_path, st_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{p} does not exist; MoralDirection.save() writes a .json and a .safetensors")
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if cfg.get("format") != FORMAT:
+        cfg = read_json(cfg_path, required=("format",))
+        if cfg["format"] != FORMAT:
             raise ValueError(f"{cfg_path} is not a MoralDirection file (format {cfg.get('format')!r}, expected {FORMAT!r})")
         if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
             raise ValueError(f"{cfg_path} has format_version {cfg['format_version']}; this hf_ext reads up to "
                              f"{FORMAT_VERSION}: upgrade hf-ext")
-        arrays = load_file(str(st_path))
+        require_keys(cfg, ("norm", "dim"), cfg_path)
+        arrays = load_safetensors(st_path, framework="np")
+        require_keys(arrays, ("direction", "mean"), st_path)
         md = cls(arrays["direction"], arrays["mean"], cfg["norm"], components=arrays.get("components"),
                  explained_variance_ratio=cfg.get("explained_variance_ratio"), language=cfg.get("language", "en"),
                  encoder_name=cfg.get("encoder_name"), fit_phrases=cfg.get("fit_phrases"),

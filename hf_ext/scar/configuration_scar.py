@@ -16,9 +16,11 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from hf_ext.utils.loading import require_keys
 from hf_ext.utils.validation import (
     check_bool,
     check_choice,
+    check_elements,
     check_float,
     check_int,
     check_size,
@@ -32,6 +34,10 @@ SITES: tuple[str, ...] = ("mlp", "block")
 #: (the reference; even α = 1 changes generations), ``"error_preserving"`` adds only the steering change to the
 #: original activation, x + x̂(steered) − x̂, so α = 1 is exactly the base model.
 STEERING_OUTPUTS: tuple[str, ...] = ("replace", "error_preserving")
+#: Keys every saved adapter ``config.json`` must have (:meth:`ScarConfig.from_dict`); the ``base_*`` ones may be
+#: ``null`` (an adapter built without a base model), but not missing.
+REQUIRED_KEYS: tuple[str, ...] = ("n_inputs", "n_latents", "k", "layer", "site", "concepts", "normalize",
+                                  "base_model_type", "base_hidden_size", "base_num_layers")
 
 
 class ScarConfig(PretrainedConfig):
@@ -108,6 +114,26 @@ class ScarConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self.validate_scar()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> ScarConfig:
+        """``PretrainedConfig.from_pretrained`` whose missing-key errors name the folder."""
+        kwargs.setdefault("_config_path", f"{pretrained_model_name_or_path}/config.json")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> ScarConfig:
+        """Like ``PretrainedConfig.from_dict``, but a *saved* config (one with ``model_type``) must have every key of
+        :data:`REQUIRED_KEYS`: a missing one would silently load a default (layer 0, another ``k``) and turn the
+        base-model check off.
+
+        Raises:
+            hf_ext.utils.loading.ArtifactError: a saved config without a required key (a ``ValueError``).
+        """
+        if config_dict.get("model_type") == cls.model_type:
+            require_keys(config_dict, REQUIRED_KEYS, kwargs.get("_config_path", "the SCAR config"))
+        kwargs.pop("_config_path", None)
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def num_concepts(self) -> int:
         """Number ``C`` of conditioned latents (``len(concepts)``)."""
@@ -117,6 +143,7 @@ class ScarConfig(PretrainedConfig):
         """Check the SCAR fields (called by ``__init__``; call again after editing fields by hand)."""
         for name in ("n_inputs", "n_latents", "k"):
             check_size(f"ScarConfig.{name}", getattr(self, name))
+        check_elements("the SAE encoder weight [n_latents, n_inputs]", (self.n_latents, self.n_inputs))
         if self.k > self.n_latents:
             raise ValueError(f"ScarConfig.k={self.k} exceeds n_latents={self.n_latents}; TopK keeps at most n_latents "
                              "latents, choose k in [1, n_latents]")

@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
-from hf_ext.utils.validation import check_float
+from hf_ext.utils.validation import check_elements, check_float
 
 from ..compat import sub_config_spec
 from .hashing import validate_hash_params
@@ -98,6 +98,9 @@ class TFreeConfig(PretrainedConfig):
         if getattr(text_config, "is_encoder_decoder", False):
             raise ValueError(f"text_config ({text_config.model_type}) is an encoder-decoder; T-FREE needs a decoder-only "
                              "backbone (llama, mistral, qwen2, gpt_neox, gpt2 …)")
+        hidden = getattr(text_config, "hidden_size", None)
+        if isinstance(hidden, int):
+            check_elements("the trigram embedding [hash_vocab_size, hidden_size]", (hash_vocab_size, hidden))
         self.text_config = text_config
         self.hash_vocab_size, self.num_activations = hash_vocab_size, num_activations
         self.num_lowercase_activations, self.hash_scheme = num_lowercase_activations, hash_scheme

@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from hf_ext.utils.validation import check_float, check_size
+from hf_ext.utils.validation import check_elements, check_float, check_size
 
 #: Residual depth conventions: ``"blocks"`` (unit_scaling: depth = number of decoder layers L) or ``"branches"``
 #: (Aleph-Alpha/scaling's default: depth = 2L, every attention and MLP branch counts).
@@ -134,6 +134,8 @@ class UMupConfig(PretrainedConfig):
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "head_dim", "max_position_embeddings"):
             check_size(f"UMupConfig.{name}", getattr(self, name))
+        check_elements("the embedding [vocab_size, hidden_size]", (self.vocab_size, self.hidden_size))
+        check_elements("an MLP weight [intermediate_size, hidden_size]", (self.intermediate_size, self.hidden_size))
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
                              f"{self.num_attention_heads}; choose a head count that divides the hidden size")

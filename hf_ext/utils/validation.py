@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ArgumentTypeError", "check_bool", "check_choice", "check_float", "check_int", "check_layer", "check_layers",
+    "ArgumentTypeError", "check_bool", "check_choice", "check_elements", "check_float", "check_int", "check_layer", "check_layers",
     "check_path", "check_probability", "check_size", "check_str", "check_str_list", "check_token_ids",
     "MAX_ELEMENTS",
 ]
@@ -105,6 +105,22 @@ def check_size(name: str, value: Any, *, min: int = 1, max: int = MAX_ELEMENTS, 
         ValueError: n_latents must be an int in [1, 17179869184], got 1000000000000
     """
     return check_int(name, value, min=min, max=max, allow_none=allow_none)
+
+
+def check_elements(name: str, shape: Sequence[int], *, max: int = MAX_ELEMENTS) -> None:
+    """Refuse a tensor ``name`` of ``shape`` with more than ``max`` elements (:data:`MAX_ELEMENTS`) before it is
+    allocated: each size may be fine alone while their product is not.
+
+    Example:
+        >>> check_elements("encoder weight [n_latents, n_inputs]", (10**9, 4096))
+        Traceback (most recent call last):
+        ...
+        ValueError: encoder weight [n_latents, n_inputs] would have shape (1000000000, 4096) = 4096000000000 elements, more than 17179869184; choose smaller sizes
+    """
+    total = math.prod(int(s) for s in shape)
+    if total > max:
+        raise ValueError(f"{name} would have shape {tuple(int(s) for s in shape)} = {total} elements, more than "
+                         f"{max}; choose smaller sizes")
 
 
 def check_float(name: str, value: Any, *, min: float | None = None, max: float | None = None,
@@ -328,7 +344,7 @@ def check_layer(name: str, value: Any, num_layers: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
     if not -num_layers <= int(value) < num_layers:
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r} (out of range)")
     return int(value) % num_layers
 
 
