@@ -93,12 +93,12 @@ class ScarConfig(PretrainedConfig):
         base_num_layers: int | None = None,
         **kwargs: Any,
     ) -> None:
-        self.n_inputs = n_inputs
-        self.n_latents = 6 * n_inputs if n_latents is None else n_latents
+        self.n_inputs = check_size("ScarConfig.n_inputs", n_inputs)  # the defaults below are computed from it
+        self.n_latents = 6 * n_inputs if n_latents is None else check_size("ScarConfig.n_latents", n_latents)
         self.k = max(1, self.n_latents // 12) if k is None else k
         self.layer = layer
         self.site = site
-        self.concepts = ["concept"] if concepts is None else concepts if isinstance(concepts, str) else list(concepts)
+        self.concepts = ["concept"] if concepts is None else list(concepts) if isinstance(concepts, (list, tuple)) else concepts
         self.normalize = normalize
         self.eps = eps
         self.steering_output = steering_output
@@ -171,4 +171,5 @@ class ScarConfig(PretrainedConfig):
         try:
             return check_int("concept", concept, min=0, max=self.num_concepts - 1)
         except ValueError as err:
-            raise type(err)(f"{err}: a concept name from {self.concepts} or its index") from None
+            raise type(err)(f"concept {concept!r} does not exist: {err} (an index) or a name from {self.concepts}") \
+                from None

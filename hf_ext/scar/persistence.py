@@ -150,6 +150,8 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
             raise TypeError(f"{cls.__name__}.from_pretrained got unsupported download options {unknown}; "
                             f"accepted: {list(DOWNLOAD_OPTIONS)}")
         hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+        if Path(pretrained_model_name_or_path).is_dir():  # the mixin parses config.json first: a clear error before
+            read_json(Path(pretrained_model_name_or_path) / CONFIG_NAME, what="the SCAR adapter config")
         return super().from_pretrained(pretrained_model_name_or_path, revision=revision, model=model, device=device,
                                        dtype=dtype, **hub_kwargs)
 

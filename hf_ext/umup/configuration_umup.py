@@ -92,6 +92,13 @@ class UMupConfig(PretrainedConfig):
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ) -> None:
+        # sizes first: the defaults below (head_dim) and transformers' own validators compute with them
+        for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
+                            ("intermediate_size", intermediate_size), ("num_hidden_layers", num_hidden_layers),
+                            ("num_attention_heads", num_attention_heads),
+                            ("max_position_embeddings", max_position_embeddings)):
+            check_size(f"UMupConfig.{name}", value)
+        check_float("UMupConfig.rope_theta", rope_theta, min=0, min_open=True)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size

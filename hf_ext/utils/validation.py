@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +99,25 @@ def check_size(name: str, value: Any, *, min: int = 1, max: int = MAX_ELEMENTS, 
     Catches ``n_latents=10**12`` with a clear ``ValueError`` before any allocation is tried.
 
     Example:
+        >>> check_size("n_latents", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: n_latents must be a positive int, got 0
         >>> check_size("n_latents", 10**12)
         Traceback (most recent call last):
         ...
-        ValueError: n_latents must be an int in [1, 17179869184], got 1000000000000
+        ValueError: n_latents must be a positive int of at most 17179869184, got 1000000000000
     """
-    return check_int(name, value, min=min, max=max, allow_none=allow_none)
+    if value is None and allow_none:
+        return None
+    what = ("a positive int" if min == 1 else f"an int >= {min}") + _none_ok(allow_none)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+    if value < min:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if value > max:
+        raise ValueError(f"{name} must be {what} of at most {max}, got {value!r}")
+    return int(value)
 
 
 def check_elements(name: str, shape: Sequence[int], *, max: int = MAX_ELEMENTS) -> None:
@@ -247,6 +260,8 @@ def check_str_list(name: str, value: Any, *, allow_empty_list: bool = False, all
         ...
         hf_ext.utils.validation.ArgumentTypeError: concepts must be a list of str, got ['a', 3] (item 1 is 3, int)
     """
+    if isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{name} must be a list of str, got a mapping {value!r}")
     if isinstance(value, (str, bytes)):
         raise ArgumentTypeError(f"{name} must be a list of str, got a bare {type(value).__name__} {value!r} "
                                 f"(wrap it: [{value!r}])")

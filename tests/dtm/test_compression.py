@@ -79,7 +79,7 @@ def test_magnitude_prune_matches_numpy_reference():
         thresh = np.sort(np.abs(w.numpy()).ravel())[k - 1] if k else -1
         assert (out == 0).sum() == k
         np.testing.assert_array_equal(out, np.where(np.abs(w.numpy()) <= thresh, 0, w.numpy()))
-    with pytest.raises(ValueError, match="sparsity must be a number in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match="sparsity must be a finite number in \\[0.0, 1.0\\], got 1.5"):
         magnitude_prune_weight(w, 1.5)
 
 
