@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hf_ext.core.inputs import max_positions, model_device
+from hf_ext.core.inputs import check_in_vocabulary, max_positions, model_device, vocab_size
 from hf_ext.utils.validation import check_float, check_int
 
 from .explanation import POSTPROCESSING, Explanation
@@ -211,6 +211,13 @@ class AtManExplainer(AtManScorer):
         target = torch.as_tensor(target_ids, dtype=torch.long).flatten()
         if target.numel() == 0:
             raise ValueError("the target is empty: give at least one target token")
+        read = vocab_size(self.model, "input")  # ids beyond the vocabulary: a clear error before the embedding
+        check_in_vocabulary(ids, mask, read, "prompt_ids")
+        try:
+            scored = min(read, vocab_size(self.model, "output"))
+        except TypeError:
+            scored = read
+        check_in_vocabulary(target.view(1, -1), None, scored, "target_ids")
         limit = max_positions(self.model)
         if limit is not None and int(mask.sum()) + target.numel() - 1 > limit:
             raise ValueError(f"prompt ({int(mask.sum())} tokens) + target ({target.numel()} tokens) is longer than the model's "

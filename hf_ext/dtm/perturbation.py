@@ -175,7 +175,7 @@ def magnitude_prune(model: nn.Module, names: str | Sequence[str] | Mapping[str, 
         spec = dict(names)
     else:
         if sparsity is None:
-            raise ValueError("pass sparsity= (in [0, 1]) or a {name: sparsity} mapping")
+            raise ValueError("sparsity must be a number in [0, 1] (or names a {name: sparsity} mapping), got None")
         spec = {n: sparsity for n in _names(names)}
     for s in spec.values():
         check_sparsity(s)

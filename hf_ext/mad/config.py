@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hf_ext.utils.validation import check_bool, check_float, check_int
+
 #: Bump when any generator's output changes (part of every cache key and of the dataset card).
 GENERATOR_VERSION = "1.0.0"
 
@@ -163,18 +165,9 @@ class MADTaskConfig:
         object.__setattr__(self, "task", resolve_task(self.task))
         for f in ("vocab_size", "seq_len", "noise_vocab_size", "num_tokens_to_copy", "k_motif_size", "v_motif_size",
                   "num_train_examples", "num_test_examples", "seed"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int):
-                if hasattr(v, "__index__"):  # numpy ints
-                    object.__setattr__(self, f, int(v))
-                else:
-                    raise TypeError(f"MADTaskConfig.{f} must be an int, got {v!r} ({type(v).__name__})")
-            if getattr(self, f) < 0:
-                raise ValueError(f"MADTaskConfig.{f} must be >= 0, got {v}")
-        if not isinstance(self.frac_noise, (int, float)) or isinstance(self.frac_noise, bool):
-            raise TypeError(f"MADTaskConfig.frac_noise must be a float, got {self.frac_noise!r}")
-        object.__setattr__(self, "frac_noise", float(self.frac_noise))
-        object.__setattr__(self, "multi_query", bool(self.multi_query))
+            object.__setattr__(self, f, check_int(f"MADTaskConfig.{f}", getattr(self, f), min=0))  # numpy ints too
+        object.__setattr__(self, "frac_noise", check_float("MADTaskConfig.frac_noise", self.frac_noise))
+        object.__setattr__(self, "multi_query", check_bool("MADTaskConfig.multi_query", self.multi_query))
         if self.mode not in MODES:
             raise ValueError(f"unknown generator mode {self.mode!r}; expected one of {list(MODES)}")
         if self.num_train_examples < 1 or self.num_test_examples < 1:

@@ -33,7 +33,7 @@ import numpy as np
 
 from hf_ext.utils.loading import load_safetensors, read_json, require_keys
 from hf_ext.utils.logging import get_logger
-from hf_ext.utils.validation import check_size
+from hf_ext.utils.validation import check_float, check_size
 
 from . import resources
 from .encoders import SentenceEncoder, as_encoder, check_texts
@@ -87,9 +87,7 @@ class MoralDirection:
         self.mean = _as_float_matrix(mean, "mean").reshape(-1)
         if self.direction.shape != self.mean.shape:
             raise ValueError(f"direction {self.direction.shape} and mean {self.mean.shape} must have the same shape")
-        if not (np.isfinite(norm) and norm > 0):
-            raise ValueError(f"norm must be a positive finite number, got {norm!r}")
-        self.norm = float(norm)
+        self.norm = check_float("norm", norm, min=0, min_open=True)
         self.components = (_as_float_matrix(components, "components") if components is not None
                            else self.direction[None].copy())
         self.explained_variance_ratio = (np.asarray(explained_variance_ratio, dtype=np.float64)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import cases_core, cases_scar, cases_tfree_umup  # noqa: F401 - they register their cases
+from . import cases_core, cases_other, cases_scar, cases_tfree_umup  # noqa: F401 - they register their cases
 from .catalogue import CASES
 
 MIN_CASES = 300
