@@ -24,6 +24,7 @@ from hf_ext.utils.validation import (
     check_float,
     check_int,
     check_size,
+    check_str,
     check_str_list,
 )
 
@@ -155,6 +156,9 @@ class ScarConfig(PretrainedConfig):
             check_bool(f"ScarConfig.{name}", getattr(self, name))
         if self.num_concepts > self.n_latents:
             raise ValueError(f"{self.num_concepts} concepts need at least as many latents, n_latents={self.n_latents}")
+        for name in ("base_hidden_size", "base_num_layers"):
+            check_size(f"ScarConfig.{name}", getattr(self, name), allow_none=True)
+        check_str("ScarConfig.base_model_type", self.base_model_type, allow_none=True)
         for name in ("eps", "bce_weight", "pos_grad_scale"):
             check_float(f"ScarConfig.{name}", getattr(self, name), min=0)
 

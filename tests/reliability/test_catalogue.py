@@ -6,10 +6,15 @@ component, and each is a real call of a public entry point.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from . import cases_core, cases_other, cases_scar, cases_tfree_umup  # noqa: F401 - they register their cases
 from .catalogue import CASES
+
+if importlib.util.find_spec("diffusers") is not None:  # the diffusion extra
+    from . import cases_diffusion  # noqa: F401
 
 MIN_CASES = 300
 
