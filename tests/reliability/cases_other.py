@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from hf_ext.tiny import tiny_tokenizer
 
 from .cases_core import lm
 from .catalogue import case, choice_cases, float_cases, int_cases
-from .files import damaged_copies, scratch
+from .files import damaged_copies, scratch, without_key
 
 # ----------------------------------------------------------------------------------------------------------- MAD
 for name in ("vocab_size", "seq_len", "num_train_examples", "num_test_examples"):
@@ -121,12 +120,7 @@ def moral_file():
 
 
 def _moral_without(key):
-    folder = damaged_copies(moral_file(), f"moral-no-{key}")
-    path = next(folder.glob("*.json"))
-    data = json.loads(path.read_text())
-    del data[key]
-    path.write_text(json.dumps(data))
-    return folder
+    return without_key(moral_file(), f"moral-no-{key}", "moral_direction.json", key)
 
 
 for key in ("norm", "dim", "format"):

@@ -11,7 +11,7 @@ from hf_ext.scar import ScarAdapter, ScarConfig, ScarModel, auroc
 
 from .cases_core import lm
 from .catalogue import bool_cases, case, choice_cases, float_cases, int_cases
-from .files import damaged_copies, scratch
+from .files import damaged_copies, scratch, without_key
 
 
 def cfg(**kw):
@@ -88,11 +88,7 @@ def saved():
 
 
 def _without(key):
-    folder = damaged_copies(saved(), f"scar-no-{key}")
-    data = json.loads((folder / "config.json").read_text())
-    del data[key]
-    (folder / "config.json").write_text(json.dumps(data))
-    return folder
+    return without_key(saved(), f"scar-no-{key}", "config.json", key)
 
 
 for key in ("k", "layer", "site", "concepts", "n_inputs", "n_latents", "base_model_type", "base_hidden_size",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import torch
 
@@ -11,7 +10,7 @@ from hf_ext.tfree import TFreeConfig, TFreeTokenizer, TrigramHasher, tiny_tfree,
 from hf_ext.umup import UMupConfig, UMupLlamaForCausalLM, umup_optimizer, umup_param_groups
 
 from .catalogue import case, choice_cases, float_cases, int_cases
-from .files import damaged_copies, scratch
+from .files import damaged_copies, scratch, without_key
 
 # ----------------------------------------------------------------------------------------------------------- T-FREE
 int_cases("tfree.TrigramHasher", lambda v: TrigramHasher(vocab_size=v, num_activations=1), "hash_vocab_size", min=1)
@@ -62,11 +61,7 @@ for name in ("words.json", "tokenizer_config.json"):
 
 
 def _tok_config_without(key):
-    folder = damaged_copies(saved_tokenizer(), f"tfree-nokey-{key}")
-    data = json.loads((folder / "tokenizer_config.json").read_text())
-    del data[key]
-    (folder / "tokenizer_config.json").write_text(json.dumps(data))
-    return folder
+    return without_key(saved_tokenizer(), f"tfree-nokey-{key}", "tokenizer_config.json", key)
 
 
 for key in ("hash_vocab_size", "num_activations", "hash_scheme", "trigram_unit"):
