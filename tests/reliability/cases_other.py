@@ -16,7 +16,7 @@ from hf_ext.dtm import (
     save_compressed,
 )
 from hf_ext.dtm.plan import CompressionPlan
-from hf_ext.mad import MADTaskConfig, load_mad
+from hf_ext.mad import MADStackConfig, MADTaskConfig, load_mad
 from hf_ext.moral import MoralDirection
 from hf_ext.tiny import tiny_tokenizer
 
@@ -37,6 +37,13 @@ for task in ("in-context-recall", "noisy-in-context-recall", "fuzzy-in-context-r
         case(f"mad.load_mad:{task}:vocab_size={vocab}",
              lambda t=task, v=vocab, k=kw: load_mad(t, vocab_size=v, num_train_examples=4, num_test_examples=2, **k),
              "vocab_size", str(vocab))
+for name in ("hidden_size", "vocab_size", "max_position_embeddings", "num_attention_heads", "hyena_order"):
+    int_cases("mad.MADStackConfig", lambda v, n=name: MADStackConfig(**{n: v}), f"MADStackConfig.{name}", min=1,
+              size=True)
+float_cases("mad.MADStackConfig", lambda v: MADStackConfig(rope_theta=v), "MADStackConfig.rope_theta", min=0,
+            min_open=True)
+case("mad.MADStackConfig:vocab*hidden absurd", lambda: MADStackConfig(vocab_size=2**20, hidden_size=2**16),
+     "vocab_size", "1048576")
 case("mad.load_mad:unknown task", lambda: load_mad("in-context-recal"), "in-context-recal")
 case("mad.load_mad:unknown override", lambda: load_mad("in-context-recall", vocab=8), "vocab")
 
