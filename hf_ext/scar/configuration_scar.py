@@ -160,9 +160,9 @@ class ScarConfig(PretrainedConfig):
             raise ValueError(f"ScarConfig.k={self.k} exceeds n_latents={self.n_latents}; TopK keeps at most n_latents "
                              "latents, choose k in [1, n_latents]")
         check_choice("ScarConfig.site", self.site, SITES)  # see the SITES comment
-        if self.site == "module":
-            check_str("ScarConfig.site_module (the dotted name of a submodule, e.g. 'model.layers.1.self_attn.o_proj', "
-                      "needed by site='module')", self.site_module)
+        if self.site == "module" and (not isinstance(self.site_module, str) or not self.site_module):
+            raise ValueError(f"site='module' needs site_module, the dotted name of a submodule (e.g. "
+                             f"'model.layers.1.self_attn.o_proj'), got site_module={self.site_module!r}")
         if self.site != "module" and self.site_module is not None:
             raise ValueError(f"site_module={self.site_module!r} is only used with site='module', not site={self.site!r}")
         check_choice("ScarConfig.steering_output", self.steering_output, STEERING_OUTPUTS)

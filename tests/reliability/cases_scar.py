@@ -24,6 +24,11 @@ for name in ("n_inputs", "n_latents", "k"):
 int_cases("scar.ScarConfig", lambda v: cfg(layer=v), "ScarConfig.layer")
 choice_cases("scar.ScarConfig", lambda v: cfg(site=v), "ScarConfig.site")
 choice_cases("scar.ScarConfig", lambda v: cfg(steering_output=v), "ScarConfig.steering_output")
+for bad in (None, "", 3):
+    case(f"scar.ScarConfig:site='module', site_module={bad!r}", lambda b=bad: cfg(site="module", site_module=b),
+         "site_module", repr(bad))
+case("scar.ScarConfig:site_module without site='module'", lambda: cfg(site="mlp", site_module="model.layers.0"),
+     "site_module", "'model.layers.0'")
 for name in ("eps", "bce_weight", "pos_grad_scale"):
     float_cases("scar.ScarConfig", lambda v, n=name: cfg(**{n: v}), f"ScarConfig.{name}", min=0)
 for name in ("normalize", "tied_init"):
