@@ -41,7 +41,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hf_ext.core.inputs import max_positions, model_device
+from hf_ext.core.inputs import check_in_vocabulary, max_positions, model_device, vocab_size
+from hf_ext.utils.validation import check_float, check_int
 
 from .explanation import POSTPROCESSING, STEPS, Explanation
 from .scorer import MODES, AtManScorer, PreparedSequence
@@ -51,11 +52,7 @@ __all__ = ["MODES", "POSTPROCESSING", "AtManExplainer", "Explanation"]
 
 
 def _check_factor(name: str, value, low: float, high: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low \
-            or (high is not None and value > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value!r} is outside its valid range {rng}")
-    return float(value)
+    return check_float(name, value, min=low, max=high)
 
 
 
@@ -93,8 +90,7 @@ class AtManExplainer(AtManScorer):
         self.suppression_factor = _check_factor("suppression_factor", suppression_factor, 0.0, 1.0)
         self.conceptual_threshold = None if conceptual_threshold is None else _check_factor(
             "conceptual_threshold", conceptual_threshold, 0.0, 1.0)
-        if max_neighbours is not None and (isinstance(max_neighbours, bool) or not isinstance(max_neighbours, int) or max_neighbours < 0):
-            raise ValueError(f"max_neighbours={max_neighbours!r} must be None or an int >= 0")
+        check_int("max_neighbours", max_neighbours, min=0, allow_none=True)
         self.max_neighbours = max_neighbours
 
     # ---------------------------------------------------------------------------------------------- public API
@@ -244,6 +240,13 @@ class AtManExplainer(AtManScorer):
         target = torch.as_tensor(target_ids, dtype=torch.long).flatten()
         if target.numel() == 0:
             raise ValueError("the target is empty: give at least one target token")
+        read = vocab_size(self.model, "input")  # ids beyond the vocabulary: a clear error before the embedding
+        check_in_vocabulary(ids, mask, read, "prompt_ids")
+        try:
+            scored = min(read, vocab_size(self.model, "output"))
+        except TypeError:
+            scored = read
+        check_in_vocabulary(target.view(1, -1), None, scored, "target_ids")
         limit = max_positions(self.model)
         if limit is not None and int(mask.sum()) + target.numel() - 1 > limit:
             raise ValueError(f"prompt ({int(mask.sum())} tokens) + target ({target.numel()} tokens) is longer than the model's "

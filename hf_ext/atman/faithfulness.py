@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from hf_ext.utils.validation import check_size
+
 
 def _auc(curve: torch.Tensor) -> float:
     if curve.numel() < 2:
@@ -58,8 +60,7 @@ def deletion_auc(explainer, prompt: str, target: str, *, granularity: str = "tok
     """
     from hf_ext.utils.progress import progress_bar
 
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"n_random={n_random!r} must be an int >= 1")
+    check_size("n_random", n_random)
     prep, units, _, _ = explainer.prepare_strings(prompt, target, granularity)
     if explanation is None:
         explanation = explainer.explain_prepared(prep, units, False)

@@ -41,6 +41,7 @@ from hf_ext.core.inputs import model_device, prepare_batch
 from hf_ext.core.scoring import token_cross_entropy
 from hf_ext.core.segments import SegmentPlan, layer_map, segment_attention
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from .packing import pack, packed_inputs, segment_inputs
 
@@ -135,8 +136,7 @@ class AtManScorer:
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
         self.model = model
         self.mode = mode
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size={max_batch_size!r} must be an int >= 1")
+        check_size("max_batch_size", max_batch_size)
         self.max_batch_size = max_batch_size
         self.layers = layers
         self.prefix_reuse = bool(prefix_reuse) and mode != "reference_compat"

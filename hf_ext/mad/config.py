@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hf_ext.utils.validation import check_bool, check_float, check_int
+
 #: Bump when any generator's output changes (part of every cache key and of the dataset card).
 GENERATOR_VERSION = "1.0.0"
 
@@ -182,22 +184,12 @@ class MADTaskConfig:
         object.__setattr__(self, "task", resolve_task(self.task))
         for f in ("vocab_size", "seq_len", "noise_vocab_size", "num_tokens_to_copy", "k_motif_size", "v_motif_size",
                   "num_kv_pairs", "num_train_examples", "num_test_examples", "seed"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int):
-                if hasattr(v, "__index__"):  # numpy ints
-                    object.__setattr__(self, f, int(v))
-                else:
-                    raise TypeError(f"MADTaskConfig.{f} must be an int, got {v!r} ({type(v).__name__})")
-            if getattr(self, f) < 0:
-                raise ValueError(f"MADTaskConfig.{f} must be >= 0, got {v}")
-        if not isinstance(self.frac_noise, (int, float)) or isinstance(self.frac_noise, bool):
-            raise TypeError(f"MADTaskConfig.frac_noise must be a float, got {self.frac_noise!r}")
-        object.__setattr__(self, "frac_noise", float(self.frac_noise))
-        if not isinstance(self.power_a, (int, float)) or isinstance(self.power_a, bool):
-            raise TypeError(f"MADTaskConfig.power_a must be a float, got {self.power_a!r}")
-        object.__setattr__(self, "power_a", float(self.power_a))
-        object.__setattr__(self, "multi_query", bool(self.multi_query))
-        object.__setattr__(self, "random_non_queries", bool(self.random_non_queries))
+            object.__setattr__(self, f, check_int(f"MADTaskConfig.{f}", getattr(self, f), min=0))  # numpy ints too
+        object.__setattr__(self, "frac_noise", check_float("MADTaskConfig.frac_noise", self.frac_noise))
+        object.__setattr__(self, "power_a", check_float("MADTaskConfig.power_a", self.power_a))
+        object.__setattr__(self, "multi_query", check_bool("MADTaskConfig.multi_query", self.multi_query))
+        object.__setattr__(self, "random_non_queries", check_bool("MADTaskConfig.random_non_queries",
+                                                                  self.random_non_queries))
         if self.mode not in MODES:
             raise ValueError(f"unknown generator mode {self.mode!r}; expected one of {list(MODES)}")
         if self.num_train_examples < 1 or self.num_test_examples < 1:
@@ -225,10 +217,11 @@ class MADTaskConfig:
             raise ValueError(f"{t}: frac_noise={self.frac_noise} > 0 needs noise_vocab_size > 0")
         if t in ("in-context-recall", "noisy-in-context-recall"):
             nsv = (V if self.multi_query else V - 1) - self.noise_vocab_size
-            if nsv < 2:
+            if nsv < 4:  # with 1 key or 1 value token every target is the same token: nothing to recall
                 raise ValueError(f"{t}: vocab_size={V} is too small: after {0 if self.multi_query else 1} special "
                                  f"token(s) and noise_vocab_size={self.noise_vocab_size} noise tokens, "
-                                 f"{nsv} tokens remain but keys and values need at least 1 each (>= 2)")
+                                 f"{nsv} tokens remain but keys and values need at least 2 each (>= 4); use "
+                                 f"vocab_size >= {V + 4 - nsv}")
             if L % 2:
                 raise ValueError(f"{t}: seq_len={L} must be even (key-value pairs of 2 tokens)")
             if L < 4:
@@ -239,32 +232,33 @@ class MADTaskConfig:
             if self.k_motif_size < 1 or self.v_motif_size < 1:
                 raise ValueError(f"{t}: k_motif_size and v_motif_size must be >= 1, got "
                                  f"{self.k_motif_size}, {self.v_motif_size}")
-            if nk < self.k_motif_size or nv < self.v_motif_size:
+            if nk < max(2, self.k_motif_size) or nv < max(2, self.v_motif_size):
                 raise ValueError(f"{t}: vocab_size={V} is too small: the key vocab has {nk} tokens and the value vocab "
                                  f"{nv} (after the pad token and noise), but motifs of k_motif_size="
-                                 f"{self.k_motif_size} / v_motif_size={self.v_motif_size} distinct tokens are needed")
+                                 f"{self.k_motif_size} / v_motif_size={self.v_motif_size} distinct tokens (and at least "
+                                 "2 of each, else the data are constant) are needed")
             need = 2 * (self.k_motif_size + self.v_motif_size)
             if L <= need:
                 raise ValueError(f"{t}: seq_len={L} must be > 2 * (k_motif_size + v_motif_size) = {need} so that "
                                  "the probe key-value pair and at least one more pair fit")
         elif t == "memorization":
             nsv = V - 1 - self.noise_vocab_size
-            if nsv < 2:
+            if nsv < 4:  # with 1 key or 1 value token the memorised map is constant
                 raise ValueError(f"{t}: vocab_size={V} is too small: after the insert token and "
                                  f"noise_vocab_size={self.noise_vocab_size} noise tokens, {nsv} remain but keys and "
-                                 "values need at least 1 each (>= 2)")
+                                 f"values need at least 2 each (>= 4); use vocab_size >= {V + 4 - nsv}")
             if L % 2 or L < 2:
                 raise ValueError(f"{t}: seq_len={L} must be even and >= 2 (pairs of [key, insert])")
         elif t == "compression":
-            if V - 1 - self.noise_vocab_size < 1:
+            if V - 1 - self.noise_vocab_size < 2:  # one content token: every sequence is the same
                 raise ValueError(f"{t}: vocab_size={V} is too small: the compression token and "
                                  f"noise_vocab_size={self.noise_vocab_size} leave no content tokens (need >= 2)")
             if L < 2:
                 raise ValueError(f"{t}: seq_len={L} must be >= 2 (content tokens plus the compression token)")
         elif t == "selective-copying":
-            if V < 3:
+            if V < 4:  # one content token: every sequence is the same
                 raise ValueError(f"{t}: vocab_size={V} is too small for the copy and blank special tokens plus "
-                                 "content tokens (need >= 3)")
+                                 "at least 2 content tokens (need >= 4)")
             if self.num_tokens_to_copy < 1:
                 raise ValueError(f"{t}: num_tokens_to_copy={self.num_tokens_to_copy} must be >= 1 (mad-lab's "
                                  "benchmark uses 16)")

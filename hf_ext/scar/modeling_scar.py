@@ -134,6 +134,9 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         if expected is not None and expected != anatomy.family:
             raise ValueError(f"base model mismatch: this SCAR adapter was trained on a {expected!r} model "
                              f"({self.config.base_model_name_or_path!r}) but {type(model).__name__} is {anatomy.family!r}")
+        if self.config.base_hidden_size is not None and self.config.base_hidden_size != hidden:
+            raise ValueError(f"base model mismatch: the adapter's base model has hidden size "
+                             f"{self.config.base_hidden_size}, {type(model).__name__} has {hidden}")
         if self.config.base_num_layers is not None and self.config.base_num_layers != n:
             raise ValueError(f"base model mismatch: the adapter's base model has {self.config.base_num_layers} layers, "
                              f"{type(model).__name__} has {n}")
@@ -239,12 +242,14 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
             >>> with scar.steer({"toxicity": -100.0}):  # doctest: +SKIP
             ...     out = model.generate(**inputs, max_new_tokens=20)
         """
+        self.require_attached()  # else the base model would run unsteered without a word
         with activate(self._token, steering_params(self, strengths, op, output)):
             yield self
 
     @contextmanager
     def reconstruct(self) -> Iterator[ScarAdapter]:
         """Replace the hooked activation by the SAE reconstruction ``x̂`` inside the ``with`` block."""
+        self.require_attached()
         with activate(self._token, {"mode": "reconstruct"}):
             yield self
 

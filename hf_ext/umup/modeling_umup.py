@@ -40,6 +40,8 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from hf_ext.core.inputs import check_in_vocabulary
+
 from ..compat import cache_field
 from . import functional as UF
 from .configuration_umup import UMupConfig
@@ -120,6 +122,8 @@ class UMupEmbedding(nn.Module):
             nn.init.normal_(self.weight, 0.0, 1.0)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():  # a clear error instead of IndexError / a device assert
+            check_in_vocabulary(ids, None, self.num_embeddings, "input_ids")
         return UF.scaled_embedding(ids, self.weight)
 
     def extra_repr(self) -> str:

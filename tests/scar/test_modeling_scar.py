@@ -341,7 +341,7 @@ def test_base_mismatch_and_bad_inputs(tmp_path):
         ScarAdapter.for_model(llama, layer=5)
     with pytest.raises(ValueError, match="out of range"):
         ScarAdapter(ScarConfig(n_inputs=64, layer=7)).attach(llama)
-    with pytest.raises(ValueError, match="unknown site"):
+    with pytest.raises(ValueError, match="site must be one of"):
         ScarAdapter.for_model(llama, layer=0, site="attn")
     with pytest.raises(ValueError, match="exceeds n_latents"):
         ScarConfig(n_inputs=8, n_latents=16, k=17)

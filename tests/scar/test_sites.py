@@ -125,7 +125,7 @@ def test_site_validation():
         ScarConfig(n_inputs=8, site="module")
     with pytest.raises(ValueError, match="only used with site='module'"):
         ScarConfig(n_inputs=8, site="mlp", site_module="x")
-    with pytest.raises(ValueError, match="unknown site 'nowhere'"):
+    with pytest.raises(ValueError, match="site must be one of .*, got 'nowhere'"):
         ScarConfig(n_inputs=8, site="nowhere")
     model = tiny_causal_lm("llama")
     adapter = ScarAdapter.for_model(model, layer=0, site="module", site_module="model.layers.0.nope")

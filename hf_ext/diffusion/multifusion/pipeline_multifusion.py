@@ -33,6 +33,8 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from hf_ext.utils.validation import check_float, check_size
+
 from .attention_processor import cross_attention_weights
 from .encoding_multifusion import EncodedPrompt, InterleavedEncoder, normalize_prompts, pad_and_stack
 from .modeling_multifusion import MultiFusionProjector  # noqa: F401 - re-exported for component loading
@@ -154,10 +156,9 @@ class MultiFusionPipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r} is not one of {OUTPUT_TYPES}")
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images_per_prompt!r}")
+        check_size("num_inference_steps", num_inference_steps, max=10_000)
+        check_size("num_images_per_prompt", num_images_per_prompt, max=10_000)
+        check_float("guidance_scale", guidance_scale)
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("pass exactly one of prompt and prompt_embeds")
         device = self._execution_device

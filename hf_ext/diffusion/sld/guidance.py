@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from hf_ext.utils.validation import ArgumentTypeError, check_float, check_int
+
 __all__ = [
     "DIFFUSERS_KWARGS",
     "PRESETS",
@@ -85,11 +87,9 @@ class SLDConfig:
     def __post_init__(self) -> None:
         for name in ("guidance_scale", "threshold", "momentum_scale", "mom_beta"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"SLDConfig.{name} must be a number, got {value!r} ({type(value).__name__})")
-            if not math.isfinite(float(value)) and name != "threshold":
-                raise ValueError(f"SLDConfig.{name} must be finite, got {value!r}")
-            object.__setattr__(self, name, float(value))
+            if name == "threshold" and isinstance(value, float) and math.isinf(value):
+                continue  # an infinite threshold is meaningful (every latent is unsafe)
+            object.__setattr__(self, name, check_float(f"SLDConfig.{name}", value))
         if self.guidance_scale < 0:
             raise ValueError(f"sld_guidance_scale must be >= 0 (0 or 1 disables SLD), got {self.guidance_scale}")
         if self.momentum_scale < 0:
@@ -98,9 +98,10 @@ class SLDConfig:
             raise ValueError(f"sld_mom_beta must be in [0, 1], got {self.mom_beta}")
         w = self.warmup_steps
         if isinstance(w, bool) or not isinstance(w, (int, float)):
-            raise TypeError(f"sld_warmup_steps must be an int (step index) or a float fraction in [0, 1], got {w!r}")
-        if isinstance(w, int) and w < 0:
-            raise ValueError(f"sld_warmup_steps must be >= 0, got {w}")
+            raise ArgumentTypeError(
+                f"sld_warmup_steps must be an int (step index) or a float fraction in [0, 1], got {w!r}")
+        if isinstance(w, int):
+            check_int("sld_warmup_steps", w, min=0)
         if isinstance(w, float) and not 0.0 <= w <= 1.0:
             raise ValueError(
                 f"a float sld_warmup_steps is a fraction of the schedule and must be in [0, 1], got {w}; "

@@ -25,6 +25,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
 )
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size as check_count
 
 from ._common import (
     EMBEDS_CONCEPT,
@@ -137,6 +138,10 @@ class SLDPipelineMixin:
     def _timesteps_and_latents(self, num_inference_steps: int, timesteps, sigmas, n_rows: int, height: int, width: int,
                                dtype: torch.dtype, device, generator, latents: torch.Tensor | None):
         """``(timesteps, num_inference_steps, latents)``: the scheduler's schedule and the initial latents."""
+        if timesteps is None and sigmas is None:  # else the schedule's own length counts
+            check_count("num_inference_steps", num_inference_steps, max=10_000)
+        check_count("height", height, max=2**16)
+        check_count("width", width, max=2**16)
         timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps,
                                                             sigmas)
         latents = self.prepare_latents(n_rows, self.unet.config.in_channels, height, width, dtype, device, generator,
