@@ -23,7 +23,7 @@ from hf_ext.registry import register_component
 from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "guidance": ["DIFFUSERS_KWARGS", "PRESETS", "SLDConfig", "SLDDiagnostics", "SLDGuidanceRunner", "SLDStepOutput",
+    "guidance": ["DIFFUSERS_KWARGS", "PRESETS", "SLDConcept", "SLDConfig", "SLDDiagnostics", "SLDGuidanceRunner", "SLDStepOutput",
                  "sld_step"],
     "_common": ["DEFAULT_SAFETY_CONCEPT", "SafeLatentDiffusionPipelineOutput"],
     "pipeline_sld": ["SafeLatentDiffusionPipeline"],
