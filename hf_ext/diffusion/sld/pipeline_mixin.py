@@ -15,7 +15,6 @@ statistics and watermark).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,14 +63,24 @@ class SLDPipelineMixin:
         self.register_to_config(safety_concept=concept_for_config(normalize_concept_specs(concept)))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """``DiffusionPipeline.save_pretrained`` plus a ``pipeline.py`` shim, so that plain diffusers can load the
-        folder: ``DiffusionPipeline.from_pretrained(d, custom_pipeline=d, trust_remote_code=True)`` (hf_ext must be
-        installed where it is loaded)."""
+        """``DiffusionPipeline.save_pretrained`` plus the pipeline's code, vendored (:func:`hf_ext.vendoring.
+        vendor_pipeline`): plain diffusers loads the folder with ``DiffusionPipeline.from_pretrained(d,
+        trust_remote_code=True)``, where hf_ext need not be installed. ``<ThisClass>.from_pretrained(d)`` keeps
+        loading hf_ext's own class (no remote code)."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        cls = type(self)
-        Path(save_directory, "pipeline.py").write_text(
-            f'"""Loads hf_ext\'s {cls.__name__} (needs `pip install "hf-ext[diffusion]"`)."""\n\n'
-            f"from {cls.__module__} import {cls.__name__}  # noqa: F401\n", encoding="utf-8")
+        from hf_ext.vendoring import vendor_pipeline
+
+        vendor_pipeline(type(self), save_directory)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """``ConfigMixin.load_config``; a folder's custom-pipeline ``_class_name`` (``["pipeline", name]``) is read as
+        this class, so that loading through this class does not switch to the folder's vendored copy."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = cls.__name__
+        return out
 
     @staticmethod
     def _warn_scheduler(scheduler) -> None:

@@ -93,7 +93,7 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         feature_extractor: CLIPImageProcessor = None,
         image_encoder: CLIPVisionModelWithProjection = None,
         requires_safety_checker: bool = False,
-        safety_concept: str | SLDConcept | list[str | SLDConcept] = DEFAULT_SAFETY_CONCEPT,
+        safety_concept: str | SLDConcept | list[str | SLDConcept | dict] = DEFAULT_SAFETY_CONCEPT,
     ):
         # Deliberately not StableDiffusionPipeline.__init__: it rewrites the scheduler's config in place.
         DiffusionPipeline.__init__(self)

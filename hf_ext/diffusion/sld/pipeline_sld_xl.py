@@ -78,7 +78,7 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
         feature_extractor: CLIPImageProcessor = None,
         force_zeros_for_empty_prompt: bool = True,
         add_watermarker: bool | None = None,
-        safety_concept: str | SLDConcept | list[str | SLDConcept] = DEFAULT_SAFETY_CONCEPT,
+        safety_concept: str | SLDConcept | list[str | SLDConcept | dict] = DEFAULT_SAFETY_CONCEPT,
     ):
         super().__init__(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
                          tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, image_encoder=image_encoder,

@@ -19,7 +19,7 @@ def test_cli_generate_writes_pngs_and_saves_pipeline(tmp_path):
     run = json.loads((out / "sld_run.json").read_text())
     assert run["runs"]["sld"]["applied_safety_concept"] == "violence" and run["runs"]["plain"]["applied_safety_concept"] is None
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["safety_concept"] == "violence" and index["_class_name"] == "SafeLatentDiffusionPipeline"
+    assert index["safety_concept"] == "violence" and index["_class_name"] == ["pipeline", "SafeLatentDiffusionPipeline"]
     # reload the saved folder through --model, and through its pre-0.2 name --pipeline (a warning)
     rc = main(["sld", "generate", "--prompt", "a dog", "--model", str(tmp_path / "pipe"), "--steps", "1",
                "--out", str(tmp_path / "out2"), "--no-progress"])
