@@ -18,18 +18,18 @@ S_G = 7.5
 BASE = SLDConfig.MEDIUM  # the call's defaults; fields a concept leaves unset come from here
 
 
-def _reference_loop(pipe, concepts: list[tuple[str, dict]], *, prompt=PROMPT, steps=STEPS, seed=0):
+def _reference_loop(pipe, concepts: list[tuple[str, dict]], *, prompt=PROMPT, steps=STEPS, seed=0, n=1):
     """Eq. 3–8 per concept k with its own (s_S, λ, s_m, β_m, δ):
     μ_k = min(1, s_S|ε_p − ε_k|) where ε_p − ε_k < λ (else 0); γ_k = μ_k(ε_k − ε_∅) + s_m ν_k;
-    ν_k ← β_m ν_k + (1 − β_m) γ_k (also in warm-up); ε̄ = ε_∅ + s_g(ε_p − ε_∅ − Σ_{k: i ≥ δ_k} γ_k)."""
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    ν_k ← β_m ν_k + (1 − β_m) γ_k (also in warm-up); ε̄ = ε_∅ + s_g(ε_p − ε_∅ − Σ_{k: i ≥ δ_k} γ_k).
+    A fresh scheduler of the pipeline's class and config; ``n`` images per prompt."""
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
     sched.set_timesteps(steps)
     device = torch.device("cpu")
-    pe, ne = pipe.encode_prompt(prompt, device, 1, True, None)
-    ce = [pipe.encode_prompt(text, device, 1, False, None)[0] for text, _ in concepts]
-    latents = torch.randn((1, 4, 16, 16), generator=gen(seed)) * sched.init_noise_sigma
+    pe, ne = pipe.encode_prompt(prompt, device, n, True, None)
+    rows = pe.shape[0]
+    ce = [pipe.encode_prompt(text, device, 1, False, None)[0].expand(rows, -1, -1) for text, _ in concepts]
+    latents = torch.randn((rows, 4, 16, 16), generator=gen(seed)) * sched.init_noise_sigma
     nu = [torch.zeros_like(latents) for _ in concepts]
     with torch.no_grad():
         for i, t in enumerate(sched.timesteps):
@@ -66,6 +66,23 @@ def test_two_concepts_match_reference_loop(sld_pipe):
     plain = sld_pipe(PROMPT, num_inference_steps=STEPS, guidance_scale=S_G, generator=gen(0), output_type="latent",
                      sld_guidance_scale=0).images
     assert (same - ref).abs().max() > 1e-3 and (plain - ref).abs().max() > 1e-3
+
+
+def test_three_concepts_batch_and_other_scheduler(sd_components):
+    """Batch of 2 prompts × 2 images, Euler, three concepts (one with a fractional warm-up)."""
+    from diffusers import EulerDiscreteScheduler
+
+    pipe = SafeLatentDiffusionPipeline(**{**sd_components, "scheduler": EulerDiscreteScheduler.from_config(
+        sd_components["scheduler"].config)})
+    pipe.set_progress_bar_config(disable=True)
+    c = dict(guidance_scale=800.0, warmup_steps=0.4, threshold=0.0, momentum_scale=0.0, mom_beta=0.0)
+    concepts = [("violence", A), ("blood and gore", B), ("a weapon", c)]
+    prompts = ["a photo of a cat", "a city street at night"]
+    out = pipe(prompts, num_images_per_prompt=2, num_inference_steps=STEPS, guidance_scale=S_G, generator=gen(2),
+               output_type="latent", safety_concept=[SLDConcept(text, **h) for text, h in concepts])
+    ref = _reference_loop(pipe, [*concepts[:2], ("a weapon", {**c, "warmup_steps": 2})], prompt=prompts, seed=2,
+                          n=2)  # δ = ⌈0.4·5⌉ = 2
+    torch.testing.assert_close(out.images, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_unset_fields_come_from_the_call_and_parallel_warmups(sld_pipe):
