@@ -60,6 +60,9 @@ def test_model_card_renders():
     text = str(card)
     assert "SLDConfig.STRONG" in text and '"violence", "nudity"' in text and "| sexual | 4.83 | 39.37 ± 17.56 |" in text
     assert "schramowski2023safe" in text and card.data.license == "creativeml-openrail-m"
+    mixed = str(render_model_card("sld", card_data={"license": "mit"},
+                                  safety_concept=["violence", {"text": "nudity", "guidance_scale": 3000.0}]))
+    assert '"violence", "nudity" (guidance_scale=3000.0)' in mixed and "trust_remote_code=True" in mixed
 
 
 @pytest.mark.parametrize("argv", [["sld"], ["sld", "generate"]])
