@@ -49,6 +49,21 @@ def test_cli_eval_i2p_metrics_only_and_errors(tmp_path, capsys):
     assert main(["sld", "generate", "--prompt", "x", "--height", "30", "--steps", "1", "--out", str(tmp_path)]) == 1
 
 
+def test_cli_concepts_with_their_own_values(tmp_path, capsys):
+    spec = '{"text": "nudity", "guidance_scale": 3000, "warmup_steps": 0}'
+    rc = main(["sld", "generate", "--prompt", "a cat", "--steps", "2", "--concept", "violence", "--concept", spec,
+               "--out", str(tmp_path / "o"), "--save-pipeline", str(tmp_path / "pipe"), "--no-progress"])
+    assert rc == 0
+    run = json.loads((tmp_path / "o" / "sld_run.json").read_text())
+    assert run["runs"]["sld"]["applied_safety_concept"] == ["violence", "nudity"]
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["safety_concept"] == ["violence", {"text": "nudity", "guidance_scale": 3000, "warmup_steps": 0}]
+    assert main(["sld", "generate", "--prompt", "a", "--concept", '{"text": "x", ', "--out", str(tmp_path)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    assert main(["sld", "generate", "--prompt", "a", "--concept", '{"guidance_scale": 3}', "--out", str(tmp_path)]) == 2
+    assert 'needs a "text" string' in capsys.readouterr().err
+
+
 def test_model_card_renders():
     from hf_ext.hub import render_model_card
 
