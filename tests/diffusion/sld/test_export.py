@@ -47,6 +47,12 @@ CHILD = textwrap.dedent("""
         images = pipe("a photo of a cat", generator=torch.Generator().manual_seed(0), output_type=kind,
                       **{call!r}).images
         out[kind] = torch.as_tensor(np.asarray(images)).contiguous()
+    # the loaded copy saves a folder that loads again the same way (vendoring the vendored code)
+    pipe.save_pretrained({folder!r} + "_again")
+    again = DiffusionPipeline.from_pretrained({folder!r} + "_again", trust_remote_code=True)
+    again.set_progress_bar_config(disable=True)
+    out["again"] = again("a photo of a cat", generator=torch.Generator().manual_seed(0), output_type="latent",
+                         **{call!r}).images.contiguous()
     save_file(out, {result!r})
     print(type(pipe).__module__, type(pipe).__name__, pipe.safety_concept)
 """)
@@ -89,6 +95,7 @@ def test_saved_pipeline_loads_without_hf_ext(kind, sd_components, sdxl_component
     assert "nudity" in concept and "3000.0" in concept
 
     child = load_file(str(result))
+    assert torch.equal(child["again"], child["latent"])
     for out_kind in ("latent", "np"):
         ours = pipe("a photo of a cat", generator=gen(0), output_type=out_kind, **CALL).images
         ours = torch.as_tensor(ours)
