@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -294,8 +295,9 @@ class MultiFusionPipeline(DiffusionPipeline):
         latents = self._initial_latents(batch * n, height, width, latents, generator, device, prompt_embeds.dtype)
         extra_step_kwargs = self._extra_step_kwargs(generator, eta)
 
-        weighting = cross_attention_weights(self.unet, key_w) if key_w is not None else _nullcontext()
-        with weighting, self.progress_bar(total=len(timesteps)) as bar:
+        with contextlib.ExitStack() as weighting, self.progress_bar(total=len(timesteps)) as bar:
+            if key_w is not None:
+                weighting.enter_context(cross_attention_weights(self.unet, key_w))
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
@@ -319,6 +321,9 @@ class MultiFusionPipeline(DiffusionPipeline):
                     elif new_embeds.shape[0] < encoder_attention_mask.shape[0]:
                         # a cut to the last rows (SDCFGCutoffCallback keeps the prompt rows): the mask follows
                         encoder_attention_mask = encoder_attention_mask[-new_embeds.shape[0]:]
+                    if key_w is not None and new_embeds.shape[0] < key_w.shape[0]:
+                        key_w = key_w[-new_embeds.shape[0]:]  # the cross-attention weights follow the cut too
+                        weighting.enter_context(cross_attention_weights(self.unet, key_w))
                     prompt_embeds = new_embeds
                 bar.update()
 
@@ -331,11 +336,3 @@ class MultiFusionPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return MultiFusionPipelineOutput(images=images)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -159,3 +159,19 @@ def test_mvader_passes_callbacks():
     with pytest.raises(ValueError, match="choose from"):
         pipe(["a"], num_inference_steps=1, callback_on_step_end=_recorder([]),
              callback_on_step_end_tensor_inputs=["weights"])
+
+
+def test_cfg_cutoff_with_cross_attention_weighting(red_image):
+    """After SDCFGCutoffCallback halves the rows, the UNet cross-attention weights follow: weights of 1 give the
+    unweighted result, other weights run and change it."""
+    pipe = MultiFusionPipeline(**tiny_multifusion_components())
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=3, output_type="latent")
+    cut = lambda: SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1)  # noqa: E731
+    ones = pipe([red_image, "a red apple"], weights=[1.0, 1.0], cross_attention_weighting=True, generator=_gen(0),
+                callback_on_step_end=cut(), **kw).images
+    plain = pipe([red_image, "a red apple"], generator=_gen(0), callback_on_step_end=cut(), **kw).images
+    weighted = pipe([red_image, "a red apple"], weights=[1.0, 5.0], cross_attention_weighting=True,
+                    generator=_gen(0), callback_on_step_end=cut(), **kw).images
+    torch.testing.assert_close(ones, plain, atol=1e-5, rtol=0)
+    assert (weighted - plain).abs().max() > 1e-3
