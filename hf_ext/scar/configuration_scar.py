@@ -16,9 +16,13 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-#: Where the adapter hooks: the output of the layer's MLP (before it is added to the residual stream), as the
-#: released SCAR checkpoint, or the output of the whole decoder layer (the residual stream), as G-SAE.
-SITES: tuple[str, ...] = ("mlp", "block")
+#: Where the adapter hooks in decoder layer ``layer``: ``"mlp"`` the MLP's output (before it is added to the
+#: residual stream), as the released SCAR checkpoint; ``"block"`` the decoder layer's output (the residual stream after
+#: the layer), as G-SAE; ``"residual_post"`` the same position under its residual-stream name; ``"residual_pre"``
+#: the layer's input (the residual stream before the layer); ``"attention"`` the self-attention module's output
+#: (before the residual add); ``"module"`` the output of any submodule, named by ``site_module``
+#: (``model.get_submodule(site_module)``).
+SITES: tuple[str, ...] = ("mlp", "block", "residual_post", "residual_pre", "attention", "module")
 #: How a steered output is built: ``"replace"`` puts the (steered) reconstruction x̂ in place of the activation
 #: (the reference; even α = 1 changes generations), ``"error_preserving"`` adds only the steering change to the
 #: original activation, x + x̂(steered) − x̂, so α = 1 is exactly the base model.
@@ -33,7 +37,12 @@ class ScarConfig(PretrainedConfig):
         n_latents: number of SAE latents ``L`` (default ``6 * n_inputs``, the released expansion factor).
         k: latents kept by TopK per token (default ``n_latents // 12``, the released ratio 2048 / 24576).
         layer: 0-based decoder layer (the released checkpoint uses 25 of Llama-3-8B's 32); negative counts from the end.
-        site: ``"mlp"`` (MLP output, reference) or ``"block"`` (decoder-layer output = residual stream).
+        site: ``"mlp"`` (MLP output, reference), ``"block"`` / ``"residual_post"`` (decoder-layer output = residual
+            stream after the layer), ``"residual_pre"`` (the layer's input), ``"attention"`` (self-attention output)
+            or ``"module"`` (the output of the submodule named by ``site_module``); see :data:`SITES`.
+        site_module: with ``site="module"``: the dotted name of the hooked submodule, relative to the model the
+            adapter is attached to (``model.get_submodule(site_module)``, e.g. ``"model.layers.1.self_attn.o_proj"``);
+            its output's last dimension must be ``n_inputs``. ``None`` for the other sites.
         concepts: names of the conditioned latents; latent ``i`` is trained as the logit of concept ``i``
             (``0..C-1``). Default ``["concept"]``.
         normalize: per-token layer normalisation of the input and de-normalisation of the output (the reference
@@ -64,6 +73,7 @@ class ScarConfig(PretrainedConfig):
         k: int | None = None,
         layer: int = 0,
         site: str = "mlp",
+        site_module: str | None = None,
         concepts: list[str] | None = None,
         normalize: bool = True,
         eps: float = 1e-5,
@@ -83,6 +93,7 @@ class ScarConfig(PretrainedConfig):
         self.k = max(1, self.n_latents // 12) if k is None else k
         self.layer = layer
         self.site = site
+        self.site_module = site_module
         self.concepts = list(concepts) if concepts is not None else ["concept"]
         self.normalize = normalize
         self.eps = eps
@@ -114,7 +125,12 @@ class ScarConfig(PretrainedConfig):
             raise ValueError(f"ScarConfig.k={self.k} exceeds n_latents={self.n_latents}; TopK keeps at most n_latents "
                              "latents, choose k in [1, n_latents]")
         if self.site not in SITES:
-            raise ValueError(f"unknown site {self.site!r}; choose one of {SITES} (MLP output or decoder-layer output)")
+            raise ValueError(f"unknown site {self.site!r}; choose one of {SITES} (see ScarConfig's docstring)")
+        if self.site == "module" and (not isinstance(self.site_module, str) or not self.site_module):
+            raise ValueError(f"site='module' needs site_module, the dotted name of a submodule (e.g. "
+                             f"'model.layers.1.self_attn.o_proj'), got site_module={self.site_module!r}")
+        if self.site != "module" and self.site_module is not None:
+            raise ValueError(f"site_module={self.site_module!r} is only used with site='module', not site={self.site!r}")
         if self.steering_output not in STEERING_OUTPUTS:
             raise ValueError(f"unknown steering_output {self.steering_output!r}; choose one of {STEERING_OUTPUTS}")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
