@@ -302,8 +302,11 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         :func:`hf_ext.scar.latent_report.latent_report` for the arguments).
 
         Example:
-            >>> report = scar.latent_report(texts, tok, latents=["toxicity", 17], top_k=5)  # doctest: +SKIP
-            >>> report.save("toxicity_latent.html")  # doctest: +SKIP
+            >>> model, tok = tiny_causal_lm("llama", seed=0), tiny_tokenizer()
+            >>> scar = ScarAdapter.for_model(model, layer=1, concepts=["toxicity"]).attach(model)
+            >>> texts = ["you are awful", "have a nice day"]
+            >>> report = scar.latent_report(texts, tok, latents=["toxicity", 17], top_k=5)
+            >>> path = report.save("toxicity_latent.html")
         """
         return latent_report(self, texts, tokenizer, model=model, latents=latents, top_k=top_k, **kwargs)
 
