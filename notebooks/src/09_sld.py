@@ -18,6 +18,7 @@ CELLS = [
         "from hf_ext.diffusion.sld import SLDConfig, PRESETS, sld_step\n"
         "for name, cfg in PRESETS.items():\n"
         "    print(f'{name:15} {cfg.to_diffusers_kwargs()}')\n"
+        "torch.manual_seed(0)  # seeded: the stored output is compared with a fresh run\n"
         "u, p, s = (torch.randn(1, 4, 8, 8) * 0.01 for _ in range(3))\n"
         "out = sld_step(u, p, s, None, step=0, guidance_scale=7.5, config=SLDConfig.MAX, return_diagnostics=True)\n"
         "print(out.diagnostics)"
