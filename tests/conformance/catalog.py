@@ -98,8 +98,22 @@ def build(model_type: str, seed: int = 0):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(config).eval()
+            _unzero(model)
     cache[model_type] = model
     return model
+
+
+def _unzero(model) -> None:
+    """Give weight matrices a family's init leaves all-zero small random values (in place, seeded by the caller).
+
+    xLSTM zero-initialises its gate projections, so its MLP output is identically 0 at init: steering, ablating or
+    reconstructing that site could not change anything and every check on it would be vacuous. A trained
+    checkpoint has no all-zero projection; the family's code is unchanged.
+    """
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2 and param.numel() > 1 and not bool(param.any()):
+                param.normal_(0.0, 0.02)
 
 
 def text_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
