@@ -186,6 +186,12 @@ OVERRIDES: dict[str, dict] = {
     # Granite-4-Vision's deepstack map (vision layer -> LM layer) and spatial targets name LM layers of the
     # full-size model (up to 21; the map is None by default): point them at the tiny model's two layers
     # (and its Q-Former needs a downsample rate, None by default)
+    # Bamba's and Granite-MoE-Hybrid's default configs have no attention layer at all (checkpoints have a few, and
+    # transformers' cache cannot build a mask for a stack without one): one Mamba and one attention layer
+    "bamba": {"attn_layer_indices": [1]},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    # RecurrentGemma repeats (recurrent, recurrent, attention): three layers keep its attention layer
+    "recurrent_gemma": {"num_hidden_layers": 3},
     # LFM2-MoE has no default layer layout (None): one conv, one attention, one conv layer; the first dense
     "lfm2_moe": {"num_hidden_layers": 3, "layer_types": ["conv", "full_attention", "conv"], "num_dense_layers": 1},
     # Kolibri's K/V-sharing map (kv_source_layers) and indexer layers are per layer of the full-size model: a
