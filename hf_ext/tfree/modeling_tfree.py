@@ -397,13 +397,12 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         exact = True
         if row.shape[1] >= 2:
             full = self(input_ids=row, use_cache=False).logits[0, -1]
-            first = self(input_ids=row[:, :-1], use_cache=True)
-            cache = output_cache(first)
             try:
+                cache = output_cache(self(input_ids=row[:, :-1], use_cache=True))
                 step = None if cache is None else self(input_ids=row[:, -1:], cache=cache, use_cache=True,
                                                        attention_mask=torch.ones_like(row)).logits[0, -1]
-            except NotImplementedError:
-                step = None
+            except (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError):
+                step = None  # a backbone whose cache does not round-trip (xLSTM's state shapes): no cache
             exact = step is not None and bool(torch.allclose(step.float(), full.float(), atol=1e-4, rtol=1e-4))
             if not exact:
                 logger.info("T-FREE backbone %r does not decode exactly with its cache through inputs_embeds: "
