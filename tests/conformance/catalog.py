@@ -212,6 +212,10 @@ OVERRIDES: dict[str, dict] = {
     # text vocabulary: two codebooks of 16 at offsets 200 and 216 keep the layout inside the tiny vocabulary
     "apertus1p5": {"vision_config": {"codebook_size": 16}, "audio_config": {"codebook_size": 16},
                    "image_token_offset": 200, "audio_token_offset": 216},
+    # The Qwen-Omni thinkers' rope-index code (run by generate) reads config.vision_start_token_id, which their config
+    # classes do not define (the checkpoints' configs carry it): an id at the top of the tiny vocabulary
+    "qwen2_5_omni_thinker": {"vision_start_token_id": VOCAB - 20},
+    "qwen3_omni_moe_thinker": {"vision_start_token_id": VOCAB - 20},
     # Molmo2's adapter reads vision layers 24 and 18 of the full-size tower: the tiny tower's two layers
     "molmo2": {"adapter_config": {"vision_feature_layer": [-1, -2]}},
     # Nemotron-H-Omni's validator wants the vision tower's temporal patch equal to the model's (2; None there)
