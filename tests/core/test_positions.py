@@ -48,3 +48,10 @@ def test_greedy_reference_equals_generate_on_each_prompt(kosmos):
         out = kosmos.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
                               max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0)
         assert out[0, len(p):].tolist() == list(c)
+
+
+def test_atman_refuses_positions_that_do_not_count_from_zero(kosmos):
+    from hf_ext.atman import AtManExplainer
+
+    with pytest.raises(NotImplementedError, match="'kosmos-2.5'.*count from 0"):
+        AtManExplainer(kosmos, None, progress=False).explain_ids(torch.tensor(PROMPTS[0]), torch.tensor(CONTS[0]))
