@@ -79,9 +79,17 @@ def cache_argument(model_or_forward: Any) -> str:
         >>> cache_argument(forward)
         'past_key_values'
     """
-    fn = model_or_forward if inspect.isfunction(model_or_forward) or inspect.ismethod(model_or_forward) \
-        else type(model_or_forward).forward
-    return "cache" if "cache" in _parameters(fn) else "past_key_values"
+    is_callable = inspect.isfunction(model_or_forward) or inspect.ismethod(model_or_forward)
+    fn = model_or_forward if is_callable else type(model_or_forward).forward
+    params = _parameters(fn)
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" not in params and not is_callable:
+        # a head whose forward names neither and passes ``**kwargs`` on (Evolla): its base model decides
+        inner = getattr(model_or_forward, "base_model", None)
+        if inner is not None and inner is not model_or_forward:
+            return cache_argument(inner)
+    return "past_key_values"
 
 
 @lru_cache(maxsize=1)

@@ -111,3 +111,29 @@ def test_load_image_processor_with_and_without_the_auto_fallback(tmp_path, monke
         pass
     processor = compat.load_image_processor(tmp_path)
     assert type(processor).__name__.removesuffix("Fast") == name and processor.crop_size["height"] == 16
+
+
+def test_cache_argument_of_a_head_that_passes_kwargs_on_is_its_base_models():
+    # Evolla's head names neither keyword and forwards **kwargs to its base model, which takes ``cache``: passing
+    # ``past_key_values`` there raises transformers' deprecation warning
+    class Base(torch.nn.Module):
+        def forward(self, input_ids, cache=None, past_key_values=None): ...
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = Base()
+
+        @property
+        def base_model(self):
+            return self.model
+
+        def forward(self, input_ids, **kwargs): ...
+
+    class OldBase(Base):
+        def forward(self, input_ids, past_key_values=None): ...
+
+    head = Head()
+    assert compat.cache_argument(head) == "cache"
+    head.model = OldBase()
+    assert compat.cache_argument(head) == "past_key_values"

@@ -37,7 +37,7 @@ from hf_ext.core.anatomy import get_anatomy
 from hf_ext.core.attention import attention_controls
 from hf_ext.core.cache import SuffixRecomputeCache, cache_argument
 from hf_ext.core.hooks import forward_hooks
-from hf_ext.core.inputs import model_device, prepare_batch
+from hf_ext.core.inputs import model_device, prepare_batch, takes_mask_positions
 from hf_ext.core.scoring import token_cross_entropy
 from hf_ext.core.segments import SegmentPlan, layer_map, segment_attention
 from hf_ext.utils.logging import get_logger
@@ -194,6 +194,12 @@ class AtManScorer:
             ValueError: a VLM that does not hand ``inputs_embeds`` to its language model, or a model that did not
                 fill the cache it was given.
         """
+        if not takes_mask_positions(self.model):
+            # its packed and cached passes hand the model explicit 0-based positions
+            family = getattr(getattr(self.model, "config", None), "model_type", None)
+            raise NotImplementedError(
+                f"AtMan cannot explain {family!r} ({type(self.model).__name__}): its own positions do not count from "
+                "0 (e.g. from padding_idx + 1, derived from the pad tokens), and AtMan passes 0-based position_ids")
         batch = prepare_batch(self.model, prompt_ids, attention_mask, continuations=target_ids[:-1].view(1, -1),
                               position_ids=True)
         seq, full_mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]

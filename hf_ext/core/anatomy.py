@@ -20,7 +20,8 @@ from torch import nn
 from hf_ext.utils.validation import check_layers
 
 # Child-module names seen across transformers' decoder layers; the first match wins.
-_ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer", "multi_head_attention")
+_ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer", "multi_head_attention",
+                    "temporal_block")  # RecurrentGemma: attention or a recurrent block, told apart by class name
 _MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
 # OPT-style layers have no MLP module: its output is the second linear.
 _MLP_OUTPUT_FALLBACK = ("fc2", "dense_4h_to_h")

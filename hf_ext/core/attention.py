@@ -65,11 +65,13 @@ class AttentionControl:
         weights: ``[B, K]`` float32 key weights (``B`` may be 1 to broadcast over the batch).
         mode: ``"log_additive"`` or ``"multiplicative"``.
         attention_layers: ``{id(attention_module): layer_index}`` of the controlled layers.
+        model_label: ``"'type' (Class)"`` of the controlled model, for error messages.
     """
 
     weights: torch.Tensor
     mode: str
     attention_layers: dict
+    model_label: str = "the model"
 
     def applies_to(self, module: nn.Module) -> bool:
         """Whether ``module`` is one of the attention layers this control applies to (by identity)."""
@@ -182,11 +184,31 @@ def _controlled_attention(module, query, key, value, attention_mask, base_fn, **
     # a module that is not causal (a prefix-LM's bidirectional prefix) sees every key when no mask is given
     causal = kwargs.get("is_causal")
     causal = getattr(module, "is_causal", True) if causal is None else causal
+    if not causal and attention_mask is not None:
+        _refuse_causal_mask_on_bidirectional(controls[0].model_label, module, attention_mask, query.shape[-2],
+                                             key.shape[-2])
     p = _prepare(controls, attention_mask, query, key.shape[-2], bool(causal))
     if p.bias is not None:
         return base_fn(module, query, key, value, p.bias, **kwargs)
     return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,
                                      min_over_all=p.min_over_all, **kwargs)
+
+
+def _refuse_causal_mask_on_bidirectional(label: str, module, attention_mask, q_len: int, k_len: int) -> None:
+    """Raise where a bidirectional module is handed a causal mask (PaliGemma's Gemma with a padding mask).
+
+    Such a model attends bidirectionally when called without a mask and causally with one, so the same row gives
+    different numbers padded and unpadded (the model's own forward does): per-key weights have no single meaning.
+    """
+    if q_len < 2:  # one query row sees every earlier key either way
+        return
+    visible = _visible_keys(attention_mask, 1, q_len, k_len, attention_mask.device)
+    if not visible.triu(1 + k_len - q_len).any():
+        raise NotImplementedError(
+            f"attention controls cannot act on {label}: its {type(module).__name__} is bidirectional "
+            "(is_causal=False) but the model hands it a causal mask when an attention mask is given, so the model "
+            "attends differently with and without padding and per-key weights have no single meaning; call it "
+            "without attention_mask (one unpadded row at a time)")
 
 
 def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -280,6 +302,7 @@ def attention_controls(
         weights=weights,
         mode=mode,
         attention_layers={id(anatomy.attentions[i]): i for i in selected},
+        model_label=f"{getattr(getattr(model, 'config', None), 'model_type', anatomy.family)!r} ({type(model).__name__})",
     )
     attentions = {i: anatomy.attentions[i] for i in selected}
     token = _CONTROLS.set(_CONTROLS.get() + (control,))

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,9 +30,13 @@ import torch
 from torch import nn
 
 __all__ = [
-    "check_in_vocabulary", "forward_accepts", "is_token_id", "max_positions", "model_device", "pad_token_rows", "position_ids_from_mask",
-    "prepare_batch", "text_config", "token_id_list", "tokenize_left_padded", "vocab_size",
+    "check_in_vocabulary", "forward_accepts", "is_token_id", "max_positions", "model_device", "pad_token_rows",
+    "position_ids_from_mask", "prepare_batch", "takes_mask_positions", "text_config", "token_id_list",
+    "tokenize_left_padded", "vocab_size",
 ]
+
+# model -> whether its forward takes position_ids counted from 0 (see takes_mask_positions)
+_MASK_POSITIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
@@ -51,6 +56,42 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
         raise ValueError(f"attention_mask must be 2D [batch, seq], got shape {tuple(attention_mask.shape)}")
     mask = attention_mask.long()
     return (mask.cumsum(-1) - 1).clamp_min(0).masked_fill(mask == 0, 0)
+
+
+def takes_mask_positions(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``position_ids`` counted from 0, as :func:`position_ids_from_mask` gives them.
+
+    Checked once per model: on one unpadded row, passing ``0..T-1`` must give the model's own default logits.
+    RoBERTa-style sinusoidal families (Kosmos-2.5) count positions from ``padding_idx + 1`` and derive them from
+    the pad tokens themselves: 0-based positions would shift every position embedding. A model whose text-only
+    forward cannot run here keeps explicit positions.
+
+    Example:
+        >>> from hf_ext.testing import tiny_causal_lm
+        >>> takes_mask_positions(tiny_causal_lm("llama"))
+        True
+    """
+    known = _MASK_POSITIONS.get(model)
+    if known is not None:
+        return known
+    result = forward_accepts(model, "position_ids")
+    if result:
+        ids = torch.tensor([[min(t, vocab_size(model, "input") - 1) for t in (1, 2, 3, 4, 5)]], device=model_device(model))
+        extra = {"use_cache": False} if forward_accepts(model, "use_cache") else {}
+        outs = []
+        try:
+            with torch.no_grad():
+                for pos in (None, torch.arange(ids.shape[1], device=ids.device)[None]):
+                    with torch.random.fork_rng(devices=[]):  # the same dropout masks in both (training mode)
+                        torch.manual_seed(0)
+                        kw = {} if pos is None else {"position_ids": pos}
+                        outs.append(getattr(model(input_ids=ids, **kw, **extra), "logits", None))
+        except Exception:  # noqa: BLE001 - a model that needs other inputs: keep explicit positions
+            outs = []
+        if len(outs) == 2 and all(isinstance(o, torch.Tensor) for o in outs):
+            result = bool(torch.allclose(outs[0].float(), outs[1].float(), atol=1e-5, rtol=1e-4))
+    _MASK_POSITIONS[model] = result
+    return result
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -311,7 +352,8 @@ def prepare_batch(model: nn.Module, input_ids: Any, attention_mask: torch.Tensor
         continuation_mask: ``[B, T]`` mask of a tensor ``continuations``.
         pad_token_id: the id written at every padded position (the model never attends to it); ``None``: lists are
             padded with 0 and the ids of tensors are left as they are.
-        position_ids: add :func:`position_ids_from_mask` positions: ``None`` when ``model.forward`` takes them,
+        position_ids: add :func:`position_ids_from_mask` positions: ``None`` when ``model.forward`` takes them
+            counted from 0 (:func:`takes_mask_positions`),
             ``True`` always (a caller that slices them itself), ``False`` never.
 
     Returns:
@@ -347,7 +389,7 @@ def prepare_batch(model: nn.Module, input_ids: Any, attention_mask: torch.Tensor
     if pad_token_id is not None:
         ids = ids.masked_fill(~mask, pad_token_id)
     batch = {"input_ids": ids.to(device), "attention_mask": mask.long().to(device)}
-    if position_ids or (position_ids is None and forward_accepts(model, "position_ids")):
+    if position_ids or (position_ids is None and takes_mask_positions(model)):
         batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
     return batch
 

@@ -115,7 +115,10 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
     decoder_out = []
 
     def pre(i):
-        return lambda module, args, kwargs: seen[i].append(["in", _hidden_arg(args, kwargs)])
+        def record(module, args, kwargs):
+            others = {id(v) for v in (*args[1:], *kwargs.values()) if isinstance(v, torch.Tensor)}
+            seen[i].append([others, _hidden_arg(args, kwargs)])
+        return record
 
     def post(i):
         return lambda module, args, out: seen[i][-1].append(out)
@@ -127,7 +130,7 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
             torch.no_grad():
         out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
     hidden = getattr(out, "hidden_states", None)
-    reason, structures, previous = None, [], None
+    reason, structures, previous, carried, flagged = None, [], None, [], []
     for i in range(len(layers)):
         calls = seen[i]
         if len(calls) != 1:
@@ -147,6 +150,9 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
             reason = (f"decoder layer {i} does not read layer {i - 1}'s output: the decoder carries more than the "
                       "hidden states between layers")
             break
+        if i > 0 and any(id(t) in calls[0][0] for t in carried):
+            flagged.append(i)  # reads another tensor layer i - 1 returned: checked numerically below
+        carried = [t for t in (y[1:] if isinstance(y, tuple) else ()) if isinstance(t, torch.Tensor)]
         previous = y0
     last = None
     if reason is None:
@@ -158,7 +164,36 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
               f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from hidden states: {reason}",
               structures, last)
     _PROBES[model] = result
+    for i in flagged if reason is None else []:
+        # a layer that also reads what the previous one returned (ZAYA's router states; sparse-attention indices)
+        # is resumable only where the stand-in's missing extra gives the same numbers: resume once and compare
+        try:
+            with torch.no_grad():
+                resumed = run_layers(model, hidden[i], i, return_logits=True, input_ids=ids)
+            same = bool(torch.allclose(resumed.float(), out.logits.float(), atol=1e-4, rtol=1e-4))
+        except (ValueError, AttributeError):  # no head to compare through: cannot tell, so refuse
+            same = False
+        if not same:
+            result = (f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from hidden states: "
+                      f"decoder layer {i} reads more than layer {i - 1}'s hidden states (another tensor layer {i - 1} "
+                      "returned): the decoder carries state between layers", structures, last)
+            _PROBES[model] = result
+            break
     return result
+
+
+def resume_refusal(model: nn.Module) -> str | None:
+    """Why :func:`run_layers` cannot resume ``model`` from hidden states (naming its type), or ``None`` if it can.
+
+    Checked once per model with one tiny forward (looped stacks, layers that read more than the previous layer's
+    hidden states, e.g. ZAYA's router states, cannot be resumed from hidden states alone).
+
+    Example:
+        >>> from hf_ext.testing import tiny_causal_lm
+        >>> resume_refusal(tiny_causal_lm("llama")) is None
+        True
+    """
+    return _probe(model, get_anatomy(model))[0]
 
 
 def run_layers(

@@ -30,7 +30,7 @@ __all__ = ["check_causal", "padding_exact", "record_padding_exact"]
 
 # model -> True once its logits were found causal
 _CAUSAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# model -> whether a left-padded row scores like the same row unpadded (absent: not checked yet)
+# model -> {kind: whether a left-padded row is treated like the same row unpadded} (absent: not checked yet)
 _PADDING_EXACT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -61,11 +61,22 @@ def check_causal(model: nn.Module) -> None:
     _CAUSAL[model] = True
 
 
-def padding_exact(model: nn.Module) -> bool | None:
-    """Whether ``model`` was found to score left-padded rows exactly like unpadded ones (``None``: not yet checked)."""
-    return _PADDING_EXACT.get(model)
+def padding_exact(model: nn.Module, kind: str = "score") -> bool | None:
+    """Whether ``model`` was found to treat left-padded rows exactly like unpadded ones (``None``: not yet checked).
+
+    ``kind``: ``"score"`` (one teacher-forced forward) or ``"decode"`` (cached greedy decoding). They are recorded
+    apart: a family can score a padded row exactly and still decode it differently (Kosmos-2.5 derives decoding
+    positions from the cache length, not from the row's padding).
+    """
+    return _PADDING_EXACT.get(model, {}).get(_kind(kind))
 
 
-def record_padding_exact(model: nn.Module, exact: bool) -> None:
+def record_padding_exact(model: nn.Module, exact: bool, kind: str = "score") -> None:
     """Record the outcome of a padded-versus-unpadded comparison on ``model`` (see :func:`padding_exact`)."""
-    _PADDING_EXACT[model] = bool(exact)
+    _PADDING_EXACT[model] = {**_PADDING_EXACT.get(model, {}), _kind(kind): bool(exact)}
+
+
+def _kind(kind: str) -> str:
+    if kind not in ("score", "decode"):
+        raise ValueError(f"kind must be 'score' or 'decode', got {kind!r}")
+    return kind

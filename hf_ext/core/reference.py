@@ -189,13 +189,13 @@ def greedy_reference(
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     continuations: list[list[int] | None] = [None] * len(prompt_ids)
     stopped: list[bool] = [False] * len(prompt_ids)
-    if padding_exact(model) is False:
+    if padding_exact(model, "decode") is False:
         batch_size = 1
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in progress_bar(batches, desc="greedy reference", unit="batch", enabled=progress):
         rows = [prompt_ids[i] for i in batch]
         new_ids = greedy_continuations(model, rows, max_new_tokens, eos_token_id=eos, pad_token_id=pad)
-        if padding_exact(model) is None and len({len(r) for r in rows}) > 1:
+        if padding_exact(model, "decode") is None and len({len(r) for r in rows}) > 1:
             # one-off check per model (as in teacher_forced_logprobs): each prompt of the first padded batch decoded
             # alone must give the same continuation (left padding or batch-dependent numerics, e.g. per-batch
             # activation quantization, would change it), else every prompt is decoded on its own
@@ -203,7 +203,7 @@ def greedy_reference(
             exact = all(_cut_at_eos(greedy_continuations(model, [r], max_new_tokens, eos_token_id=eos,
                                                          pad_token_id=pad)[0], eos) == _cut_at_eos(new, eos)
                         for r, new in zip(rows, new_ids))
-            record_padding_exact(model, exact)
+            record_padding_exact(model, exact, "decode")
             if not exact:
                 logger.info("%s decodes a left-padded prompt differently from the same prompt alone; decoding one "
                             "prompt at a time", type(model).__name__)

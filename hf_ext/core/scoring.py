@@ -47,6 +47,7 @@ from .inputs import (
     model_device,
     pad_token_rows,
     prepare_batch,
+    takes_mask_positions,
     vocab_size,
 )
 from .model_checks import check_causal, padding_exact, record_padding_exact
@@ -239,9 +240,10 @@ def _teacher_forced(model: nn.Module, prompt_ids: Any, continuation_ids: Any, *,
     p_ids, p_mask, c_ids, c_mask = (x.to(device) for x in (p_ids, p_mask, c_ids, c_mask))
     n_rows, prompt_width = p_ids.shape
     width = c_ids.shape[1]
-    pass_positions = use_position_ids and forward_accepts(model, "position_ids")
+    pass_positions = use_position_ids and takes_mask_positions(model)
     if use_position_ids and not pass_positions:
-        logger.warning_once(f"{type(model).__name__}.forward takes no position_ids; scoring left-padded prompts relies "
+        logger.warning_once(f"{type(model).__name__}.forward takes no position_ids counted from 0; scoring left-padded "
+                            "prompts relies "
                             "on the model deriving positions from the attention mask")
     keep_logits = forward_accepts(model, "logits_to_keep")
     no_cache = forward_accepts(model, "use_cache")

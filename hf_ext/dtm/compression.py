@@ -40,7 +40,7 @@ from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_int
 
 from ..core.inputs import prepare_batch
-from ..core.layers import run_layers
+from ..core.layers import resume_refusal, run_layers
 from ..core.scoring import IGNORE_INDEX, token_cross_entropy
 from .deployment import PruningMaskCallback, apply_plan, load_compressed, save_compressed
 from .divergence import divergence_from_ids, ref_columns
@@ -190,7 +190,9 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
         components: names to scan (default: :func:`list_components`).
         methods: ``{"int8": [bits, …], "prune": [sparsity, …]}`` (default ``{"int8": [8]}``).
         prefix_cache: reuse the base's hidden states at the perturbed layer's input (one full forward in all, then
-            only layers ``l..L-1`` per component) instead of a full forward per component.
+            only layers ``l..L-1`` per component) instead of a full forward per component. A model that cannot be
+            resumed from hidden states (:func:`hf_ext.core.layers.resume_refusal`) gets full forwards, and the
+            result's ``prefix_cache`` says so.
         progress: tqdm bar.
 
     Returns:
@@ -229,6 +231,10 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
     hidden = None
     rows = []
     jobs = [(n, m, lv) for n in names for m, levels in methods.items() for lv in levels]
+    refusal = resume_refusal(model) if prefix_cache else None
+    if refusal is not None:
+        logger.info("%s; sensitivity_scan runs full forwards instead of the prefix cache", refusal)
+        prefix_cache = False
     with torch.no_grad():
         if prefix_cache:
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

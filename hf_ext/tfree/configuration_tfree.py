@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, PretrainedConfig
 
 from hf_ext.utils.validation import check_elements, check_float
@@ -120,7 +121,7 @@ class TFreeConfig(PretrainedConfig):
             if value is not None or getattr(self.text_config, name, None) is not None:
                 try:
                     setattr(self.text_config, name, value)
-                except (TypeError, ValueError):  # a strict backbone config whose field takes no None (CWM's bos)
+                except (TypeError, ValueError, StrictDataclassError):  # a strict field that takes no None (CWM's bos)
                     setattr(self.text_config, name, 0 if value is None else value)
 
     @property

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +38,15 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from hf_ext.utils.logging import get_logger
 
 from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
+from ..core.model_checks import padding_exact, record_padding_exact
 from .configuration_tfree import TFreeConfig
 from .dictionary import DecodeDictionary, dictionary_fingerprint
 from .hashing import TrigramHasher
 from .wordsplit import EOT, SPECIAL_WORDS
 
 logger = get_logger(__name__)
+# model -> whether one cached decoding step equals a full forward (see TFreeForCausalLM._cache_exact)
+_CACHE_EXACT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 __all__ = ["TFreeCausalLMOutput", "TFreeForCausalLM", "TFreePreTrainedModel", "sparse_bce_loss", "dictionary_fingerprint"]
 
@@ -368,9 +372,82 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def generate(self, *args: Any, **kwargs: Any):
         """``GenerationMixin.generate`` over the decode dictionary (the logits' width; see
-        :func:`hf_ext.compat.generation_vocab_size`)."""
+        :func:`hf_ext.compat.generation_vocab_size`).
+
+        A left-padded batch on a backbone that does not score a padded row like the same row unpadded (a
+        state-space or recurrent backbone ignores the attention mask; checked once per model on the first padded
+        batch) is generated one unpadded row at a time, and the rows are put back in the batch's layout.
+        """
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if isinstance(ids, torch.Tensor) and kwargs.get("use_cache") is not False and not self._cache_exact(ids, mask):
+            kwargs["use_cache"] = False
         with generation_vocab_size(self.config, self.dictionary_size):
+            if (isinstance(ids, torch.Tensor) and isinstance(mask, torch.Tensor) and ids.shape[0] > 1
+                    and bool((mask == 0).any()) and not self._padding_exact(ids, mask)):
+                return self._generate_rows(ids, mask, {k: v for k, v in kwargs.items() if k != "input_ids"}, args[1:])
             return super().generate(*args, **kwargs)
+
+    def _cache_exact(self, ids: torch.Tensor, mask: torch.Tensor | None) -> bool:
+        """Whether one cached decoding step scores like a full forward (once per model; a backbone whose state
+        does not come back through ``inputs_embeds`` forwards, e.g. Mamba's or RWKV's, is then decoded without a
+        cache: slower, exact)."""
+        known = _CACHE_EXACT.get(self)
+        if known is not None:
+            return known
+        row = ids[-1:] if mask is None else ids[-1:, int((mask[-1] == 0).sum()):]
+        exact = True
+        if row.shape[1] >= 2:
+            full = self(input_ids=row, use_cache=False).logits[0, -1]
+            try:
+                cache = output_cache(self(input_ids=row[:, :-1], use_cache=True))
+                step = None if cache is None else self(input_ids=row[:, -1:], cache=cache, use_cache=True,
+                                                       attention_mask=torch.ones_like(row)).logits[0, -1]
+            except (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError):
+                step = None  # a backbone whose cache does not round-trip (xLSTM's state shapes): no cache
+            exact = step is not None and bool(torch.allclose(step.float(), full.float(), atol=1e-4, rtol=1e-4))
+            if not exact:
+                logger.info("T-FREE backbone %r does not decode exactly with its cache through inputs_embeds: "
+                            "generating without a cache", self.config.text_config.model_type)
+            _CACHE_EXACT[self] = exact
+        return exact
+
+    def _padding_exact(self, ids: torch.Tensor, mask: torch.Tensor) -> bool:
+        """Whether the most-padded row's next-word scores equal those of the same row unpadded (once per model)."""
+        known = padding_exact(self)
+        if known is not None:
+            return known
+        b = int((mask == 0).sum(-1).argmax())
+        pad = int((mask[b] == 0).sum())
+        padded = self(input_ids=ids[b:b + 1], attention_mask=mask[b:b + 1], use_cache=False).logits[0, -1]
+        alone = self(input_ids=ids[b:b + 1, pad:], use_cache=False).logits[0, -1]
+        exact = bool(torch.allclose(padded.float(), alone.float(), atol=1e-4, rtol=1e-4))
+        if not exact:
+            logger.info("T-FREE backbone %r scores left-padded rows differently from unpadded ones: generating one "
+                        "row at a time", self.config.text_config.model_type)
+        record_padding_exact(self, exact)
+        return exact
+
+    def _generate_rows(self, ids: torch.Tensor, mask: torch.Tensor, kwargs: dict, args: tuple) -> torch.Tensor:
+        if args or kwargs.get("return_dict_in_generate") or kwargs.get("num_return_sequences", 1) != 1 \
+                or kwargs.get("num_beams", 1) != 1:
+            raise NotImplementedError(
+                f"T-FREE's {self.config.text_config.model_type!r} backbone does not score left-padded rows like "
+                "unpadded ones, so a padded batch is generated one row at a time, which supports a tensor result "
+                "with one sequence per row only (no return_dict_in_generate, num_beams or num_return_sequences); "
+                "pass one prompt at a time")
+        pad_id = kwargs.get("pad_token_id")
+        pad_id = pad_id if pad_id is not None else (self.generation_config.pad_token_id or 0)
+        rows = []
+        for b in range(ids.shape[0]):
+            keep = mask[b].bool()
+            one = {**kwargs, "attention_mask": torch.ones(1, int(keep.sum()), dtype=mask.dtype, device=mask.device)}
+            rows.append(super().generate(input_ids=ids[b][keep][None], **one)[0, int(keep.sum()):])
+        new = max(r.numel() for r in rows)
+        tail = torch.full((ids.shape[0], new), int(pad_id), dtype=ids.dtype, device=ids.device)
+        for b, r in enumerate(rows):  # a row that stopped early is padded on the right, as batched generate does
+            tail[b, :r.numel()] = r
+        return torch.cat([ids, tail], dim=1)
 
     def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
                       skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:

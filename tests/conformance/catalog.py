@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from .shrink import BOS, PAD, TEXT_HIGH, TEXT_LOW, shrink_config
+from .shrink import BOS, HEADS, HIDDEN, KV_HEADS, PAD, TEXT_HIGH, TEXT_LOW, VOCAB, shrink_config
 
 FEATURES = ("anatomy", "run_layers", "attention_controls", "scoring", "dtm", "scar", "atman", "tfree", "multifusion")
 #: Features every CI run checks for every type; the others run on a seeded rotating sample (all with ``--full``).
@@ -90,13 +90,30 @@ def build(model_type: str, seed: int = 0):
     _, _, _, _, configs = _mappings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        config = shrink_config(configs[model_type], **OVERRIDES.get(model_type, {}))
+        overrides = dict(OVERRIDES.get(model_type, {}))
+        base = overrides.pop("default_kwargs", None)  # for a family whose default config does not validate
+        default = configs[model_type](**base) if base is not None else None
+        config = shrink_config(configs[model_type], default=default, **overrides)
         cls = getattr(transformers, model_class_name(model_type))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(config).eval()
+            _unzero(model)
     cache[model_type] = model
     return model
+
+
+def _unzero(model) -> None:
+    """Give weight matrices a family's init leaves all-zero small random values (in place, seeded by the caller).
+
+    xLSTM zero-initialises its gate projections, so its MLP output is identically 0 at init: steering, ablating or
+    reconstructing that site could not change anything and every check on it would be vacuous. A trained
+    checkpoint has no all-zero projection; the family's code is unchanged.
+    """
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2 and param.numel() > 1 and not bool(param.any()):
+                param.normal_(0.0, 0.02)
 
 
 def text_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -118,6 +135,17 @@ def left_padded(ids: torch.Tensor, pads: list[int]) -> tuple[torch.Tensor, torch
     return out, mask, (mask.cumsum(-1) - 1).clamp_min(0)
 
 
+def _image_vocabulary() -> dict[str, int]:
+    """A Chameleon-style ``vocabulary_map``: ``<image>`` and eight ``IMGIMG…`` tokens at the top of the vocabulary."""
+    letters = "ABCDEFGHIJ"
+    vocab = {"<image>": VOCAB - 1, "<|extra_200|>": VOCAB - 2}
+    for i in range(8):
+        vocab[f"IMGIMG{letters[i]}Z"] = VOCAB - 10 + i
+    return vocab
+
+
+_QSA = {"indexer_n_heads": 4, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 8, "indexer_compress_ratio": 4}
+
 # Per-family overrides of the generic shrinker, each with the reason the generic values do not fit.
 OVERRIDES: dict[str, dict] = {
     # Mamba-2 checks hidden_size * expand == num_heads * head_dim: 64 * 2 = 8 heads of 16
@@ -129,6 +157,71 @@ OVERRIDES: dict[str, dict] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
     # ZAYA's router supports one expert per token only
     "zaya": {"num_experts_per_tok": 1},
+    # Chameleon and Emu3 build their image-token vocabulary mapping at init from ``vocabulary_map`` (a Hub
+    # checkpoint's tokenizer vocabulary; ``None`` by default): a few image tokens at the top of the tiny vocabulary
+    "chameleon": {"vocabulary_map": _image_vocabulary()},
+    "emu3": {"vocabulary_map": _image_vocabulary()},
+    # Cohere Compass reads one rope entry per layer type and its default config has none
+    "cohere_compass": {"text_config": {"rope_parameters": {"full_attention": {"rope_type": "default",
+                                                                             "rope_theta": 10000.0}}}},
+    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
+    # DBRX's attention reads ``attn_config.rope_theta``, which the default attention config lacks (checkpoints on
+    # the Hub carry it), and clamps q/k/v by ``clip_qkv`` unconditionally (None by default; DBRX checkpoints use 8)
+    "dbrx": {"attn_config": {"kv_n_heads": KV_HEADS, "rope_theta": 10000.0, "clip_qkv": 8.0}},
+    # DeepSeek-OCR-2's text config leaves the per-layer MLP kinds and the routing width unset (None)
+    "deepseek_ocr2": {"text_config": {"mlp_layer_types": ["dense", "sparse"], "num_experts_per_tok": 2}},
+    # Dots1 and DiffusionGemma leave their expert counts unset (None) although their layers are MoE
+    "dots1": {"n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1},
+    "diffusion_gemma": {"text_config": {"num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": HIDDEN // 2}},
+    # Gemma-3n's last ``num_kv_shared_layers`` (15) layers reuse an earlier layer's K/V of the same kind: four
+    # layers (two producers, two consumers) keep one sharing layer of each kind
+    "gemma3n_text": {"num_hidden_layers": 4, "num_kv_shared_layers": 2,
+                     "layer_types": ["sliding_attention", "full_attention"] * 2, "intermediate_size": [2 * HIDDEN] * 4},
+    # the assistant's validator refuses Gemma-4 text defaults (per-layer
+    # inputs, MoE block, double-wide MLP)
+    # (so its own default config does not validate)
+    "gemma4_assistant": {"default_kwargs": {"text_config": {
+        "model_type": "gemma4_text", "hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": 0,
+        "enable_moe_block": False, "use_double_wide_mlp": False}}},
+    # Granite-4-Vision's deepstack map (vision layer -> LM layer) and spatial targets name LM layers of the
+    # full-size model (up to 21; the map is None by default): point them at the tiny model's two layers
+    # (and its Q-Former needs a downsample rate, None by default)
+    # Bamba's and Granite-MoE-Hybrid's default configs have no attention layer at all (checkpoints have a few, and
+    # transformers' cache cannot build a mask for a stack without one): one Mamba and one attention layer
+    "bamba": {"attn_layer_indices": [1]},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    # RecurrentGemma repeats (recurrent, recurrent, attention): three layers keep its attention layer
+    "recurrent_gemma": {"num_hidden_layers": 3},
+    # LFM2-MoE has no default layer layout (None): one conv, one attention, one conv layer; the first dense
+    "lfm2_moe": {"num_hidden_layers": 3, "layer_types": ["conv", "full_attention", "conv"], "num_dense_layers": 1},
+    # Kolibri's K/V-sharing map (kv_source_layers) and indexer layers are per layer of the full-size model: a
+    # three-layer layout where layer 2 reads layer 0's K/V keeps the sharing, the indexer and a sliding layer
+    "kolibri1_1": {"num_hidden_layers": 3, "layer_types": ["indexed_attention", "sliding_attention", "indexed_attention"],
+                   "index_layers": [0], "kv_source_layers": [0, 1, 0], "index_num_heads": HEADS // KV_HEADS},
+    # Zamba ties one shared transformer block across its hybrid layers (layer 2, then every period): five layers with
+    # period 2 give the two hybrid layers the tie needs;
+    # the block-type list is derived from the period (None). Its attention reads the concatenation of the hidden
+    # state and the embeddings: attention width 2 * hidden, head_dim from it
+    "zamba": {"num_hidden_layers": 5, "attn_layer_period": 2, "attn_layer_offset": 1, "layers_block_type": None,
+              "attention_hidden_size": 2 * HIDDEN, "attention_head_dim": 2 * HIDDEN // HEADS},
+    # Qwen4-Exp's indexed-attention layers always build the QSA indexer, whose sizes are None by default (its
+    # validator wants all five or none)
+    "qwen4_exp_text": _QSA,
+    "qwen4_exp": {"text_config": _QSA},
+    # Apertus-1.5 places its image and audio codebooks (131072 entries each) contiguously at fixed offsets of the
+    # text vocabulary: two codebooks of 16 at offsets 200 and 216 keep the layout inside the tiny vocabulary
+    "apertus1p5": {"vision_config": {"codebook_size": 16}, "audio_config": {"codebook_size": 16},
+                   "image_token_offset": 200, "audio_token_offset": 216},
+    # The Qwen-Omni thinkers' rope-index code (run by generate) reads config.vision_start_token_id, which their config
+    # classes do not define (the checkpoints' configs carry it): an id at the top of the tiny vocabulary
+    "qwen2_5_omni_thinker": {"vision_start_token_id": VOCAB - 20},
+    "qwen3_omni_moe_thinker": {"vision_start_token_id": VOCAB - 20},
+    # Molmo2's adapter reads vision layers 24 and 18 of the full-size tower: the tiny tower's two layers
+    "molmo2": {"adapter_config": {"vision_feature_layer": [-1, -2]}},
+    # Nemotron-H-Omni's validator wants the vision tower's temporal patch equal to the model's (2; None there)
+    "nemotron_h_omni": {"vision_config": {"video_temporal_patch_size": 2}},
+    "granite4_vision": {"deepstack_layer_map": [[-1, 0]], "spatial_target_layers": [0, 1, 0, 1],
+                        "downsample_rate": "1/2"},
 }
 
 

@@ -13,6 +13,7 @@ import inspect
 import os
 import tempfile
 import traceback
+import weakref
 
 import torch
 from torch.nn import functional as F
@@ -60,12 +61,27 @@ def _accepts(model, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+_ZERO_BASED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _zero_based(model) -> bool:
+    """Whether the model's own default positions are ``0..T-1`` (Kosmos-2.5 counts from ``padding_idx + 1`` and
+    derives them from the pad tokens: 0-based ``position_ids`` would not be the model's own forward)."""
+    if model not in _ZERO_BASED:
+        ids = text_ids(1, 5, seed=12)
+        with torch.no_grad():
+            a = model(input_ids=ids, use_cache=False).logits
+            b = model(input_ids=ids, use_cache=False, position_ids=torch.arange(5)[None]).logits
+        _ZERO_BASED[model] = bool(torch.allclose(a, b, atol=1e-6, rtol=1e-5))
+    return _ZERO_BASED[model]
+
+
 def _forward(model, ids, mask=None, pos=None, **kwargs):
     kw = {"input_ids": ids, "use_cache": False, **kwargs}
     if mask is not None:
         kw["attention_mask"] = mask
-    if pos is not None and _accepts(model, "position_ids"):
-        kw["position_ids"] = pos
+    if pos is not None and _accepts(model, "position_ids") and _zero_based(model):
+        kw["position_ids"] = pos.contiguous()
     return model(**kw)
 
 

@@ -29,7 +29,8 @@ _SIZES: dict[str, int] = {
     # widths
     "hidden_size": HIDDEN, "n_embd": HIDDEN, "d_model": HIDDEN, "dim": HIDDEN, "emb_dim": HIDDEN, "embed_dim": HIDDEN,
     "word_embed_proj_dim": HIDDEN, "embedding_size": HIDDEN, "projection_dim": HIDDEN, "out_hidden_size": HIDDEN,
-    "vision_hidden_size": HIDDEN, "backbone_hidden_size": HIDDEN, "attention_hidden_size": HIDDEN,
+    "vision_hidden_size": HIDDEN, "text_hidden_size": HIDDEN, "adapter_in_dim": HIDDEN, "adapter_out_dim": HIDDEN, "adapter_input_size": HIDDEN,
+    "codebook_dim": HIDDEN, "backbone_hidden_size": HIDDEN, "attention_hidden_size": HIDDEN,
     "intermediate_size": 2 * HIDDEN, "ffn_dim": 2 * HIDDEN, "n_inner": 2 * HIDDEN, "d_ff": 2 * HIDDEN,
     "ffn_hidden_size": 2 * HIDDEN, "dim_ff": 2 * HIDDEN, "d_inner": 2 * HIDDEN, "dff": 2 * HIDDEN,
     "intermediate_size_mlp": 2 * HIDDEN, "dense_intermediate_size": 2 * HIDDEN,
@@ -42,7 +43,7 @@ _SIZES: dict[str, int] = {
     "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2, "num_decoder_layers": 2,
     "num_encoder_layers": 2, "depth": 2,
     # heads
-    "num_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS, "num_heads": HEADS, "attention_heads": HEADS,
+    "num_attention_heads": HEADS, "encoder_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS, "num_heads": HEADS, "attention_heads": HEADS,
     "num_key_value_heads": KV_HEADS, "num_kv_heads": KV_HEADS, "n_kv_heads": KV_HEADS, "multi_query_group_num": KV_HEADS,
     "head_dim": HEAD_DIM, "kv_channels": HEAD_DIM, "attention_head_dim": HEAD_DIM, "dim_head": HEAD_DIM,
     "attention_head_size": HEAD_DIM, "d_head": HEAD_DIM, "d_kv": HEAD_DIM,
@@ -126,8 +127,11 @@ def shrink_kwargs(cls, default) -> dict[str, Any]:
                 continue
             kwargs[name] = shrink_config(type(value), default=value)
             continue
+        # a size of 0 means "this part is absent" (no per-layer inputs, no rotary part): kept absent
         if name in _SIZES and isinstance(value, int) and not isinstance(value, bool):
-            kwargs[name] = _SIZES[name]
+            kwargs[name] = _SIZES[name] if value != 0 else 0
+        elif isinstance(value, bool) and fields[name].default is not dataclasses.MISSING and value != fields[name].default:
+            kwargs[name] = value  # a switch the parent config (or the caller's default) turned: kept
         elif name in _ALWAYS and value is None:
             kwargs[name] = _ALWAYS[name]
     if any(isinstance(_get(default, k), int) for k in _EXPERT_COUNTS if k in fields) and "num_experts_per_tok" in fields:
@@ -221,11 +225,26 @@ def _fix_rope_sections(config, seen=None) -> None:
 
 
 def shrink_config(cls, *, default=None, **overrides):
-    """A tiny instance of config class ``cls``: generic sizes, then ``overrides``."""
+    """A tiny instance of config class ``cls``: generic sizes, then ``overrides``.
+
+    An override that is a ``dict`` for a field holding a sub-config (``text_config={...}``) is applied to that
+    sub-config's own tiny kwargs instead of replacing it; one that names a ``model_type`` fills a sub-config that is
+    ``None`` by default with that type's tiny config.
+    """
     if default is None:
         default = cls()
     kwargs = shrink_kwargs(cls, default)
-    kwargs.update(overrides)
+    for name, value in overrides.items():
+        sub = _get(default, name)
+        if sub is None and isinstance(value, dict) and "model_type" in value:  # a sub-config None by default
+            from transformers import AutoConfig
+
+            value = dict(value)
+            sub = AutoConfig.for_model(value.pop("model_type"))
+        if isinstance(value, dict) and hasattr(sub, "to_dict") and hasattr(sub, "model_type"):
+            kwargs[name] = shrink_config(type(sub), default=sub, **value)
+        else:
+            kwargs[name] = value
     config = cls(**kwargs)
     _fix_rope_sections(config)
     return config

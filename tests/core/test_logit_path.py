@@ -92,3 +92,29 @@ def test_run_layers_refuses_a_decoder_that_carries_extra_state():
     run_layers(model, full.hidden_states[1], 1, return_logits=True)
     assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.model.layers)
     torch.testing.assert_close(model(ids).logits, full.logits)
+
+
+@torch.no_grad()
+def test_zaya_router_states_between_layers_refuse_resumption_and_dtm_scans_full_forwards():
+    """ZAYA hands each layer the previous layer's router states next to the hidden states: resuming from hidden
+    states alone gave logits off by 0.015. run_layers refuses naming the type; DTM's scan falls back to full
+    forwards, whose NLL equals the perturbed model's own forward."""
+    from hf_ext.core.layers import resume_refusal
+
+    config = shrink_config(transformers.ZayaConfig, num_experts_per_tok=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    assert "'zaya'" in (resume_refusal(model) or "")
+    full = model(torch.tensor([[1, 5, 6, 7]]), output_hidden_states=True)
+    with pytest.raises(ValueError, match="cannot resume 'zaya'.*carries state between layers"):
+        run_layers(model, full.hidden_states[1], 1, return_logits=True)
+    ref = reference(model, PROMPTS, max_new_tokens=4, eos_token_id=[], progress=False)
+    scan = sensitivity_scan(model, ref, methods={"prune": [0.9]}, progress=False)
+    assert scan.prefix_cache is False
+    row = scan.rows[-1]
+    with magnitude_prune(model, row["component"], 0.9):
+        nlls = [F.cross_entropy(model(torch.tensor([p + c])).logits[0, len(p) - 1:len(p) - 1 + len(c)].float(),
+                                torch.tensor(c), reduction="none")
+                for p, c in zip(ref["prompt_ids"], ref["continuation_ids"])]
+    assert row["nll"] == pytest.approx(float(torch.cat(nlls).mean()), rel=1e-4)

@@ -383,7 +383,7 @@ def test_model_that_ignores_padding_is_scored_and_decoded_row_by_row():
 
     model = _ignores_padding_lm()  # a fresh model: the check runs again, in greedy_reference this time
     ref = greedy_reference(model, prompts, max_new_tokens=4, eos_token_id=[], progress=False)
-    assert padding_exact(model) is False
+    assert padding_exact(model, "decode") is False
     assert ref["continuation_ids"][:] == [_naive_greedy(model, p, 4) for p in prompts]
 
 
@@ -398,6 +398,6 @@ def test_greedy_reference_padding_check_compares_up_to_eos(causal_lms):
     eos = naive[0][0]  # the long prompt stops after one token; the short one must go on
     assert eos not in naive[1][:4], "pick another seed: both rows would stop"
     ref = greedy_reference(model, prompts, max_new_tokens=5, eos_token_id=[eos], batch_size=2, progress=False)
-    assert padding_exact(model) is True
+    assert padding_exact(model, "decode") is True
     assert ref["continuation_ids"][:] == [_naive_greedy(model, p, 5, eos=(eos,)) for p in prompts]
     assert ref["stopped_at_eos"][:] == [True, eos in naive[1]]

@@ -1,0 +1,40 @@
+"""The regression rule of the conformance tier and the table's summary (plain unit tests: no model is built)."""
+
+from __future__ import annotations
+
+from .table import regression, summary
+
+
+def _committed(status: str) -> dict:
+    return {"types": {"llama": {"excluded": None, "cells": {"scar": {"status": status, "detail": ""}}}}}
+
+
+def test_a_passing_cell_may_not_become_anything_else():
+    assert regression(_committed("pass"), "llama", "scar", "pass") is None
+    for now in ("fail", "unsupported", "n/a"):
+        why = regression(_committed("pass"), "llama", "scar", now)
+        assert why is not None and "llama × scar" in why and repr(now) in why
+
+
+def test_a_refusal_may_become_a_pass_never_a_failure():
+    assert regression(_committed("unsupported"), "llama", "scar", "pass") is None
+    assert regression(_committed("unsupported"), "llama", "scar", "unsupported") is None
+    assert regression(_committed("unsupported"), "llama", "scar", "fail") is not None
+
+
+def test_known_failures_and_new_types_are_not_regressions():
+    assert regression(_committed("fail"), "llama", "scar", "fail") is None
+    assert regression(_committed("pass"), "brand_new_type", "scar", "fail") is None  # unknown: newer transformers
+    assert regression({}, "llama", "scar", "fail") is None
+
+
+def test_summary_counts_types_passing_every_applicable_feature():
+    cells = {"a": {"status": "pass"}, "b": {"status": "n/a"}}
+    data = {"features": ["a", "b"], "types": {
+        "t1": {"excluded": None, "cells": cells},
+        "t2": {"excluded": None, "cells": {"a": {"status": "pass"}, "b": {"status": "unsupported"}}},
+        "t3": {"excluded": None, "cells": {"a": {"status": "n/a"}, "b": {"status": "n/a"}}},  # nothing applies
+        "t4": {"excluded": "encoder-decoder", "cells": {}},
+    }}
+    s = summary(data)
+    assert (s["all_pass"], s["denominator"], s["excluded"]) == (1, 3, 1)
