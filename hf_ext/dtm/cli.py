@@ -18,6 +18,7 @@ import sys
 
 from hf_ext.utils import cli
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import atomic_write_text
 
 logger = get_logger(__name__)
 
@@ -108,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             result = json.loads(plan.to_json())
     if args.out:
         path = cli.out_file(args.out, f"{args.dtm_command}.json", legacy_suffixes=(".json",))
-        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        atomic_write_text(path, json.dumps(result, indent=1))  # a reader never sees half a plan
         cli.print_result(result, f"wrote {path}", as_json=args.json)
     else:  # the result has no shorter text form than its JSON
         cli.print_result(result, json.dumps(result, indent=1), as_json=True)

@@ -468,9 +468,12 @@ def run_benchmark(arch: str, protocol: str = "madlab", preset: str = "lite", out
     if state.is_main_process:
         import pandas as pd
 
+        from hf_ext.utils.saving import atomic_file, atomic_write_text
+
         df = pd.DataFrame(rows)
-        df.to_parquet(out / "results.parquet", index=False)
-        (out / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        with atomic_file(out / "results.parquet") as tmp:  # a reader sees the old table or the new one
+            df.to_parquet(tmp, index=False)
+        atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
     return rows
 
 

@@ -35,6 +35,7 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import AtomicSaveMixin
 
 from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
 from .configuration_tfree import TFreeConfig
@@ -92,7 +93,7 @@ def sparse_bce_loss(logits: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torc
     return loss_scale * total / denom
 
 
-class TFreePreTrainedModel(PreTrainedModel):
+class TFreePreTrainedModel(AtomicSaveMixin, PreTrainedModel):
     config_class = TFreeConfig
     base_model_prefix = "tfree"
     supports_gradient_checkpointing = True

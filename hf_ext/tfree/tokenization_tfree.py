@@ -38,6 +38,7 @@ import numpy as np
 from transformers import PreTrainedTokenizer
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import AtomicSaveMixin
 
 from .hashing import TrigramHasher, validate_hash_params
 from .pattern_cache import PatternCache
@@ -53,7 +54,7 @@ _FAST_SPLIT = re.compile(r"(?:<\|.*?\|>|[^\W\d_]+|(?s:.)) ?")
 _FAST_SPLIT_ESCAPED = re.compile(r"(?:[^\W\d_]+|(?s:.)) ?")
 
 
-class TFreeTokenizer(PreTrainedTokenizer):
+class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
     """T-FREE tokenizer: words in, per-word dictionary ids or hashed trigram activation ids out.
 
     Args:

@@ -39,6 +39,8 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from hf_ext.utils.saving import AtomicSaveMixin
+
 from ..compat import cache_field
 from . import functional as UF
 from .configuration_umup import UMupConfig
@@ -212,7 +214,7 @@ class UMupDecoderLayer(nn.Module):
         return UF.residual_merge(m(branch), skip, m.skip_scale)
 
 
-class UMupPreTrainedModel(PreTrainedModel):
+class UMupPreTrainedModel(AtomicSaveMixin, PreTrainedModel):
     """Base class: unit init (``_init_weights`` draws ``N(0, 1)``), SDPA, no tied weights."""
 
     config_class = UMupConfig

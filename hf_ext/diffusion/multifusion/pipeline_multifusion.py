@@ -33,6 +33,8 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from hf_ext.utils.saving import AtomicSaveMixin
+
 from .attention_processor import cross_attention_weights
 from .encoding_multifusion import EncodedPrompt, InterleavedEncoder, normalize_prompts, pad_and_stack
 from .modeling_multifusion import MultiFusionProjector  # noqa: F401 - re-exported for component loading
@@ -54,7 +56,7 @@ class MultiFusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
-class MultiFusionPipeline(DiffusionPipeline):
+class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
     """Text/image-interleaved prompt → image, with a VLM or MAGMA-style encoder in place of CLIP.
 
     Args:

@@ -25,6 +25,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
 )
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import atomic_directory, local_folder, verify_manifest
 
 from ._common import (
     EMBEDS_CONCEPT,
@@ -64,11 +65,21 @@ class SLDPipelineMixin:
         """``DiffusionPipeline.save_pretrained`` plus a ``pipeline.py`` shim, so that plain diffusers can load the
         folder: ``DiffusionPipeline.from_pretrained(d, custom_pipeline=d, trust_remote_code=True)`` (hf_ext must be
         installed where it is loaded)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
         cls = type(self)
-        Path(save_directory, "pipeline.py").write_text(
-            f'"""Loads hf_ext\'s {cls.__name__} (needs `pip install "hf-ext[diffusion]"`)."""\n\n'
-            f"from {cls.__module__} import {cls.__name__}  # noqa: F401\n", encoding="utf-8")
+        with atomic_directory(save_directory) as staging:  # an interrupted save leaves the previous pipeline
+            super().save_pretrained(staging, *args, **kwargs)
+            Path(staging, "pipeline.py").write_text(
+                f'"""Loads hf_ext\'s {cls.__name__} (needs `pip install "hf-ext[diffusion]"`)."""\n\n'
+                f"from {cls.__module__} import {cls.__name__}  # noqa: F401\n", encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``from_pretrained`` after :func:`~hf_ext.utils.saving.verify_manifest` on a local folder (an interrupted
+        save raises :class:`~hf_ext.utils.saving.ArtifactIntegrityError` instead of loading a mix)."""
+        folder = local_folder(pretrained_model_name_or_path)
+        if folder is not None:
+            verify_manifest(folder)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @staticmethod
     def _warn_scheduler(scheduler) -> None:
