@@ -375,7 +375,7 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
     stale = sorted(p.name for p in save_directory.glob("*.py") if p.name not in files)
     if stale:
         logger.warning("%s already holds code files that this export does not write: %s", save_directory, stale)
-    with atomic_directory(save_directory) as staging:
+    with atomic_directory(save_directory, prune=True) as staging:
         with _transformers_code_copy_disabled([cls for cls, _ in custom]):
             obj.save_pretrained(staging)
             if tokenizer is not None:

@@ -94,7 +94,7 @@ def save_compressed(model: nn.Module, plan: CompressionPlan, path: str | Path) -
     from safetensors.torch import save_model
 
     path = Path(path).expanduser()
-    with atomic_directory(path) as staging:
+    with atomic_directory(path, prune=True) as staging:
         save_model(model, str(staging / "model.safetensors"))
         (staging / "dtm_plan.json").write_text(plan.to_json())
     return path

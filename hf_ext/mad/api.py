@@ -136,7 +136,7 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"export_parquet: duplicate config names {sorted({n for n in names if names.count(n) > 1})}")
-    with atomic_directory(target) as out:  # an interrupted export leaves the previous one (see utils.saving)
+    with atomic_directory(target, prune=True) as out:  # an interrupted export leaves the previous one (see utils.saving)
         _write_export(out, configs, repo_id, progress)
     return target
 

@@ -126,13 +126,14 @@ def _check_target(target: Path) -> Path:
     return target
 
 
-def _merge_into(staging: Path, target: Path) -> None:
-    """Move the staged files over an existing folder: incomplete marker, renames, then the manifest."""
+def _merge_into(staging: Path, target: Path, prune: bool) -> None:
+    """Move the staged files over an existing folder: incomplete marker, renames, then the manifest (then, with
+    ``prune``, the previous save's files that this one did not write)."""
     new_files = _files(staging)
     entries = _entries(staging, new_files)
     old = _read_manifest(target)
-    kept = {rel: e for rel, e in (old or {}).get("files", {}).items()
-            if rel not in entries and (target / rel).is_file() and (old or {}).get("complete", False)}
+    previous = [rel for rel in (old or {}).get("files", {}) if rel not in entries and (target / rel).is_file()]
+    kept = {} if prune or not (old or {}).get("complete", False) else {rel: old["files"][rel] for rel in previous}
     _write_json_atomically(target / MANIFEST_NAME, _manifest({}, complete=False))
     for rel in new_files:
         dest = target / rel
@@ -141,14 +142,24 @@ def _merge_into(staging: Path, target: Path) -> None:
             raise FileExistsError(f"cannot save {rel!r} into {target}: a folder of that name is in the way")
         os.replace(staging / rel, dest)
     _write_json_atomically(target / MANIFEST_NAME, _manifest({**kept, **entries}))
+    if prune:
+        for rel in previous:
+            (target / rel).unlink(missing_ok=True)
+            parent = (target / rel).parent
+            if parent != target:
+                with contextlib.suppress(OSError):  # an emptied sub-folder of the old artifact goes too
+                    parent.rmdir()
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, *, prune: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder; on a clean exit its files become ``path`` (see the module doc).
 
     Args:
         path: the folder to create or update (its parents are created). An existing *file* there is an error.
+        prune: the save writes a whole artifact: files that the folder's previous hf_ext save listed and this one
+            did not write are deleted (never files no hf_ext manifest listed). Default ``False``: they stay, still
+            listed (a model and its tokenizer saved one after the other into one folder).
 
     Yields:
         The staging folder to write into (a hidden sibling of ``path``).
@@ -172,7 +183,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
                 if not target.is_dir():  # not a concurrent writer: a real failure
                     raise
             (staging / MANIFEST_NAME).unlink()
-        _merge_into(staging, target)
+        _merge_into(staging, target, prune)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
