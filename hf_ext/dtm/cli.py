@@ -38,17 +38,17 @@ def add_commands(actions) -> None:
                                seed=0, out_help=f"{name}.json", out_when_absent="print the JSON result", json=True,
                                progress=True)
         cli.add_deprecated_alias(s, "--base", "--model")
-        s.add_argument("--prompts", help="text file, one prompt per line (default: a few built-in prompts)")
-        s.add_argument("-N", "--max-new-tokens", type=int, default=32, help="reference length N (default 32)")
+        s.add_argument("--prompts", type=cli.existing_path, help="text file, one prompt per line (default: a few built-in prompts)")
+        s.add_argument("-N", "--max-new-tokens", type=cli.positive_int, default=32, help="reference length N (default 32)")
         s.add_argument("--cache-dir", help="cache the greedy reference here")
         if name == "score":
-            s.add_argument("--candidate", help="candidate model (default: the base with all Linears int8-fake-quantized)")
+            s.add_argument("--candidate", type=cli.model_or_path, help="candidate model (default: the base with all Linears int8-fake-quantized)")
             s.add_argument("--aligned", action="store_true", help="also the who-what-benchmark aligned variant")
         else:
-            s.add_argument("--prune", type=float, nargs="*", default=[], help="sparsity levels to scan/plan")
+            s.add_argument("--prune", type=cli.unit_fraction, nargs="*", default=[], help="sparsity levels to scan/plan")
             s.add_argument("--no-int8", action="store_true", help="skip int8")
         if name == "plan":
-            s.add_argument("--min-fdt-ratio", type=float, default=0.9, help="keep mean FDT/N above this (default 0.9)")
+            s.add_argument("--min-fdt-ratio", type=cli.finite_float, default=0.9, help="keep mean FDT/N above this (default 0.9)")
 
 
 def _load(args):
