@@ -32,6 +32,6 @@ def test_scar_cli_train_detect_generate(tmp_path, capsys, caplog):
                  "--strength", "5", "--op", "replace"]) == 0
     assert "steered:" in capsys.readouterr().out
     # bad input: unknown concept, --data without --model
-    assert main(["scar", "generate", "--adapter", str(out), "--prompt", "x", "--concept", "nope"]) == 1
-    assert "unknown concept" in caplog.text
-    assert main(["scar", "train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "x")]) == 1
+    assert main(["scar", "generate", "--adapter", str(out), "--prompt", "x", "--concept", "nope"]) == 2
+    assert "unknown concept" in capsys.readouterr().err
+    assert main(["scar", "train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "x")]) == 2

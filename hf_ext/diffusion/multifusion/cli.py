@@ -118,9 +118,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         prompt = _parse_items(args.items)
         negative = _parse_items(args.negative) if args.negative else None
-    except OSError as err:
-        logger.error("cannot read an image item: %s", err)
-        return 1
+    except OSError as err:  # a user error: the CLI boundary prints it (exit 2)
+        raise FileNotFoundError(f"cannot read an image item: {err}") from err
     pipe = _load_pipeline(args.model, args.encoder, device=args.device, progress=not args.no_progress)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     image = pipe(prompt, negative_prompt=negative, weights=args.weights, num_inference_steps=args.steps,
