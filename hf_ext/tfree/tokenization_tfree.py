@@ -71,8 +71,9 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
         grow_dictionary: append out-of-dictionary words met while encoding to the dictionary (else raise).
         add_eos_token: append ``<|endoftext|>`` to every encoded text (training documents).
         max_cache_words: bound of the per-word pattern cache (a positive int, saved in ``tokenizer_config.json``):
-            before each batch, a cache holding more distinct words than this is dropped and refilled on demand
-            (generation-based eviction: it then grows by at most one batch's new words past the bound). Default
+            before each batch, a cache holding more entries than this is dropped and refilled on demand
+            (generation-based eviction: it then grows by at most one batch's new entries past the bound; a word and
+            its split piece with the following space are two entries). Default
             :data:`DEFAULT_MAX_CACHE_WORDS` (200,000 words: about 150 MiB at m=10, see
             ``benchmarks/tfree_cache_memory.py``), far above the distinct words of a typical training shard's
             frequent vocabulary, so the hit rate stays high while a stream of new words (URLs, ids, typos) cannot
