@@ -2,7 +2,8 @@
 
 * :func:`render_model_card` renders a Jinja template shipped in ``hf_ext.model_cards`` (the repository's
   ``model_cards/`` folder) into a :class:`huggingface_hub.ModelCard` whose YAML front matter comes from a
-  :class:`huggingface_hub.ModelCardData` (licence, base model, tags, ``eval_results`` → ``model-index``).
+  :class:`huggingface_hub.ModelCardData` (licence, base model, tags, ``eval_results`` → ``model-index``), with a
+  ``library_name`` and ``pipeline_tag`` the Hub knows (:mod:`hf_ext.card_metadata`).
   Component templates extend ``base.md.j2`` with ``{% extends "base.md.j2" %}`` and override its blocks.
 * :func:`export_for_hub` saves a transformers model whose classes live in hf_ext (or in any package that
   builds on ``hf_ext``) so that it loads with ``trust_remote_code=True`` in an environment **without**
@@ -34,6 +35,7 @@ from hf_ext.utils.logging import get_logger
 from hf_ext.utils.saving import atomic_directory
 
 from . import __version__
+from .card_metadata import CARD_DEFAULTS, CardDefaults, derived_eval_results
 from .vendoring import vendor_sources
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,8 +48,10 @@ __all__ = ["available_model_cards", "export_for_hub", "render_model_card"]
 #: The package whose data files are the model-card templates (the repository's top-level ``model_cards/``).
 TEMPLATE_PACKAGE = "hf_ext.model_cards"
 TEMPLATE_SUFFIX = ".md.j2"
+#: Dataset-card templates (not model cards) and the function that renders each.
+DATASET_CARDS = {"mad_dataset": "hf_ext.mad.api.render_dataset_card"}
 #: Template variables set by :func:`render_model_card` itself.
-_RESERVED_CONTEXT = ("card_data", "data", "hf_ext_version")
+_RESERVED_CONTEXT = ("card_data", "data", "hf_ext_version", "title")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,68 +117,89 @@ def _environment():
                               trim_blocks=True, lstrip_blocks=True)
 
 
-def _to_card_data(card_data: Mapping[str, Any] | ModelCardData, context: Mapping[str, Any]) -> ModelCardData:
-    from huggingface_hub import EvalResult, ModelCardData
+def _eval_results(results: Any) -> list:
+    from huggingface_hub import EvalResult
+
+    if isinstance(results, (EvalResult, Mapping)):
+        results = [results]
+    converted = []
+    for i, result in enumerate(results):
+        if isinstance(result, EvalResult):
+            converted.append(result)
+        elif isinstance(result, Mapping):
+            try:
+                converted.append(EvalResult(**result))
+            except TypeError as err:
+                raise ValueError(
+                    f"card_data['eval_results'][{i}] = {dict(result)!r} is not a valid EvalResult ({err}); "
+                    "it needs task_type, dataset_type, dataset_name, metric_type and metric_value"
+                ) from err
+        else:
+            raise TypeError(f"card_data['eval_results'][{i}] must be a dict or huggingface_hub.EvalResult, "
+                            f"got {type(result).__name__}")
+    return converted
+
+
+def _to_card_data(card_data: Mapping[str, Any] | ModelCardData, context: Mapping[str, Any],
+                  defaults: CardDefaults, derived: list[dict[str, Any]]) -> ModelCardData:
+    from huggingface_hub import ModelCardData
 
     if isinstance(card_data, ModelCardData):
-        data = copy.deepcopy(card_data)  # never change the caller's object (library_name default below)
+        fields = copy.deepcopy(card_data).to_dict()  # never change the caller's object
+        fields["eval_results"] = copy.deepcopy(card_data.eval_results)
+        fields["model_name"] = card_data.model_name
+        fields.pop("model-index", None)
     elif isinstance(card_data, Mapping):
         fields = dict(card_data)
-        results = fields.get("eval_results")
-        if results is not None:
-            if isinstance(results, (EvalResult, Mapping)):
-                results = [results]
-            converted = []
-            for i, result in enumerate(results):
-                if isinstance(result, EvalResult):
-                    converted.append(result)
-                elif isinstance(result, Mapping):
-                    try:
-                        converted.append(EvalResult(**result))
-                    except TypeError as err:
-                        raise ValueError(
-                            f"card_data['eval_results'][{i}] = {dict(result)!r} is not a valid EvalResult ({err}); "
-                            "it needs task_type, dataset_type, dataset_name, metric_type and metric_value"
-                        ) from err
-                else:
-                    raise TypeError(f"card_data['eval_results'][{i}] must be a dict or huggingface_hub.EvalResult, "
-                                    f"got {type(result).__name__}")
-            fields["eval_results"] = converted
-            if not fields.get("model_name") and isinstance(context.get("model_name"), str):
-                fields["model_name"] = context["model_name"]
-            if converted and not fields.get("model_name"):
-                raise ValueError("card_data has eval_results but no model_name: the model-index needs a name; "
-                                 "pass card_data={'model_name': ..., ...} or model_name=... to render_model_card")
-        data = ModelCardData(**fields)
     else:
         raise TypeError(f"card_data must be a dict or huggingface_hub.ModelCardData, got {type(card_data).__name__}")
-    if data.library_name is None:
-        data.library_name = "hf_ext"
+    results = fields.get("eval_results") or derived
+    if results:
+        fields["eval_results"] = _eval_results(results)
+        if not fields.get("model_name"):
+            fields["model_name"] = context.get("model_name") if isinstance(context.get("model_name"), str) \
+                else defaults.title
+    fields.setdefault("library_name", None)
+    fields.setdefault("pipeline_tag", None)
+    data = ModelCardData(**fields)
+    data.library_name = data.library_name or defaults.library_name
+    data.pipeline_tag = data.pipeline_tag or defaults.pipeline_tag
+    tags = list(data.tags or [])
+    if "hf_ext" not in tags:
+        data.tags = tags + ["hf_ext"]
     return data
 
 
-def render_model_card(template: str, *, card_data: Mapping[str, Any] | ModelCardData, **context: Any) -> ModelCard:
+def render_model_card(template: str, *, card_data: Mapping[str, Any] | ModelCardData | None = None,
+                      **context: Any) -> ModelCard:
     """Render a shipped model-card template into a :class:`huggingface_hub.ModelCard`.
 
-    The YAML front matter is ``card_data`` (``library_name`` defaults to ``"hf_ext"``); ``eval_results``
-    become a ``model-index`` block, which needs ``model_name``. Unlike ``ModelCard.from_template``, the
-    template also sees the card data itself as ``data`` (``data.license``, ``data.eval_results`` …).
+    Every template renders without arguments. The YAML front matter is ``card_data`` completed with the template's
+    :data:`~hf_ext.card_metadata.CARD_DEFAULTS`: a ``library_name`` the Hub knows (``transformers``, or
+    ``diffusers`` for the pipelines), a ``pipeline_tag`` and the ``hf_ext`` tag. ``eval_results`` become a
+    ``model-index`` block; when none are given, the template's evaluation variables (e.g. SCAR's
+    ``detection_auroc``) are turned into them (:func:`~hf_ext.card_metadata.derived_eval_results`), and the
+    model-index is named after ``model_name`` or the template's title. Unlike ``ModelCard.from_template``, the
+    template also sees the card data itself as ``data``. :func:`~hf_ext.card_metadata.check_card_metadata` checks the
+    result offline.
 
     Args:
         template: a name from :func:`available_model_cards`, with or without the ``.md.j2`` suffix.
         card_data: a ``huggingface_hub.ModelCardData`` or a dict of its fields (``license``, ``base_model``,
-            ``tags``, ``datasets``, ``model_name``, ``eval_results`` as dicts of ``EvalResult`` fields or
-            ``EvalResult`` objects, …). Not modified.
-        **context: template variables. ``base`` uses ``model_name`` (title; defaults to card_data's),
-            ``description``, ``repo_id``, ``auto_class``, ``remote_code``, ``intended_use``, ``limitations``,
-            ``training_details``, ``evaluation_details`` and ``citation``; component templates document theirs.
+            ``tags``, ``datasets``, ``model_name``, ``library_name``, ``pipeline_tag``, ``eval_results`` as dicts
+            of ``EvalResult`` fields or ``EvalResult`` objects, …). Not modified. Default: none.
+        **context: template variables. ``base`` uses ``model_name`` (title; defaults to card_data's, else the
+            template's title), ``description``, ``repo_id``, ``auto_class`` (default: the template's, e.g.
+            ``AutoModelForCausalLM``), ``remote_code``, ``intended_use``, ``limitations``, ``training_details``,
+            ``evaluation_details`` and ``citation``; sections without content are left out. Component templates
+            document theirs.
 
     Returns:
         The card; ``card.data`` is the parsed front matter, ``card.save("README.md")`` writes it.
 
     Raises:
-        ValueError: unknown template (the message lists the available ones), eval results without a model
-            name, or a context key reserved for the renderer (``card_data``, ``data``, ``hf_ext_version``).
+        ValueError: unknown template (the message lists the available ones), a malformed eval result, or a
+            context key reserved for the renderer (``card_data``, ``data``, ``hf_ext_version``, ``title``).
 
     Example:
         >>> card = render_model_card(
@@ -184,19 +209,28 @@ def render_model_card(template: str, *, card_data: Mapping[str, Any] | ModelCard
         ...                                  "dataset_name": "WikiText", "metric_type": "perplexity",
         ...                                  "metric_value": 42.0}]},
         ...     description="A tiny model.")
-        >>> card.data.license, card.data.eval_results[0].metric_value
-        ('apache-2.0', 42.0)
+        >>> card.data.license, card.data.eval_results[0].metric_value, card.data.library_name
+        ('apache-2.0', 42.0, 'transformers')
+        >>> render_model_card("umup").text.splitlines()[1]
+        '# u-μP model'
     """
     from huggingface_hub import ModelCard
 
     name = _template_file(template)
+    stem = name[: -len(TEMPLATE_SUFFIX)]
+    if stem in DATASET_CARDS:
+        raise ValueError(f"{template!r} is a dataset card template; render it with {DATASET_CARDS[stem]}")
     reserved = sorted(set(_RESERVED_CONTEXT) & context.keys())
     if reserved:
         raise ValueError(f"template variables {reserved} are set by render_model_card itself; pass the card data "
                          "through card_data= and rename the other variables")
-    data = _to_card_data(card_data, context)
-    variables = {"model_name": data.model_name, **context}
-    text = _environment().get_template(name).render(card_data=data.to_yaml(), data=data,
+    defaults = CARD_DEFAULTS.get(stem, CARD_DEFAULTS["base"])
+    data = _to_card_data({} if card_data is None else card_data, context, defaults,
+                         derived_eval_results(stem, context))
+    variables = {"model_name": data.model_name, "auto_class": defaults.auto_class, **context}
+    if variables.get("auto_class") is None:
+        variables["auto_class"] = defaults.auto_class or "AutoModel"
+    text = _environment().get_template(name).render(card_data=data.to_yaml(), data=data, title=defaults.title,
                                                      hf_ext_version=__version__, **variables)
     return ModelCard(text)
 
@@ -308,8 +342,9 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
     previous one (or a clear error on load), never a mix.
 
     The folder then loads with ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` where
-    hf_ext is not installed (upload it with ``huggingface_hub.upload_folder``). Imports that name modules by
-    string (``importlib.import_module("hf_ext…")``) are not seen.
+    hf_ext is not installed (upload it with ``huggingface_hub.upload_folder``). A module that imports an hf_ext
+    module by a string (``importlib.import_module("hf_ext…")``, ``"hf_ext.x:Name"``) is refused at export time
+    (``ValueError``) instead of failing at reload with ``No module named 'hf_ext…'``.
 
     Args:
         obj: a ``transformers.PreTrainedModel``.
@@ -326,9 +361,9 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
     Raises:
         TypeError: ``obj`` is not a ``PreTrainedModel`` (or ``tokenizer``/``card`` have the wrong type).
         ValueError: the code cannot be made self-contained: an exported file imports an hf_ext package
-            ``__init__`` (``from hf_ext import register``), or two modules would flatten to the same file name;
-            or ``safe_serialization=False``; or ``save_directory`` is empty, the current folder, a file, or a
-            non-empty folder without ``overwrite=True``. Nothing is written in these cases.
+            ``__init__`` (``from hf_ext import register``) or a module by a string, or two modules would flatten
+            to the same file name; or ``safe_serialization=False``; or ``save_directory`` is empty, the current
+            folder, a file, or a non-empty folder without ``overwrite=True``. Nothing is written in these cases.
 
     Example:
         >>> from hf_ext.hub import export_for_hub, render_model_card

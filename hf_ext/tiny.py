@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from hf_ext.utils.validation import check_int, check_size
+
 __all__ = [
     "BOS_ID",
     "CAUSAL_LM_FAMILIES",
@@ -149,9 +151,7 @@ _LLAVA_STRATEGIES = ("default", "full")
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
-    return seed
+    return check_int("seed", seed)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -201,8 +201,7 @@ def tiny_clip_tokenizer(max_length: int = 16):
     """
     from transformers import CLIPTokenizer
 
-    if isinstance(max_length, bool) or not isinstance(max_length, int):
-        raise TypeError(f"max_length must be an int, got {max_length!r}")
+    check_size("max_length", max_length, max=1_000_000)
     if not 2 <= max_length <= CLIP_MAX_POSITIONS:
         raise ValueError(f"max_length must be in [2, {CLIP_MAX_POSITIONS}] (bos + eos fit, and the tiny text "
                          f"encoders have {CLIP_MAX_POSITIONS} positions), got {max_length}")
@@ -411,8 +410,7 @@ def tiny_llava_inputs(model, batch: int = 2, text_len: int = 5, seed: int = 0) -
     if getattr(config, "model_type", None) != "llava":
         raise TypeError(f"tiny_llava_inputs needs a Llava model, got {type(model).__name__}")
     for name, value, low in (("batch", batch, 1), ("text_len", text_len, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_size(name, value, min=low)
     seed = _check_seed(seed)
     vision = config.vision_config
     n_image_tokens = (vision.image_size // vision.patch_size) ** 2 + (config.vision_feature_select_strategy == "full")

@@ -18,12 +18,13 @@ import ast
 import contextlib
 import importlib.machinery
 import importlib.util
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["VENDORED_TOP_LEVEL", "vendor_sources"]
+__all__ = ["VENDORED_TOP_LEVEL", "vendor_pipeline", "vendor_sources"]
 
 #: Top-level packages whose modules are vendored into the export (plus the exported classes' own package).
 VENDORED_TOP_LEVEL = ("hf_ext",)
@@ -146,6 +147,28 @@ class _ImportRewriter:
         return "; ".join(parts)
 
 
+#: Callables that import a module named by a string (the vendored copy cannot rewrite such names).
+_STRING_IMPORTERS = frozenset({"import_module", "__import__", "require", "find_spec", "import_string", "_load"})
+
+
+def _string_imports(tree: ast.AST, top_level: frozenset[str]) -> list[tuple[int, str]]:
+    """``(line, name)`` of every call that imports a vendored module by a string literal: ``import_module("hf_ext.x")``
+    and friends, or a registry-style ``"hf_ext.x:Name"`` argument of any call."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        fname = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        for arg in [*node.args, *(k.value for k in node.keywords)]:
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                continue
+            head = arg.value.split(":")[0].split(".")[0]
+            if head in top_level and (fname in _STRING_IMPORTERS or ":" in arg.value and "." in arg.value):
+                found.append((node.lineno, arg.value))
+    return found
+
+
 def _replace_spans(source: str, edits: list[tuple[ast.stmt, str]]) -> str:
     """Replace each statement's exact source span (ast offsets are UTF-8 byte columns) by its new text."""
     data = source.encode("utf-8")
@@ -170,7 +193,9 @@ def vendor_sources(roots: Sequence[str]) -> dict[str, str]:
         import of the flattened file.
 
     Raises:
-        ValueError: two modules that would flatten to the same file name, or a module without a source file.
+        ValueError: two modules that would flatten to the same file name, a module without a source file, or a
+            module that imports a vendored module by a string (``importlib.import_module("hf_ext.x")``,
+            ``require("hf_ext.x")``, a registry path ``"hf_ext.x:Name"``): the copy could not find it.
 
     Follows, transitively, every import of an ``hf_ext`` module (and of a module of the roots' own top-level
     package, and every relative import), absolute or relative, at module level or inside functions.
@@ -192,7 +217,14 @@ def vendor_sources(roots: Sequence[str]) -> dict[str, str]:
         text = source.path.read_text(encoding="utf-8")
         rewriter = _ImportRewriter(source, top_level)
         edits = []
-        for node in ast.walk(ast.parse(text, filename=str(source.path))):
+        tree = ast.parse(text, filename=str(source.path))
+        by_string = _string_imports(tree, top_level)
+        if by_string:
+            line, target = by_string[0]
+            raise ValueError(f"{source.path}:{line}: {name} imports {target!r} by a string, which the exported copy "
+                             "cannot resolve where hf_ext is not installed (it would fail with 'No module named "
+                             f"{target.split(':')[0]!r}'); import it with an import statement instead")
+        for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 new = rewriter.rewrite(node)
                 if new is not None:
@@ -201,3 +233,59 @@ def vendor_sources(roots: Sequence[str]) -> dict[str, str]:
         ast.parse(new_text, filename=source.flat)  # the rewrite must leave valid Python
         queue.extend(m for m in rewriter.needed if m not in seen)
     return files
+
+
+def vendor_pipeline(cls: type, save_directory: str | Path) -> list[str]:
+    """Make a saved diffusers pipeline folder load with plain diffusers, without hf_ext installed.
+
+    Writes the vendored sources of ``cls``'s module (:func:`vendor_sources`) and a ``pipeline.py`` next to
+    ``model_index.json``, and sets its ``_class_name`` to ``["pipeline", cls.__name__]`` (diffusers' form for a
+    custom pipeline in the folder), so ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` finds
+    the class. diffusers copies only the files ``pipeline.py`` imports directly, so ``pipeline.py`` imports every
+    vendored file.
+
+    Args:
+        cls: the pipeline class (a ``DiffusionPipeline`` subclass defined in an importable module).
+        save_directory: a folder written by ``save_pretrained`` (it must hold ``model_index.json``).
+
+    Returns:
+        The names of the files written, ``pipeline.py`` first.
+
+    Raises:
+        FileNotFoundError: ``save_directory`` has no ``model_index.json``.
+
+    Example:
+        >>> import json, tempfile
+        >>> from hf_ext.diffusion.sld import SafeLatentDiffusionPipeline
+        >>> d = tempfile.mkdtemp()
+        >>> _ = Path(d, "model_index.json").write_text('{"_class_name": "SafeLatentDiffusionPipeline"}')
+        >>> vendor_pipeline(SafeLatentDiffusionPipeline, d)[:2]
+        ['pipeline.py', 'pipeline_sld.py']
+        >>> json.loads(Path(d, "model_index.json").read_text())["_class_name"]
+        ['pipeline', 'SafeLatentDiffusionPipeline']
+    """
+    folder = Path(save_directory)
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"save_directory={str(save_directory)!r} has no model_index.json; call "
+                                "save_pretrained(save_directory) first")
+    files = vendor_sources([cls.__module__])
+    if "pipeline.py" in files:
+        raise ValueError(f"cannot vendor {cls.__module__}: a vendored module is named pipeline.py, the file name "
+                         "diffusers loads custom pipelines from; rename it")
+    module = cls.__module__.rpartition(".")[2]
+    lines = [f'"""{cls.__name__}, vendored from {cls.__module__} so that plain diffusers loads this folder:',
+             "``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.",
+             "",
+             "diffusers copies only the files this module imports directly, hence one import per vendored file.",
+             '"""', ""]
+    lines += [f"from .{name[:-3]} import __name__ as _vendored_{name[:-3]}_  # noqa: F401"
+              for name in files if name[:-3] != module]
+    lines += [f"from .{module} import {cls.__name__}  # noqa: F401", ""]
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / "pipeline.py").write_text("\n".join(lines), encoding="utf-8")
+    config = json.loads(index.read_text(encoding="utf-8"))
+    config["_class_name"] = ["pipeline", cls.__name__]
+    index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return ["pipeline.py", *files]

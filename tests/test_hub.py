@@ -74,7 +74,7 @@ def test_render_base_card_round_trips(tmp_path):
         assert loaded.data.license == "apache-2.0"
         assert loaded.data.base_model == "openai-community/gpt2"
         assert loaded.data.tags == ["hf_ext", "scar"]
-        assert loaded.data.library_name == "hf_ext"
+        assert loaded.data.library_name == "transformers" and loaded.data.pipeline_tag == "text-generation"
         assert loaded.data.model_name == "tiny-scar"
         assert [r.metric_value for r in loaded.data.eval_results] == [12.5, 0.75]
         assert loaded.data.eval_results[0].dataset_name == "WikiText-2"
@@ -94,7 +94,8 @@ def test_render_accepts_model_card_data_and_full_file_name():
     assert card.data.library_name == "transformers"  # an explicit library_name is kept
     assert data.model_name is None  # the caller's object is not modified
     assert "# given-title" in card.text
-    assert "[More Information Needed]" in card.text  # optional sections fall back to the stub
+    assert "[More Information Needed]" not in card.text  # sections without content are left out
+    assert "## Intended use" not in card.text and "## How to load" in card.text
 
 
 def test_base_template_is_extendable():
@@ -107,8 +108,9 @@ def test_base_template_is_extendable():
 def test_render_bad_inputs():
     with pytest.raises(ValueError, match=r"unknown model-card template 'nope'.*'base'"):
         render_model_card("nope", card_data={})
-    with pytest.raises(ValueError, match="model_name"):
-        render_model_card("base", card_data={"eval_results": [EVAL]})
+    assert render_model_card("base", card_data={"eval_results": [EVAL]}).data.model_name == "hf_ext model"
+    with pytest.raises(ValueError, match="dataset card template"):
+        render_model_card("mad_dataset")
     with pytest.raises(ValueError, match="not a valid EvalResult"):
         render_model_card("base", card_data={"model_name": "m", "eval_results": [{"metric_value": 1}]})
     with pytest.raises(TypeError, match="card_data must be"):
@@ -364,6 +366,12 @@ FAKE_PACKAGE = {
                                    "class Bad(FakeForCausalLM):\n    pass\n",
     "models/modeling_bad_plain.py": "import hubfakeext.core.ops\nfrom .modeling_fake import FakeForCausalLM\n\n\n"
                                     "class Bad(FakeForCausalLM):\n    pass\n",
+    "models/modeling_bad_string.py": "import importlib\nfrom .modeling_fake import FakeForCausalLM\n\n\n"
+                                     "class Bad(FakeForCausalLM):\n    def ops(self):\n"
+                                     "        return importlib.import_module('hf_ext.umup.fp8')\n",
+    "models/modeling_bad_registry.py": "from .modeling_fake import FakeForCausalLM\n\nTARGET = dict(path='x')\n"
+                                       "TARGET.update(model=str('hubfakeext.core.ops:scale'))\n\n\n"
+                                       "class Bad(FakeForCausalLM):\n    pass\n",
     "models/modeling_bad_collide.py": "from hubfakeext.core.consts import BASE\nfrom hubfakeext.models.consts import OTHER\n"
                                       "from .modeling_fake import FakeForCausalLM\n\n\nclass Bad(FakeForCausalLM):\n    pass\n",
 }
@@ -459,6 +467,9 @@ def test_export_uses_the_registered_auto_class(fakeext, tmp_path):
     ("modeling_bad_lazy", r"from hf_ext\.core\.inputs import position_ids_from_mask"),
     ("modeling_bad_plain", r"`import hubfakeext\.core\.ops` binds the package name"),
     ("modeling_bad_collide", r"would both become consts\.py"),
+    ("modeling_bad_string", r"modeling_bad_string\.py:7: .* imports 'hf_ext\.umup\.fp8' by a string.*"
+                            r"No module named 'hf_ext\.umup\.fp8'"),
+    ("modeling_bad_registry", r"imports 'hubfakeext\.core\.ops:scale' by a string"),
 ])
 def test_export_rejects_code_that_cannot_be_vendored(fakeext, tmp_path, module, match):
     import importlib

@@ -2,6 +2,8 @@
 
 Example:
     hf-ext atman explain --prompt "the cat sat on the" --target " mat" --granularity word --out runs/atman --plot
+    hf-ext atman explain --prompt "the cat sat on the" --target " mat" --foil " hat" --out runs/atman
+    hf-ext atman explain --dataset items.jsonl --out runs/atman   # explanations.jsonl + index.html + one page each
 """
 
 from __future__ import annotations
@@ -23,12 +25,21 @@ def add_commands(actions) -> None:
     """
     e = cli.add_command(actions, "explain", _cmd_explain, help="explain a target and write an HTML heat-map",
                         description="Explain --target given --prompt; write explanation.html and explanation.json (and "
-                                    "with --plot a PNG bar chart) into --out.")
-    e.add_argument("--prompt", required=True, help="the prompt whose units are explained")
-    e.add_argument("--target", required=True, help="the continuation whose loss the units are scored against")
+                                    "with --plot a PNG bar chart) into --out. With --dataset ITEMS.jsonl (one JSON "
+                                    "object per line: prompt, target, optional foil, granularity, id) write "
+                                    "explanations.jsonl, one page per item under html/ and an index.html instead.")
+    e.add_argument("--prompt", help="the prompt whose units are explained (required unless --dataset)")
+    e.add_argument("--target", help="the continuation whose loss the units are scored against (required unless --dataset)")
+    e.add_argument("--foil", default=None,
+                   help="contrast target: explain why --target rather than --foil (default: no contrast)")
+    e.add_argument("--dataset", default=None, metavar="ITEMS.jsonl",
+                   help="explain every line of a JSONL file ({\"prompt\", \"target\"[, \"foil\", \"granularity\", "
+                        "\"id\"]}) instead of --prompt/--target")
+    e.add_argument("--step", default="cross_entropy", choices=["cross_entropy", "probability"],
+                   help="what Δ measures per target token (default: %(default)s)")
     cli.add_common_options(e, model="causal LM Hub id or folder (default: a tiny random Llama built in code)", device="cpu",
-                           seed=0, out="atman_out", out_help="explanation.html, explanation.json, explanation.png",
-                           progress=True)
+                           seed=0, out="atman_out", out_help="explanation.html, explanation.json, explanation.png "
+                           "(with --dataset: explanations.jsonl, index.html, html/)", progress=True)
     # --json: print the explanation as JSON; the pre-0.2 form --json PATH (write it to PATH) still works, with a warning
     e.add_argument("--json", nargs="?", const=True, default=False, metavar="PATH",
                    help="print the explanation as JSON instead of a summary line")
@@ -51,6 +62,13 @@ def add_commands(actions) -> None:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.dataset is not None and (args.prompt is not None or args.target is not None or args.foil is not None):
+        logger.error("--dataset %r replaces --prompt/--target/--foil; give either the file or one prompt", args.dataset)
+        return 2
+    if args.dataset is None and (args.prompt is None or args.target is None):
+        logger.error("give --prompt and --target (or --dataset ITEMS.jsonl); got prompt=%r target=%r",
+                     args.prompt, args.target)
+        return 2
     import torch
 
     from hf_ext.atman import AtManExplainer
@@ -69,7 +87,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explainer = AtManExplainer(model, tok, mode=args.mode, suppression_factor=args.factor,
                                conceptual_threshold=args.threshold, max_batch_size=args.max_batch_size,
                                progress=not args.no_progress)
-    exp = explainer.explain(args.prompt, args.target, granularity=args.granularity)
+    if args.dataset is not None:
+        from .batch import explain_dataset
+
+        summary = explain_dataset(explainer, args.dataset, args.out, granularity=args.granularity, step=args.step,
+                                  postprocessing=args.postprocessing, progress=not args.no_progress)
+        cli.print_result(summary, f"wrote {summary['jsonl']} and {summary['index']} ({summary['items']} explanations)",
+                         as_json=args.json is True)
+        return 0
+    exp = explainer.explain(args.prompt, args.target, granularity=args.granularity, step=args.step, foil=args.foil)
     html = cli.out_file(args.out, "explanation.html", legacy_suffixes=(".html", ".htm"))
     html.write_text(exp.to_html(postprocessing=args.postprocessing), encoding="utf-8")
     result = exp.to_dict()

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 
 from hf_ext.core.attention import attention_controls
 from hf_ext.core.inputs import position_ids_from_mask
+from hf_ext.utils.validation import check_choice, check_float, check_int, check_size
 
 OVERLAP = ("partial", "complete")
 
@@ -53,14 +53,11 @@ class AtManControl:
     unit: str = "char"
 
     def __post_init__(self):
-        if isinstance(self.start, bool) or not isinstance(self.start, int) or self.start < 0:
-            raise ValueError(f"control start={self.start!r} must be an int >= 0")
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
-            raise ValueError(f"control length={self.length!r} must be an int >= 1")
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)) or not math.isfinite(self.factor) or self.factor < 0:
-            raise ValueError(f"control factor={self.factor!r} must be finite and >= 0 (0 removes, <1 suppresses, >1 amplifies)")
-        if self.unit not in ("char", "token"):
-            raise ValueError(f"control unit={self.unit!r} must be 'char' or 'token'")
+        check_int("AtManControl.start", self.start, min=0)
+        check_size("AtManControl.length", self.length)
+        # 0 removes, < 1 suppresses, > 1 amplifies
+        object.__setattr__(self, "factor", check_float("AtManControl.factor", self.factor, min=0))
+        check_choice("AtManControl.unit", self.unit, ("char", "token"))
 
 
 def controls_to_weights(offset_mapping, controls: Sequence[AtManControl], *, attention_mask=None,
@@ -94,9 +91,16 @@ def controls_to_weights(offset_mapping, controls: Sequence[AtManControl], *, att
             for b in range(B):
                 lo, hi = int(pad[b]) + c.start, int(pad[b]) + c.start + c.length
                 if hi > T:
-                    raise ValueError(f"token control {c} reaches past the prompt of {T - int(pad[b])} tokens")
+                    raise ValueError(f"controls: {c!r} reaches past the prompt of row {b}, which has {T - int(pad[b])} "
+                                     "tokens; a control must lie inside the prompt")
                 weights[b, lo:hi] *= c.factor
             continue
+        text_end = te.amax(dim=1)  # characters of each row's prompt
+        short = (text_end < c.start + c.length).nonzero()
+        if len(short):
+            b = int(short[0])
+            raise ValueError(f"controls: {c!r} reaches character {c.start + c.length} but prompt row {b} has "
+                             f"{int(text_end[b])} characters; a control must lie inside the prompt")
         covered = (torch.minimum(te, torch.tensor(float(c.start + c.length))) - torch.maximum(ts, torch.tensor(float(c.start)))).clamp_min(0)
         covered = torch.where(te > ts, covered, torch.zeros_like(covered))
         r = covered / width

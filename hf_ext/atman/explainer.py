@@ -41,9 +41,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hf_ext.core.inputs import max_positions, model_device
+from hf_ext.core.inputs import check_in_vocabulary, max_positions, model_device, vocab_size
+from hf_ext.utils.validation import check_float, check_int
 
-from .explanation import POSTPROCESSING, Explanation
+from .explanation import POSTPROCESSING, STEPS, Explanation
 from .scorer import MODES, AtManScorer, PreparedSequence
 from .units import GRANULARITIES, Unit, text_units, tile_units
 
@@ -51,11 +52,7 @@ __all__ = ["MODES", "POSTPROCESSING", "AtManExplainer", "Explanation"]
 
 
 def _check_factor(name: str, value, low: float, high: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low \
-            or (high is not None and value > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value!r} is outside its valid range {rng}")
-    return float(value)
+    return check_float(name, value, min=low, max=high)
 
 
 
@@ -93,13 +90,13 @@ class AtManExplainer(AtManScorer):
         self.suppression_factor = _check_factor("suppression_factor", suppression_factor, 0.0, 1.0)
         self.conceptual_threshold = None if conceptual_threshold is None else _check_factor(
             "conceptual_threshold", conceptual_threshold, 0.0, 1.0)
-        if max_neighbours is not None and (isinstance(max_neighbours, bool) or not isinstance(max_neighbours, int) or max_neighbours < 0):
-            raise ValueError(f"max_neighbours={max_neighbours!r} must be None or an int >= 0")
+        check_int("max_neighbours", max_neighbours, min=0, allow_none=True)
         self.max_neighbours = max_neighbours
 
     # ---------------------------------------------------------------------------------------------- public API
+    @torch.no_grad()
     def explain(self, prompt: str, target: str, *, granularity: str = "token", include_target: bool = False,
-                add_special_tokens: bool = True) -> Explanation:
+                add_special_tokens: bool = True, step: str = "cross_entropy", foil: str | None = None) -> Explanation:
         """Explain ``target`` given ``prompt`` (strings).
 
         Args:
@@ -108,13 +105,31 @@ class AtManExplainer(AtManScorer):
             granularity: ``"token"``, ``"word"``, ``"sentence"``, ``"paragraph"`` or a custom delimiter string.
             include_target: also explain the target's own tokens (all but the last), at token granularity.
             add_special_tokens: let the tokenizer add its specials (e.g. BOS) to the prompt.
+            step: what Δ measures per target token: ``"cross_entropy"`` (log-probability change, AtMan's) or
+                ``"probability"`` (probability change).
+            foil: a contrast target: explain "why ``target`` rather than ``foil``". The foil's tokens become the last
+                columns with negated Δ, so the summed score is the change of ``log p(target) − log p(foil)``
+                (see :class:`Explanation`). Not with ``include_target``.
 
         Returns:
-            An :class:`Explanation` with ``delta`` of shape ``[units, target tokens]``.
+            An :class:`Explanation` with ``delta`` of shape ``[units, target tokens (+ foil tokens)]``.
+
+        Example:
+            >>> from hf_ext.testing import tiny_causal_lm, tiny_tokenizer
+            >>> ex = AtManExplainer(tiny_causal_lm(), tiny_tokenizer(), progress=False)
+            >>> exp = ex.explain("a cat", " sat", foil=" ran")
+            >>> exp.target_tokens, exp.n_foil_tokens
+            ([' ', 's', 'a', 't', ' ', 'r', 'a', 'n'], 4)
         """
+        if foil is not None and include_target:
+            raise ValueError(f"foil={foil!r} cannot be combined with include_target=True (the target and the foil "
+                             "have different target positions)")
         prep, units, tokens, offsets = self.prepare_strings(prompt, target, granularity, add_special_tokens)
-        exp = self.explain_prepared(prep, units, include_target)
-        exp.prompt, exp.target, exp.tokens, exp.offsets = prompt, target, tokens, offsets
+        preps = [prep]
+        if foil is not None:
+            preps.append(self.prepare_strings(prompt, foil, granularity, add_special_tokens)[0])
+        exp = self._explain_many(preps, units, include_target, step)
+        exp.prompt, exp.target, exp.foil, exp.tokens, exp.offsets = prompt, target, foil, tokens, offsets
         return exp
 
     @torch.no_grad()
@@ -148,7 +163,7 @@ class AtManExplainer(AtManScorer):
 
     @torch.no_grad()
     def explain_ids(self, prompt_ids, target_ids, *, attention_mask=None, units: list[Unit] | None = None,
-                    include_target: bool = False) -> Explanation:
+                    include_target: bool = False, step: str = "cross_entropy", foil_ids=None) -> Explanation:
         """Explain from token ids.
 
         Args:
@@ -157,14 +172,23 @@ class AtManExplainer(AtManScorer):
             attention_mask: ``[P]`` / ``[1, P]`` mask of the prompt (0 = left padding).
             units: units with positions in the *unpadded* prompt; default one per prompt token.
             include_target: add one unit per target token but the last.
+            step, foil_ids: as ``step`` and ``foil`` of :meth:`explain` (``foil_ids``: ``[T']`` ids).
         """
+        if foil_ids is not None and include_target:
+            raise ValueError("foil_ids cannot be combined with include_target=True")
         ids, mask, target = self._as_prompt(prompt_ids, attention_mask, target_ids)
-        prep = self.prepare(ids, mask, target)
-        return self.explain_prepared(prep, units, include_target)
+        preps = [self.prepare(ids, mask, target)]
+        if foil_ids is not None:
+            _, _, foil = self._as_prompt(prompt_ids, attention_mask, foil_ids)
+            preps.append(self.prepare(ids, mask, foil))
+        exp = self._explain_many(preps, units, include_target, step)
+        if foil_ids is not None:
+            exp.foil = "".join(exp.target_tokens[len(exp.target_tokens) - exp.n_foil_tokens:])
+        return exp
 
     @torch.no_grad()
     def explain_image(self, inputs: dict, target_ids, *, image_token_id: int | None = None, grid: tuple[int, int] | None = None,
-                      tile: int = 1, include_text: bool = False) -> Explanation:
+                      tile: int = 1, include_text: bool = False, step: str = "cross_entropy") -> Explanation:
         """Explain a Llava-style VLM's target over image tiles (the vision tower is not touched).
 
         Args:
@@ -175,6 +199,7 @@ class AtManExplainer(AtManScorer):
             grid: ``(rows, cols)`` of patches (default: a square of the placeholder count).
             tile: patches per tile side.
             include_text: also explain every text token of the prompt.
+            step: ``"cross_entropy"`` or ``"probability"`` (as :meth:`explain`).
 
         Returns:
             An :class:`Explanation` whose units are the tiles (``image_grid`` set), then text tokens.
@@ -197,7 +222,7 @@ class AtManExplainer(AtManScorer):
         if include_text:
             units += [Unit(label=str(int(ids[0, pad + i])), positions=[i]) for i in range(ids.shape[1] - pad) if i not in set(image_pos)]
         prep = self.prepare(ids, mask, target, inputs)
-        exp = self.explain_prepared(prep, units, False)
+        exp = self.explain_prepared(prep, units, False, step=step)
         exp.image_grid = (math.ceil(grid[0] / tile), math.ceil(grid[1] / tile))
         return exp
 
@@ -215,6 +240,13 @@ class AtManExplainer(AtManScorer):
         target = torch.as_tensor(target_ids, dtype=torch.long).flatten()
         if target.numel() == 0:
             raise ValueError("the target is empty: give at least one target token")
+        read = vocab_size(self.model, "input")  # ids beyond the vocabulary: a clear error before the embedding
+        check_in_vocabulary(ids, mask, read, "prompt_ids")
+        try:
+            scored = min(read, vocab_size(self.model, "output"))
+        except TypeError:
+            scored = read
+        check_in_vocabulary(target.view(1, -1), None, scored, "target_ids")
         limit = max_positions(self.model)
         if limit is not None and int(mask.sum()) + target.numel() - 1 > limit:
             raise ValueError(f"prompt ({int(mask.sum())} tokens) + target ({target.numel()} tokens) is longer than the model's "
@@ -263,10 +295,37 @@ class AtManExplainer(AtManScorer):
                 weights[c, picked] = torch.minimum(weights[c, picked], m)
         return weights
 
-    def explain_prepared(self, prep: PreparedSequence, units: list[Unit] | None, include_target: bool = False
-                         ) -> Explanation:
+    def _explain_many(self, preps: list[PreparedSequence], units, include_target: bool, step: str) -> Explanation:
+        """One explanation of ``preps[0]``, with the foil ``preps[1]`` (if any) appended as negated columns; one
+        progress bar over all their perturbed forwards."""
+        from hf_ext.utils.progress import progress_bar
+
+        n_units = (len(units) if units is not None else preps[0].prompt_len - preps[0].pad) \
+            + (preps[0].target_ids.numel() - 1 if include_target else 0)
+        with progress_bar(total=n_units * len(preps), desc="AtMan", unit="perturbation", enabled=self.progress,
+                          leave=False) as bar:
+            exps = [self.explain_prepared(p, units, include_target, step=step, bar=bar) for p in preps]
+        exp = exps[0]
+        if len(exps) > 1:
+            foil = exps[1]
+            exp.delta = torch.cat([exp.delta, -foil.delta], 1)
+            exp.base_cross_entropy = torch.cat([exp.base_cross_entropy, foil.base_cross_entropy])
+            exp.target_tokens = exp.target_tokens + foil.target_tokens
+            exp.n_foil_tokens = len(foil.target_tokens)
+        return exp
+
+    @torch.no_grad()
+    def explain_prepared(self, prep: PreparedSequence, units: list[Unit] | None, include_target: bool = False, *,
+                         step: str = "cross_entropy", bar=None) -> Explanation:
         """The :class:`Explanation` of a prepared sequence: one suppression per unit (default: one per prompt token),
-        plus one per target token but the last with ``include_target``."""
+        plus one per target token but the last with ``include_target``.
+
+        Args:
+            step: ``"cross_entropy"`` (Δ of the log-probability) or ``"probability"`` (Δ of the probability).
+            bar: a progress bar to advance per scored perturbation (default: a bar of its own).
+        """
+        if step not in STEPS:
+            raise ValueError(f"step={step!r} is not one of {STEPS}")
         n_prompt = prep.prompt_len - prep.pad
         if units is None:
             units = [Unit(label=str(int(prep.feed[0, prep.pad + i])) if prep.feed.dim() == 2 else str(i), positions=[i])
@@ -278,10 +337,12 @@ class AtManExplainer(AtManScorer):
         if not units:
             raise ValueError("nothing to explain: no units")
         weights = self.unit_weights(prep, [u.positions for u in units])
-        ce = self.score_weights(prep, weights)
-        delta = (prep.base_ce.unsqueeze(0) - ce).float().cpu()
+        ce = self.score_weights(prep, weights, bar=bar).float()
+        base = prep.base_ce.float().unsqueeze(0)
+        # both steps: value(suppressed) − value(original), so important units are negative
+        delta = (base - ce) if step == "cross_entropy" else (torch.exp(-ce) - torch.exp(-base))
         tok = self.tokenizer
         target_tokens = tok.convert_ids_to_tokens(prep.target_ids.tolist()) if tok is not None else [str(int(t)) for t in prep.target_ids]
-        return Explanation(units=units, delta=delta, target_tokens=target_tokens, base_cross_entropy=prep.base_ce.float().cpu(),
+        return Explanation(units=units, delta=delta, target_tokens=target_tokens, base_cross_entropy=prep.base_ce,
                            mode=self.mode, suppression_factor=self.suppression_factor,
-                           conceptual_threshold=self.conceptual_threshold)
+                           conceptual_threshold=self.conceptual_threshold, step=step)

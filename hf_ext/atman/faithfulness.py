@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from hf_ext.utils.validation import check_size
+
 
 def _auc(curve: torch.Tensor) -> float:
     if curve.numel() < 2:
@@ -27,7 +29,7 @@ def _auc(curve: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def deletion_curve(explainer, prep, units, order, *, factor: float | None = None) -> torch.Tensor:
+def deletion_curve(explainer, prep, units, order, *, factor: float | None = None, bar=None) -> torch.Tensor:
     """``[U + 1]`` relative target probability after suppressing ``order[:k]`` units, ``k = 0..U``.
 
     Args:
@@ -36,13 +38,14 @@ def deletion_curve(explainer, prep, units, order, *, factor: float | None = None
         units: the units.
         order: a permutation of ``range(len(units))``.
         factor: suppression weight (default: the explainer's ``suppression_factor``); no neighbourhood.
+        bar: a progress bar to advance per scored perturbation (default: one of this curve's own).
     """
     order = [int(o) for o in order]
     if sorted(order) != list(range(len(units))):
         raise ValueError(f"order must be a permutation of range({len(units)}), got {order}")
     positions = [sorted({p for j in order[:k] for p in units[j].positions}) for k in range(len(order) + 1)]
     weights = explainer.unit_weights(prep, positions, factor=factor, neighbourhood=False)
-    ce = explainer.score_weights(prep, weights, desc="deletion")
+    ce = explainer.score_weights(prep, weights, desc="deletion", bar=bar)
     logp = -ce.mean(1)
     return torch.exp(logp - logp[0]).float().cpu()
 
@@ -55,17 +58,21 @@ def deletion_auc(explainer, prompt: str, target: str, *, granularity: str = "tok
         ``{"atman_auc", "random_auc", "faithfulness" (= random − atman; > 0 beats random), "atman_curve",
         "importance"}``.
     """
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"n_random={n_random!r} must be an int >= 1")
+    from hf_ext.utils.progress import progress_bar
+
+    check_size("n_random", n_random)
     prep, units, _, _ = explainer.prepare_strings(prompt, target, granularity)
     if explanation is None:
         explanation = explainer.explain_prepared(prep, units, False)
     importance = explanation.importance()
     order = torch.argsort(importance, descending=True, stable=True).tolist()
-    curve = deletion_curve(explainer, prep, units, order, factor=factor)
     gen = torch.Generator().manual_seed(seed)
-    rand = [_auc(deletion_curve(explainer, prep, units, torch.randperm(len(units), generator=gen).tolist(), factor=factor))
-            for _ in range(n_random)]
+    orders = [torch.randperm(len(units), generator=gen).tolist() for _ in range(n_random)]
+    # one bar over every curve's perturbations (not one bar per curve)
+    with progress_bar(total=(n_random + 1) * (len(units) + 1), desc="deletion", unit="perturbation",
+                      enabled=explainer.progress, leave=False) as bar:
+        curve = deletion_curve(explainer, prep, units, order, factor=factor, bar=bar)
+        rand = [_auc(deletion_curve(explainer, prep, units, o, factor=factor, bar=bar)) for o in orders]
     atman = _auc(curve)
     random_auc = sum(rand) / len(rand)
     return {"atman_auc": atman, "random_auc": random_auc, "faithfulness": random_auc - atman,

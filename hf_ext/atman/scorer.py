@@ -41,6 +41,7 @@ from hf_ext.core.inputs import model_device, prepare_batch
 from hf_ext.core.scoring import token_cross_entropy
 from hf_ext.core.segments import SegmentPlan, layer_map, segment_attention
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from .packing import pack, packed_inputs, segment_inputs
 
@@ -97,6 +98,12 @@ def _sliding_window(config) -> int | None:
     return int(window)
 
 
+def _rewind(bar, n: int) -> None:
+    """Set ``bar`` back to ``n`` done (the perturbations of a discarded packed attempt are scored again)."""
+    bar.n = n
+    bar.refresh()
+
+
 class AtManScorer:
     """Score a prepared sequence's target under rows of attention weights (AtMan's perturbed forwards).
 
@@ -117,7 +124,7 @@ class AtManScorer:
             ``2L`` positions); ``True`` (default): ``"segments"`` on CPU, ``"mask"`` on accelerators, where kernel
             launches cost more than masked-out scores. ``False``: one perturbation per row. Sequences longer than a
             model's sliding attention window are not packed (only the model's own masks are right there).
-        progress: show a tqdm bar over batches.
+        progress: show a tqdm bar over the perturbations (advanced once per forward).
 
     Raises:
         ValueError: unknown mode or pack, ``max_batch_size < 1``, or a flash/flex attention implementation.
@@ -129,8 +136,7 @@ class AtManScorer:
             raise ValueError(f"mode={mode!r} is not one of {MODES}")
         self.model = model
         self.mode = mode
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size={max_batch_size!r} must be an int >= 1")
+        check_size("max_batch_size", max_batch_size)
         self.max_batch_size = max_batch_size
         self.layers = layers
         self.prefix_reuse = bool(prefix_reuse) and mode != "reference_compat"
@@ -208,11 +214,26 @@ class AtManScorer:
         return PreparedSequence("inputs_embeds", embeds, full_mask, pos, pad, prompt_ids.shape[1], target_ids, ce,
                                 cache)
 
-    def score_weights(self, prep: PreparedSequence, weights: torch.Tensor, *, desc: str = "AtMan") -> torch.Tensor:
+    @torch.no_grad()
+    def score_weights(self, prep: PreparedSequence, weights: torch.Tensor, *, desc: str = "AtMan", bar=None) -> torch.Tensor:
         """Per-token target CE ``[C, T]`` under each row of ``weights`` ``[C, L]`` (batched, prefix-reused).
 
         The first packed result of a scorer is checked once against one plain forward; where packing fails or
-        disagrees (latent-KV caches, differential or gated attention …) the scorer stops packing."""
+        disagrees (latent-KV caches, differential or gated attention …) the scorer stops packing.
+
+        Args:
+            prep: the prepared sequence (:meth:`prepare`).
+            weights: ``[C, L]`` attention weights, one row per perturbation.
+            desc: the progress bar's label.
+            bar: a tqdm bar to advance by the perturbations each forward scores (one bar across several calls);
+                default: a bar of this call over its ``C`` perturbations.
+        """
+        if bar is None:
+            from hf_ext.utils.progress import progress_bar
+
+            with progress_bar(total=weights.shape[0], desc=desc, unit="perturbation", enabled=self.progress,
+                              leave=False) as own:
+                return self.score_weights(prep, weights, desc=desc, bar=own)
         L = prep.length
         C = weights.shape[0]
         starts = []
@@ -226,37 +247,40 @@ class AtManScorer:
         order = sorted(range(C), key=lambda c: -starts[c])
         ce = prep.base_ce.unsqueeze(0).repeat(C, 1)
         todo = [c for c in order if starts[c] < L]
+        bar.update(C - len(todo))  # rows that change nothing need no forward
         device = prep.attention_mask.device
         if self.packing_for(L) and todo:
+            done = bar.n
             try:
-                packed = self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.clone().to(device), desc)
+                packed = self._score_packed(prep, weights, {c: starts[c] for c in todo}, ce.clone().to(device), bar)
             except (RuntimeError, ValueError) as err:
                 if self._packing_checked:
                     raise
                 logger.info("AtMan: packing fails on %s (%s: %s); not packing", self.anatomy.family,
                             type(err).__name__, err)
                 self.pack = False
-                return self._score_unpacked(prep, weights, starts, todo, ce, desc)
+                _rewind(bar, done)
+                return self._score_unpacked(prep, weights, starts, todo, ce, bar)
             if self._packing_checked:
                 return packed
             # The packed path reuses the model's cache and calls its attention per segment: exact for ordinary
             # attention, not for every family (latent-KV caches, differential or gated attention …). Its first
             # result is checked once against one plain forward; on disagreement this scorer stops packing.
             probe = todo[:1]
-            plain = self._score_unpacked(prep, weights, starts, probe, ce.clone(), desc)
+            plain = self._score_unpacked(prep, weights, starts, probe, ce.clone(), None)
             if torch.allclose(packed[probe].float(), plain[probe].float(), rtol=1e-4, atol=1e-5):
                 self._packing_checked = True
                 return packed
             logger.info("AtMan: packed perturbations disagree with a plain forward on %s (%s); not packing",
                         self.anatomy.family, type(self.model).__name__)
             self.pack = False
-        return self._score_unpacked(prep, weights, starts, todo, ce, desc)
+            _rewind(bar, done)
+        return self._score_unpacked(prep, weights, starts, todo, ce, bar)
 
     def _score_unpacked(self, prep: PreparedSequence, weights: torch.Tensor, starts: list[int], todo: list[int],
-                        ce: torch.Tensor, desc: str) -> torch.Tensor:
-        """Fill ``ce`` ``[C, T]`` for the perturbations ``todo`` (latest start first), one per row, prefix-reused."""
-        from hf_ext.utils.progress import progress_bar
-
+                        ce: torch.Tensor, bar) -> torch.Tensor:
+        """Fill ``ce`` ``[C, T]`` for the perturbations ``todo`` (latest start first), one per row, prefix-reused;
+        ``bar`` (or ``None``) advances per forward."""
         L, T = prep.length, prep.target_ids.numel()
         batches = [todo[i : i + self.max_batch_size] for i in range(0, len(todo), self.max_batch_size)]
         device = prep.attention_mask.device
@@ -264,7 +288,7 @@ class AtManScorer:
         if batches:
             self._restore_base(prep)
         cache_kw = cache_argument(self.model)
-        for batch in progress_bar(batches, desc=desc, enabled=self.progress, leave=False):
+        for batch in batches:
             B = len(batch)
             s = min(starts[c] for c in batch)
             keep = min(T, L - s)
@@ -281,13 +305,14 @@ class AtManScorer:
             new = token_cross_entropy(logits, tgt)
             ce[batch, T - keep:] = new.to(ce.device)
             del out
+            if bar is not None:
+                bar.update(B)
         return ce.to(device) if ce.device != device else ce
 
     def _score_packed(self, prep: PreparedSequence, weights: torch.Tensor, starts: dict[int, int], ce: torch.Tensor,
-                      desc: str) -> torch.Tensor:
-        """Fill the target CE ``ce`` ``[C, T]`` (base values in) of the perturbations in ``starts``, packed forwards."""
-        from hf_ext.utils.progress import progress_bar
-
+                      bar) -> torch.Tensor:
+        """Fill the target CE ``ce`` ``[C, T]`` (base values in) of the perturbations in ``starts``, packed forwards;
+        ``bar`` advances per forward by the perturbations it scored."""
         L, T = prep.length, prep.target_ids.numel()
         device = prep.attention_mask.device
         dtype = self.anatomy.input_embeddings.weight.dtype
@@ -296,8 +321,7 @@ class AtManScorer:
         segmented = self.packing_for(L) == "segments"
         layer_of = layer_map(self.model) if segmented else None
         cache_kw = cache_argument(self.model)
-        for fb in progress_bar(pack(starts, L, capacity=L, rows_per_forward=self.max_batch_size), desc=desc,
-                       enabled=self.progress, leave=False):
+        for fb in pack(starts, L, capacity=L, rows_per_forward=self.max_batch_size):
             B = len(fb.rows)
             # Query index (in its row) of every scored target position: segment c's last min(T, L - s) tokens.
             rows_idx, q_idx, pert, tgt_t = [], [], [], []
@@ -325,6 +349,7 @@ class AtManScorer:
             new = token_cross_entropy(logits, prep.target_ids[tgt_t])
             ce[torch.tensor(pert, device=device), tgt_t] = new
             del out, logits, inp
+            bar.update(len(fb.segments))
         return ce
 
     # ---------------------------------------------------------------------------------------------- internals

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from hf_ext.utils.validation import check_size
+
 GRANULARITIES = ("token", "word", "sentence", "paragraph")
 
 
@@ -118,8 +120,7 @@ def tile_units(image_positions, grid: tuple[int, int], tile: int = 1) -> list[Un
     rows, cols = grid
     if rows * cols != len(positions):
         raise ValueError(f"grid {grid} has {rows * cols} patches but the image has {len(positions)} placeholder tokens")
-    if not isinstance(tile, int) or tile < 1:
-        raise ValueError(f"tile must be an int >= 1, got {tile!r}")
+    check_size("tile", tile)
     units = []
     for r0 in range(0, rows, tile):
         for c0 in range(0, cols, tile):

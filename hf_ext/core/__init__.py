@@ -11,11 +11,11 @@ from hf_ext.registry import register_component
 from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "inputs": ["position_ids_from_mask", "prepare_batch", "tokenize_left_padded", "model_device",
+    "inputs": ["check_in_vocabulary", "position_ids_from_mask", "prepare_batch", "tokenize_left_padded", "model_device",
                "vocab_size", "max_positions", "forward_accepts", "text_config", "pad_token_rows"],
     "anatomy": ["ModelAnatomy", "get_anatomy"],
     "layers": ["run_layers", "build_layer_masks"],
-    "hooks": ["forward_hooks", "module_swaps", "register_hooks", "HookHandle", "activate",
+    "hooks": ["forward_hooks", "module_swaps", "register_hooks", "HookHandle", "activate", "carry_context", "ContextExecutor",
               "current_params", "rows"],
     "attention_interface": ["routed_attention", "register_attention_functions", "require_dispatch"],
     "attention": ["attention_controls", "AttentionControl", "spans_to_key_positions", "key_weights",

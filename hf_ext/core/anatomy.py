@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from hf_ext.utils.validation import check_layers
+
 # Child-module names seen across transformers' decoder layers; the first match wins.
 _ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer", "multi_head_attention")
 _MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
@@ -96,22 +98,15 @@ class ModelAnatomy:
         return self._attention_index.get(id(module))
 
     def resolve_layers(self, layers) -> list[int]:
-        """Normalise a layer selection (``None`` = all, ints may be negative) to sorted unique indices.
+        """Normalise a layer selection (``None`` or ``"all"`` = all, ints may be negative) to sorted unique indices.
 
         Raises:
-            ValueError: an index outside ``[-num_layers, num_layers)``.
+            ValueError: an index outside ``[-num_layers, num_layers)``, another string, an empty list.
+            TypeError: a non-int index (also a ``ValueError``: :class:`~hf_ext.utils.validation.ArgumentTypeError`).
         """
-        n = self.num_layers
         if layers is None:
-            return list(range(n))
-        if isinstance(layers, int):
-            layers = [layers]
-        out = set()
-        for index in layers:
-            if not isinstance(index, int) or not -n <= index < n:
-                raise ValueError(f"layer index {index!r} is out of range for a model with {n} layers; use 0..{n - 1} or negative indices")
-            out.add(index % n)
-        return sorted(out)
+            return list(range(self.num_layers))
+        return check_layers("layers", layers, self.num_layers)
 
 
 def _child(module: nn.Module, names) -> tuple[str, nn.Module] | tuple[None, None]:

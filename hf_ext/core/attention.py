@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hf_ext.utils.validation import ArgumentTypeError, check_float, check_size, check_token_ids
+
 from .anatomy import get_anatomy
 from .attention_interface import register_attention_functions, require_dispatch, routed_attention
 
@@ -378,6 +380,11 @@ def key_weights(batch: int, keys: int, positions, factor: float | Sequence[float
         >>> key_weights(2, 4, [[1], [2, 3]], 0.5).tolist()
         [[1.0, 0.5, 1.0, 1.0], [1.0, 1.0, 0.5, 0.5]]
     """
+    check_size("batch", batch)
+    check_size("keys", keys)
+    if isinstance(positions, (str, bytes)) or not hasattr(positions, "__iter__"):
+        raise ArgumentTypeError(f"positions must be key positions (a list or tensor of ints, or one per row), got "
+                                f"{positions!r} ({type(positions).__name__})")
     weights = torch.ones(batch, keys) if base is None else _as_weights(base).clone()
     if tuple(weights.shape) != (batch, keys):
         raise ValueError(f"base weights have shape {tuple(weights.shape)}, expected {(batch, keys)}")
@@ -392,10 +399,12 @@ def key_weights(batch: int, keys: int, positions, factor: float | Sequence[float
     if len(factors) != batch:
         raise ValueError(f"got {len(factors)} factors for batch={batch}")
     for b, (pos, f) in enumerate(zip(rows, factors)):
+        if isinstance(pos, torch.Tensor) and (pos.is_floating_point() or pos.dtype == torch.bool):
+            raise ArgumentTypeError(f"positions[{b}] must hold integer key positions, got dtype {pos.dtype}")
+        check_token_ids(f"positions[{b}]", pos if isinstance(pos, torch.Tensor) else list(pos), None)
         pos = torch.as_tensor(pos, dtype=torch.long).flatten()
-        if pos.numel() and (pos.min() < 0 or pos.max() >= keys):
-            raise ValueError(f"key position {pos.max().item() if pos.max() >= keys else pos.min().item()} is outside [0, {keys})")
-        if f < 0 or not math.isfinite(f):
-            raise ValueError(f"factor must be finite and >= 0, got {f}")
+        if pos.numel() and pos.max() >= keys:
+            raise ValueError(f"positions[{b}] must be key positions in [0, {keys}), got {pos.max().item()} (outside)")
+        check_float(f"factor[{b}]" if isinstance(factor, (list, tuple)) else "factor", f, min=0)
         weights[b, pos] *= f
     return weights

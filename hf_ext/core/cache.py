@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from hf_ext.utils.validation import check_size
+
 from ..compat import cache_argument  # re-exported: hf_ext.core.cache_argument
 
 __all__ = ["SuffixRecomputeCache", "cache_argument"]
@@ -96,9 +98,7 @@ class SuffixRecomputeCache(DynamicCache):
 
     def __init__(self, length: int):
         super().__init__()
-        if length < 1:
-            raise ValueError(f"length must be a positive number of positions, got {length}")
-        self.length = int(length)
+        self.length = check_size("length", length)  # positions
         self.layers = []
         self.layer_class_to_replicate = self._new_layer  # the Cache appends one per layer index it meets
         self._last_start: int | None = None

@@ -7,7 +7,9 @@ Two rules make these safe to use on a shared model:
 * **Per-call state in ``contextvars``.** A hook registered by one thread is visible to every thread that runs the
   model, so the hook itself is a no-op unless the *calling* context activated it. Parameters (e.g. a steering
   strength per batch row) travel in the same context variable, so two threads (or two asyncio tasks) steering one
-  model with different strengths do not see each other's values.
+  model with different strengths do not see each other's values. Work handed to a thread pool does not inherit
+  the context: wrap it with :func:`carry_context` (or submit through a :class:`ContextExecutor`) to carry the
+  steering into the worker.
 
 Example:
     >>> import torch
@@ -25,13 +27,16 @@ Example:
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+T = TypeVar("T")
 HookFn = Callable[[nn.Module, tuple, Any, Any], Any]
 PreHookFn = Callable[[nn.Module, tuple, Any], Any]
 
@@ -53,6 +58,71 @@ def activate(token: object, params: Any = None) -> Iterator[None]:
         yield
     finally:
         _ACTIVE.reset(ctx_token)
+
+
+def carry_context(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` bound to a copy of the *calling* context, so that it runs with the caller's steering.
+
+    Steering (:func:`forward_hooks`, SCAR ``steer()``, ``attention_controls`` …) is active only in the context that
+    entered the block: a worker thread of a ``ThreadPoolExecutor`` (or a ``threading.Thread``) starts with an empty
+    context and runs the model **unsteered**. Wrap the work with ``carry_context`` inside the block to carry the
+    steering along. Each call of the wrapper runs in its own copy of the captured context, so it can be called
+    from several threads at once; the steering seen is the one active when ``carry_context`` was called.
+    (``asyncio`` tasks and ``loop.run_in_executor`` / ``asyncio.to_thread`` copy the context already.)
+
+    Args:
+        fn: any callable.
+
+    Returns:
+        A callable with ``fn``'s arguments and result.
+
+    Example:
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> lin = nn.Linear(2, 2)
+        >>> x = torch.ones(1, 2)
+        >>> with ThreadPoolExecutor(1) as pool, forward_hooks({lin: lambda m, a, out, p: out * 0}):
+        ...     plain = pool.submit(lin, x).result()
+        ...     steered = pool.submit(carry_context(lin), x).result()
+        >>> bool((steered == 0).all()), bool((plain == 0).all())
+        (True, False)
+    """
+    if not callable(fn):
+        raise TypeError(f"carry_context needs a callable, got {fn!r} ({type(fn).__name__})")
+    captured = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        return captured.copy().run(fn, *args, **kwargs)
+
+    return run
+
+
+class ContextExecutor(Executor):
+    """An executor wrapper whose ``submit`` / ``map`` run each task in the context of the *submitting* call.
+
+    ``ContextExecutor(ThreadPoolExecutor(4))`` is a drop-in executor for code that submits model calls from inside
+    a steering block (:func:`carry_context` for every task). Shutting it down shuts the wrapped executor down.
+
+    Example:
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> lin = nn.Linear(2, 2)
+        >>> with ContextExecutor(ThreadPoolExecutor(2)) as pool:
+        ...     with forward_hooks({lin: lambda m, a, out, p: out * 0}):
+        ...         outs = list(pool.map(lin, [torch.ones(1, 2)] * 3))
+        >>> all(bool((o == 0).all()) for o in outs)
+        True
+    """
+
+    def __init__(self, executor: Executor):
+        if not isinstance(executor, Executor):
+            raise TypeError(f"executor must be a concurrent.futures.Executor, got {executor!r}")
+        self.executor = executor
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return self.executor.submit(carry_context(fn), *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def rows(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "forward_accepts", "is_token_id", "max_positions", "model_device", "pad_token_rows", "position_ids_from_mask",
+    "check_in_vocabulary", "forward_accepts", "is_token_id", "max_positions", "model_device", "pad_token_rows", "position_ids_from_mask",
     "prepare_batch", "text_config", "token_id_list", "tokenize_left_padded", "vocab_size",
 ]
 
@@ -197,6 +197,33 @@ def token_id_list(row: Any, name: str, index: int) -> list[int]:
     return [int(t) for t in values]
 
 
+def check_in_vocabulary(ids: torch.Tensor, mask: torch.Tensor | None, vocab: int, name: str) -> None:
+    """Raise ``ValueError`` naming the first id of ``ids`` (at a ``mask`` position) outside ``[0, vocab)``.
+
+    Run before the embedding, so that an id beyond the vocabulary is reported as such instead of an
+    ``IndexError: index out of range in self`` (or a CUDA device assert).
+
+    Args:
+        ids: ``[B, T]`` integer tensor.
+        mask: ``[B, T]`` bool / 0-1 mask of the positions to check (``None``: all).
+        vocab: the number of ids the model reads (:func:`vocab_size`).
+        name: how the message names ``ids``.
+
+    Example:
+        >>> check_in_vocabulary(torch.tensor([[1, 300]]), None, 128, "input_ids")
+        Traceback (most recent call last):
+        ...
+        ValueError: input_ids[0, 1] = 300 is outside the model's vocabulary [0, 128); use the model's own tokenizer (mark padding with the mask instead of an id)
+    """
+    bad = (ids < 0) | (ids >= vocab)
+    if mask is not None:
+        bad &= mask.bool()
+    if bool(bad.any()):
+        index = tuple(int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name}[{', '.join(map(str, index))}] = {int(ids[index])} is outside the model's vocabulary "
+                         f"[0, {vocab}); use the model's own tokenizer (mark padding with the mask instead of an id)")
+
+
 def pad_token_rows(ids: Any, mask: Any = None, *, side: str = "left", name: str = "input_ids",
                    mask_name: str = "attention_mask", pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids [B, L] long, mask [B, L] bool)`` from a padded tensor (+ optional mask) or ragged id lists.
@@ -293,7 +320,8 @@ def prepare_batch(model: nn.Module, input_ids: Any, attention_mask: torch.Tensor
         ``model.generate(**batch)``.
 
     Raises:
-        TypeError, ValueError: as :func:`pad_token_rows`; a continuation batch of another size.
+        TypeError, ValueError: as :func:`pad_token_rows`; a continuation batch of another size; a (real) id
+        outside the model's input vocabulary (:func:`check_in_vocabulary`).
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
@@ -309,6 +337,12 @@ def prepare_batch(model: nn.Module, input_ids: Any, attention_mask: torch.Tensor
         if cont.shape[0] != ids.shape[0]:
             raise ValueError(f"got {cont.shape[0]} continuations for {ids.shape[0]} rows; pass one per row")
         ids, mask = torch.cat([ids, cont.to(ids.device)], dim=1), torch.cat([mask, cont_mask.to(mask.device)], dim=1)
+    try:
+        vocab = vocab_size(model, "input")
+    except TypeError:  # a model that does not say: its embedding will tell
+        vocab = None
+    if vocab is not None:
+        check_in_vocabulary(ids, mask, vocab, "input_ids" if continuations is None else "input_ids + continuations")
     device = model_device(model)
     if pad_token_id is not None:
         ids = ids.masked_fill(~mask, pad_token_id)

@@ -27,6 +27,8 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
+from hf_ext.utils.validation import check_int
+
 from ..compat import build_causal_mask
 from .anatomy import get_anatomy
 from .hooks import activate, current_params, register_hooks
@@ -202,11 +204,8 @@ def run_layers(
     """
     anatomy = get_anatomy(model)
     n = anatomy.num_layers
-    end = n if end_layer is None else end_layer
-    if not (isinstance(start_layer, int) and 0 <= start_layer <= n):
-        raise ValueError(f"start_layer={start_layer!r} must be an int in [0, {n}] for this {n}-layer model")
-    if not (isinstance(end, int) and start_layer <= end <= n):
-        raise ValueError(f"end_layer={end_layer!r} must be an int in [start_layer={start_layer}, {n}]")
+    check_int("start_layer", start_layer, min=0, max=n)  # n: nothing left to run (the final norm / head only)
+    end = n if end_layer is None else check_int("end_layer", end_layer, min=start_layer, max=n)
     reason, structures, last = _probe(model, anatomy)
     if reason is not None:
         raise ValueError(reason)

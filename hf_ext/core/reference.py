@@ -29,6 +29,7 @@ from torch import nn
 
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.saving import ArtifactIntegrityError, atomic_directory, verify_manifest
+from hf_ext.utils.validation import check_size
 
 from .inputs import (
     is_token_id,
@@ -153,10 +154,8 @@ def greedy_reference(
 
     from hf_ext.utils.progress import progress_bar
 
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_size("max_new_tokens", max_new_tokens)
+    check_size("batch_size", batch_size)
     if not callable(getattr(model, "generate", None)):
         raise TypeError(f"{type(model).__name__} has no generate(); pass a transformers causal LM "
                         "(e.g. AutoModelForCausalLM)")

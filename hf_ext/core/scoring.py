@@ -39,8 +39,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
-from .inputs import forward_accepts, model_device, pad_token_rows, prepare_batch, vocab_size
+from .inputs import (
+    check_in_vocabulary,
+    forward_accepts,
+    model_device,
+    pad_token_rows,
+    prepare_batch,
+    vocab_size,
+)
 from .model_checks import check_causal, padding_exact, record_padding_exact
 from .reference import greedy_reference, weights_fingerprint
 
@@ -163,8 +171,7 @@ def teacher_forced_logprobs(
         >>> bool(s.logprobs[0, 2].isnan())
         True
     """
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    check_size("batch_size", batch_size, allow_none=True)
     check_causal(model)
     kwargs = dict(prompt_mask=prompt_mask, continuation_mask=continuation_mask, return_logits=return_logits,
                   use_position_ids=use_position_ids, grad=grad)
@@ -221,8 +228,8 @@ def _teacher_forced(model: nn.Module, prompt_ids: Any, continuation_ids: Any, *,
         scored = min(read, vocab_size(model, "output"))
     except TypeError:
         scored = read
-    _check_vocab(p_ids, p_mask, read, "prompt_ids")
-    _check_vocab(c_ids, c_mask, scored, "continuation_ids")
+    check_in_vocabulary(p_ids, p_mask, read, "prompt_ids")
+    check_in_vocabulary(c_ids, c_mask, scored, "continuation_ids")
 
     device = model_device(model)
     p_ids, p_mask, c_ids, c_mask = (x.to(device) for x in (p_ids, p_mask, c_ids, c_mask))
@@ -340,9 +347,3 @@ def _check_layout(p_mask: torch.Tensor, c_mask: torch.Tensor) -> None:
                          "continuations on the right (ones then zeros) or pass ragged lists of ids")
 
 
-def _check_vocab(ids: torch.Tensor, mask: torch.Tensor, vocab: int, name: str) -> None:
-    bad = mask & ((ids < 0) | (ids >= vocab))
-    if bool(bad.any()):
-        row, col = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"{name}[{row}, {col}] = {int(ids[row, col])} is outside the model's vocabulary "
-                         f"[0, {vocab}); use the model's own tokenizer (mark padding with the mask instead of an id)")

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_int
 
 from ..core.inputs import prepare_batch
 from ..core.layers import run_layers
@@ -205,8 +206,8 @@ def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | 
         for lv in levels:
             if m == "prune":
                 check_sparsity(lv)
-            elif not (isinstance(lv, int) and 2 <= lv <= 8):
-                raise ValueError(f"int8 levels are bit widths in [2, 8], got {lv!r}")
+            else:
+                check_int("methods['int8'] level (a bit width)", lv, min=2, max=8)
     names = list(components) if components is not None else list_components(model)
     for n in names:
         get_component(model, n)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hf_ext.utils.loading import ArtifactError, require_file
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.saving import atomic_directory, verify_manifest
 
@@ -107,10 +108,16 @@ def load_compressed(model: nn.Module, path: str | Path) -> tuple[nn.Module, Comp
 
     path = Path(path).expanduser()
     verify_manifest(path)
-    plan = CompressionPlan.from_json((path / "dtm_plan.json").read_text())
+    plan_path = require_file(path / "dtm_plan.json", "the compression plan (dtm_plan.json)")
+    weights = require_file(path / "model.safetensors", "the compressed weights (model.safetensors)")
+    plan = CompressionPlan.from_json(plan_path.read_text(encoding="utf-8"))
     for name in plan.int8:
         model.set_submodule(name, Int8WeightOnlyLinear.from_linear(get_component(model, name)))
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=True)
+    try:  # load_model, not load_state_dict: it knows the tied weights save_model wrote once
+        load_model(model, str(weights), strict=True)
+    except Exception as err:  # noqa: BLE001 - SafetensorError of a damaged file, RuntimeError of a mismatch
+        raise ArtifactError(f"{weights} cannot be loaded into this model with the plan in {plan_path} "
+                            f"({type(err).__name__}: {err})") from err
     return model, plan
 
 

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from ..core.inputs import vocab_size
 from ..core.reference import greedy_continuations
@@ -230,8 +231,7 @@ def reference(base: nn.Module, prompts: Any, *, max_new_tokens: int, tokenizer: 
     Example:
         >>> ref = reference(base, ["Hello"], max_new_tokens=16, tokenizer=tok)  # doctest: +SKIP
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens (N) must be a positive int, got {max_new_tokens!r}")
+    check_size("max_new_tokens", max_new_tokens)
     if isinstance(prompts, (str, bytes)):
         prompts = [prompts]
     if prompts is None or len(prompts) == 0:

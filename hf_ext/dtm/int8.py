@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hf_ext.utils.validation import check_int
+
 __all__ = ["Int8WeightOnlyLinear", "dequantize_absmax", "fake_quantize_absmax", "has_int8pack_mm", "is_linear_like",
            "linear_weight", "quantize_absmax"]
 
@@ -51,8 +53,7 @@ def quantize_absmax(weight: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, 
     Returns:
         ``(q [out, in] int8, scales [out] float32)`` with ``weight ≈ q * scales[:, None]``.
     """
-    if not (isinstance(bits, int) and 2 <= bits <= 8):
-        raise ValueError(f"bits must be an int in [2, 8], got {bits!r}")
+    check_int("bits", bits, min=2, max=8)
     qmax = 2 ** (bits - 1) - 1
     w = weight.detach().float()
     absmax = w.abs().amax(dim=1)

@@ -34,6 +34,9 @@ from pathlib import Path
 
 import torch
 
+from hf_ext.utils.loading import load_safetensors, read_json, require_keys
+from hf_ext.utils.validation import check_int
+
 
 def kl_from_logits(base_logits: torch.Tensor, cand_logits: torch.Tensor) -> torch.Tensor:
     """Exact ``KL(softmax(base) ‖ softmax(cand))`` per row: ``[..., V]`` → ``[...]`` (float32)."""
@@ -71,8 +74,7 @@ class ReferenceLogits:
         """Build from the base's logits ``[N, V]`` (any float dtype)."""
         if logits.dim() != 2:
             raise ValueError(f"logits must be [positions, vocab], got shape {tuple(logits.shape)}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= logits.shape[1]:
-            raise ValueError(f"k must be an int in [1, {logits.shape[1]}], got {k!r}")
+        check_int("k", k, min=1, max=logits.shape[1])
         lp = logits.float().log_softmax(-1)
         top, idx = lp.topk(k, dim=-1)
         tail = _log1mexp(torch.logsumexp(top, -1)) if k < logits.shape[1] else torch.full((lp.shape[0],), float("-inf"))
@@ -132,14 +134,13 @@ class ReferenceLogits:
     @classmethod
     def load(cls, path: str | Path) -> ReferenceLogits:
         """Read a cache written by :meth:`save`."""
-        from safetensors.torch import load_file
-
         from hf_ext.utils.saving import verify_manifest
 
         path = Path(path).expanduser()
         if not (path / "reference_logits.safetensors").is_file():
             raise FileNotFoundError(f"no reference_logits.safetensors in {path}")
         verify_manifest(path)
-        meta = json.loads((path / "reference_logits.json").read_text())
-        t = load_file(str(path / "reference_logits.safetensors"))
+        meta = read_json(path / "reference_logits.json", required=("vocab_size", "k"))
+        t = load_safetensors(path / "reference_logits.safetensors")
+        require_keys(t, ("logprobs", "indices", "tail_logmass"), path / "reference_logits.safetensors")
         return cls(t["logprobs"], t["indices"], t["tail_logmass"], int(meta["vocab_size"]))

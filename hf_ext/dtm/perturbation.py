@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_ext.utils.validation import check_probability
+
 from ..core.anatomy import get_anatomy
 from .int8 import fake_quantize_absmax, is_linear_like, linear_weight
 
@@ -129,8 +131,7 @@ def magnitude_prune_weight(weight: torch.Tensor, sparsity: float) -> torch.Tenso
 
 def check_sparsity(s: Any) -> None:
     """Raise ``ValueError`` unless ``s`` is a number in ``[0, 1]``."""
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= float(s) <= 1.0:
-        raise ValueError(f"sparsity must be a number in [0, 1], got {s!r}")
+    check_probability("sparsity", s)
 
 
 def _names(names: str | Sequence[str]) -> list[str]:
@@ -174,7 +175,7 @@ def magnitude_prune(model: nn.Module, names: str | Sequence[str] | Mapping[str, 
         spec = dict(names)
     else:
         if sparsity is None:
-            raise ValueError("pass sparsity= (in [0, 1]) or a {name: sparsity} mapping")
+            raise ValueError("sparsity must be a number in [0, 1] (or names a {name: sparsity} mapping), got None")
         spec = {n: sparsity for n in _names(names)}
     for s in spec.values():
         check_sparsity(s)

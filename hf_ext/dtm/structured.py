@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hf_ext.utils.validation import check_probability
+
 from ..core.anatomy import get_anatomy
 from .int8 import is_linear_like, linear_weight
 
@@ -134,8 +136,7 @@ def pruned_units(model: nn.Module, layer: int, structure: str, fraction: float) 
     """The heads or channels of ``layer`` removed at ``fraction`` (``round(fraction · count)``, smallest first)."""
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    check_probability("fraction", fraction)
     s = layer_structure(model, layer)
     order = _head_order(model, s) if structure == "heads" else _channel_order(model, s)
     return sorted(order[: int(round(fraction * len(order)))])

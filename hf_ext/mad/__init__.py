@@ -1,5 +1,5 @@
-"""MAD (Poli, Thomas, Nguyen et al., ICML 2024): the six synthetic capability tasks as Hugging Face datasets, the
-models for them (striped hybrids incl. Hyena and Mamba), ``mad_accuracy`` and the benchmark runner.
+"""MAD (Poli, Thomas, Nguyen et al., ICML 2024): the six synthetic capability tasks (plus zoology's multi-query
+associative recall, ``"MQAR"``, byte-identical to zoology) as Hugging Face datasets, the models for them (striped hybrids incl. Hyena and Mamba), ``mad_accuracy`` and the benchmark runner.
 
 - :mod:`~hf_ext.mad.generators` (pure numpy): ``madlab`` mode byte-identical to ``athms/mad-lab``, ``fast`` mode
   vectorised with counter-based seeds.
@@ -24,8 +24,9 @@ from hf_ext.registry import AutoClasses, register_component
 from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "config": ["MADTaskConfig", "baseline", "benchmark_grid", "config_from_name", "TASKS", "SHORTHANDS",
+    "config": ["MADTaskConfig", "baseline", "benchmark_grid", "config_from_name", "TASKS", "MAD_TASKS", "SHORTHANDS",
                "GENERATOR_VERSION"],
+    "generators_mqar": ["mqar_arrays", "mqar_filler_collisions"],
     "generators": ["generate", "generate_splits", "arrays_sha256", "vocab_layout"],
     "builder": ["MADBuilder", "MADBuilderConfig"],
     "api": ["load_mad", "export_parquet", "push_mad_to_hub", "from_madlab_npy", "render_dataset_card"],

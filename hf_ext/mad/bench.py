@@ -36,7 +36,7 @@ from typing import Any
 
 from hf_ext.utils.logging import get_logger
 
-from .config import TASKS, MADTaskConfig, baseline, benchmark_grid, resolve_task
+from .config import MAD_TASKS, MADTaskConfig, baseline, benchmark_grid, resolve_task
 
 logger = get_logger(__name__)
 
@@ -382,7 +382,7 @@ def make_jobs(arch: str, protocol: str = "madlab", preset: str = "lite", tasks: 
         wds = list(WD_GRID if wds is None else wds)
         epochs = epochs or 200
     else:
-        settings = [baseline(t, **overrides) for t in (wanted or TASKS)]
+        settings = [baseline(t, **overrides) for t in (wanted or MAD_TASKS)]
         lrs = list(lrs or [LITE_LR[fam]])
         wds = list([0.0] if wds is None else wds)
         epochs = epochs or 20

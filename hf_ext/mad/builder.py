@@ -69,7 +69,7 @@ class MADBuilderConfig(_MADTaskFields):
 
 def _builder_configs() -> list[MADBuilderConfig]:
     out = [MADBuilderConfig.from_task_config(baseline(t), name=t) for t in TASKS]
-    out += [MADBuilderConfig.from_task_config(c) for c in benchmark_grid()]
+    out += [MADBuilderConfig.from_task_config(c) for c in benchmark_grid(TASKS)]
     return out
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from hf_ext.utils.validation import check_elements, check_float, check_size
+
 __all__ = ["LAYER_ALIASES", "LAYER_TYPES", "MADStackConfig", "SEQUENCE_MIXERS", "parse_layers"]
 
 LAYER_ALIASES: dict[str, str] = {
@@ -92,6 +94,18 @@ class MADStackConfig(PreTrainedConfig):
                  norm_eps: float = 1e-5, initializer_range: float = 0.02, init: str = "torch",
                  global_pool: str = "last", tie_word_embeddings: bool = False, **kwargs):
         self.layers = parse_layers(layers)
+        sizes = dict(hidden_size=hidden_size, vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
+                     num_attention_heads=num_attention_heads, sliding_window=sliding_window,
+                     mamba_d_state=mamba_d_state, mamba_d_conv=mamba_d_conv, mamba_expand=mamba_expand,
+                     hyena_order=hyena_order, hyena_filter_order=hyena_filter_order,
+                     mh_hyena_filter_order=mh_hyena_filter_order, hyena_short_filter_order=hyena_short_filter_order,
+                     hyena_inner_factor=hyena_inner_factor, hyena_proj_groups=hyena_proj_groups)
+        for name, value in sizes.items():
+            check_size(f"MADStackConfig.{name}", value)
+        check_elements("the embedding [vocab_size, hidden_size]", (vocab_size, hidden_size))
+        check_float("MADStackConfig.rope_theta", rope_theta, min=0, min_open=True)
+        check_float("MADStackConfig.norm_eps", norm_eps, min=0)
+        check_float("MADStackConfig.initializer_range", initializer_range, min=0)
         if norm not in ("rmsnorm", "layernorm"):
             raise ValueError(f"norm must be 'rmsnorm' or 'layernorm', got {norm!r}")
         if init not in ("torch", "normal"):

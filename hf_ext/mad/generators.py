@@ -1,4 +1,5 @@
-"""The six MAD task generators in pure numpy, in two modes.
+"""The six MAD task generators in pure numpy, in two modes (MQAR, the seventh task, has one generator:
+:mod:`hf_ext.mad.generators_mqar`, byte-identical to zoology, whatever the mode).
 
 ``mode="madlab"``
     Byte-identical to ``athms/mad-lab:mad/data/instances.py@0f49a45`` as ``train.py`` drives it: one
@@ -38,9 +39,10 @@ import hashlib
 
 import numpy as np
 
-from .config import MADTaskConfig
+from .config import MQAR, MADTaskConfig
 from .generators_fast import SPLIT_IDS, generate_fast  # noqa: F401 - SPLIT_IDS re-exported
 from .generators_madlab import MadlabStream
+from .generators_mqar import mqar_split
 from .layout import generate_kv_map, vocab_layout
 
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -80,6 +82,8 @@ def generate_splits(cfg: MADTaskConfig, progress: bool = False) -> dict[str, tup
     """
     if not isinstance(cfg, MADTaskConfig):
         raise TypeError(f"generate_splits expects a MADTaskConfig, got {type(cfg).__name__}")
+    if cfg.task == MQAR:
+        return {s: mqar_split(cfg, s) for s in SPLITS}
     if cfg.mode == "madlab":
         stream = MadlabStream(cfg)
         train = stream.draw(cfg.num_train_examples, True, progress)
@@ -97,7 +101,7 @@ def generate(cfg: MADTaskConfig, split: str = "train", start: int = 0, stop: int
         split: ``"train"`` or ``"test"``.
         start, stop: example range (default the whole split). In ``fast`` mode any range is generated directly
             (random access); in ``madlab`` mode the reference stream is replayed from the start (and the test
-            split needs the whole train split drawn first).
+            split needs the whole train split drawn first); MQAR draws its whole split and slices it.
         progress: show a tqdm bar.
 
     Raises:
@@ -116,6 +120,9 @@ def generate(cfg: MADTaskConfig, split: str = "train", start: int = 0, stop: int
     stop = n if stop is None else stop
     if not 0 <= start <= stop <= n:
         raise ValueError(f"example range [{start}, {stop}) is outside the {split} split of {n} examples")
+    if cfg.task == MQAR:
+        x, y = mqar_split(cfg, split)
+        return x[start:stop], y[start:stop]
     if cfg.mode == "fast":
         return generate_fast(cfg, split, start, stop, progress=progress)
     stream = MadlabStream(cfg)

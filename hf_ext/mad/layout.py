@@ -50,6 +50,8 @@ def vocab_layout(cfg: MADTaskConfig) -> dict[str, Any]:
     if t == "memorization":
         n = V - 1  # mad-lab's MADConfig builds the map over vocab_size - 1 (noise not subtracted)
         return {"keys": (0, n // 2), "values": (n // 2, n), "noise": (V - 1 - nvs, V - 1), "insert": V - 1}
+    if t == "multi-query-associative-recall":  # zoology: id 0 is the filler before filling, keys start at 1
+        return {"keys": (1, V // 2), "values": (V // 2, V), "filler": (0, V) if cfg.random_non_queries else (0, 1)}
     if t == "compression":
         return {"content": (0, V - 1 - nvs), "noise": (V - 1 - nvs, V - 1), "compression": V - 1}
     return {"content": (0, V - 2), "blank": V - 2, "copy": V - 1}  # selective-copying

@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
 from .config import IGNORE_INDEX
@@ -131,13 +131,30 @@ def aligned_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_in
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore_index)
 
 
-class MADStackForCausalLM(MADStackPreTrainedModel):
+class MADStackForCausalLM(MADStackPreTrainedModel, GenerationMixin):
     """mad-lab's ``LanguageModel``: :class:`MADStackModel` + final norm + untied ``Linear(d, V)``.
 
-    ``forward(input_ids, labels=None, shift_labels=None)``: ``shift_labels`` (what :class:`~hf_ext.mad.MADCollator`
-    sends, = MAD ``targets``) are position-aligned; ``labels`` alone are shifted as in any transformers causal LM.
-    Returns ``CausalLMOutput(loss, logits [B, L, V])``.
+    ``forward(input_ids, labels=None, shift_labels=None, targets=None)``: ``shift_labels`` (what
+    :class:`~hf_ext.mad.MADCollator` sends) and ``targets`` (the MAD dataset column) are position-aligned;
+    ``labels`` alone are shifted as in any transformers causal LM. Returns ``CausalLMOutput(loss, logits [B, L, V])``.
+
+    Because ``targets`` is a ``forward`` argument, a plain ``Trainer`` with default ``TrainingArguments``
+    (``remove_unused_columns=True``) keeps a MAD dataset's ``targets`` column and trains on it; for ``evaluate`` to
+    report ``eval_loss`` pass ``label_names=["targets"]`` (Trainer's default label names are ``labels``-like).
+
+    ``generate()`` works (``GenerationMixin``) without a KV cache: every step re-runs the whole prefix (Hyena's FFT
+    convolution and Mamba's scan have no incremental state here), so it is O(L^2) in the generated length. The
+    layers do not read ``attention_mask``: generate from unpadded (equal-length) prompts.
+
+    Example:
+        >>> import torch
+        >>> cfg = MADStackConfig(layers="hyena,swiglu", hidden_size=16, vocab_size=12, max_position_embeddings=32)
+        >>> model = MADStackForCausalLM(cfg).eval()
+        >>> model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False).shape
+        torch.Size([1, 7])
     """
+
+    _supports_cache_class = False
 
     def __init__(self, config: MADStackConfig):
         super().__init__(config)
@@ -152,13 +169,23 @@ class MADStackForCausalLM(MADStackPreTrainedModel):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def forward(self, input_ids=None, labels=None, shift_labels=None, inputs_embeds=None,
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor | None = None,
+                                      **kwargs) -> dict[str, torch.Tensor]:
+        """The whole prefix at every step (no cache); ``inputs_embeds`` only before the first generated token."""
+        if inputs_embeds is not None and input_ids.shape[1] == 0:
+            return {"inputs_embeds": inputs_embeds}
+        return {"input_ids": input_ids}
+
+    def forward(self, input_ids=None, labels=None, shift_labels=None, targets=None, inputs_embeds=None,
                 output_hidden_states: bool = False, **kwargs):
+        """``input_ids [B, L]`` → ``CausalLMOutput(logits [B, L, V], loss)``; the loss uses ``shift_labels`` or
+        ``targets`` (position-aligned, ``-100`` ignored), else ``labels`` shifted by one."""
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states)
         logits = self.lm_head(self.norm(out.last_hidden_state))
         loss = None
-        if shift_labels is not None:
-            loss = aligned_cross_entropy(logits, shift_labels)
+        aligned = shift_labels if shift_labels is not None else targets
+        if aligned is not None:
+            loss = aligned_cross_entropy(logits, aligned)
         elif labels is not None:
             loss = aligned_cross_entropy(logits[:, :-1], labels[:, 1:])
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)

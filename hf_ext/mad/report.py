@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..markdown import markdown_table
-from .config import KNOBS, SHORTHANDS, TASKS
+from .config import KNOBS, MAD_TASKS, SHORTHANDS, TASKS
 
 __all__ = ["best_per_setting", "load_rows", "mad_report", "mad_scores"]
 
@@ -65,12 +65,13 @@ def best_per_setting(df):
 
 
 def mad_scores(df):
-    """Per-task MAD scores (columns = task shorthands in mad-lab order, plus ``MAD``), one row per (arch, protocol)."""
+    """Per-task MAD scores (columns = task shorthands in mad-lab order, then MQAR, plus ``MAD``), one row per
+    (arch, protocol). ``MAD`` is the mean over the six mad-lab tasks only (MQAR has its own column)."""
     best = best_per_setting(df)
     table = best.groupby(["arch", "protocol", "task"])["test_acc"].mean().unstack("task")
     cols = [t for t in TASKS if t in table.columns]
     table = table[cols]
-    table["MAD"] = table[cols].mean(axis=1)
+    table["MAD"] = table[[t for t in cols if t in MAD_TASKS]].mean(axis=1)
     return table.rename(columns=SHORTHANDS)
 
 

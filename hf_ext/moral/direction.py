@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from hf_ext.utils.loading import load_safetensors, read_json, require_keys
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_float, check_size
 
 from . import resources
 from .encoders import SentenceEncoder, as_encoder, check_texts
@@ -85,9 +87,7 @@ class MoralDirection:
         self.mean = _as_float_matrix(mean, "mean").reshape(-1)
         if self.direction.shape != self.mean.shape:
             raise ValueError(f"direction {self.direction.shape} and mean {self.mean.shape} must have the same shape")
-        if not (np.isfinite(norm) and norm > 0):
-            raise ValueError(f"norm must be a positive finite number, got {norm!r}")
-        self.norm = float(norm)
+        self.norm = check_float("norm", norm, min=0, min_open=True)
         self.components = (_as_float_matrix(components, "components") if components is not None
                            else self.direction[None].copy())
         self.explained_variance_ratio = (np.asarray(explained_variance_ratio, dtype=np.float64)
@@ -148,8 +148,7 @@ class MoralDirection:
             raise ValueError(f"need at least 2 fit phrases, got {x.shape[0]}")
         if anchor not in phrases:
             raise ValueError(f"anchor {anchor!r} is not among the fit phrases; pass anchor= one of them (e.g. 'kill')")
-        if not isinstance(n_components, int) or n_components < 1:
-            raise ValueError(f"n_components must be a positive int, got {n_components!r}")
+        check_size("n_components", n_components)
         mu = x.mean(axis=0)
         xc = x - mu
         # PCA (no whitening) = SVD of the centred data; numpy's SVD sign is arbitrary, fixed below.
@@ -380,8 +379,6 @@ class MoralDirection:
             FileNotFoundError: missing files. ValueError: not a MoralDirection file, or the encoder's output
             dimension differs from the saved one.
         """
-        from safetensors.numpy import load_file
-
         cfg_path, st_path = cls._paths(path)
         for p in (cfg_path, st_path):
             if not p.is_file():
@@ -389,13 +386,15 @@ class MoralDirection:
         from hf_ext.utils.saving import verify_manifest
 
         verify_manifest(cfg_path.parent)
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if cfg.get("format") != FORMAT:
+        cfg = read_json(cfg_path, required=("format",))
+        if cfg["format"] != FORMAT:
             raise ValueError(f"{cfg_path} is not a MoralDirection file (format {cfg.get('format')!r}, expected {FORMAT!r})")
         if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
             raise ValueError(f"{cfg_path} has format_version {cfg['format_version']}; this hf_ext reads up to "
                              f"{FORMAT_VERSION}: upgrade hf-ext")
-        arrays = load_file(str(st_path))
+        require_keys(cfg, ("norm", "dim"), cfg_path)
+        arrays = load_safetensors(st_path, framework="np")
+        require_keys(arrays, ("direction", "mean"), st_path)
         md = cls(arrays["direction"], arrays["mean"], cfg["norm"], components=arrays.get("components"),
                  explained_variance_ratio=cfg.get("explained_variance_ratio"), language=cfg.get("language", "en"),
                  encoder_name=cfg.get("encoder_name"), fit_phrases=cfg.get("fit_phrases"),
@@ -450,7 +449,7 @@ class MoralDirection:
                   "dataset_type": f"user-study-{s}", "dataset_name": f"Schramowski et al. 2022 user study ({s})",
                   "metric_type": "pearsonr", "metric_name": "Pearson r", "metric_value": round(float(r["r"]), 4)}
                  for s, r in (user_study or {}).items()]
-        card_data = {"license": "apache-2.0", "library_name": "hf_ext", "language": [self.language],
+        card_data = {"license": "apache-2.0", "language": [self.language],
                      "tags": ["moral-direction", "sentence-embeddings", "hf_ext"], "model_name": name,
                      "eval_results": evals or None}
         if self.encoder_name and "/" in self.encoder_name and not os.path.exists(self.encoder_name):

@@ -1,7 +1,8 @@
 """SCAR: sparse conditioned autoencoders that detect and steer concepts in any transformers causal LM.
 
 Public API (imported lazily, so ``hf_ext.scar.cli`` stays torch-free):
-    * :class:`ScarConfig`, :class:`ScarAdapter` (attach / steer / reconstruct / detect / save / load),
+    * :class:`ScarConfig`, :class:`ScarAdapter` (attach / steer / reconstruct / detect / latent_report / save / load;
+      hooked at an MLP, attention, residual stream position or any named module),
       :class:`ScarModel` (base model + adapter for ``from_pretrained`` / ``generate``).
     * training: :func:`build_activation_dataset`, :func:`train_scar`, :func:`train_scar_end_to_end`,
       :class:`ScarTrainer`.
@@ -26,6 +27,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "configuration_scar": ["ScarConfig", "SITES", "STEERING_OUTPUTS"],
     "modeling_scar": ["ScarAdapter", "ScarModel", "ScarOutput", "ScarDetection", "nmse", "load_reference_checkpoint"],
     "reference_checkpoint": ["load_reference_sae_state_dict"],
+    "latent_report": ["LatentReport", "LatentContext", "latent_report"],
     "training": ["build_activation_dataset", "train_scar", "train_scar_end_to_end", "ScarTrainer", "ScarEndToEnd"],
     "evaluation": ["auroc", "detection_auroc", "steering_fdt", "toxicity_scores", "concept_word_rate"],
 })

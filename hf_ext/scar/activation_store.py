@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_ext.utils.validation import check_float, check_size
+
 __all__ = ["INDEX_NAME", "ActivationStore", "ActivationWriter", "is_activation_store"]
 
 INDEX_NAME = "activation_store.json"
@@ -71,11 +73,9 @@ class ActivationWriter:
                  storage_dtype: str = "float32", shard_mb: float = 128.0, overwrite: bool = False) -> None:
         if storage_dtype not in _NP:
             raise ValueError(f"storage_dtype must be one of {sorted(_NP)}, got {storage_dtype!r}")
-        for name, value in (("n_inputs", n_inputs), ("num_concepts", num_concepts)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not shard_mb > 0:
-            raise ValueError(f"shard_mb must be > 0, got {shard_mb!r}")
+        check_size("n_inputs", n_inputs)
+        check_size("num_concepts", num_concepts)
+        check_float("shard_mb", shard_mb, min=0, min_open=True)
         self.directory = Path(directory)
         if is_activation_store(self.directory) or any(self.directory.glob("shard-*.safetensors")):
             if not overwrite:

@@ -6,6 +6,7 @@ Examples:
     hf-ext scar train --model gpt2 --data data.csv --layer 6 --concepts toxicity --out runs/scar-gpt2
     hf-ext scar detect --adapter runs/scar-toy --text "the hate and the war ." --text "the cat and the sun ."
     hf-ext scar generate --adapter runs/scar-toy --prompt "the cat and the" --strength 40 --op replace
+    hf-ext scar report --adapter runs/scar-toy --texts corpus.txt --latents concept 12 --top-k 10 --out runs/report
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ logger = get_logger(__name__)
 def add_commands(actions) -> None:
     """Train, detect with and steer with SCAR adapters on any causal LM.
 
-    Sub-commands: ``train``, ``train-activations``, ``detect``, ``generate``.
+    Sub-commands: ``train``, ``train-activations``, ``detect``, ``generate``, ``report``.
     """
     t = cli.add_command(actions, "train", _cmd_train, help="train a SCAR adapter (default: the offline toy experiment)",
                         description="Cache activations and train a SCAR adapter with transformers.Trainer.")
@@ -33,8 +34,11 @@ def add_commands(actions) -> None:
                                                 "concept) columns; required with --model")
     t.add_argument("--concepts", nargs="+", default=["concept"], help="concept names = label columns (default: label)")
     t.add_argument("--layer", type=int, default=-1, help="decoder layer (default: last)")
-    t.add_argument("--site", default="block", choices=["mlp", "block"],
-                   help="activation site: the block output (residual stream) or the MLP output (default: %(default)s)")
+    t.add_argument("--site", default="block",
+                   help="activation site with --model: block / residual_post (decoder-layer output), residual_pre "
+                        "(its input), mlp, attention, or module with --site-module (default: %(default)s)")
+    t.add_argument("--site-module", default=None, metavar="NAME",
+                   help="with --site module: the submodule whose output is hooked, e.g. model.layers.3.self_attn.o_proj")
     t.add_argument("--n-latents", type=cli.positive_int, default=None, help="SAE width (default: the adapter's default for the model)")
     t.add_argument("--k", type=cli.positive_int, default=None, help="active latents per token, TopK (default: the adapter's)")
     t.add_argument("--epochs", type=cli.finite_float, default=8, help="passes over the cached activations (default: %(default)s)")
@@ -91,6 +95,55 @@ def add_commands(actions) -> None:
     g.add_argument("--max-new-tokens", type=cli.positive_int, default=32, help="tokens to generate (default: %(default)s)")
 
 
+    r = cli.add_command(actions, "report", _cmd_report, help="top-activating contexts per latent, as HTML and JSON",
+                        description="Read --text/--texts through the base model and write latent_report.html and "
+                                    "latent_report.json into --out: per latent, the tokens where it fires most, "
+                                    "with their context.")
+    r.add_argument("--adapter", required=True, help="adapter folder or Hub id")
+    cli.add_common_options(r, model="base model (default: the one named in the adapter config)", device="cpu",
+                           out=cli.REQUIRED, out_help="latent_report.html, latent_report.json", json=True, progress=True)
+    r.add_argument("--text", action="append", default=[], help="a text to read (repeatable)")
+    r.add_argument("--texts", default=None, metavar="FILE", help="a text file, one text per line")
+    r.add_argument("--latents", nargs="+", default=None,
+                   help="latent indices or concept names, or 'all' (default: the conditioned latents)")
+    r.add_argument("--top-k", type=cli.non_negative_int, default=10, help="contexts per latent (default: %(default)s)")
+    r.add_argument("--window", type=cli.non_negative_int, default=8, help="context tokens on each side (default: %(default)s)")
+    r.add_argument("--activation", default="latents", choices=["latents", "pre_activations"],
+                   help="h after TopK or z before it (default: %(default)s)")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hf_ext.scar import ScarAdapter
+
+    texts = list(args.text)
+    if args.texts is not None:
+        file = Path(args.texts)
+        if not file.is_file():
+            logger.error("--texts %r is not a file; give a text file with one text per line", args.texts)
+            return 2
+        texts += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        logger.error("give texts to read with --text (repeatable) or --texts FILE")
+        return 2
+    latents = args.latents
+    if latents is not None and latents != ["all"]:
+        latents = [int(x) if x.lstrip("-").isdigit() else x for x in latents]
+    elif latents == ["all"]:
+        latents = "all"
+    model, tok = _load_base(args, args.adapter)
+    scar = ScarAdapter.from_pretrained(args.adapter, model)
+    report = scar.latent_report(texts, tok, latents=latents, top_k=args.top_k, window=args.window,
+                                activation=args.activation, progress=not args.no_progress)
+    html = report.save(cli.out_file(args.out, "latent_report.html"))
+    report.save(html.with_suffix(".json"))
+    fired = sum(1 for c in report.contexts if c)
+    cli.print_result(report.to_dict(), f"wrote {html} ({len(report.latents)} latents, {fired} active on these texts)",
+                     as_json=args.json)
+    return 0
+
+
 def _read_data(path: str, concepts: list[str]) -> tuple[list[str], list]:
     import csv
     from pathlib import Path
@@ -139,6 +192,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.data and not Path(args.data).is_file():
         raise FileNotFoundError(f"--data {args.data!r}: no such file (expected a CSV or JSON-lines file)")
     torch.manual_seed(args.seed)
+    site_kw = {"site_module": args.site_module} if args.site_module is not None else {}
     if args.model is None:
         from hf_ext.scar.toy import concept_corpus, train_toy_lm
 
@@ -149,7 +203,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # the adapter options are checked on an untrained model of the toy's shape, before minutes of training
         shape = {"hidden_size": 32, "num_layers": 2}
         ScarAdapter.for_model(tiny_causal_lm("llama", **shape), layer=args.layer, site=args.site,
-                              concepts=args.concepts, n_latents=args.n_latents, k=args.k, seed=args.seed,
+                              concepts=args.concepts, **site_kw, n_latents=args.n_latents, k=args.k, seed=args.seed,
                               pos_grad_scale=args.pos_grad_scale)
         logger.warning("no --model given: training the offline toy LM and its generated concept corpus")
         model, tok = train_toy_lm(args.seed, progress=not args.no_progress, **shape)
@@ -165,7 +219,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         held_texts, held_labels = texts[:split], labels[:split]
         texts, labels = texts[split:], labels[split:]
         base_name = args.model
-    scar = ScarAdapter.for_model(model, layer=args.layer, site=args.site, concepts=args.concepts,
+    scar = ScarAdapter.for_model(model, layer=args.layer, site=args.site, concepts=args.concepts, **site_kw,
                                  n_latents=args.n_latents, k=args.k, seed=args.seed,
                                  pos_grad_scale=args.pos_grad_scale).attach(model)
     scar.config.base_model_name_or_path = base_name

@@ -51,7 +51,7 @@ def auroc(scores: Any, labels: Any) -> float:
     y = y.bool()
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"AUROC needs both classes; got {n_pos} positives and {n_neg} negatives")
+        raise ValueError(f"labels must hold both classes for an AUROC; got {n_pos} positives and {n_neg} negatives")
     metrics = require("sklearn.metrics")
     return float(metrics.roc_auc_score(y.numpy(), s.numpy()))
 

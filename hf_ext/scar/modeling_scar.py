@@ -47,8 +47,10 @@ from ..core.anatomy import get_anatomy
 from ..core.hooks import activate, current_params, register_hooks
 from .configuration_scar import ScarConfig
 from .detection import ScarDetection, detect_concepts
+from .latent_report import LatentReport, latent_report
 from .persistence import ADAPTER_WEIGHTS_NAME, CONFIG_NAME, ScarHubMixin, load_base_model
 from .sae import ScarOutput, TopKSAE, nmse
+from .sites import site_module
 from .steering import STEERING_OPS, StopForward, parse_steering, steering_params, transform_activations
 
 logger = get_logger(__name__)
@@ -91,7 +93,9 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         Args:
             model: any causal LM :func:`hf_ext.core.get_anatomy` supports.
             layer: decoder layer (negative counts from the end).
-            site: ``"mlp"`` or ``"block"``.
+            site: one of :data:`~hf_ext.scar.configuration_scar.SITES` (``"mlp"``, ``"block"``,
+                ``"residual_pre"``, ``"attention"``, ``"module"`` …); ``"module"`` takes ``site_module=`` (a name for
+                ``model.get_submodule``) among ``config_kwargs``.
             concepts: names of the conditioned latents (default ``["concept"]``).
             n_latents, k: SAE width and TopK (defaults ``6·D`` and ``n_latents // 12``).
             seed: initial weights.
@@ -121,7 +125,8 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
                              f"use 0..{n - 1} (or a negative index)")
         text = anatomy.text_config
         hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", None)
-        if hidden is not None and hidden != self.config.n_inputs:
+        # a named module's output may have any width: the SAE's first forward checks it
+        if hidden is not None and hidden != self.config.n_inputs and self.config.site != "module":
             raise ValueError(f"base model mismatch: {type(model).__name__} has hidden size {hidden} but this SCAR adapter "
                              f"has n_inputs={self.config.n_inputs} (trained on {self.config.base_model_name_or_path!r}, "
                              f"{self.config.base_model_type}); load it onto the base model named in its config")
@@ -129,14 +134,17 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         if expected is not None and expected != anatomy.family:
             raise ValueError(f"base model mismatch: this SCAR adapter was trained on a {expected!r} model "
                              f"({self.config.base_model_name_or_path!r}) but {type(model).__name__} is {anatomy.family!r}")
+        if self.config.base_hidden_size is not None and self.config.base_hidden_size != hidden:
+            raise ValueError(f"base model mismatch: the adapter's base model has hidden size "
+                             f"{self.config.base_hidden_size}, {type(model).__name__} has {hidden}")
         if self.config.base_num_layers is not None and self.config.base_num_layers != n:
             raise ValueError(f"base model mismatch: the adapter's base model has {self.config.base_num_layers} layers, "
                              f"{type(model).__name__} has {n}")
-        index = layer % n
-        if self.config.site == "mlp" and anatomy.mlp_outputs[index] is None:
-            raise ValueError(f"decoder layer {index} of {anatomy.family!r} ({type(model).__name__}) has no MLP "
-                             f"({type(anatomy.layers[index]).__name__}); use site='block' for this layer")
-        return anatomy.mlp_outputs[index] if self.config.site == "mlp" else anatomy.layers[index]
+        return site_module(model, anatomy, self.config.site, layer % n, self.config.site_module)
+
+    def hooked_module(self, model: nn.Module) -> nn.Module:
+        """The module of ``model`` whose output (or, for ``"residual_pre"``, input) the adapter hooks."""
+        return self._target(model)
 
     @property
     def is_attached(self) -> bool:
@@ -159,7 +167,10 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         param = next(target.parameters(), None)
         if param is not None and param.device != self.encoder.weight.device:
             self.to(param.device)
-        self._hooks = register_hooks({target: self._hook})
+        if self.config.site == "residual_pre":
+            self._hooks = register_hooks(pre_hooks={target: self._pre_hook}, with_kwargs=True)
+        else:
+            self._hooks = register_hooks({target: self._hook})
         object.__setattr__(self, "_attached_to", model)  # a plain reference: never a submodule, never saved
         return self
 
@@ -194,6 +205,20 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
             return (new, *output[1:])
         return new
 
+    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        """The ``residual_pre`` site: the layer's input hidden states (positional or ``hidden_states=``)."""
+        params = current_params(self._token)
+        if params is None:
+            return None
+        if args:
+            new = transform_activations(self, args[0], params)
+            return None if new is None else ((new, *args[1:]), kwargs)
+        if "hidden_states" not in kwargs:
+            raise ValueError(f"{type(module).__name__} was called without hidden states as its first argument or "
+                             "hidden_states=; site='residual_pre' cannot hook it (use site='block' of the layer before)")
+        new = transform_activations(self, kwargs["hidden_states"], params)
+        return None if new is None else (args, {**kwargs, "hidden_states": new})
+
     # ------------------------------------------------------------------------------------------- modes
 
     def parse_steering(self, strengths: Any, op: str | Mapping = "scale") -> list[tuple[int, torch.Tensor | float, str]]:
@@ -217,12 +242,14 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
             >>> with scar.steer({"toxicity": -100.0}):  # doctest: +SKIP
             ...     out = model.generate(**inputs, max_new_tokens=20)
         """
+        self.require_attached()  # else the base model would run unsteered without a word
         with activate(self._token, steering_params(self, strengths, op, output)):
             yield self
 
     @contextmanager
     def reconstruct(self) -> Iterator[ScarAdapter]:
         """Replace the hooked activation by the SAE reconstruction ``x̂`` inside the ``with`` block."""
+        self.require_attached()
         with activate(self._token, {"mode": "reconstruct"}):
             yield self
 
@@ -260,6 +287,17 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         """
         return detect_concepts(self, texts, tokenizer, model=model, attention_mask=attention_mask,
                                batch_size=batch_size, max_length=max_length, progress=progress)
+
+    def latent_report(self, texts: Sequence[str], tokenizer: Any, *, model: nn.Module | None = None,
+                      latents: Any = None, top_k: int = 10, **kwargs: Any) -> LatentReport:
+        """Top-activating contexts of ``latents`` (default: the conditioned ones) over ``texts`` (see
+        :func:`hf_ext.scar.latent_report.latent_report` for the arguments).
+
+        Example:
+            >>> report = scar.latent_report(texts, tok, latents=["toxicity", 17], top_k=5)  # doctest: +SKIP
+            >>> report.save("toxicity_latent.html")  # doctest: +SKIP
+        """
+        return latent_report(self, texts, tokenizer, model=model, latents=latents, top_k=top_k, **kwargs)
 
     def extra_repr(self) -> str:
         c = self.config

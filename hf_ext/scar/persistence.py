@@ -28,6 +28,7 @@ import torch
 from huggingface_hub import ModelHubMixin
 from torch import nn
 
+from hf_ext.utils.loading import ArtifactError, load_safetensors, read_json
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.saving import MANIFEST_NAME, atomic_directory, verify_manifest
 
@@ -66,8 +67,6 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
                          force_download: bool, local_files_only: bool, token: str | bool | None,
                          config: Any = None, model: nn.Module | None = None, device: str | torch.device | None = None,
                          dtype: torch.dtype | None = None, **unused: Any):
-        from safetensors.torch import load_file
-
         folder = Path(model_id)
         if not folder.is_dir():
             from huggingface_hub import snapshot_download
@@ -80,11 +79,18 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
         if not (folder / ADAPTER_WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{folder} has no {ADAPTER_WEIGHTS_NAME}; save an adapter with "
                                     f"{cls.__name__}.save_pretrained first")
-        scar_config = ScarConfig.from_pretrained(folder)  # the validated config, not the mixin's plain dict
-        if scar_config.model_type != "scar":
-            raise ValueError(f"{folder}/config.json has model_type {scar_config.model_type!r}, not 'scar'")
+        config_path = folder / CONFIG_NAME
+        raw = read_json(config_path, what="the SCAR adapter config", required=("model_type",))
+        if raw["model_type"] != "scar":
+            raise ArtifactError(f"{config_path} has model_type {raw['model_type']!r}, not 'scar'")
+        # the validated config (every required key present), not the mixin's plain dict
+        scar_config = ScarConfig.from_dict(raw, _config_path=config_path)
         adapter = cls(scar_config)
-        adapter.load_state_dict(load_file(str(folder / ADAPTER_WEIGHTS_NAME)), strict=True)
+        state = load_safetensors(folder / ADAPTER_WEIGHTS_NAME, what="the SCAR adapter weights")
+        try:
+            adapter.load_state_dict(state, strict=True)
+        except RuntimeError as err:  # missing / unexpected / mis-shaped tensors
+            raise ArtifactError(f"{folder / ADAPTER_WEIGHTS_NAME} does not match {config_path}: {err}") from err
         if device is not None or dtype is not None:
             adapter.to(device=device, dtype=dtype)
         if model is not None:
@@ -147,6 +153,8 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
             raise TypeError(f"{cls.__name__}.from_pretrained got unsupported download options {unknown}; "
                             f"accepted: {list(DOWNLOAD_OPTIONS)}")
         hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+        if Path(pretrained_model_name_or_path).is_dir():  # the mixin parses config.json first: a clear error before
+            read_json(Path(pretrained_model_name_or_path) / CONFIG_NAME, what="the SCAR adapter config")
         return super().from_pretrained(pretrained_model_name_or_path, revision=revision, model=model, device=device,
                                        dtype=dtype, **hub_kwargs)
 
@@ -196,7 +204,7 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
         from ..hub import render_model_card
 
         cfg = self.config
-        data: dict[str, Any] = {"license": context.pop("license", "apache-2.0"), "library_name": "hf_ext",
+        data: dict[str, Any] = {"license": context.pop("license", "apache-2.0"),
                                 "tags": ["scar", "sparse-autoencoder", "steering", "hf_ext"]}
         for key in ("model_name", "eval_results", "datasets"):  # eval_results (+ model_name) become the model-index
             if key in context:

@@ -46,7 +46,8 @@ def check_strength(value: Any, name: str) -> torch.Tensor | float:
         ValueError: a non-finite value, or a tensor that is not a scalar or 1-D.
     """
     if isinstance(value, bool):
-        raise TypeError(f"steering strength for {name} must be a number or a 1-D tensor of per-row values, got a bool")
+        raise TypeError(f"steering strength for {name} must be a number or a 1-D tensor of per-row values, got "
+                        f"{value!r} (bool)")
     if isinstance(value, (int, float)):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"steering strength for {name} must be finite, got {value!r}")
@@ -55,7 +56,7 @@ def check_strength(value: Any, name: str) -> torch.Tensor | float:
         value = torch.tensor(value, dtype=torch.float32)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"steering strength for {name} must be a float, a list or a 1-D tensor (one per batch row), "
-                        f"got {type(value).__name__}")
+                        f"got {value!r} ({type(value).__name__})")
     if value.dim() > 1 or value.numel() == 0:
         raise ValueError(f"steering strength for {name} must be a scalar or 1-D (one value per batch row), got shape "
                          f"{tuple(value.shape)}")

@@ -152,8 +152,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
     if getattr(model.config, "model_type", None) != "tfree":
-        logger.error("%s is not a T-FREE model (model_type=%r)", args.model, model.config.model_type)
-        return 1
+        raise ValueError(f"--model {args.model!r} is not a T-FREE model (model_type="
+                         f"{model.config.model_type!r}); pass a folder saved by `hf-ext tfree train`")
     torch.manual_seed(args.seed)
     kwargs = {"do_sample": args.do_sample, "num_beams": args.num_beams}
     if args.do_sample:

@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from hf_ext.utils.validation import check_elements, check_float
+
 from ..compat import sub_config_spec
 from .hashing import validate_hash_params
 from .wordsplit import EOT, SPECIAL_WORDS
@@ -79,8 +81,7 @@ class TFreeConfig(PretrainedConfig):
             raise ValueError(f"decode_variant={decode_variant!r}; use one of {DECODE_VARIANTS}")
         for name, value in (("pos_weight", pos_weight), ("loss_scale", loss_scale),
                             ("dictionary_logit_scale", dictionary_logit_scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name}={value!r} must be a positive number")
+            check_float(name, value, min=0, min_open=True)
         if text_config is None:
             from transformers import LlamaConfig
 
@@ -97,6 +98,9 @@ class TFreeConfig(PretrainedConfig):
         if getattr(text_config, "is_encoder_decoder", False):
             raise ValueError(f"text_config ({text_config.model_type}) is an encoder-decoder; T-FREE needs a decoder-only "
                              "backbone (llama, mistral, qwen2, gpt_neox, gpt2 …)")
+        hidden = getattr(text_config, "hidden_size", None)
+        if isinstance(hidden, int):
+            check_elements("the trigram embedding [hash_vocab_size, hidden_size]", (hash_vocab_size, hidden))
         self.text_config = text_config
         self.hash_vocab_size, self.num_activations = hash_vocab_size, num_activations
         self.num_lowercase_activations, self.hash_scheme = num_lowercase_activations, hash_scheme

@@ -30,6 +30,8 @@ import hashlib
 
 import numpy as np
 
+from hf_ext.utils.validation import check_int, check_size
+
 from .wordsplit import is_special_word
 
 __all__ = ["HASH_SCHEMES", "TRIGRAM_UNITS", "TrigramHasher", "validate_hash_params"]
@@ -46,10 +48,8 @@ def validate_hash_params(vocab_size, num_activations, num_lowercase_activations,
     """Raise ``TypeError``/``ValueError`` naming the bad value (v, m, k, scheme, unit)."""
     for name, value in (("hash_vocab_size", vocab_size), ("num_activations", num_activations),
                         ("num_lowercase_activations", num_lowercase_activations)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if vocab_size < 1:
-        raise ValueError(f"hash_vocab_size={vocab_size} must be ≥ 1")
+        check_int(name, value)
+    check_size("hash_vocab_size", vocab_size, max=2**31 - 1)  # hashes are taken modulo v in int64 arithmetic
     if not 1 <= num_activations <= vocab_size:
         raise ValueError(f"num_activations={num_activations} must be in [1, hash_vocab_size={vocab_size}] "
                          "(m distinct rows per trigram are drawn out of v)")

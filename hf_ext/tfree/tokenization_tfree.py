@@ -32,13 +32,16 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers import PreTrainedTokenizer
 
+from hf_ext.utils.loading import read_json, require_file
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.saving import AtomicSaveMixin
+from hf_ext.utils.validation import check_size
 
 from .hashing import TrigramHasher, validate_hash_params
 from .pattern_cache import PatternCache
@@ -51,6 +54,9 @@ __all__ = ["TFreeTokenizer"]
 VOCAB_FILES_NAMES = {"vocab_file": "words.json"}
 #: Default bound of the pattern cache (``max_cache_words``), in distinct words; see :class:`TFreeTokenizer`.
 DEFAULT_MAX_CACHE_WORDS = 200_000
+#: Keys a saved ``tokenizer_config.json`` must have (they decide how every word is hashed).
+REQUIRED_CONFIG_KEYS = ("hash_vocab_size", "num_activations", "num_lowercase_activations", "hash_scheme",
+                        "trigram_unit", "entire_words")
 #: The split of :data:`SPLIT_PATTERN` with each piece absorbing one following space (half the Python objects).
 _FAST_SPLIT = re.compile(r"(?:<\|.*?\|>|[^\W\d_]+|(?s:.)) ?")
 _FAST_SPLIT_ESCAPED = re.compile(r"(?:[^\W\d_]+|(?s:.)) ?")
@@ -101,9 +107,11 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
         if isinstance(max_cache_words, bool) or not isinstance(max_cache_words, int) or max_cache_words < 1:
             raise ValueError(f"max_cache_words must be a positive int (words kept in the pattern cache), got "
                              f"{max_cache_words!r}")
+        if vocab_file is None and kwargs.get("name_or_path"):  # from_pretrained found no words.json
+            raise FileNotFoundError(f"{kwargs['name_or_path']!r} has no words.json (the T-FREE word dictionary); "
+                                    "save the tokenizer with save_pretrained, which writes it")
         if vocab_file is not None:
-            with open(vocab_file, encoding="utf-8") as f:
-                loaded = json.load(f)
+            loaded = read_json(vocab_file, what="the T-FREE word dictionary (words.json)")
             if not isinstance(loaded, list) or not all(isinstance(w, str) and w for w in loaded):
                 raise ValueError(f"{vocab_file} must hold a JSON list of non-empty strings (the word dictionary)")
             base = loaded
@@ -135,6 +143,22 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
             entire_words=entire_words, parse_special=parse_special, grow_dictionary=grow_dictionary,
             add_eos_token=add_eos_token, max_cache_words=max_cache_words, eos_token=eos_token, pad_token=pad_token,
             padding_side=padding_side, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """``PreTrainedTokenizer.from_pretrained``, strict about a local folder: ``words.json`` and a
+        ``tokenizer_config.json`` with every hashing key (:data:`REQUIRED_CONFIG_KEYS`) must be there; without
+        them the tokenizer would load with default hashing (v=8000, m=10) and encode differently from the model.
+
+        Raises:
+            FileNotFoundError: a missing file (named with its path). ArtifactError: a missing key (a ``ValueError``).
+        """
+        folder = Path(str(pretrained_model_name_or_path))
+        if folder.is_dir():
+            require_file(folder / VOCAB_FILES_NAMES["vocab_file"], "the T-FREE word dictionary (words.json)")
+            read_json(folder / "tokenizer_config.json", what="the T-FREE tokenizer config (tokenizer_config.json)",
+                      required=REQUIRED_CONFIG_KEYS)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # ------------------------------------------------------------------ dictionary
     @property
@@ -365,8 +389,7 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
             raise ValueError(f"padding_side={side!r} must be 'left' or 'right'")
-        if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
-            raise ValueError(f"max_words={max_words!r} must be a positive int or None")
+        check_size("max_words", max_words, allow_none=True)
         B = len(texts)
         cids, text_of = self._text_cids(texts)
         if add_eos_token if add_eos_token is not None else self.add_eos_token:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from .configuration_tfree import TFreeConfig
 from .modeling_tfree import TFreeForCausalLM
@@ -81,8 +82,7 @@ def word_windows(tokenizer: TFreeTokenizer, texts: Sequence[str], max_words: int
         A list of examples ``{"activation_ids": [per-word id lists]}`` (ready for :class:`TFreeDataCollator` and
         ``datasets.Dataset.from_list``).
     """
-    if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 2:
-        raise ValueError(f"max_words={max_words!r} must be an int ≥ 2")
+    check_size("max_words", max_words, min=2)
     stride = stride or max_words
     enc = tokenizer.encode_activations(list(texts), format="flat", add_eos_token=True)
     words = [w for doc in enc["activation_ids"] for w in doc]
@@ -166,8 +166,7 @@ def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Seque
 
     if tokenizer.hash_config() != model.config.hash_config():
         raise ValueError(f"tokenizer hashing {tokenizer.hash_config()} != model {model.config.hash_config()}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive int")
+    check_size("steps", steps)
     windows = word_windows(tokenizer, texts, max_words)
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     world, rank = accelerator.num_processes, accelerator.process_index

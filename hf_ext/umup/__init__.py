@@ -5,6 +5,9 @@
 - :func:`umup_param_groups` / :func:`umup_optimizer` / :class:`UMupTrainer` / :func:`umup_optimizers`: per-tensor
   Adam LRs from module roles and independent weight decay.
 - :func:`convert_llama_to_umup`: a u-μP config from a Llama config.
+- :func:`umup_lora_config` (:mod:`hf_ext.umup.lora`, extra ``lora``): LoRA through peft on :class:`UMupLinear`
+  (the update is a weight delta inside the unit-scaled op, so merging is exact); ``gradient_checkpointing_enable()``
+  works on the models.
 - :mod:`hf_ext.umup.functional`: the unit-scaled ops (re-implemented; ``unit_scaling`` is the test oracle only).
 - :mod:`hf_ext.umup.fp8`, :mod:`hf_ext.umup.coord_check`, :mod:`hf_ext.umup.sweep`: FP8, coordinate checks, LR
   transfer sweeps.
@@ -31,6 +34,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
                           "UMupTrainer"],
     "coord_check": ["coord_check"],
     "sweep": ["lr_sweep"],
+    "lora": ["umup_lora_config", "register_umup_lora", "UMupLoraLinear"],
 })
 
 register_component(
@@ -39,5 +43,5 @@ register_component(
     auto=[AutoClasses("umup_llama", config=".configuration_umup:UMupConfig",
                       models={"AutoModelForCausalLM": ".modeling_umup:UMupLlamaForCausalLM",
                               "AutoModel": ".modeling_umup:UMupLlamaModel"})],
-    cli=".cli", tour=".tour", cards=["umup"], extras=["plots"], notebook="04_umup.ipynb",
+    cli=".cli", tour=".tour", cards=["umup"], extras=["plots", "lora"], notebook="04_umup.ipynb",
 )

@@ -13,10 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from transformers import PretrainedConfig
+
+from hf_ext.utils.validation import check_elements, check_float, check_size
 
 #: Residual depth conventions: ``"blocks"`` (unit_scaling: depth = number of decoder layers L) or ``"branches"``
 #: (Aleph-Alpha/scaling's default: depth = 2L, every attention and MLP branch counts).
@@ -91,6 +92,13 @@ class UMupConfig(PretrainedConfig):
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ) -> None:
+        # sizes first: the defaults below (head_dim) and transformers' own validators compute with them
+        for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
+                            ("intermediate_size", intermediate_size), ("num_hidden_layers", num_hidden_layers),
+                            ("num_attention_heads", num_attention_heads),
+                            ("max_position_embeddings", max_position_embeddings)):
+            check_size(f"UMupConfig.{name}", value)
+        check_float("UMupConfig.rope_theta", rope_theta, min=0, min_open=True)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -132,9 +140,9 @@ class UMupConfig(PretrainedConfig):
         """Check the fields (called by ``__init__``; call again after editing fields by hand)."""
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "head_dim", "max_position_embeddings"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"UMupConfig.{name} must be a positive int, got {value!r}")
+            check_size(f"UMupConfig.{name}", getattr(self, name))
+        check_elements("the embedding [vocab_size, hidden_size]", (self.vocab_size, self.hidden_size))
+        check_elements("an MLP weight [intermediate_size, hidden_size]", (self.intermediate_size, self.hidden_size))
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
                              f"{self.num_attention_heads}; choose a head count that divides the hidden size")
@@ -144,22 +152,14 @@ class UMupConfig(PretrainedConfig):
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (the loss gradient scale is V/sqrt(V-1)), got {self.vocab_size}")
         for name in ALPHA_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"UMupConfig.{name} must be a finite number > 0 (u-μP's α's multiply scales; 1 is the "
-                                 f"default), got {value!r}")
+            check_float(f"UMupConfig.{name}", getattr(self, name), min=0, min_open=True)  # α's multiply scales
         if self.umup_depth_convention not in DEPTH_CONVENTIONS:
             raise ValueError(f"unknown umup_depth_convention {self.umup_depth_convention!r}; choose one of "
                              f"{DEPTH_CONVENTIONS} ('blocks' = unit_scaling, 'branches' = Aleph-Alpha/scaling)")
         if self.umup_fp8 not in FP8_MODES:
             raise ValueError(f"unknown umup_fp8 {self.umup_fp8!r}; choose one of {FP8_MODES}")
-        if self.umup_attn_seq_len is not None and (
-                isinstance(self.umup_attn_seq_len, bool) or not isinstance(self.umup_attn_seq_len, int)
-                or self.umup_attn_seq_len < 1):
-            raise ValueError(f"umup_attn_seq_len must be None or a positive int, got {self.umup_attn_seq_len!r}")
+        check_size("UMupConfig.umup_attn_seq_len", self.umup_attn_seq_len, allow_none=True)
         if self.hidden_act != "silu":
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; the u-μP MLP is a gated SiLU ('silu')")
-        if not self.rms_norm_eps >= 0:
-            raise ValueError(f"rms_norm_eps must be >= 0, got {self.rms_norm_eps!r}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
+        check_float("UMupConfig.rms_norm_eps", self.rms_norm_eps, min=0)
+        check_float("UMupConfig.rope_theta", self.rope_theta, min=0, min_open=True)

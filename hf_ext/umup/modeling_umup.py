@@ -37,8 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from hf_ext.core.inputs import check_in_vocabulary
 from hf_ext.utils.saving import AtomicSaveMixin
 
 from ..compat import cache_field
@@ -121,6 +123,8 @@ class UMupEmbedding(nn.Module):
             nn.init.normal_(self.weight, 0.0, 1.0)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():  # a clear error instead of IndexError / a device assert
+            check_in_vocabulary(ids, None, self.num_embeddings, "input_ids")
         return UF.scaled_embedding(ids, self.weight)
 
     def extra_repr(self) -> str:
@@ -196,8 +200,12 @@ class UMupMLP(nn.Module):
         return self.down_proj(up * act, fwd_mult=s * self.branch_scale, gw_mult=s)
 
 
-class UMupDecoderLayer(nn.Module):
-    """Pre-norm block: ``x → split(τ_attn) → RMSNorm → attention → add``, then the same with the MLP (τ_mlp)."""
+class UMupDecoderLayer(GradientCheckpointingLayer):
+    """Pre-norm block: ``x → split(τ_attn) → RMSNorm → attention → add``, then the same with the MLP (τ_mlp).
+
+    A ``GradientCheckpointingLayer``: after ``model.gradient_checkpointing_enable()`` its activations are recomputed
+    in the backward pass (the unit-scaled autograd functions are deterministic, so loss and gradients are unchanged).
+    """
 
     def __init__(self, config: UMupConfig, layer_idx: int, depth: int, taus: tuple[float, float]) -> None:
         super().__init__()
@@ -223,7 +231,7 @@ class UMupPreTrainedModel(AtomicSaveMixin, PreTrainedModel):
     _no_split_modules = ["UMupDecoderLayer"]
     _supports_sdpa = True
     _tied_weights_keys: dict = {}
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:

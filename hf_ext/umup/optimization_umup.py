@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_float
 
 logger = get_logger(__name__)
 
@@ -103,10 +104,8 @@ def umup_param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0, *,
         ValueError: a non-positive ``lr``, a negative ``weight_decay``, or parameters without a role (their names are
             listed; e.g. a LoRA adapter or a module added by hand).
     """
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    if not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    check_float("lr", lr, min=0, min_open=True)
+    check_float("weight_decay", weight_decay, min=0)
     roles = parameter_roles(model)
     groups: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
     missing = []

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 logger = get_logger(__name__)
 
@@ -96,8 +97,7 @@ def train_umup(model: nn.Module, data: torch.Tensor | None = None, *, steps: int
     from .sharding import shard_umup
     from .sweep import stdlib_bytes
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive int")
+    check_size("steps", steps)
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     world, rank = acc.num_processes, acc.process_index
     if batch_size % world:

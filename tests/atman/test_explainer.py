@@ -262,10 +262,10 @@ def test_bad_input(tokenizer):
         ex.explain("x", "")
     with pytest.raises(ValueError, match="longer than the model's context of 128"):
         ex.explain("a" * 100, "b" * 40)
-    for kwargs, match in [({"suppression_factor": 1.5}, "suppression_factor=1.5"),
-                          ({"suppression_factor": -0.1}, "suppression_factor=-0.1"),
-                          ({"conceptual_threshold": 2.0}, "conceptual_threshold=2.0"),
-                          ({"mode": "additive"}, "mode='additive'"), ({"max_batch_size": 0}, "max_batch_size=0")]:
+    for kwargs, match in [({"suppression_factor": 1.5}, r"suppression_factor must be .*\[0.0, 1.0\], got 1.5"),
+                          ({"suppression_factor": -0.1}, "suppression_factor .*got -0.1"),
+                          ({"conceptual_threshold": 2.0}, "conceptual_threshold .*got 2.0"),
+                          ({"mode": "additive"}, "mode='additive'"), ({"max_batch_size": 0}, "max_batch_size .*got 0")]:
         with pytest.raises(ValueError, match=match):
             AtManExplainer(model, tokenizer, **kwargs)
     with pytest.raises(ValueError, match="empty"):

@@ -127,7 +127,7 @@ def test_run_layers_defaults_positions_from_mask(causal_lm, tokenizer):
 
 def test_run_layers_bad_input(causal_lm):
     h = torch.zeros(1, 3, causal_lm.config.get_text_config().hidden_size)
-    with pytest.raises(ValueError, match="start_layer=5"):
+    with pytest.raises(ValueError, match=r"start_layer must be an int in \[0, \d+\], got 5"):
         run_layers(causal_lm, h, 5)
     with pytest.raises(ValueError, match="end_layer"):
         run_layers(causal_lm, h, 1, end_layer=0)

@@ -43,7 +43,7 @@ def test_grid_name_and_builder_config_id(tmp_path):
     b = MADBuilder(cache_dir=str(tmp_path), config_name="in-context-recall", seq_len=64)
     assert b.config_id.startswith("in-context-recall-") and b.config_id != "in-context-recall"
     assert "CR_vs-64_sl-128_ntr-12800" in MADBuilder.builder_configs
-    assert len(MADBuilder.BUILDER_CONFIGS) == 72
+    assert len(MADBuilder.BUILDER_CONFIGS) == 7 + 66 + 6  # task baselines, the MAD grid, the MQAR settings
     ds = load_mad("M_vs-512_sl-32_ntr-256", split="test", cache_dir=str(tmp_path), num_test_examples=8)
     assert _np(ds, "input_ids").shape == (8, 32) and _np(ds, "input_ids").max() == 511
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_ext.mad.config import TASKS, MADTaskConfig, baseline, benchmark_grid, config_from_name
+from hf_ext.mad.config import MAD_TASKS, MADTaskConfig, baseline, benchmark_grid, config_from_name
 from hf_ext.mad.generators import arrays_sha256, generate, generate_kv_map, generate_splits, vocab_layout
 
 from .madlab_reference import reference_generate
@@ -35,7 +35,7 @@ def _small(task, **kw):
 
 
 @needs_numpy_246
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", MAD_TASKS)
 def test_golden_hashes_and_spot_checks(task):
     s = generate_splits(_small(task))
     assert arrays_sha256(*s["train"], *s["test"]) == GOLDEN[task]
@@ -202,7 +202,7 @@ def test_memorization_key_coverage_matches_spec():
 
 
 # ------------------------------------------------------------------------------------------------ determinism
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", MAD_TASKS)
 def test_fast_mode_determinism_random_access_and_train_size_independence(task):
     cfg = baseline(task, num_train_examples=40, num_test_examples=12, mode="fast")
     if task == "fuzzy-in-context-recall":
@@ -231,7 +231,7 @@ def test_madlab_mode_test_split_depends_on_train_size_and_seed():
 def test_benchmark_grid():
     grid = benchmark_grid()
     assert len(grid) == 66 and len({c.name for c in grid}) == 66
-    counts = {t: sum(c.task == t for c in grid) for t in TASKS}
+    counts = {t: sum(c.task == t for c in grid) for t in MAD_TASKS}
     assert counts == {"in-context-recall": 11, "noisy-in-context-recall": 14, "fuzzy-in-context-recall": 11,
                       "memorization": 6, "compression": 11, "selective-copying": 13}
     names = {c.name for c in grid}

@@ -35,3 +35,30 @@ def test_scar_cli_train_detect_generate(tmp_path, capsys, caplog):
     assert main(["scar", "generate", "--adapter", str(out), "--prompt", "x", "--concept", "nope"]) == 2
     assert "unknown concept" in capsys.readouterr().err
     assert main(["scar", "train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_scar_cli_train_at_a_named_module_and_report(tmp_path, capsys):
+    from hf_ext.scar import LatentReport, ScarConfig
+
+    base = tmp_path / "base"
+    tiny_causal_lm("llama").save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    texts, labels = concept_corpus(30, seed=1)
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in zip(texts, labels)))
+    out = tmp_path / "scar"
+    assert main(["scar", "train", "--model", str(base), "--data", str(tmp_path / "data.jsonl"), "--layer", "1",
+                 "--site", "module", "--site-module", "model.layers.1.self_attn.o_proj", "--epochs", "1",
+                 "--batch-size", "64", "--out", str(out), "--no-progress"]) == 0
+    cfg = ScarConfig.from_pretrained(out)
+    assert cfg.site == "module" and cfg.site_module == "model.layers.1.self_attn.o_proj"
+    (tmp_path / "texts.txt").write_text("\n".join(texts[:6]) + "\n\n")
+    capsys.readouterr()
+    rep = tmp_path / "report"
+    assert main(["scar", "report", "--adapter", str(out), "--texts", str(tmp_path / "texts.txt"), "--text", "the war .",
+                 "--latents", "concept", "3", "--top-k", "4", "--out", str(rep), "--json", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = LatentReport.load(rep / "latent_report.json")
+    assert printed == report.to_dict() and report.latents == [0, 3] and report.num_texts == 7
+    assert "<html" in (rep / "latent_report.html").read_text()
+    assert main(["scar", "report", "--adapter", str(out), "--out", str(rep), "--no-progress"]) == 2
+    assert main(["scar", "report", "--adapter", str(out), "--text", "x", "--latents", "nope", "--out", str(rep)]) == 2

@@ -341,7 +341,7 @@ def test_base_mismatch_and_bad_inputs(tmp_path):
         ScarAdapter.for_model(llama, layer=5)
     with pytest.raises(ValueError, match="out of range"):
         ScarAdapter(ScarConfig(n_inputs=64, layer=7)).attach(llama)
-    with pytest.raises(ValueError, match="unknown site"):
+    with pytest.raises(ValueError, match="site must be one of"):
         ScarAdapter.for_model(llama, layer=0, site="attn")
     with pytest.raises(ValueError, match="exceeds n_latents"):
         ScarConfig(n_inputs=8, n_latents=16, k=17)
@@ -409,7 +409,7 @@ def test_model_card_names_base_model_and_hub_export_files(tmp_path):
     scar.save_pretrained(tmp_path, detection_auroc={"toxicity": 0.93}, repo_id="me/scar")
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.base_model == "meta-llama/Meta-Llama-3-8B" and "scar" in card.data.tags
-    assert card.data.library_name == "hf_ext"
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
     assert "layer 25" in card.text and "0.930" in card.text and 'from_pretrained("me/scar")' in card.text
     assert "`0` = toxicity" in card.text
 

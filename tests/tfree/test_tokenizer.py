@@ -81,7 +81,7 @@ def test_bad_inputs():
     tok = TFreeTokenizer()
     with pytest.raises(ValueError, match="format="):
         tok.encode_activations(["a"], format="coo")
-    with pytest.raises(ValueError, match="max_words=0"):
+    with pytest.raises(ValueError, match="max_words must be a positive int or None, got 0"):
         tok.encode_activations(["a"], max_words=0)
     with pytest.raises(ValueError, match="outside the dictionary"):
         tok.decode([10**6])

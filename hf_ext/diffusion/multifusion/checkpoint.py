@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from hf_ext.utils.loading import load_safetensors, read_json
+
 __all__ = ["gather_for_checkpoint", "load_checkpoint", "save_checkpoint", "write_checkpoint"]
 
 
@@ -58,15 +60,13 @@ def load_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch
         FileNotFoundError: no checkpoint in ``directory``.
         ValueError: the checkpoint's parameter names differ from ``params``.
     """
-    from safetensors.torch import load_file
-
     from hf_ext.utils.saving import verify_manifest
 
     src = Path(directory)
     if not (src / "trainable.safetensors").is_file():
         raise FileNotFoundError(f"no checkpoint (trainable.safetensors) in {src}")
     verify_manifest(src)
-    tensors = load_file(str(src / "trainable.safetensors"))
+    tensors = load_safetensors(src / "trainable.safetensors")
     if set(tensors) != set(params):
         missing, extra = sorted(set(params) - set(tensors))[:3], sorted(set(tensors) - set(params))[:3]
         raise ValueError(f"checkpoint parameters do not match the model: missing {missing}, unexpected {extra}")
@@ -76,8 +76,8 @@ def load_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch
         for n, p in params.items():
             p.copy_(shard_like(tensors[n], p))  # a DTensor parameter receives its own shard
     if optimizer is not None and (src / "optimizer.json").is_file():
-        meta = json.loads((src / "optimizer.json").read_text(encoding="utf-8"))
-        opt_t = load_file(str(src / "optimizer.safetensors"))
+        meta = read_json(src / "optimizer.json", required=("state", "param_groups"))
+        opt_t = load_safetensors(src / "optimizer.safetensors")
         ordered = [p for group in optimizer.param_groups for p in group["params"]]
         state = {}
         for pid, st in meta["state"].items():
@@ -89,7 +89,7 @@ def load_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch
                     value = shard_like(value, param)  # moments of a sharded parameter are sharded like it
                 state[int(pid)][k] = value
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return json.loads((src / "training_state.json").read_text(encoding="utf-8"))
+    return read_json(src / "training_state.json", what="the training state (training_state.json)")
 
 
 def gather_for_checkpoint(params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from hf_ext.core.attention import MODES, attention_controls
+from hf_ext.utils.validation import check_float, check_int
 
 __all__ = ["EncodedPrompt", "InterleavedEncoder", "normalize_prompts"]
 
@@ -112,9 +113,8 @@ def normalize_prompts(prompt, weights=None) -> tuple[list[list[Any]], list[list[
             if len(ws) != len(items):
                 raise ValueError(f"prompt {r} has {len(items)} items but {len(ws)} weights; give one weight per item")
             for i, w in enumerate(ws):
-                if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
-                    raise ValueError(f"prompt {r} item {i} has weight {w!r}; weights must be finite numbers >= 0 "
-                                     "(1 = unchanged, 0 removes the item from attention)")
+                # 1 = unchanged, 0 removes the item from attention
+                check_float(f"weights[{r}][{i}]", w, min=0)
         weights = [[float(w) for w in ws] for ws in weights]
     return items_rows, weights
 
@@ -220,9 +220,8 @@ class InterleavedEncoder:
     # ------------------------------------------------------------------------------------------------ helpers
     def _check_layer(self, layer) -> int:
         n = self.num_layers + 1
-        if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
-            raise ValueError(f"layer={layer!r} is out of range: the encoder has {n} hidden states (embeddings + "
-                             f"{self.num_layers} layers); use 0..{n - 1} or negative indices")
+        # n hidden states: the embeddings and one per layer
+        check_int("layer", layer, min=-n, max=n - 1)
         return layer
 
     @property

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import torch
 
+from hf_ext.utils.validation import check_size
+
 __all__ = [
     "MCC_COLORS", "MCC_OBJECTS", "TRANSLATIONS", "ClipZeroShotScorer", "ImageTextScorer", "MCCPrompt", "evaluate_mcc",
     "mcc_prompts", "multilingual_similarity",
@@ -77,8 +79,7 @@ def mcc_prompts(n: int = 250, *, seed: int = 0, with_images: bool = True,
         reference_images: ``(color, object) -> PIL image`` (default: a flat disc of the colour; pass stock photos
             as in MCC-250 for a real evaluation).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    n = check_size("n", n)
     g = torch.Generator().manual_seed(seed)
     colors, objects = list(MCC_COLORS), list(MCC_OBJECTS)
     ref = reference_images or (lambda color, obj: _reference_image(color))

@@ -30,6 +30,7 @@ from torch import nn
 
 from hf_ext.core.anatomy import get_anatomy
 from hf_ext.core.hooks import register_hooks
+from hf_ext.utils.validation import check_int, check_size
 
 __all__ = ["BottleneckAdapter", "ImagePrefix", "MagmaEncoder", "MultiFusionProjector"]
 
@@ -56,9 +57,8 @@ class MultiFusionProjector(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_dim: int, out_dim: int, layer_norm: bool = True):
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("out_dim", out_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_size("in_dim", in_dim)
+        check_size("out_dim", out_dim)
         self.linear = nn.Linear(in_dim, out_dim)
         self.norm = nn.LayerNorm(out_dim) if layer_norm else nn.Identity()
 
@@ -177,9 +177,7 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
         super().__init__()
         if adapter_location not in ADAPTER_LOCATIONS:
             raise ValueError(f"adapter_location={adapter_location!r} is not one of {ADAPTER_LOCATIONS}")
-        if adapter_downsample is not None and (isinstance(adapter_downsample, bool) or not isinstance(adapter_downsample, int)
-                                               or adapter_downsample < 1):
-            raise ValueError(f"adapter_downsample must be a positive int or None, got {adapter_downsample!r}")
+        check_int("adapter_downsample", adapter_downsample, min=1, allow_none=True)
         self.language_model = _auto_model_from_config(text_config)
         vision_model = _auto_model_from_config(vision_config)
         hidden = self.language_model.config.hidden_size

@@ -22,18 +22,24 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, UNet2DConditionModel  # noqa: F401 - by name
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.configuration_utils import ConfigMixin  # noqa: F401 - the component loader looks names up here
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from hf_ext.utils.saving import AtomicSaveMixin
+from hf_ext.utils.validation import check_float, check_size
 
 from .attention_processor import cross_attention_weights
 from .encoding_multifusion import EncodedPrompt, InterleavedEncoder, normalize_prompts, pad_and_stack
@@ -71,10 +77,31 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
         encoder_layer: index into the encoder's hidden states (``-1`` = last layer, after the final norm).
 
     ``save_pretrained`` / ``MultiFusionPipeline.from_pretrained`` round-trip every component (safetensors).
+
+    ``callback_on_step_end`` works as in diffusers' pipelines (a function or a ``PipelineCallback`` such as
+    ``SDCFGCutoffCallback``); with the same conditioning, scheduler and generator and no weighting, the loop gives
+    the latents of diffusers' ``StableDiffusionPipeline``.
+
+    Example:
+        >>> from hf_ext.diffusion.multifusion import tiny_multifusion_components
+        >>> pipe = MultiFusionPipeline(**tiny_multifusion_components())
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> steps = []
+        >>> def halve_at_step_0(pipe, step, timestep, callback_kwargs):
+        ...     steps.append(step)
+        ...     return {"latents": callback_kwargs["latents"] / 2} if step == 0 else {}
+        >>> out = pipe(["a red apple"], num_inference_steps=2, output_type="latent",
+        ...            callback_on_step_end=halve_at_step_0, callback_on_step_end_tensor_inputs=["latents"])
+        >>> steps, out.images.shape
+        ([0, 1], torch.Size([1, 4, 16, 16]))
     """
 
     model_cpu_offload_seq = "encoder->projection->unet->vae"
     _optional_components = ["image_processor", "projection"]
+    #: What ``callback_on_step_end`` may read and replace: the latents ``[B·n, C, h, w]``, the UNet's conditioning
+    #: ``prompt_embeds`` ``[2·B·n, L, D]`` (rows ``[negative; prompt]`` under CFG, after the projection) and its
+    #: ``encoder_attention_mask`` ``[rows, L]`` (1 = token, 0 = padding).
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "encoder_attention_mask"]
 
     def __init__(self, encoder, tokenizer, unet, vae, scheduler, image_processor=None, projection=None,
                  encoder_layer: int = -1):
@@ -126,6 +153,56 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
             return self.projection(hidden_states)
         return hidden_states.to(self.unet.dtype)
 
+    # ---------------------------------------------------------------------------------------------- call state
+    # Read by diffusers' step-end callbacks (e.g. ``SDCFGCutoffCallback`` sets ``_guidance_scale = 0``).
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def _check_callback(self, callback_on_step_end, tensor_inputs) -> list[str]:
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            tensor_inputs = callback_on_step_end.tensor_inputs
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"callback_on_step_end must be callable (pipe, step, timestep, callback_kwargs) -> dict, "
+                            f"got {callback_on_step_end!r}")
+        tensor_inputs = ["latents"] if tensor_inputs is None else list(tensor_inputs)
+        bad = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback_on_step_end_tensor_inputs has {bad!r}, which the pipeline does not offer; "
+                             f"choose from {self._callback_tensor_inputs}")
+        return tensor_inputs
+
+    def _extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        """``eta`` and ``generator`` for the schedulers whose ``step`` takes them (as diffusers' SD pipeline)."""
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+    def _initial_latents(self, rows: int, height: int, width: int, latents, generator, device, dtype) -> torch.Tensor:
+        """``[rows, C, h, w]`` noise (or the given ``latents``) times ``scheduler.init_noise_sigma``."""
+        shape = (rows, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
+        return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+
     # ---------------------------------------------------------------------------------------------- call
     @torch.no_grad()
     def __call__(self, prompt=None, negative_prompt=None, weights=None, negative_weights=None, *,
@@ -133,7 +210,10 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
                  guidance_scale: float = 7.5, num_images_per_prompt: int = 1, generator=None,
                  latents: torch.Tensor | None = None, prompt_embeds: EncodedPrompt | None = None,
                  negative_prompt_embeds: EncodedPrompt | None = None, cross_attention_weighting: bool = False,
-                 output_type: str = "pil", return_dict: bool = True):
+                 output_type: str = "pil", return_dict: bool = True, eta: float = 0.0,
+                 callback_on_step_end: Callable[[Any, int, Any, dict], dict] | PipelineCallback
+                 | MultiPipelineCallbacks | None = None,
+                 callback_on_step_end_tensor_inputs: list[str] | None = None):
         """Generate images.
 
         Args:
@@ -150,20 +230,29 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
             prompt_embeds, negative_prompt_embeds: cached :meth:`encode_prompt` results (skip the encoder).
             cross_attention_weighting: also apply the prompt's item weights in the UNet's cross-attention.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
+            eta: DDIM's η (passed to schedulers whose ``step`` takes it, with ``generator``), as in diffusers.
+            callback_on_step_end: as in diffusers' pipelines: ``fn(pipe, step, timestep, callback_kwargs) -> dict``
+                called after each scheduler step, or a ``PipelineCallback`` / ``MultiPipelineCallbacks``; the tensors
+                of the returned dict replace the pipeline's (e.g. ``{"latents": …}``).
+            callback_on_step_end_tensor_inputs: the names put in ``callback_kwargs`` (default ``["latents"]``; any
+                of :attr:`_callback_tensor_inputs`). Setting ``pipe._interrupt = True`` in a callback skips the
+                remaining steps.
 
         Returns:
             :class:`MultiFusionPipelineOutput` (or ``(images,)`` with ``return_dict=False``).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r} is not one of {OUTPUT_TYPES}")
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images_per_prompt!r}")
+        check_size("num_inference_steps", num_inference_steps, max=10_000)
+        check_size("num_images_per_prompt", num_images_per_prompt, max=10_000)
+        check_float("guidance_scale", guidance_scale)
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("pass exactly one of prompt and prompt_embeds")
+        callback_on_step_end_tensor_inputs = self._check_callback(callback_on_step_end,
+                                                                  callback_on_step_end_tensor_inputs)
         device = self._execution_device
-        do_cfg = guidance_scale > 1.0
+        self._guidance_scale, self._interrupt = guidance_scale, False
+        do_cfg = self.do_classifier_free_guidance
 
         cond = prompt_embeds if prompt_embeds is not None else self.encode_prompt(prompt, weights, device=device)
         batch = cond.hidden_states.shape[0]
@@ -194,31 +283,50 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
         n = num_images_per_prompt
         hidden = hidden.repeat_interleave(n, dim=0).to(device)
         mask = mask.repeat_interleave(n, dim=0).to(device)
-        context = self.condition(hidden)
+        prompt_embeds, encoder_attention_mask = self.condition(hidden), mask
 
-        # latents
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
-        shape = (batch * n, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=context.dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
-        latents = latents.to(device=device, dtype=context.dtype) * self.scheduler.init_noise_sigma
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
 
-        weighting = cross_attention_weights(self.unet, key_w) if key_w is not None else _nullcontext()
-        with weighting, self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
-            for t in self.scheduler.timesteps:
+        # timesteps first: sigma schedulers' init_noise_sigma depends on the schedule (as in diffusers' SD pipeline)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        latents = self._initial_latents(batch * n, height, width, latents, generator, device, prompt_embeds.dtype)
+        extra_step_kwargs = self._extra_step_kwargs(generator, eta)
+
+        with contextlib.ExitStack() as weighting, self.progress_bar(total=len(timesteps)) as bar:
+            if key_w is not None:
+                weighting.enter_context(cross_attention_weights(self.unet, key_w))
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                do_cfg = self.do_classifier_free_guidance  # a callback may switch guidance off
                 model_in = torch.cat([latents] * 2) if do_cfg else latents
                 model_in = self.scheduler.scale_model_input(model_in, t)
-                noise = self.unet(model_in, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+                noise = self.unet(model_in, t, encoder_hidden_states=prompt_embeds,
+                                  encoder_attention_mask=encoder_attention_mask).sample
                 if do_cfg:
                     uncond, cond_pred = noise.chunk(2)
-                    noise = uncond + guidance_scale * (cond_pred - uncond)
-                latents = self.scheduler.step(noise, t, latents).prev_sample
+                    noise = uncond + self.guidance_scale * (cond_pred - uncond)
+                latents = self.scheduler.step(noise, t, latents, **extra_step_kwargs, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    state = {"latents": latents, "prompt_embeds": prompt_embeds,
+                             "encoder_attention_mask": encoder_attention_mask}
+                    outputs = callback_on_step_end(self, i, t, {k: state[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.pop("latents", latents)
+                    new_embeds = outputs.pop("prompt_embeds", prompt_embeds)
+                    if "encoder_attention_mask" in outputs:
+                        encoder_attention_mask = outputs.pop("encoder_attention_mask")
+                    elif new_embeds.shape[0] < encoder_attention_mask.shape[0]:
+                        # a cut to the last rows (SDCFGCutoffCallback keeps the prompt rows): the mask follows
+                        encoder_attention_mask = encoder_attention_mask[-new_embeds.shape[0]:]
+                    if key_w is not None and new_embeds.shape[0] < key_w.shape[0]:
+                        key_w = key_w[-new_embeds.shape[0]:]  # the cross-attention weights follow the cut too
+                        weighting.enter_context(cross_attention_weights(self.unet, key_w))
+                    prompt_embeds = new_embeds
                 bar.update()
 
         if output_type == "latent":
@@ -230,11 +338,3 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
         if not return_dict:
             return (images,)
         return MultiFusionPipelineOutput(images=images)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

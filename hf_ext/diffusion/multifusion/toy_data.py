@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from hf_ext.utils.validation import check_int, check_size
+
 __all__ = ["COLORS", "SENTENCE_PAIRS", "SHAPES", "ShapesDataset", "draw_shape"]
 
 #: Colours (name -> RGB) and shapes of the synthetic image–caption set.
@@ -73,8 +75,9 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def __init__(self, n: int, *, size: int = 32, seed: int = 0, colors: Sequence[str] | None = None,
                  shapes: Sequence[str] | None = None):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        n = check_size("n", n)
+        check_size("size", size)
+        check_int("seed", seed)
         self.n, self.size, self.seed = n, size, seed
         self.colors = list(colors or COLORS)
         self.shapes = list(shapes or SHAPES)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.validation import check_size
 
 from ...core.sharding import sharding_kwargs
 from .checkpoint import gather_for_checkpoint, load_checkpoint, save_checkpoint, write_checkpoint
@@ -86,8 +87,7 @@ class FusionConfig:
     def validate(self) -> None:
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_size(name, value)
         for name in ("p_image", "p_uncond"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

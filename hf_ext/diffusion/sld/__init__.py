@@ -2,7 +2,7 @@
 
 Public API (imported lazily; ``hf_ext.diffusion.sld.cli`` stays torch-free):
     * :class:`SLDConfig` (presets ``WEAK``, ``WEAK_DIFFUSERS``, ``MEDIUM``, ``STRONG``, ``MAX``), :func:`sld_step`,
-      :class:`SLDGuidanceRunner`, :data:`PRESETS`;
+      :class:`SLDGuidanceRunner`, :data:`PRESETS`; :class:`SLDConcept` (a concept with its own SLD values);
     * :class:`SafeLatentDiffusionPipeline` (SD 1.x/2.x), :class:`SafeLatentDiffusionXLPipeline` (SDXL);
     * :class:`SafeLatentGuidance` (a modular-diffusers guider) and :func:`sld_sdxl_modular_blocks` (diffusers'
       modular SDXL blocks with a safety-concept encoder step and a 3-branch denoiser);
@@ -23,7 +23,7 @@ from hf_ext.registry import register_component
 from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "guidance": ["DIFFUSERS_KWARGS", "PRESETS", "SLDConfig", "SLDDiagnostics", "SLDGuidanceRunner", "SLDStepOutput",
+    "guidance": ["DIFFUSERS_KWARGS", "PRESETS", "SLDConcept", "SLDConfig", "SLDDiagnostics", "SLDGuidanceRunner", "SLDStepOutput",
                  "sld_step"],
     "_common": ["DEFAULT_SAFETY_CONCEPT", "SafeLatentDiffusionPipelineOutput"],
     "pipeline_sld": ["SafeLatentDiffusionPipeline"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from diffusers.utils import BaseOutput
 
 from hf_ext.utils.logging import get_logger
 
-from .guidance import DIFFUSERS_KWARGS, SLDConfig, SLDDiagnostics
+from .guidance import DIFFUSERS_KWARGS, SLDConcept, SLDConfig, SLDDiagnostics
 
 logger = get_logger(__name__)
 
@@ -53,27 +53,63 @@ class SafeLatentDiffusionPipelineOutput(BaseOutput):
         return (self.images, self.nsfw_content_detected, self.applied_safety_concept, self.unsafe_images)
 
 
-def normalize_concepts(concept: str | Sequence[str] | None) -> list[str]:
-    """``str`` or list of ``str`` → non-empty list of non-empty strings (else ``ValueError``/``TypeError``)."""
+#: What ``safety_concept`` accepts: a text, an :class:`SLDConcept`, its dict form, or a list of these.
+ConceptSpec = str | SLDConcept | Mapping[str, Any]
+
+
+def _one_spec(item: Any, where: str) -> SLDConcept:
+    if isinstance(item, SLDConcept):
+        return item
+    if isinstance(item, str):
+        if not item.strip():
+            raise ValueError(f"every safety concept must be a non-empty string, got {where}={item!r}")
+        return SLDConcept(item)
+    if isinstance(item, Mapping):
+        return SLDConcept.from_dict(item)
+    raise TypeError(f"{where} must be a str, an SLDConcept or a dict of SLDConcept fields, got {item!r} "
+                    f"({type(item).__name__})")
+
+
+def normalize_concept_specs(concept: ConceptSpec | Sequence[ConceptSpec] | None) -> list[SLDConcept]:
+    """``safety_concept`` → non-empty list of :class:`SLDConcept` (``None`` = :data:`DEFAULT_SAFETY_CONCEPT`).
+
+    Raises ``TypeError``/``ValueError`` naming ``safety_concept`` (and the index in a list) with the bad value.
+    """
     if concept is None:
-        return [DEFAULT_SAFETY_CONCEPT]
-    if isinstance(concept, str):
-        concepts = [concept]
-    elif isinstance(concept, Sequence):
-        concepts = list(concept)
-    else:
-        raise TypeError(f"safety_concept must be a str or a list of str, got {type(concept).__name__}")
-    if not concepts:
+        return [SLDConcept(DEFAULT_SAFETY_CONCEPT)]
+    if isinstance(concept, (str, SLDConcept, Mapping)):
+        return [_one_spec(concept, "safety_concept")]
+    if not isinstance(concept, Sequence):
+        raise TypeError(f"safety_concept must be a str, an SLDConcept or a list of them, got {concept!r} "
+                        f"({type(concept).__name__})")
+    if not concept:
         raise ValueError("safety_concept is an empty list; give at least one concept text "
                          "(or disable SLD with sld_guidance_scale=0)")
-    for c in concepts:
-        if not isinstance(c, str) or not c.strip():
-            raise ValueError(f"every safety concept must be a non-empty string, got {c!r}")
-    return concepts
+    return [_one_spec(item, f"safety_concept[{i}]") for i, item in enumerate(concept)]
 
 
-def concept_for_config(concepts: list[str]) -> str | list[str]:
-    return concepts[0] if len(concepts) == 1 else list(concepts)
+def normalize_concepts(concept: ConceptSpec | Sequence[ConceptSpec] | None) -> list[str]:
+    """The concept texts of ``safety_concept`` (see :func:`normalize_concept_specs`)."""
+    return [c.text for c in normalize_concept_specs(concept)]
+
+
+def concept_for_config(specs: Sequence[SLDConcept]) -> str | list[str | dict[str, Any]]:
+    """The JSON form stored in the pipeline config: a text per plain concept, a dict per concept with its own
+    hyperparameters; a single plain concept is stored as its text."""
+    items = [c.to_dict() if c.overrides() else c.text for c in specs]
+    return items[0] if len(items) == 1 and isinstance(items[0], str) else items
+
+
+def concepts_from_config(value: Any) -> str | list[str | SLDConcept]:
+    """Inverse of :func:`concept_for_config` (dicts become :class:`SLDConcept`)."""
+    if isinstance(value, str):
+        return value
+    return [SLDConcept.from_dict(v) if isinstance(v, Mapping) else v for v in value]
+
+
+def concept_label(specs: Sequence[SLDConcept]) -> str | list[str]:
+    """``applied_safety_concept``: the text for one concept, else the list of texts."""
+    return specs[0].text if len(specs) == 1 else [c.text for c in specs]
 
 
 def resolve_sld_config(sld_preset: Any, sld_kwargs: dict[str, Any]) -> SLDConfig:

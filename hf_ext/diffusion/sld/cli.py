@@ -26,6 +26,21 @@ logger = get_logger(__name__)
 PRESET_CHOICES = ["weak", "weak_diffusers", "medium", "strong", "max", "off"]
 
 
+def _concept_arg(value: str) -> str | dict:
+    """``--concept``: a text, or a JSON object of ``SLDConcept`` fields (``{"text": …, "guidance_scale": …}``)."""
+    if not value.lstrip().startswith("{"):
+        return value
+    try:
+        spec = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{value!r} is not valid JSON ({err}); give a concept text or an object "
+                                         'such as \'{"text": "nudity", "guidance_scale": 2000}\'') from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("text"), str):
+        raise argparse.ArgumentTypeError(f"{value!r}: a JSON concept needs a \"text\" string, e.g. "
+                                         '\'{"text": "nudity", "guidance_scale": 2000}\'')
+    return spec
+
+
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     cli.add_deprecated_alias(p, "--pipeline", "--model")
     p.add_argument("--xl", action="store_true", help="with no --model: use tiny random SDXL components")
@@ -40,8 +55,10 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="scale of the guidance momentum (default: the preset's)")
     p.add_argument("--sld-mom-beta", type=cli.finite_float, default=None,
                    help="momentum decay beta (default: the preset's)")
-    p.add_argument("--concept", action="append", default=None,
-                   help="safety concept text (repeat for several; default diffusers' concept)")
+    p.add_argument("--concept", action="append", default=None, type=_concept_arg,
+                   help="safety concept text, or a JSON object with the concept's own SLD values, e.g. "
+                        "'{\"text\": \"nudity\", \"guidance_scale\": 2000, \"warmup_steps\": 0}' (repeat for "
+                        "several; default diffusers' concept)")
     p.add_argument("--steps", type=cli.positive_int, default=None, help="inference steps (default 50, or 8 on tiny models)")
     p.add_argument("--guidance-scale", type=cli.finite_float, default=7.5,
                    help="classifier-free guidance scale (default: %(default)s)")

@@ -29,9 +29,12 @@ from typing import Any
 
 import torch
 
+from hf_ext.utils.validation import ArgumentTypeError, check_float, check_int
+
 __all__ = [
     "DIFFUSERS_KWARGS",
     "PRESETS",
+    "SLDConcept",
     "SLDConfig",
     "SLDDiagnostics",
     "SLDGuidanceRunner",
@@ -85,11 +88,9 @@ class SLDConfig:
     def __post_init__(self) -> None:
         for name in ("guidance_scale", "threshold", "momentum_scale", "mom_beta"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"SLDConfig.{name} must be a number, got {value!r} ({type(value).__name__})")
-            if not math.isfinite(float(value)) and name != "threshold":
-                raise ValueError(f"SLDConfig.{name} must be finite, got {value!r}")
-            object.__setattr__(self, name, float(value))
+            if name == "threshold" and isinstance(value, float) and math.isinf(value):
+                continue  # an infinite threshold is meaningful (every latent is unsafe)
+            object.__setattr__(self, name, check_float(f"SLDConfig.{name}", value))
         if self.guidance_scale < 0:
             raise ValueError(f"sld_guidance_scale must be >= 0 (0 or 1 disables SLD), got {self.guidance_scale}")
         if self.momentum_scale < 0:
@@ -98,9 +99,10 @@ class SLDConfig:
             raise ValueError(f"sld_mom_beta must be in [0, 1], got {self.mom_beta}")
         w = self.warmup_steps
         if isinstance(w, bool) or not isinstance(w, (int, float)):
-            raise TypeError(f"sld_warmup_steps must be an int (step index) or a float fraction in [0, 1], got {w!r}")
-        if isinstance(w, int) and w < 0:
-            raise ValueError(f"sld_warmup_steps must be >= 0, got {w}")
+            raise ArgumentTypeError(
+                f"sld_warmup_steps must be an int (step index) or a float fraction in [0, 1], got {w!r}")
+        if isinstance(w, int):
+            check_int("sld_warmup_steps", w, min=0)
         if isinstance(w, float) and not 0.0 <= w <= 1.0:
             raise ValueError(
                 f"a float sld_warmup_steps is a fraction of the schedule and must be in [0, 1], got {w}; "
@@ -182,6 +184,71 @@ PRESETS: dict[str, SLDConfig] = {
 }
 
 
+@dataclass(frozen=True)
+class SLDConcept:
+    """One safety concept with its own SLD hyperparameters (the SEGA-style generalisation to several concepts).
+
+    Every field left ``None`` is taken from the call's :class:`SLDConfig` (``sld_preset`` / ``sld_*`` keywords), so
+    ``SLDConcept("violence")`` behaves exactly like the plain text ``"violence"``.
+
+    Args:
+        text: the concept text, encoded like a prompt (non-empty).
+        guidance_scale: s_S of this concept (≥ 0; ≤ 1 disables this concept only).
+        warmup_steps: δ of this concept (int step index or float fraction of the schedule).
+        threshold: λ of this concept.
+        momentum_scale: s_m of this concept (≥ 0).
+        mom_beta: β_m of this concept, in [0, 1].
+
+    Raises:
+        TypeError/ValueError: naming the field and the bad value (same rules as :class:`SLDConfig`).
+
+    Example:
+        >>> c = SLDConcept("nudity", guidance_scale=2000.0, warmup_steps=0)
+        >>> c.resolve(SLDConfig.MEDIUM).guidance_scale, c.resolve(SLDConfig.MEDIUM).threshold
+        (2000.0, 0.01)
+        >>> SLDConcept.from_dict(c.to_dict()) == c
+        True
+    """
+
+    text: str
+    guidance_scale: float | None = None
+    warmup_steps: int | float | None = None
+    threshold: float | None = None
+    momentum_scale: float | None = None
+    mom_beta: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(f"SLDConcept.text must be a non-empty string, got {self.text!r}")
+        for name, value in self.overrides().items():
+            try:  # SLDConfig's checks, reported with this concept and field named
+                SLDConfig().replace(**{name: value})
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"SLDConcept({self.text!r}).{name}={value!r} is invalid: {err}") from None
+
+    def overrides(self) -> dict[str, Any]:
+        """The hyperparameters this concept sets itself (field name -> value)."""
+        return {f: getattr(self, f) for f in DIFFUSERS_KWARGS.values() if getattr(self, f) is not None}
+
+    def resolve(self, base: SLDConfig) -> SLDConfig:
+        """This concept's :class:`SLDConfig`: ``base`` with the concept's own fields on top."""
+        overrides = self.overrides()
+        return base.replace(**overrides) if overrides else base
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"text": …, <set fields>…}`` (JSON-able; unset fields are left out)."""
+        return {"text": self.text, **self.overrides()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SLDConcept:
+        """Inverse of :meth:`to_dict` (unknown keys raise ``ValueError`` naming them)."""
+        fields = {"text", *DIFFUSERS_KWARGS.values()}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown SLDConcept field(s) {unknown} in {dict(data)!r}; valid: {sorted(fields)}")
+        return cls(**data)
+
+
 @dataclass
 class SLDDiagnostics:
     """Per-step diagnostics (floats; only computed when asked for, as they synchronise the device).
@@ -222,6 +289,27 @@ def _as_list(x: torch.Tensor | Sequence[torch.Tensor] | None) -> list[torch.Tens
     return list(x)
 
 
+def _per_concept(config: SLDConfig | Sequence[SLDConfig], warmup_index: int | Sequence[int] | None,
+                 n_concepts: int) -> tuple[list[SLDConfig], list[int]]:
+    """One config and one warm-up index per concept (a single config/index is shared by all)."""
+    configs = [config] * n_concepts if isinstance(config, SLDConfig) else list(config)
+    if len(configs) != n_concepts or not all(isinstance(c, SLDConfig) for c in configs):
+        raise ValueError(f"config must be an SLDConfig or a list of {n_concepts} SLDConfig (one per concept), "
+                         f"got {config!r}")
+    if warmup_index is None:
+        for c in configs:
+            if isinstance(c.warmup_steps, float):
+                raise ValueError("config.warmup_steps is a fraction: pass "
+                                 "warmup_index=config.warmup_index(len(timesteps))")
+        return configs, [int(c.warmup_steps) for c in configs]
+    if isinstance(warmup_index, int):
+        return configs, [warmup_index] * n_concepts
+    warmups = [int(w) for w in warmup_index]
+    if len(warmups) != n_concepts:
+        raise ValueError(f"warmup_index has {len(warmups)} entries for {n_concepts} concepts: {warmup_index!r}")
+    return configs, warmups
+
+
 def sld_step(
     eps_uncond: torch.Tensor,
     eps_cond: torch.Tensor,
@@ -230,8 +318,8 @@ def sld_step(
     *,
     step: int,
     guidance_scale: float,
-    config: SLDConfig,
-    warmup_index: int | None = None,
+    config: SLDConfig | Sequence[SLDConfig],
+    warmup_index: int | Sequence[int] | None = None,
     return_diagnostics: bool = False,
 ) -> SLDStepOutput:
     """One SLD-guided combination of the three noise (or v) predictions.
@@ -245,34 +333,34 @@ def sld_step(
         momentum: ν from the previous step (same structure as ``eps_concept``), or ``None`` at the first step (zeros).
         step: loop index i over ``scheduler.timesteps``.
         guidance_scale: s_g, the classifier-free guidance scale.
-        config: the :class:`SLDConfig`.
-        warmup_index: δ as a loop index; default ``config.warmup_index`` needs the schedule length, so an int
-            ``config.warmup_steps`` is used directly and a fractional one requires this argument.
+        config: the :class:`SLDConfig`, or one per concept (each concept then has its own s_S, λ, s_m, β_m, δ).
+        warmup_index: δ as a loop index (or one per concept); default ``config.warmup_index`` needs the schedule
+            length, so an int ``config.warmup_steps`` is used directly and a fractional one requires this argument.
         return_diagnostics: compute :class:`SLDDiagnostics` (calls ``.item()``).
 
     Returns:
-        :class:`SLDStepOutput` with ``noise_pred = ε_∅ + s_g·((ε_p − ε_∅) − [i ≥ δ]·Σγ)``.
+        :class:`SLDStepOutput` with ``noise_pred = ε_∅ + s_g·((ε_p − ε_∅) − Σ_k [i ≥ δ_k]·γ_k)``.
 
     Example:
         >>> import torch
-        >>> u, p, s = torch.zeros(1, 4), torch.ones(1, 4), torch.ones(1, 4)
+        >>> u, p, s = torch.zeros(1, 4), torch.ones(1, 4), torch.full((1, 4), 0.5)
         >>> cfg = SLDConfig(guidance_scale=1e6, warmup_steps=0, threshold=1e6, momentum_scale=0.0)
         >>> sld_step(u, p, s, None, step=0, guidance_scale=2.0, config=cfg).noise_pred  # μ ≡ 1: ε_∅ + s_g(ε_p − ε_S)
-        tensor([[0., 0., 0., 0.]])
+        tensor([[1., 1., 1., 1.]])
     """
-    if warmup_index is None:
-        if isinstance(config.warmup_steps, float):
-            raise ValueError("config.warmup_steps is a fraction: pass warmup_index=config.warmup_index(len(timesteps))")
-        warmup_index = int(config.warmup_steps)
     concepts = _as_list(eps_concept)
+    if concepts is not None:
+        n_concepts = len(concepts)
+    else:
+        n_concepts = 1 if isinstance(config, SLDConfig) else len(config)
+    configs, warmups = _per_concept(config, warmup_index, n_concepts)
     noise_guidance = eps_cond - eps_uncond
-    applied = step >= warmup_index
     if concepts is None:
-        if not config.skips_concept(step, warmup_index):
+        if not all(c.skips_concept(step, w) for c, w in zip(configs, warmups)):
             raise ValueError(
                 f"eps_concept is None at step {step}, but the concept prediction is needed there (momentum_scale="
-                f"{config.momentum_scale}, warm-up index {warmup_index}); only skip it when momentum_scale == 0 "
-                "and step < warm-up")
+                f"{[c.momentum_scale for c in configs]}, warm-up index {warmups}); only skip it when "
+                "momentum_scale == 0 and step < warm-up")
         noise_pred = eps_uncond + guidance_scale * noise_guidance
         mom = _as_list(momentum)
         diag = SLDDiagnostics(step=step, applied=False, concept_evaluated=False) if return_diagnostics else None
@@ -288,22 +376,24 @@ def sld_step(
     guided = torch.zeros((), device=eps_uncond.device) if return_diagnostics else None
     gamma_sq = torch.zeros((), device=eps_uncond.device) if return_diagnostics else None
     mu_sum = torch.zeros((), device=eps_uncond.device) if return_diagnostics else None
-    for eps_s, mom in zip(concepts, moms):
+    applied = False
+    for eps_s, mom, cfg, warm in zip(concepts, moms, configs, warmups):
         if eps_s.shape != eps_uncond.shape:
             raise ValueError(f"eps_concept shape {tuple(eps_s.shape)} != eps_uncond shape {tuple(eps_uncond.shape)}")
         if mom is None:
             mom = torch.zeros_like(noise_guidance)
         # Equation 6 (same operations and order as diffusers' StableDiffusionPipelineSafe)
-        scale = torch.clamp(torch.abs(eps_cond - eps_s) * config.guidance_scale, max=1.0)
-        mu = torch.where((eps_cond - eps_s) >= config.threshold, torch.zeros_like(scale), scale)
+        scale = torch.clamp(torch.abs(eps_cond - eps_s) * cfg.guidance_scale, max=1.0)
+        mu = torch.where((eps_cond - eps_s) >= cfg.threshold, torch.zeros_like(scale), scale)
         # Equation 4
         gamma = torch.mul(eps_s - eps_uncond, mu)
         # Equation 7
-        gamma = gamma + config.momentum_scale * mom
+        gamma = gamma + cfg.momentum_scale * mom
         # Equation 8
-        mom = config.mom_beta * mom + (1 - config.mom_beta) * gamma
+        mom = cfg.mom_beta * mom + (1 - cfg.mom_beta) * gamma
         new_moms.append(mom)
-        if applied:
+        if step >= warm:
+            applied = True
             # Equation 3
             noise_guidance = noise_guidance - gamma
         if return_diagnostics:
@@ -324,10 +414,12 @@ class SLDGuidanceRunner:
     """Stateful helper for a denoising loop: holds the momentum, decides when ε_S is needed, records diagnostics.
 
     Args:
-        config: the :class:`SLDConfig` (must be enabled).
+        config: the :class:`SLDConfig` (must be enabled), or one per concept (K concepts, each with its own
+            hyperparameters, e.g. from :meth:`SLDConcept.resolve`).
         guidance_scale: s_g.
         num_timesteps: ``len(scheduler.timesteps)`` (resolves a fractional warm-up).
-        skip_warmup_concept: skip ε_S during warm-up when ``momentum_scale == 0`` (identical results).
+        skip_warmup_concept: skip ε_S during a step where every concept is in warm-up with ``momentum_scale == 0``
+            (identical results).
         return_diagnostics: collect :class:`SLDDiagnostics` per step in :attr:`diagnostics`.
 
     Example:
@@ -338,13 +430,21 @@ class SLDGuidanceRunner:
         >>> u, p = torch.zeros(1, 4), torch.ones(1, 4)
         >>> r(0, u, p, None).shape
         torch.Size([1, 4])
+        >>> two = SLDGuidanceRunner([SLDConfig.WEAK, SLDConfig.MAX], guidance_scale=7.5, num_timesteps=50)
+        >>> two.warmup_index, two.concept_needed(0)
+        ([15, 0], True)
     """
 
-    def __init__(self, config: SLDConfig, *, guidance_scale: float, num_timesteps: int,
+    def __init__(self, config: SLDConfig | Sequence[SLDConfig], *, guidance_scale: float, num_timesteps: int,
                  skip_warmup_concept: bool = True, return_diagnostics: bool = False) -> None:
         self.config = config
+        self.configs = [config] if isinstance(config, SLDConfig) else list(config)
+        if not self.configs or not all(isinstance(c, SLDConfig) for c in self.configs):
+            raise ValueError(f"config must be an SLDConfig or a non-empty list of SLDConfig, got {config!r}")
         self.guidance_scale = float(guidance_scale)
-        self.warmup_index = config.warmup_index(num_timesteps)
+        warmups = [c.warmup_index(num_timesteps) for c in self.configs]
+        #: δ as a loop index (a list with one per concept when ``config`` is a list).
+        self.warmup_index: int | list[int] = warmups[0] if isinstance(config, SLDConfig) else warmups
         self.skip_warmup_concept = skip_warmup_concept
         self.return_diagnostics = return_diagnostics
         self.momentum: list[torch.Tensor] | None = None
@@ -352,8 +452,11 @@ class SLDGuidanceRunner:
         self.last_noise_guidance: torch.Tensor | None = None
 
     def concept_needed(self, step: int) -> bool:
-        """Whether the loop must evaluate ε_S at ``step``."""
-        return not (self.skip_warmup_concept and self.config.skips_concept(step, self.warmup_index))
+        """Whether the loop must evaluate the concept predictions at ``step`` (some concept needs its ε_S)."""
+        if not self.skip_warmup_concept:
+            return True
+        warmups = self.warmup_index if isinstance(self.warmup_index, list) else [self.warmup_index]
+        return not all(c.skips_concept(step, w) for c, w in zip(self.configs, warmups))
 
     def reset(self) -> None:
         """Forget the momentum and diagnostics (start of a new generation)."""

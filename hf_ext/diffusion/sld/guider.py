@@ -5,8 +5,10 @@ A guider sees the denoiser's predictions for each condition and combines them. S
 passes model inputs as tuples ``(cond, uncond, concept)``; :meth:`SafeLatentGuidance.prepare_inputs` splits them
 into one batch per condition (tuple index 0/1/2), the loop runs the denoiser on each and calls the guider.
 
-* ``num_conditions`` is 3 when SLD is active at this step, 2 during a warm-up step with momentum scale 0 (the
-  concept branch is skipped: same result, a third less compute), 2 with SLD off, 1 without CFG;
+* ``num_conditions`` is 2 + K (K safety concepts, 1 by default) when SLD is active at this step, 2 during a
+  warm-up step where every concept has momentum scale 0 (the concept branches are skipped: same result, less
+  compute), 2 with SLD off, 1 without CFG; with ``sld_concepts`` each concept has its own hyperparameters and the
+  inputs are ``(cond, uncond, concept_1 … concept_K)`` tuples (predictions ``pred_concept``, ``pred_concept_1`` …);
 * the momentum lives on the guider and is reset by ``set_state(step=0, …)``;
 * the combination is :func:`~hf_ext.diffusion.sld.guidance.sld_step`, the same code as the pipelines.
 
@@ -31,7 +33,7 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput, rescale_noise_cfg
 
-from .guidance import SLDConfig, sld_step
+from .guidance import SLDConcept, SLDConfig, sld_step
 
 __all__ = ["SafeLatentGuidance"]
 
@@ -44,6 +46,10 @@ class SafeLatentGuidance(BaseGuidance):
         sld_guidance_scale, sld_warmup_steps, sld_threshold, sld_momentum_scale, sld_mom_beta: as in
             :class:`~hf_ext.diffusion.sld.guidance.SLDConfig` (defaults: Medium); ``sld_guidance_scale ≤ 1``
             disables SLD. ``sld_warmup_steps`` is a step index (int) or a fraction of the schedule (float).
+        sld_concepts: several concepts: one dict per concept, in the order of the concept inputs, with the
+            hyperparameters that concept sets itself (``{"guidance_scale": 2000.0, "warmup_steps": 0}``; keys as
+            :class:`~hf_ext.diffusion.sld.guidance.SLDConcept`, a ``"text"`` key is ignored); the others come from
+            the ``sld_*`` arguments. ``None``: one concept.
         guidance_rescale: φ of "Common Diffusion Noise Schedules…" (0 = off).
         skip_warmup_concept: skip the concept branch during warm-up when ``sld_momentum_scale == 0``.
         start, stop, enabled: as in ``BaseGuidance``.
@@ -54,6 +60,9 @@ class SafeLatentGuidance(BaseGuidance):
         >>> g = SafeLatentGuidance.from_preset("strong", guidance_scale=7.5)
         >>> g.sld_config.threshold
         0.025
+        >>> two = SafeLatentGuidance(sld_concepts=[{}, {"guidance_scale": 3000.0, "warmup_steps": 0}])
+        >>> [c.guidance_scale for c in two.concept_configs], two._input_predictions
+        ([1000.0, 3000.0], ['pred_cond', 'pred_uncond', 'pred_concept', 'pred_concept_1'])
     """
 
     _input_predictions = ["pred_cond", "pred_uncond", "pred_concept"]
@@ -72,6 +81,7 @@ class SafeLatentGuidance(BaseGuidance):
         start: float = 0.0,
         stop: float = 1.0,
         enabled: bool = True,
+        sld_concepts: list[dict] | None = None,
     ):
         super().__init__(start, stop, enabled)
         self.guidance_scale = guidance_scale
@@ -79,8 +89,35 @@ class SafeLatentGuidance(BaseGuidance):
         self.skip_warmup_concept = skip_warmup_concept
         self.sld_config = SLDConfig(guidance_scale=sld_guidance_scale, warmup_steps=sld_warmup_steps,
                                     threshold=sld_threshold, momentum_scale=sld_momentum_scale, mom_beta=sld_mom_beta)
+        self.concept_configs = self._concept_configs(self.sld_config, sld_concepts)
+        k = len(self.concept_configs)
+        self._input_predictions = ["pred_cond", "pred_uncond", "pred_concept",
+                                   *(f"pred_concept_{i}" for i in range(1, k))]
         self._momentum: list[torch.Tensor] | None = None
         self.diagnostics: list = []
+
+    @staticmethod
+    def _concept_configs(base: SLDConfig, sld_concepts: list[dict] | None) -> list[SLDConfig]:
+        if sld_concepts is None:
+            return [base]
+        if isinstance(sld_concepts, (str, dict)) or not isinstance(sld_concepts, (list, tuple)) or not sld_concepts:
+            raise TypeError(f"sld_concepts must be a non-empty list of dicts (one per concept), got {sld_concepts!r}")
+        configs = []
+        for i, spec in enumerate(sld_concepts):
+            if not isinstance(spec, dict):
+                raise TypeError(f"sld_concepts[{i}] must be a dict of SLDConcept fields, got {spec!r}")
+            fields = {k: v for k, v in spec.items() if k != "text"}
+            try:
+                config = SLDConcept(spec.get("text") or f"concept {i}", **fields).resolve(base)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"sld_concepts[{i}]={spec!r}: {err}") from None
+            configs.append(config)
+        if any(c.enabled for c in configs):
+            for i, c in enumerate(configs):
+                if not c.enabled:
+                    raise ValueError(f"sld_concepts[{i}]={sld_concepts[i]!r} disables that concept (guidance_scale "
+                                     f"{c.guidance_scale} <= 1); leave the concept (and its inputs) out instead")
+        return configs
 
     @classmethod
     def from_preset(cls, preset: str | SLDConfig, **kwargs) -> SafeLatentGuidance:
@@ -93,9 +130,9 @@ class SafeLatentGuidance(BaseGuidance):
         if step == 0:
             self._momentum, self.diagnostics = None, []
 
-    def _warmup_index(self) -> int:
+    def _warmup_index(self) -> list[int]:
         n = self._num_inference_steps if self._num_inference_steps is not None else 0
-        return self.sld_config.warmup_index(n)
+        return [c.warmup_index(n) for c in self.concept_configs]
 
     def _is_cfg_enabled(self) -> bool:
         if not self._enabled:
@@ -107,19 +144,20 @@ class SafeLatentGuidance(BaseGuidance):
         return in_range and not math.isclose(self.guidance_scale, 1.0) and self.guidance_scale > 1.0
 
     def _is_sld_enabled(self) -> bool:
-        return self._is_cfg_enabled() and self.sld_config.enabled
+        return self._is_cfg_enabled() and self.concept_configs[0].enabled
 
     def _concept_needed(self) -> bool:
         if not self._is_sld_enabled():
             return False
         step = self._step if self._step is not None else 0
-        return not (self.skip_warmup_concept and self.sld_config.skips_concept(step, self._warmup_index()))
+        return not (self.skip_warmup_concept and all(
+            c.skips_concept(step, w) for c, w in zip(self.concept_configs, self._warmup_index())))
 
     @property
     def num_conditions(self) -> int:
         if not self._is_cfg_enabled():
             return 1
-        return 3 if self._concept_needed() else 2
+        return 2 + len(self.concept_configs) if self._concept_needed() else 2
 
     @property
     def is_conditional(self) -> bool:
@@ -130,16 +168,22 @@ class SafeLatentGuidance(BaseGuidance):
         return list(range(self.num_conditions))
 
     def prepare_inputs(self, data: dict[str, tuple[torch.Tensor, ...]]) -> list:
-        """Split ``{name: (cond, uncond, concept)}`` into one ``BlockState`` per active condition."""
+        """Split ``{name: (cond, uncond, concept_1 … concept_K)}`` into one ``BlockState`` per active condition."""
+        width = 2 + len(self.concept_configs)
         if self._concept_needed():
             for key, value in data.items():
-                if isinstance(value, tuple) and len(value) < 3 and value[0] is not None:
-                    raise ValueError(f"SLD needs a third (safety-concept) entry in the model input {key!r}; got a "
-                                     f"{len(value)}-tuple. Pass (cond, uncond, concept) tuples (e.g. "
-                                     "safety_prompt_embeds from an encoder step), or disable SLD "
-                                     "(sld_guidance_scale=0).")
-        # stock loops pass 2-tuples for optional inputs such as (None, None): pad them for the concept branch
-        data = {k: (v + (None,) * (3 - len(v)) if isinstance(v, tuple) and len(v) < 3 else v)
+                if isinstance(value, tuple) and len(value) < width and value[0] is not None:
+                    raise ValueError(f"SLD needs {width - 2} safety-concept entr(y/ies) after (cond, uncond) in the "
+                                     f"model input {key!r} (a third entry onwards); got a {len(value)}-tuple. Pass "
+                                     "(cond, uncond, concept…) tuples (e.g. safety_prompt_embeds from an encoder "
+                                     "step), or disable SLD (sld_guidance_scale=0).")
+        for key, value in data.items():
+            if isinstance(value, tuple) and len(value) > width and any(v is not None for v in value[width:]):
+                raise ValueError(f"the model input {key!r} has {len(value) - 2} concept entries but this guider "
+                                 f"has {width - 2} concept(s); give SafeLatentGuidance(sld_concepts=[...]) one dict "
+                                 "per concept")
+        # stock loops pass 2-tuples for optional inputs such as (None, None): pad them for the concept branches
+        data = {k: (v + (None,) * (width - len(v)) if isinstance(v, tuple) and len(v) < width else v)
                 for k, v in data.items()}
         return [self._prepare_batch(data, idx, name) for idx, name in zip(self._indices(), self._input_predictions)]
 
@@ -149,17 +193,29 @@ class SafeLatentGuidance(BaseGuidance):
 
     # ------------------------------------------------------------------ combination
     def forward(self, pred_cond: torch.Tensor, pred_uncond: torch.Tensor | None = None,
-                pred_concept: torch.Tensor | None = None) -> GuiderOutput:
-        """Combine the predictions; with SLD active this is :func:`sld_step` (momentum kept on the guider)."""
+                pred_concept: torch.Tensor | None = None, **more_concepts: torch.Tensor) -> GuiderOutput:
+        """Combine the predictions; with SLD active this is :func:`sld_step` (momentum kept on the guider).
+        ``more_concepts``: ``pred_concept_1`` … of concepts 2 … K."""
+        unknown = sorted(set(more_concepts) - set(self._input_predictions[3:]))
+        if unknown:
+            raise TypeError(f"unexpected predictions {unknown}; this guider takes {self._input_predictions}")
+        concepts = None
+        if pred_concept is not None:
+            concepts = [pred_concept, *(more_concepts.get(n) for n in self._input_predictions[3:])]
+            if any(c is None for c in concepts):
+                raise ValueError(f"got {sum(c is not None for c in concepts)} of the {len(concepts)} concept "
+                                 f"predictions {self._input_predictions[2:]}")
         if not self._is_cfg_enabled():
             pred = pred_cond
         elif not self._is_sld_enabled():
             pred = pred_uncond + self.guidance_scale * (pred_cond - pred_uncond)
         else:
-            out = sld_step(pred_uncond, pred_cond, pred_concept, self._momentum, step=self._step or 0,
-                           guidance_scale=self.guidance_scale, config=self.sld_config,
+            single = len(self.concept_configs) == 1
+            out = sld_step(pred_uncond, pred_cond, concepts, self._momentum, step=self._step or 0,
+                           guidance_scale=self.guidance_scale,
+                           config=self.sld_config if single else self.concept_configs,
                            warmup_index=self._warmup_index())
-            if pred_concept is not None:
+            if concepts is not None:
                 self._momentum = out.momentum
             pred = out.noise_pred
         if self.guidance_rescale > 0.0 and pred_uncond is not None:
@@ -176,17 +232,19 @@ def _modular_blocks():
     from diffusers.modular_pipelines.stable_diffusion_xl.encoders import StableDiffusionXLTextEncoderStep
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from ._common import DEFAULT_SAFETY_CONCEPT, normalize_concepts
+    from ._common import DEFAULT_SAFETY_CONCEPT, normalize_concept_specs
 
     class SafetyConceptEncoderStep(ModularPipelineBlocks):
-        """Encode the safety concept with both SDXL text encoders → ``safety_prompt_embeds`` ``(B·n, S, D)`` and
-        ``safety_pooled_prompt_embeds`` ``(B·n, P)`` (B from ``prompt_embeds``, n = ``num_images_per_prompt``)."""
+        """Encode the K safety concepts with both SDXL text encoders → ``safety_prompt_embeds`` ``(K·B·n, S, D)`` and
+        ``safety_pooled_prompt_embeds`` ``(K·B·n, P)``, concept by concept along the batch (B from
+        ``prompt_embeds``, n = ``num_images_per_prompt``). Per-concept hyperparameters belong to the guider
+        (``SafeLatentGuidance(sld_concepts=...)``)."""
 
         model_name = "stable-diffusion-xl"
 
         @property
         def description(self) -> str:
-            return "Encodes the SLD safety concept (one concept) for SafeLatentGuidance."
+            return "Encodes the SLD safety concept(s) for SafeLatentGuidance (K concepts stacked along the batch)."
 
         @property
         def expected_components(self):
@@ -209,15 +267,21 @@ def _modular_blocks():
         @torch.no_grad()
         def __call__(self, components, state):
             bs = self.get_block_state(state)
-            concepts = normalize_concepts(bs.safety_concept)
-            if len(concepts) != 1:
-                raise ValueError(f"the modular SLD blocks take one safety concept, got {len(concepts)}; join them "
-                                 "into one text or use SafeLatentDiffusionXLPipeline for several")
+            specs = normalize_concept_specs(bs.safety_concept)
+            for i, spec in enumerate(specs):
+                if spec.overrides():
+                    raise ValueError(f"safety_concept[{i}]={spec!r} sets its own SLD values; in a modular pipeline "
+                                     "they belong to the guider: SafeLatentGuidance(sld_concepts=[...]) with the "
+                                     "concept texts here")
             rows = bs.prompt_embeds.shape[0] * (bs.num_images_per_prompt or 1)
-            emb, _, pooled, _ = StableDiffusionXLTextEncoderStep.encode_prompt(
-                components, concepts[0], concepts[0], components._execution_device, 1, False)
-            bs.safety_prompt_embeds = emb.expand(rows, *emb.shape[1:]).contiguous()
-            bs.safety_pooled_prompt_embeds = pooled.expand(rows, *pooled.shape[1:]).contiguous()
+            embeds, pooled_embeds = [], []
+            for spec in specs:
+                emb, _, pooled, _ = StableDiffusionXLTextEncoderStep.encode_prompt(
+                    components, spec.text, spec.text, components._execution_device, 1, False)
+                embeds.append(emb.expand(rows, *emb.shape[1:]))
+                pooled_embeds.append(pooled.expand(rows, *pooled.shape[1:]))
+            bs.safety_prompt_embeds = torch.cat(embeds).contiguous()
+            bs.safety_pooled_prompt_embeds = torch.cat(pooled_embeds).contiguous()
             self.set_block_state(state, bs)
             return components, state
 
@@ -242,12 +306,17 @@ def _modular_blocks():
         @torch.no_grad()
         def __call__(self, components, block_state, i, t):
             g = lambda name: getattr(block_state, name, None)  # noqa: E731
+            safety, safety_pooled = g("safety_prompt_embeds"), g("safety_pooled_prompt_embeds")
+            # K concepts stacked along the batch by the encoder step: one tuple entry per concept
+            k = 1 if safety is None else max(1, safety.shape[0] // g("prompt_embeds").shape[0])
+            concepts = (None,) * k if safety is None else tuple(safety.chunk(k))
+            concepts_pooled = (None,) * k if safety_pooled is None else tuple(safety_pooled.chunk(k))
             guider_inputs = {
-                "prompt_embeds": (g("prompt_embeds"), g("negative_prompt_embeds"), g("safety_prompt_embeds")),
-                "time_ids": (g("add_time_ids"), g("negative_add_time_ids"), g("add_time_ids")),
-                "text_embeds": (g("pooled_prompt_embeds"), g("negative_pooled_prompt_embeds"),
-                                g("safety_pooled_prompt_embeds")),
-                "image_embeds": (g("ip_adapter_embeds"), g("negative_ip_adapter_embeds"), g("ip_adapter_embeds")),
+                "prompt_embeds": (g("prompt_embeds"), g("negative_prompt_embeds"), *concepts),
+                "time_ids": (g("add_time_ids"), g("negative_add_time_ids"), *(g("add_time_ids"),) * k),
+                "text_embeds": (g("pooled_prompt_embeds"), g("negative_pooled_prompt_embeds"), *concepts_pooled),
+                "image_embeds": (g("ip_adapter_embeds"), g("negative_ip_adapter_embeds"),
+                                 *(g("ip_adapter_embeds"),) * k),
             }
             components.guider.set_state(step=i, num_inference_steps=block_state.num_inference_steps, timestep=t)
             guider_state = components.guider.prepare_inputs(guider_inputs)
@@ -273,10 +342,16 @@ def sld_sdxl_modular_blocks():
     ``safety_concept`` encoder step after the text encoder and a denoiser that passes the concept branch to the
     guider. Set the guider with ``pipe.update_components(guider=SafeLatentGuidance(...))``.
 
-    Example:
-        >>> blocks = sld_sdxl_modular_blocks()  # doctest: +SKIP
-        >>> pipe = blocks.init_pipeline(); pipe.update_components(**sdxl_components, guider=SafeLatentGuidance())
-        >>> latents = pipe(prompt="a cat", safety_concept="violence", output="latents")  # doctest: +SKIP
+    Example (two concepts, the second with its own values, set on the guider):
+        >>> from hf_ext.testing import tiny_sdxl_components
+        >>> pipe = sld_sdxl_modular_blocks().init_pipeline()
+        >>> guider = SafeLatentGuidance(guidance_scale=5.0, sld_concepts=[{}, {"warmup_steps": 0}])
+        >>> pipe.update_components(**{k: v for k, v in tiny_sdxl_components().items() if v is not None},
+        ...                        guider=guider)
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> pipe(prompt="a cat", num_inference_steps=2, safety_concept=["violence", "nudity"],
+        ...      output="latents").shape
+        torch.Size([1, 4, 16, 16])
     """
     from diffusers.modular_pipelines.stable_diffusion_xl.modular_blocks_stable_diffusion_xl import (
         StableDiffusionXLAutoBlocks,

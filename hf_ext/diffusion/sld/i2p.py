@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from hf_ext.utils.imports import require
+from hf_ext.utils.loading import load_safetensors, require_keys
 from hf_ext.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -152,9 +153,9 @@ class CLIPZeroShotClassifier:
         self.image_processor, self.device, self.batch_size = image_processor, device, int(batch_size)
         with torch.no_grad():
             if prompt_embeds is not None:
-                from safetensors.torch import load_file
-
-                vecs = load_file(str(prompt_embeds))["prompts"].float()
+                embeds = load_safetensors(prompt_embeds, what="prompt_embeds")
+                require_keys(embeds, ("prompts",), prompt_embeds)
+                vecs = embeds["prompts"].float()
             else:
                 labels = tuple(labels) if labels is not None else self.DEFAULT_LABELS
                 if len(labels) < 2:

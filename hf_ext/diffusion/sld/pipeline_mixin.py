@@ -15,7 +15,6 @@ statistics and watermark).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,16 +25,19 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
 
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.saving import atomic_directory, local_folder, verify_manifest
+from hf_ext.utils.validation import check_size as check_count
 
 from ._common import (
     EMBEDS_CONCEPT,
     SafeLatentDiffusionPipelineOutput,
     check_size,
     concept_for_config,
-    normalize_concepts,
+    concept_label,
+    concepts_from_config,
+    normalize_concept_specs,
     resolve_sld_config,
 )
-from .guidance import SLDConfig, SLDGuidanceRunner
+from .guidance import SLDConcept, SLDConfig, SLDGuidanceRunner
 
 logger = get_logger(__name__)
 
@@ -53,24 +55,26 @@ class SLDPipelineMixin:
 
     # ------------------------------------------------------------------ the safety concept in the config
     @property
-    def safety_concept(self) -> str | list[str]:
-        """The default safety concept text (or list of texts) of this pipeline; saved with ``save_pretrained``."""
-        return self.config.safety_concept
+    def safety_concept(self) -> str | list[str | SLDConcept]:
+        """The default safety concept(s) of this pipeline: a text, or a list of texts and :class:`SLDConcept`
+        (concepts with their own hyperparameters); saved with ``save_pretrained``."""
+        return concepts_from_config(self.config.safety_concept)
 
     @safety_concept.setter
-    def safety_concept(self, concept: str | list[str]) -> None:
-        self.register_to_config(safety_concept=concept_for_config(normalize_concepts(concept)))
+    def safety_concept(self, concept: str | SLDConcept | list[str | SLDConcept]) -> None:
+        self.register_to_config(safety_concept=concept_for_config(normalize_concept_specs(concept)))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """``DiffusionPipeline.save_pretrained`` plus a ``pipeline.py`` shim, so that plain diffusers can load the
-        folder: ``DiffusionPipeline.from_pretrained(d, custom_pipeline=d, trust_remote_code=True)`` (hf_ext must be
-        installed where it is loaded)."""
-        cls = type(self)
-        with atomic_directory(save_directory) as staging:  # an interrupted save leaves the previous pipeline
+        """``DiffusionPipeline.save_pretrained`` plus the pipeline's code, vendored (:func:`hf_ext.vendoring.
+        vendor_pipeline`): plain diffusers loads the folder with ``DiffusionPipeline.from_pretrained(d,
+        trust_remote_code=True)``, where hf_ext need not be installed. ``<ThisClass>.from_pretrained(d)`` keeps
+        loading hf_ext's own class (no remote code). Written atomically (:mod:`hf_ext.utils.saving`): an interrupted
+        save leaves the previous pipeline."""
+        from hf_ext.vendoring import vendor_pipeline
+
+        with atomic_directory(save_directory) as staging:
             super().save_pretrained(staging, *args, **kwargs)
-            Path(staging, "pipeline.py").write_text(
-                f'"""Loads hf_ext\'s {cls.__name__} (needs `pip install "hf-ext[diffusion]"`)."""\n\n'
-                f"from {cls.__module__} import {cls.__name__}  # noqa: F401\n", encoding="utf-8")
+            vendor_pipeline(type(self), staging)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -80,6 +84,16 @@ class SLDPipelineMixin:
         if folder is not None:
             verify_manifest(folder)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """``ConfigMixin.load_config``; a folder's custom-pipeline ``_class_name`` (``["pipeline", name]``) is read as
+        this class, so that loading through this class does not switch to the folder's vendored copy."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = cls.__name__
+        return out
 
     @staticmethod
     def _warn_scheduler(scheduler) -> None:
@@ -111,17 +125,17 @@ class SLDPipelineMixin:
         return kwargs.get("scale", None) if kwargs is not None else None
 
     def _sld_setup(self, guidance_scale: float, sld_preset: Any, sld_kwargs: Mapping[str, Any],
-                   safety_concept: str | list[str] | None) -> tuple[SLDConfig, list[str], bool]:
-        """``(config, concepts, enabled)``: the resolved preset, the concept texts and whether SLD runs (it needs
-        classifier-free guidance)."""
-        config = resolve_sld_config(sld_preset, dict(sld_kwargs))
-        concepts = normalize_concepts(self.config.safety_concept if safety_concept is None else safety_concept)
+                   safety_concept: Any) -> tuple[SLDConfig, list[SLDConcept], bool]:
+        """``(base config, concepts, enabled)``: the call's resolved preset, the concepts (per-call or the
+        pipeline's) and whether SLD may run (some concept enabled, and classifier-free guidance on)."""
+        base = resolve_sld_config(sld_preset, dict(sld_kwargs))
+        specs = normalize_concept_specs(self.config.safety_concept if safety_concept is None else safety_concept)
         cfg = self.do_classifier_free_guidance
-        enabled = config.enabled and cfg
-        if config.enabled and not cfg:
+        wanted = base.enabled or any(s.resolve(base).enabled for s in specs)
+        if wanted and not cfg:
             logger.warning("SLD needs classifier-free guidance: guidance_scale=%s <= 1, so SLD is off for this call",
                            guidance_scale)
-        return config, concepts, enabled
+        return base, specs, wanted and cfg
 
     def _call_parameters(self, prompt: str | list[str] | None, prompt_embeds: torch.Tensor | None,
                          num_images_per_prompt: int) -> tuple[int, int, torch.device]:
@@ -134,20 +148,45 @@ class SLDPipelineMixin:
             batch_size = prompt_embeds.shape[0]
         return batch_size, batch_size * num_images_per_prompt, self._execution_device
 
-    def _safety_concept_inputs(self, sld_on: bool, concepts: Sequence[str], safety_concept: Any,
-                               safety_concept_embeds: Any, device, clip_skip: int | None) -> tuple[list, Any]:
-        """``(per-concept embeddings, applied_safety_concept)``: the caller's ``safety_concept_embeds`` or the
-        encoded concept texts (nothing when SLD is off)."""
+    def _safety_concept_inputs(self, sld_on: bool, base: SLDConfig, specs: Sequence[SLDConcept], safety_concept: Any,
+                               safety_concept_embeds: Any, device, clip_skip: int | None) -> tuple[list, list, Any]:
+        """``(per-concept embeddings, per-concept configs, applied_safety_concept)`` of the concepts that run: the
+        caller's ``safety_concept_embeds`` or the encoded concept texts. A concept whose s_S is ≤ 1 is left out;
+        with none left (or ``sld_on`` False) SLD is off and the lists are empty."""
         if not sld_on:
-            return [], None
+            return [], [], None
         if safety_concept_embeds is not None:
             raw = self._concept_embeds_list(safety_concept_embeds)
-            return raw, concept_for_config(list(concepts)) if safety_concept is not None else EMBEDS_CONCEPT
-        return self.encode_safety_concept(concepts, device, clip_skip), concept_for_config(list(concepts))
+            if safety_concept is not None and len(specs) == len(raw):
+                configs = [s.resolve(base) for s in specs]
+            elif safety_concept is not None and any(s.overrides() for s in specs):
+                raise ValueError(f"safety_concept has {len(specs)} concept(s) with their own hyperparameters but "
+                                 f"safety_concept_embeds has {len(raw)}; give one SLDConcept per embedding")
+            else:
+                configs = [base] * len(raw)
+            keep = [i for i, c in enumerate(configs) if c.enabled]
+            if safety_concept is None:
+                label = EMBEDS_CONCEPT
+            else:
+                label = concept_label([specs[i] for i in keep] if len(specs) == len(raw) else specs)
+            embeds = [raw[i] for i in keep]
+        else:
+            configs = [s.resolve(base) for s in specs]
+            keep = [i for i, c in enumerate(configs) if c.enabled]
+            label = concept_label([specs[i] for i in keep]) if keep else None
+            embeds = self.encode_safety_concept([specs[i].text for i in keep], device, clip_skip) if keep else []
+        if not keep:
+            logger.info("every safety concept has sld guidance_scale <= 1: SLD is off for this call")
+            return [], [], None
+        return embeds, [configs[i] for i in keep], label
 
     def _timesteps_and_latents(self, num_inference_steps: int, timesteps, sigmas, n_rows: int, height: int, width: int,
                                dtype: torch.dtype, device, generator, latents: torch.Tensor | None):
         """``(timesteps, num_inference_steps, latents)``: the scheduler's schedule and the initial latents."""
+        if timesteps is None and sigmas is None:  # else the schedule's own length counts
+            check_count("num_inference_steps", num_inference_steps, max=10_000)
+        check_count("height", height, max=2**16)
+        check_count("width", width, max=2**16)
         timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps,
                                                             sigmas)
         latents = self.prepare_latents(n_rows, self.unet.config.in_channels, height, width, dtype, device, generator,
@@ -227,6 +266,16 @@ class SLDPipelineMixin:
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
         return state["latents"]
+
+    @staticmethod
+    def _runner(configs: Sequence[SLDConfig], guidance_scale: float, num_timesteps: int, skip_warmup_concept: bool,
+                return_diagnostics: bool) -> SLDGuidanceRunner | None:
+        """The SLD guidance of a call (``None`` when no concept runs); one config per concept."""
+        if not configs:
+            return None
+        return SLDGuidanceRunner(configs[0] if len(configs) == 1 else list(configs), guidance_scale=guidance_scale,
+                                 num_timesteps=num_timesteps, skip_warmup_concept=skip_warmup_concept,
+                                 return_diagnostics=return_diagnostics)
 
     def _sld_output(self, images: Any, nsfw_content_detected: Any, unsafe_images: Any, applied_concept: Any,
                     runner: SLDGuidanceRunner | None, return_sld_diagnostics: bool, return_dict: bool):

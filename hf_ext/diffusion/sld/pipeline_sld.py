@@ -46,10 +46,10 @@ from ._common import (
     concept_for_config,
     expand_concept_embeds,
     flag_unsafe,
-    normalize_concepts,
+    normalize_concept_specs,
     postprocess_unsafe,
 )
-from .guidance import SLDConfig, SLDGuidanceRunner
+from .guidance import SLDConcept, SLDConfig
 from .pipeline_mixin import SLDPipelineMixin
 
 logger = get_logger(__name__)
@@ -93,7 +93,7 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         feature_extractor: CLIPImageProcessor = None,
         image_encoder: CLIPVisionModelWithProjection = None,
         requires_safety_checker: bool = False,
-        safety_concept: str | list[str] = DEFAULT_SAFETY_CONCEPT,
+        safety_concept: str | SLDConcept | list[str | SLDConcept | dict] = DEFAULT_SAFETY_CONCEPT,
     ):
         # Deliberately not StableDiffusionPipeline.__init__: it rewrites the scheduler's config in place.
         DiffusionPipeline.__init__(self)
@@ -107,7 +107,7 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.register_to_config(requires_safety_checker=requires_safety_checker,
-                                safety_concept=concept_for_config(normalize_concepts(safety_concept)))
+                                safety_concept=concept_for_config(normalize_concept_specs(safety_concept)))
 
     # ------------------------------------------------------------------ encoding
     def encode_safety_concept(self, concepts: Sequence[str], device, clip_skip: int | None = None) -> list[torch.Tensor]:
@@ -143,7 +143,7 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
-        safety_concept: str | list[str] | None = None,
+        safety_concept: str | SLDConcept | list[str | SLDConcept] | None = None,
         safety_concept_embeds: torch.Tensor | list[torch.Tensor] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -203,7 +203,7 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         # 2. Define call parameters
         sld_kwargs = dict(sld_guidance_scale=sld_guidance_scale, sld_warmup_steps=sld_warmup_steps,
                           sld_threshold=sld_threshold, sld_momentum_scale=sld_momentum_scale, sld_mom_beta=sld_mom_beta)
-        config, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
+        base, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
         cfg = self.do_classifier_free_guidance
         batch_size, n_rows, device = self._call_parameters(prompt, prompt_embeds, num_images_per_prompt)
 
@@ -211,8 +211,8 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, device, num_images_per_prompt, cfg, negative_prompt, prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds, lora_scale=self._lora_scale, clip_skip=clip_skip)
-        raw, applied_concept = self._safety_concept_inputs(sld_on, concepts, safety_concept, safety_concept_embeds,
-                                                           device, clip_skip)
+        raw, configs, applied_concept = self._safety_concept_inputs(sld_on, base, concepts, safety_concept,
+                                                                    safety_concept_embeds, device, clip_skip)
         concept_rows = [expand_concept_embeds(e, batch_size, num_images_per_prompt, device, prompt_embeds.dtype)
                         for e in raw]
         for e in concept_rows:
@@ -231,9 +231,8 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
         timestep_cond = self._timestep_cond(n_rows, device, latents.dtype)
 
         # 7. Denoising loop
-        runner = SLDGuidanceRunner(config, guidance_scale=guidance_scale, num_timesteps=len(timesteps),
-                                   skip_warmup_concept=sld_skip_warmup_concept,
-                                   return_diagnostics=return_sld_diagnostics) if sld_on else None
+        runner = self._runner(configs, guidance_scale, len(timesteps), sld_skip_warmup_concept,
+                              return_sld_diagnostics)
         state = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
         latents = self._denoise(timesteps, num_inference_steps, state,
                                 unet_inputs={"encoder_hidden_states": "prompt_embeds"}, runner=runner, n_rows=n_rows,

@@ -33,8 +33,13 @@ from transformers import (
 
 from hf_ext.utils.logging import get_logger
 
-from ._common import DEFAULT_SAFETY_CONCEPT, concept_for_config, expand_concept_embeds, normalize_concepts
-from .guidance import SLDConfig, SLDGuidanceRunner
+from ._common import (
+    DEFAULT_SAFETY_CONCEPT,
+    concept_for_config,
+    expand_concept_embeds,
+    normalize_concept_specs,
+)
+from .guidance import SLDConcept, SLDConfig
 from .pipeline_mixin import SLDPipelineMixin
 
 logger = get_logger(__name__)
@@ -73,13 +78,13 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
         feature_extractor: CLIPImageProcessor = None,
         force_zeros_for_empty_prompt: bool = True,
         add_watermarker: bool | None = None,
-        safety_concept: str | list[str] = DEFAULT_SAFETY_CONCEPT,
+        safety_concept: str | SLDConcept | list[str | SLDConcept | dict] = DEFAULT_SAFETY_CONCEPT,
     ):
         super().__init__(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
                          tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, image_encoder=image_encoder,
                          feature_extractor=feature_extractor, force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
                          add_watermarker=add_watermarker)
-        self.register_to_config(safety_concept=concept_for_config(normalize_concepts(safety_concept)))
+        self.register_to_config(safety_concept=concept_for_config(normalize_concept_specs(safety_concept)))
 
     def encode_safety_concept(self, concepts: Sequence[str], device,
                               clip_skip: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -121,7 +126,7 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
         negative_prompt_embeds: torch.Tensor | None = None,
         pooled_prompt_embeds: torch.Tensor | None = None,
         negative_pooled_prompt_embeds: torch.Tensor | None = None,
-        safety_concept: str | list[str] | None = None,
+        safety_concept: str | SLDConcept | list[str | SLDConcept] | None = None,
         safety_concept_embeds: Any = None,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -166,7 +171,7 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
         # 2. Define call parameters
         sld_kwargs = dict(sld_guidance_scale=sld_guidance_scale, sld_warmup_steps=sld_warmup_steps,
                           sld_threshold=sld_threshold, sld_momentum_scale=sld_momentum_scale, sld_mom_beta=sld_mom_beta)
-        config, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
+        base, concepts, sld_on = self._sld_setup(guidance_scale, sld_preset, sld_kwargs, safety_concept)
         cfg = self.do_classifier_free_guidance
         batch_size, n_rows, device = self._call_parameters(prompt, prompt_embeds, num_images_per_prompt)
 
@@ -178,8 +183,8 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
             lora_scale=self._lora_scale, clip_skip=clip_skip)
-        pairs, applied_concept = self._safety_concept_inputs(sld_on, concepts, safety_concept, safety_concept_embeds,
-                                                             device, clip_skip)
+        pairs, configs, applied_concept = self._safety_concept_inputs(sld_on, base, concepts, safety_concept,
+                                                                      safety_concept_embeds, device, clip_skip)
         concept_rows: list[torch.Tensor] = []
         concept_pooled: list[torch.Tensor] = []
         for emb, pooled in pairs:
@@ -215,9 +220,8 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
 
         # 8. Denoising loop
         timestep_cond = self._timestep_cond(n_rows, device, latents.dtype)
-        runner = SLDGuidanceRunner(config, guidance_scale=guidance_scale, num_timesteps=len(timesteps),
-                                   skip_warmup_concept=sld_skip_warmup_concept,
-                                   return_diagnostics=return_sld_diagnostics) if sld_on else None
+        runner = self._runner(configs, guidance_scale, len(timesteps), sld_skip_warmup_concept,
+                              return_sld_diagnostics)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
         state = {"latents": latents, "prompt_embeds": prompt_embeds, "add_text_embeds": add_text_embeds,

@@ -19,7 +19,7 @@ def test_cli_generate_writes_pngs_and_saves_pipeline(tmp_path):
     run = json.loads((out / "sld_run.json").read_text())
     assert run["runs"]["sld"]["applied_safety_concept"] == "violence" and run["runs"]["plain"]["applied_safety_concept"] is None
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["safety_concept"] == "violence" and index["_class_name"] == "SafeLatentDiffusionPipeline"
+    assert index["safety_concept"] == "violence" and index["_class_name"] == ["pipeline", "SafeLatentDiffusionPipeline"]
     # reload the saved folder through --model, and through its pre-0.2 name --pipeline (a warning)
     rc = main(["sld", "generate", "--prompt", "a dog", "--model", str(tmp_path / "pipe"), "--steps", "1",
                "--out", str(tmp_path / "out2"), "--no-progress"])
@@ -49,6 +49,21 @@ def test_cli_eval_i2p_metrics_only_and_errors(tmp_path, capsys):
     assert main(["sld", "generate", "--prompt", "x", "--height", "30", "--steps", "1", "--out", str(tmp_path)]) == 2  # a user error: exit 2 (issue 19)
 
 
+def test_cli_concepts_with_their_own_values(tmp_path, capsys):
+    spec = '{"text": "nudity", "guidance_scale": 3000, "warmup_steps": 0}'
+    rc = main(["sld", "generate", "--prompt", "a cat", "--steps", "2", "--concept", "violence", "--concept", spec,
+               "--out", str(tmp_path / "o"), "--save-pipeline", str(tmp_path / "pipe"), "--no-progress"])
+    assert rc == 0
+    run = json.loads((tmp_path / "o" / "sld_run.json").read_text())
+    assert run["runs"]["sld"]["applied_safety_concept"] == ["violence", "nudity"]
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["safety_concept"] == ["violence", {"text": "nudity", "guidance_scale": 3000, "warmup_steps": 0}]
+    assert main(["sld", "generate", "--prompt", "a", "--concept", '{"text": "x", ', "--out", str(tmp_path)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    assert main(["sld", "generate", "--prompt", "a", "--concept", '{"guidance_scale": 3}', "--out", str(tmp_path)]) == 2
+    assert 'needs a "text" string' in capsys.readouterr().err
+
+
 def test_model_card_renders():
     from hf_ext.hub import render_model_card
 
@@ -60,6 +75,9 @@ def test_model_card_renders():
     text = str(card)
     assert "SLDConfig.STRONG" in text and '"violence", "nudity"' in text and "| sexual | 4.83 | 39.37 ± 17.56 |" in text
     assert "schramowski2023safe" in text and card.data.license == "creativeml-openrail-m"
+    mixed = str(render_model_card("sld", card_data={"license": "mit"},
+                                  safety_concept=["violence", {"text": "nudity", "guidance_scale": 3000.0}]))
+    assert '"violence", "nudity" (guidance_scale=3000.0)' in mixed and "trust_remote_code=True" in mixed
 
 
 @pytest.mark.parametrize("argv", [["sld"], ["sld", "generate"]])

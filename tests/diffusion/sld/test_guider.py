@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_ext.diffusion.sld import SafeLatentGuidance, SLDConfig
+from hf_ext.diffusion.sld import SafeLatentGuidance, SLDConcept, SLDConfig
 
 from .conftest import gen
 
@@ -14,10 +14,10 @@ STEPS = 4
 
 def _modular_style_loop(pipe, guider, prompt="a photo of a cat", concept="violence"):
     """The body of diffusers' StableDiffusionXLLoopDenoiser, for an SD UNet: set_state, prepare_inputs with
-    (cond, uncond, concept) tuples, one denoiser call per guider batch, then guider(batches)."""
+    (cond, uncond, concept…) tuples, one denoiser call per guider batch, then guider(batches)."""
     device = torch.device("cpu")
     pe, ne = pipe.encode_prompt(prompt, device, 1, True, None)
-    (ce,) = pipe.encode_safety_concept([concept], device)
+    ces = pipe.encode_safety_concept([concept] if isinstance(concept, str) else concept, device)
     sched = pipe.scheduler
     sched.set_timesteps(STEPS)
     latents = torch.randn((1, 4, 16, 16), generator=gen(0)) * sched.init_noise_sigma
@@ -25,7 +25,7 @@ def _modular_style_loop(pipe, guider, prompt="a photo of a cat", concept="violen
     with torch.no_grad():
         for i, t in enumerate(sched.timesteps):
             guider.set_state(step=i, num_inference_steps=STEPS, timestep=t)
-            batches = guider.prepare_inputs({"prompt_embeds": (pe, ne, ce), "image_embeds": (None, None)})
+            batches = guider.prepare_inputs({"prompt_embeds": (pe, ne, *ces), "image_embeds": (None, None)})
             calls.append(len(batches))
             for b in batches:
                 guider.prepare_models(pipe.unet)
@@ -100,3 +100,63 @@ def test_modular_sdxl_pipeline_with_sld_guider(sdxl_components):
     off = xl("a cat", num_inference_steps=3, generator=gen(0), output_type="latent", sld_preset="off").images
     torch.testing.assert_close(lat, ref, atol=2e-3, rtol=1e-3)
     assert (off - ref).abs().max() > 0.1  # SLD's effect is far larger than the batching noise
+
+
+TWO = [dict(guidance_scale=1500.0, warmup_steps=1, threshold=0.02, momentum_scale=0.3, mom_beta=0.4),
+       dict(guidance_scale=4000.0, warmup_steps=2, threshold=0.05, momentum_scale=0.0, mom_beta=0.0)]
+
+
+def test_guider_two_concepts_match_pipeline(sld_pipe):
+    guider = SafeLatentGuidance(guidance_scale=7.5, sld_concepts=TWO)
+    lat, calls = _modular_style_loop(sld_pipe, guider, concept=["violence", "blood"])
+    assert calls == [4] * STEPS  # concept 1 charges its momentum from step 0
+    ref = sld_pipe("a photo of a cat", num_inference_steps=STEPS, generator=gen(0), output_type="latent",
+                   safety_concept=[SLDConcept("violence", **TWO[0]), SLDConcept("blood", **TWO[1])]).images
+    torch.testing.assert_close(lat, ref, atol=5e-4, rtol=1e-3)
+    one = SafeLatentGuidance(guidance_scale=7.5, **{f"sld_{k}": v for k, v in TWO[0].items()})
+    lat_one, _ = _modular_style_loop(sld_pipe, one)
+    assert (lat_one - lat).abs().max() > 1e-2
+    # both in a skipped warm-up: 2 conditions until the first concept's δ
+    skip = SafeLatentGuidance(guidance_scale=7.5, sld_concepts=[{**TWO[1], "warmup_steps": 1}, TWO[1]])
+    assert _modular_style_loop(sld_pipe, skip, concept=["violence", "blood"])[1] == [2, 4, 4, 4]
+
+
+def test_guider_concept_errors(sd_components):
+    with pytest.raises(TypeError, match=r"sld_concepts must be a non-empty list"):
+        SafeLatentGuidance(sld_concepts={"guidance_scale": 2.0})
+    with pytest.raises(ValueError, match=r"sld_concepts\[1\]=.*mom_beta=2"):
+        SafeLatentGuidance(sld_concepts=[{}, {"mom_beta": 2}])
+    with pytest.raises(ValueError, match=r"sld_concepts\[0\].*disables that concept"):
+        SafeLatentGuidance(sld_concepts=[{"guidance_scale": 0.0}, {}])
+    g = SafeLatentGuidance(sld_concepts=[{}, {}], sld_warmup_steps=0)
+    g.set_state(step=0, num_inference_steps=4, timestep=torch.tensor(999))
+    x = torch.ones(1, 2)
+    with pytest.raises(ValueError, match="needs 2 safety-concept"):
+        g.prepare_inputs({"prompt_embeds": (x, x, x)})
+    one = SafeLatentGuidance(sld_warmup_steps=0)
+    one.set_state(step=0, num_inference_steps=4, timestep=torch.tensor(999))
+    with pytest.raises(ValueError, match="has 2 concept entries but this guider has 1"):
+        one.prepare_inputs({"prompt_embeds": (x, x, x, x)})
+
+
+def test_modular_sdxl_two_concepts(sdxl_components):
+    from hf_ext.diffusion.sld import SafeLatentDiffusionXLPipeline, sld_sdxl_modular_blocks
+
+    two = [TWO[0], {**TWO[1], "warmup_steps": 0}]  # 3 steps: let the second concept act from the start
+    pipe = sld_sdxl_modular_blocks().init_pipeline()
+    pipe.update_components(**{k: v for k, v in sdxl_components.items() if v is not None},
+                           guider=SafeLatentGuidance(guidance_scale=5.0, sld_concepts=two))
+    pipe.set_progress_bar_config(disable=True)
+    lat = pipe(prompt="a cat", num_inference_steps=3, generator=gen(0), output="latents",
+               safety_concept=["violence", "blood"])
+    xl = SafeLatentDiffusionXLPipeline(**sdxl_components)
+    xl.set_progress_bar_config(disable=True)
+    ref = xl("a cat", num_inference_steps=3, generator=gen(0), output_type="latent",
+             safety_concept=[SLDConcept("violence", **two[0]), SLDConcept("blood", **two[1])]).images
+    first = xl("a cat", num_inference_steps=3, generator=gen(0), output_type="latent",
+               safety_concept=[SLDConcept("violence", **TWO[0])]).images
+    torch.testing.assert_close(lat, ref, atol=2e-3, rtol=1e-3)
+    assert (first - ref).abs().max() > 0.05  # the second concept matters far beyond the batching noise
+    with pytest.raises(ValueError, match="belong to the guider"):
+        pipe(prompt="a cat", num_inference_steps=1, output="latents",
+             safety_concept=[SLDConcept("violence", guidance_scale=10.0)])
