@@ -238,26 +238,24 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type=``: an int >= 1 (``--steps``, ``--batch-size`` …)."""
+def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer (>= {low}), got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an int >= 1 (``--steps``, ``--batch-size`` …)."""
+    return _int_at_least(text, 1, "positive")
 
 
 def non_negative_int(text: str) -> int:
-    """argparse ``type=``: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer (>= 0), got {text!r}")
-    return value
+    """argparse ``type=``: an int >= 0 (``--seed``, ``--warmup`` …)."""
+    return _int_at_least(text, 0, "non-negative")
 
 
 def finite_float(text: str) -> float:
