@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, usage errors: return the code instead of exiting
         return exit_code(exit_)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    root = logging.getLogger()
+    root = logging.root
     if not root.handlers:  # as logging.basicConfig, but following sys.stderr (in-process callers swap it)
         handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
