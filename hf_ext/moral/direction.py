@@ -362,8 +362,7 @@ class MoralDirection:
 
         cfg_path, st_path = self._paths(Path(path).expanduser())
         tensors = {"direction": self.direction, "mean": self.mean, "components": self.components}
-        # both files are staged and renamed in together (the manifest lists them): an interrupted save leaves the
-        # previous direction, never its .json with the new .safetensors; other files in the folder are left alone
+        # staged and renamed in together: an interrupted save leaves the previous direction, never a mixed pair
         with atomic_directory(cfg_path.parent) as staging:
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / st_path.name),
                       metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})

@@ -19,13 +19,13 @@ pytestmark = pytest.mark.cli
 # (argv, a fragment the one-line message must contain: the option or the bad value)
 MISUSE = [
     # scar
-    ("scar train --layer 99 --out o", "layer index 99"),
+    ("scar train --layer 99 --out o", "got 99"),
     ("scar train --layer x", "--layer"),
     ("scar train --k 0 --out o", "--k"),
     ("scar train --epochs nan --out o", "--epochs"),
     ("scar train --lr inf --out o", "--lr"),
     ("scar train --batch-size 0 --out o", "--batch-size"),
-    ("scar train --site attn", "'attn'"),
+    ("scar train --site attn --out o", "'attn'"),
     ("scar train --model /missing/model --out o", "/missing/model"),
     ("scar train --data /missing.jsonl --out o", "/missing.jsonl"),
     ("scar train --out /dev/null/x", "/dev/null"),
