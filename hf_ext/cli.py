@@ -34,7 +34,7 @@ from typing import Any
 from hf_ext import __version__
 
 from .registry import components
-from .utils.cli import add_common_options, add_group, exit_code, run_command
+from .utils.cli import ArgumentParser, add_common_options, add_group, exit_code, run_command
 from .utils.deprecation import DeprecatedList, warn_deprecated
 from .utils.logging import get_logger, set_verbosity
 
@@ -173,15 +173,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler writing to ``sys.stderr`` as it is when a record is emitted, not when the handler was made:
+    ``main()`` called in-process (tests, notebooks) after ``sys.stderr`` was replaced must not write to a closed
+    stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hf-ext`` parser with ``env``, ``tour`` and every component's group, in the canonical order."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hf-ext",
         description="Hugging Face-native research components. `hf-ext tour` runs all of them on tiny models.",
     )
     parser.add_argument("--version", action="version", version=f"hf-ext {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging, from hf_ext and transformers (-v info, -vv debug)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also HF_EXT_DEBUG=1; may come anywhere in the "
+                             "command line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_env_parser(subparsers)
     summaries = {c.cli: c for c in components() if c.cli}
@@ -202,25 +219,38 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hf-ext`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
-    Exit codes: 0 success, 1 a command failed (e.g. a tour step), 2 bad usage (argparse's convention).
+    Exit codes: 0 success, 1 a command failed (e.g. a tour step) or an internal error, 2 bad usage or a user error
+    (a bad value, a missing path): one line on stderr, no traceback unless ``--debug``
+    (:func:`hf_ext.utils.cli.run_command`).
 
     Example:
         >>> main(["env", "--json"])  # doctest: +ELLIPSIS
         {...}
         0
     """
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HF_EXT_DEBUG", "").strip().lower() in ("1", "true", "yes")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere, not only before the command
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, usage errors: return the code instead of exiting
         return exit_code(exit_)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root = logging.root
+    if not root.handlers:  # as logging.basicConfig, but following sys.stderr (in-process callers swap it)
+        handler = _CurrentStderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
     if args.verbose:
         set_verbosity(level)  # hf_ext's loggers follow transformers' verbosity: raise both
     if args.command is None:
         parser.print_help()
         return 2
+    args.debug = debug
     return run_command(args)
 
 

@@ -27,11 +27,13 @@ import copy
 import functools
 import importlib.resources
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import atomic_directory
 
 from . import __version__
 from .card_metadata import CARD_DEFAULTS, CardDefaults, derived_eval_results
@@ -289,50 +291,56 @@ def _transformers_code_copy_disabled(classes: Sequence[type]) -> Iterator[None]:
                 cls._auto_class = old
 
 
-@contextlib.contextmanager
-def _registered_for_export(custom: list[tuple[type, str]], config: Any, auto_map: dict[str, str]) -> Iterator[None]:
-    """``register_for_auto_class`` and ``config.auto_map`` for the duration of the export only: both are global
-    state (a class attribute, the model's config), and left behind they make every later ``save_pretrained`` of
-    these classes in the process copy remote code (which fails for relative imports such as ``from ..compat``)."""
-    missing = object()
-    previous = [(cls, cls.__dict__.get("_auto_class", missing)) for cls, _ in custom]
-    previous_map = config.__dict__.get("auto_map", missing)
-    try:
-        for cls, auto in custom:
-            cls.register_for_auto_class(auto)
-        if auto_map:
-            config.auto_map = {**(getattr(config, "auto_map", None) or {}), **auto_map}
-        yield
-    finally:
-        for cls, value in previous:
-            if value is missing:
-                with contextlib.suppress(AttributeError):
-                    delattr(cls, "_auto_class")
-            else:
-                cls._auto_class = value
-        if previous_map is missing:
-            config.__dict__.pop("auto_map", None)
-        else:
-            config.auto_map = previous_map
+def _update_json(path: Path, update: Any) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    update(data)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _check_export_directory(save_directory: Any, overwrite: bool) -> Path:
+    """The export folder, refused when it is empty/``.``, the current folder, a file, or (without ``overwrite``) a
+    non-empty folder: an export next to unrelated files would mix them into the upload."""
+    if not isinstance(save_directory, str | os.PathLike):
+        raise TypeError(f"save_directory must be a path (str or os.PathLike), got {type(save_directory).__name__}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    text = os.fspath(save_directory)
+    if not str(text).strip():
+        raise ValueError(f"save_directory must name a folder for the export, got {text!r} (an empty path would "
+                         "write into the current folder)")
+    path = Path(text).expanduser()
+    if path.resolve() == Path.cwd().resolve():
+        raise ValueError(f"save_directory {text!r} is the current folder; export into a folder of its own, e.g. "
+                         "'./my-model'")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"save_directory {text!r} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ValueError(f"save_directory {text!r} is not empty; pass overwrite=True to replace the export's files "
+                         "there (other files are left alone), or choose a new folder")
+    return path
 
 
 def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | None = None, tokenizer: Any = None,
-                   safe_serialization: bool = True) -> Path:
+                   safe_serialization: bool = True, overwrite: bool = False) -> Path:
     """Save a transformers model (and tokenizer) as a self-contained remote-code checkpoint.
 
     Steps:
 
-    1. Classes not defined by transformers are registered for their Auto class (``register_for_auto_class``):
-       the config for ``AutoConfig``, the model for the Auto class it is registered under for its config in
-       transformers' auto mappings (else ``AutoModelForCausalLM`` if it is a ``GenerationMixin``, else
-       ``AutoModel``), a custom tokenizer for ``AutoTokenizer``.
-    2. ``save_pretrained`` writes ``model.safetensors``, ``config.json`` (with ``auto_map``) and the generation
-       config; the tokenizer's files get their ``auto_map`` too.
+    1. Classes not defined by transformers get an ``auto_map`` entry for their Auto class: the config for
+       ``AutoConfig``, the model for the Auto class it is registered under for its config in transformers' auto
+       mappings (else ``AutoModelForCausalLM`` if it is a ``GenerationMixin``, else ``AutoModel``), a custom
+       tokenizer for ``AutoTokenizer``.
+    2. ``save_pretrained`` writes ``model.safetensors``, ``config.json`` and the generation config; ``auto_map``
+       is added to the written ``config.json`` (and ``tokenizer_config.json``), never to the live config, and no
+       class is registered (``register_for_auto_class``), so a later plain ``save_pretrained`` writes no code.
     3. The modules defining those classes are written next to the weights together with every ``hf_ext``
        module they import, transitively (``from hf_ext.core.x import y``, ``import hf_ext.core.x as z``,
        ``from ..core.x import y``, ``from .x import y``), flattened into the folder with those import statements
        rewritten to same-folder relative imports. Other imports (torch, transformers …) are left alone.
     4. ``card`` (if any) is saved as ``README.md``.
+
+    Everything is written through :func:`hf_ext.utils.saving.atomic_directory`: an interrupted export leaves the
+    previous one (or a clear error on load), never a mix.
 
     The folder then loads with ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` where
     hf_ext is not installed (upload it with ``huggingface_hub.upload_folder``). A module that imports an hf_ext
@@ -341,7 +349,9 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
 
     Args:
         obj: a ``transformers.PreTrainedModel``.
-        save_directory: output folder (created; existing files of the same names are overwritten).
+        save_directory: output folder (created). Not ``""``, ``"."`` or the current folder.
+        overwrite: allow a non-empty ``save_directory`` (the export's files replace those of the same names;
+            other files are left alone). Default ``False``: a non-empty folder is refused.
         card: optional ``huggingface_hub.ModelCard`` (e.g. from :func:`render_model_card`).
         tokenizer: optional tokenizer (``PreTrainedTokenizerBase``) saved alongside.
         safe_serialization: must be True: weights are always written as safetensors, never pickled.
@@ -353,8 +363,8 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
         TypeError: ``obj`` is not a ``PreTrainedModel`` (or ``tokenizer``/``card`` have the wrong type).
         ValueError: the code cannot be made self-contained: an exported file imports an hf_ext package
             ``__init__`` (``from hf_ext import register``) or a module by a string, or two modules would flatten
-            to the same file name;
-            or ``safe_serialization=False``. Nothing is written in these cases.
+            to the same file name; or ``safe_serialization=False``; or ``save_directory`` is empty, the current
+            folder, a file, or a non-empty folder without ``overwrite=True``. Nothing is written in these cases.
 
     Example:
         >>> from hf_ext.hub import export_for_hub, render_model_card
@@ -380,9 +390,7 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
     if not safe_serialization:
         raise ValueError("safe_serialization=False is not supported: exports write safetensors only (transformers 5 "
                          "has no pickle format, and hf_ext never writes pickles)")
-    save_directory = Path(save_directory)
-    if save_directory.exists() and not save_directory.is_dir():
-        raise ValueError(f"save_directory {str(save_directory)!r} exists and is not a folder")
+    save_directory = _check_export_directory(save_directory, overwrite)
 
     config = obj.config
     custom: list[tuple[type, str]] = []  # (class, Auto class) for every class that needs remote code
@@ -403,24 +411,25 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
         return f"{cls.__module__.rpartition('.')[2]}.{cls.__name__}"
 
     auto_map = {auto: ref(cls) for cls, auto in custom if auto != "AutoTokenizer"}
-    save_directory.mkdir(parents=True, exist_ok=True)
     stale = sorted(p.name for p in save_directory.glob("*.py") if p.name not in files)
     if stale:
         logger.warning("%s already holds code files that this export does not write: %s", save_directory, stale)
-    with _registered_for_export(custom, config, auto_map), _transformers_code_copy_disabled([c for c, _ in custom]):
-        obj.save_pretrained(save_directory)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(save_directory)
-    tok_cls = type(tokenizer)
-    if tokenizer is not None and not _is_builtin(tok_cls):
-        path = save_directory / "tokenizer_config.json"
-        tok_config = json.loads(path.read_text(encoding="utf-8"))
-        entry = [None, ref(tok_cls)] if tok_cls.__name__.endswith("Fast") else [ref(tok_cls), None]
-        tok_config["auto_map"] = {**tok_config.get("auto_map", {}), "AutoTokenizer": entry}
-        path.write_text(json.dumps(tok_config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    for name, text in files.items():
-        (save_directory / name).write_text(text, encoding="utf-8")
-    if card is not None:
-        card.save(save_directory / "README.md")
+    with atomic_directory(save_directory, prune=True) as staging:
+        with _transformers_code_copy_disabled([cls for cls, _ in custom]):
+            obj.save_pretrained(staging)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
+        if auto_map:  # into the written file only: the live config keeps no auto_map
+            _update_json(staging / "config.json", lambda cfg: cfg.update(
+                auto_map={**(cfg.get("auto_map") or {}), **auto_map}))
+        tok_cls = type(tokenizer)
+        if tokenizer is not None and not _is_builtin(tok_cls):
+            entry = [None, ref(tok_cls)] if tok_cls.__name__.endswith("Fast") else [ref(tok_cls), None]
+            _update_json(staging / "tokenizer_config.json", lambda cfg: cfg.update(
+                auto_map={**(cfg.get("auto_map") or {}), "AutoTokenizer": entry}))
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        if card is not None:
+            card.save(staging / "README.md")
     logger.info("exported %s to %s (code files: %s)", type(obj).__name__, save_directory, sorted(files))
     return save_directory

@@ -15,6 +15,7 @@ import hf_ext
 from hf_ext.cli import command_modules, main
 from hf_ext.testing import time_factor
 from hf_ext.tour import StepResult, registered_steps, tour_step, unregister_step
+from hf_ext.utils import cli as cli_utils
 
 
 def test_version(capsys):
@@ -222,7 +223,7 @@ def test_common_options_mean_the_same_everywhere():
                 elif option == "--json" and path[-1] != "explain":  # atman explain: also the pre-0.2 --json PATH
                     assert isinstance(a, argparse._StoreTrueAction), where
                 elif option == "--seed":
-                    assert a.type is int, where
+                    assert a.type is cli_utils.non_negative_int, where
                 elif option in ("--model", "--device"):
                     assert a.dest == option[2:], where
     assert min(seen.values()) >= 8, seen  # each option is shared by many commands

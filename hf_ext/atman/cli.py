@@ -47,10 +47,10 @@ def add_commands(actions) -> None:
                    help="unit size: token, word, sentence, paragraph or a delimiter string (default: %(default)s)")
     e.add_argument("--mode", default="log_additive", choices=["log_additive", "multiplicative", "reference_compat"],
                    help="how suppression enters attention (default: %(default)s)")
-    e.add_argument("--factor", type=float, default=0.1, help="suppression factor in [0, 1] (default: %(default)s)")
-    e.add_argument("--threshold", type=float, default=None,
+    e.add_argument("--factor", type=cli.finite_float, default=0.1, help="suppression factor in [0, 1] (default: %(default)s)")
+    e.add_argument("--threshold", type=cli.finite_float, default=None,
                    help="cosine threshold κ for co-suppressing similar units (default: off)")
-    e.add_argument("--max-batch-size", type=int, default=8,
+    e.add_argument("--max-batch-size", type=cli.positive_int, default=8,
                    help="suppressed copies per forward pass (default: %(default)s)")
     e.add_argument("--postprocessing", default="none", choices=["none", "absolute", "square"],
                    help="transform of the relevance before display (default: %(default)s)")
@@ -84,22 +84,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
         model, tok = tiny_causal_lm("llama", seed=args.seed).to(args.device), tiny_tokenizer()
         logger.warning("no --model given: explaining a tiny random Llama (the heat-map is meaningless)")
-    try:
-        explainer = AtManExplainer(model, tok, mode=args.mode, suppression_factor=args.factor,
-                                   conceptual_threshold=args.threshold, max_batch_size=args.max_batch_size,
-                                   progress=not args.no_progress)
-        if args.dataset is not None:
-            from .batch import explain_dataset
+    explainer = AtManExplainer(model, tok, mode=args.mode, suppression_factor=args.factor,
+                               conceptual_threshold=args.threshold, max_batch_size=args.max_batch_size,
+                               progress=not args.no_progress)
+    if args.dataset is not None:
+        from .batch import explain_dataset
 
-            summary = explain_dataset(explainer, args.dataset, args.out, granularity=args.granularity, step=args.step,
-                                      postprocessing=args.postprocessing, progress=not args.no_progress)
-            cli.print_result(summary, f"wrote {summary['jsonl']} and {summary['index']} ({summary['items']} explanations)",
-                             as_json=args.json is True)
-            return 0
-        exp = explainer.explain(args.prompt, args.target, granularity=args.granularity, step=args.step, foil=args.foil)
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        return 1
+        summary = explain_dataset(explainer, args.dataset, args.out, granularity=args.granularity, step=args.step,
+                                  postprocessing=args.postprocessing, progress=not args.no_progress)
+        cli.print_result(summary, f"wrote {summary['jsonl']} and {summary['index']} ({summary['items']} explanations)",
+                         as_json=args.json is True)
+        return 0
+    exp = explainer.explain(args.prompt, args.target, granularity=args.granularity, step=args.step, foil=args.foil)
     html = cli.out_file(args.out, "explanation.html", legacy_suffixes=(".html", ".htm"))
     html.write_text(exp.to_html(postprocessing=args.postprocessing), encoding="utf-8")
     result = exp.to_dict()

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import ArtifactIntegrityError, atomic_directory, verify_manifest
 from hf_ext.utils.validation import check_size
 
 from .inputs import (
@@ -183,8 +182,13 @@ def greedy_reference(
         description["cache_key"] = key
         path = Path(cache_dir) / f"greedy_reference-{key}"
         if path.exists():
-            logger.info(f"greedy reference: loading cached dataset from {path}")
-            return load_from_disk(str(path))
+            try:
+                verify_manifest(path)
+            except ArtifactIntegrityError as err:  # an interrupted write: a cache is rebuilt, not trusted
+                logger.warning(f"greedy reference: ignoring the damaged cache entry ({err}); recomputing")
+            else:
+                logger.info(f"greedy reference: loading cached dataset from {path}")
+                return load_from_disk(str(path))
 
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     continuations: list[list[int] | None] = [None] * len(prompt_ids)
@@ -361,21 +365,11 @@ def _cache_key_fields(model: nn.Module, prompt_ids: list[list[int]], max_new_tok
 
 
 def _save_atomically(ds: Any, path: Path, key_fields: dict[str, Any], load_from_disk: Any) -> Any:
-    """Save to a temporary sibling then rename, so a reader never sees a half-written cache entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        ds.save_to_disk(str(tmp))
-        (tmp / "hf_ext_cache_key.json").write_text(json.dumps(key_fields, sort_keys=True, default=str, indent=1))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not path.exists():
-                raise
-            logger.info(f"greedy reference: {path} was written concurrently; using that copy")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Save through :func:`hf_ext.utils.saving.atomic_directory`, so a reader never sees a half-written cache entry
+    (a concurrent writer of the same key writes the same bytes)."""
+    with atomic_directory(path) as staging:
+        ds.save_to_disk(str(staging))
+        (staging / "hf_ext_cache_key.json").write_text(json.dumps(key_fields, sort_keys=True, default=str, indent=1))
     logger.info(f"greedy reference: saved to {path}")
     return load_from_disk(str(path))
 

@@ -18,6 +18,7 @@ import sys
 
 from hf_ext.utils import cli
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import atomic_write_text
 
 logger = get_logger(__name__)
 
@@ -37,17 +38,17 @@ def add_commands(actions) -> None:
                                seed=0, out_help=f"{name}.json", out_when_absent="print the JSON result", json=True,
                                progress=True)
         cli.add_deprecated_alias(s, "--base", "--model")
-        s.add_argument("--prompts", help="text file, one prompt per line (default: a few built-in prompts)")
-        s.add_argument("-N", "--max-new-tokens", type=int, default=32, help="reference length N (default 32)")
+        s.add_argument("--prompts", type=cli.existing_path, help="text file, one prompt per line (default: a few built-in prompts)")
+        s.add_argument("-N", "--max-new-tokens", type=cli.positive_int, default=32, help="reference length N (default 32)")
         s.add_argument("--cache-dir", help="cache the greedy reference here")
         if name == "score":
-            s.add_argument("--candidate", help="candidate model (default: the base with all Linears int8-fake-quantized)")
+            s.add_argument("--candidate", type=cli.model_or_path, help="candidate model (default: the base with all Linears int8-fake-quantized)")
             s.add_argument("--aligned", action="store_true", help="also the who-what-benchmark aligned variant")
         else:
-            s.add_argument("--prune", type=float, nargs="*", default=[], help="sparsity levels to scan/plan")
+            s.add_argument("--prune", type=cli.unit_fraction, nargs="*", default=[], help="sparsity levels to scan/plan")
             s.add_argument("--no-int8", action="store_true", help="skip int8")
         if name == "plan":
-            s.add_argument("--min-fdt-ratio", type=float, default=0.9, help="keep mean FDT/N above this (default 0.9)")
+            s.add_argument("--min-fdt-ratio", type=cli.finite_float, default=0.9, help="keep mean FDT/N above this (default 0.9)")
 
 
 def _load(args):
@@ -108,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             result = json.loads(plan.to_json())
     if args.out:
         path = cli.out_file(args.out, f"{args.dtm_command}.json", legacy_suffixes=(".json",))
-        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        atomic_write_text(path, json.dumps(result, indent=1))  # a reader never sees half a plan
         cli.print_result(result, f"wrote {path}", as_json=args.json)
     else:  # the result has no shorter text form than its JSON
         cli.print_result(result, json.dumps(result, indent=1), as_json=True)

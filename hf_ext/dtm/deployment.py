@@ -24,6 +24,7 @@ from torch import nn
 
 from hf_ext.utils.loading import ArtifactError, require_file
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import atomic_directory, verify_manifest
 
 from .int8 import Int8WeightOnlyLinear, linear_weight
 from .perturbation import check_sparsity, get_component, magnitude_prune_weight
@@ -97,13 +98,16 @@ def _require(module: str, dist: str):
 
 def save_compressed(model: nn.Module, plan: CompressionPlan, path: str | Path) -> Path:
     """Save a model after :func:`apply_plan` (torch backend): ``model.safetensors`` (int8 weights + scales) and
-    ``dtm_plan.json``. Load with :func:`load_compressed`."""
+    ``dtm_plan.json``. Load with :func:`load_compressed`.
+
+    The folder is written atomically (:func:`hf_ext.utils.saving.atomic_directory`): an interrupted save leaves the
+    previous model and plan, never one's weights with the other's plan."""
     from safetensors.torch import save_model
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(path / "model.safetensors"))
-    (path / "dtm_plan.json").write_text(plan.to_json())
+    path = Path(path).expanduser()
+    with atomic_directory(path, prune=True) as staging:
+        save_model(model, str(staging / "model.safetensors"))
+        (staging / "dtm_plan.json").write_text(plan.to_json())
     return path
 
 
@@ -112,7 +116,8 @@ def load_compressed(model: nn.Module, path: str | Path) -> tuple[nn.Module, Comp
     the saved weights into it (strict). Returns ``(model, plan)``."""
     from safetensors.torch import load_model
 
-    path = Path(path)
+    path = Path(path).expanduser()
+    verify_manifest(path)
     plan_path = require_file(path / "dtm_plan.json", "the compression plan (dtm_plan.json)")
     weights = require_file(path / "model.safetensors", "the compressed weights (model.safetensors)")
     plan = CompressionPlan.from_json(plan_path.read_text(encoding="utf-8"))

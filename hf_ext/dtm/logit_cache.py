@@ -122,19 +122,24 @@ class ReferenceLogits:
         """Write ``<path>/reference_logits.safetensors`` and ``reference_logits.json``; returns the folder."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"logprobs": self.logprobs, "indices": self.indices, "tail_logmass": self.tail_logmass},
-                  str(path / "reference_logits.safetensors"))
-        (path / "reference_logits.json").write_text(json.dumps({"vocab_size": self.vocab_size, "k": self.k}))
+        from hf_ext.utils.saving import atomic_directory
+
+        path = Path(path).expanduser()
+        with atomic_directory(path) as staging:  # an interrupted save leaves the previous cache
+            save_file({"logprobs": self.logprobs, "indices": self.indices, "tail_logmass": self.tail_logmass},
+                      str(staging / "reference_logits.safetensors"))
+            (staging / "reference_logits.json").write_text(json.dumps({"vocab_size": self.vocab_size, "k": self.k}))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceLogits:
         """Read a cache written by :meth:`save`."""
-        path = Path(path)
+        from hf_ext.utils.saving import verify_manifest
+
+        path = Path(path).expanduser()
         if not (path / "reference_logits.safetensors").is_file():
             raise FileNotFoundError(f"no reference_logits.safetensors in {path}")
+        verify_manifest(path)
         meta = read_json(path / "reference_logits.json", required=("vocab_size", "k"))
         t = load_safetensors(path / "reference_logits.safetensors")
         require_keys(t, ("logprobs", "indices", "tail_logmass"), path / "reference_logits.safetensors")

@@ -7,7 +7,9 @@ deployed by :func:`hf_ext.dtm.deployment.apply_plan`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -44,6 +46,20 @@ class CompressionPlan:
     def to_json(self) -> str:
         """The plan as JSON (sorted keys), read back by :meth:`from_json`."""
         return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan as JSON to ``path`` in one rename (a reader sees the old plan or the new one); returns it."""
+        from hf_ext.utils.saving import atomic_write_text
+
+        return atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CompressionPlan:
+        """Read a plan written by :meth:`save` (or ``dtm_plan.json`` of :func:`~hf_ext.dtm.save_compressed`)."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"plan file {str(path)!r} does not exist")
+        return cls.from_json(path.read_text(encoding="utf-8"))
 
     @classmethod
     def from_json(cls, text: str) -> CompressionPlan:

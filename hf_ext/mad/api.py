@@ -131,6 +131,19 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
         >>> export_parquet("mad_export", [baseline("M", num_train_examples=8, num_test_examples=4)])
         PosixPath('mad_export')
     """
+    from hf_ext.utils.saving import atomic_directory
+
+    target = Path(out_dir).expanduser()
+    configs = list(benchmark_grid() if configs is None else configs)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"export_parquet: duplicate config names {sorted({n for n in names if names.count(n) > 1})}")
+    with atomic_directory(target, prune=True) as out:  # an interrupted export leaves the previous one (see utils.saving)
+        _write_export(out, configs, repo_id, progress)
+    return target
+
+
+def _write_export(out: Path, configs: list[MADTaskConfig], repo_id: str, progress: bool) -> None:
     import pyarrow.parquet as pq
 
     from hf_ext.utils.progress import progress_bar
@@ -138,12 +151,6 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
     from .builder import to_arrow_table
     from .generators import arrays_sha256, generate_splits
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    configs = list(benchmark_grid() if configs is None else configs)
-    names = [c.name for c in configs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"export_parquet: duplicate config names {sorted({n for n in names if names.count(n) > 1})}")
     rows = []
     for cfg in progress_bar(configs, desc="MAD configs", enabled=progress):
         splits = generate_splits(cfg)
@@ -155,7 +162,6 @@ def export_parquet(out_dir: str | Path, configs: Iterable[MADTaskConfig] | None 
                      "num_test": cfg.num_test_examples, "length": cfg.output_length})
     (out / "README.md").write_text(render_dataset_card(rows, repo_id=repo_id), encoding="utf-8")
     (out / "mad_configs.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    return out
 
 
 def push_mad_to_hub(repo_id: str, out_dir: str | Path, configs: Iterable[MADTaskConfig] | None = None,

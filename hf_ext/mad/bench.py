@@ -432,8 +432,10 @@ def run_benchmark(arch: str, protocol: str = "madlab", preset: str = "lite", out
     # alone and runs every job)
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     jobs = make_jobs(arch, protocol, preset, tasks, lrs, wds, epochs, overrides)
+    if jobs:  # a bad arch / size fails here, before the results folder is created
+        make_model(arch, jobs[0].setting, hidden_size, num_layers, num_heads, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
     done = {r["job_id"] for r in _read_rows(out)} if resume else set()
     pending = [j for j in jobs if j.job_id not in done]
     factory = optimizer_factory or default_optimizer_factory(arch, protocol)
@@ -468,9 +470,12 @@ def run_benchmark(arch: str, protocol: str = "madlab", preset: str = "lite", out
     if state.is_main_process:
         import pandas as pd
 
+        from hf_ext.utils.saving import atomic_file, atomic_write_text
+
         df = pd.DataFrame(rows)
-        df.to_parquet(out / "results.parquet", index=False)
-        (out / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        with atomic_file(out / "results.parquet") as tmp:  # a reader sees the old table or the new one
+            df.to_parquet(tmp, index=False)
+        atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
     return rows
 
 

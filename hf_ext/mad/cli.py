@@ -26,7 +26,14 @@ def _kv_overrides(items) -> dict:
         if "=" not in item:
             raise ValueError(f"--set expects key=value (a mad-lab setting such as vocab_size=64), got {item!r}")
         k, v = item.split("=", 1)
-        out[k] = json.loads(v) if v not in ("madlab", "fast") else v
+        if v in ("madlab", "fast"):
+            out[k] = v
+            continue
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            raise ValueError(f"--set {item!r}: the value {v!r} is not a number, true/false or a JSON list "
+                             f"(e.g. {k}=64)") from None
     return out
 
 
@@ -47,14 +54,14 @@ def _add_run_arguments(r: argparse.ArgumentParser) -> None:
                    help="66 settings x lr grid x wd {0, 0.1}, 200 epochs (396 runs for the default grid)")
     r.set_defaults(preset="lite")
     r.add_argument("--tasks", nargs="*", default=None, help="restrict to these tasks (names or CR NR FR M C SC)")
-    r.add_argument("--lrs", nargs="*", type=float, default=None, help="override the LR grid")
-    r.add_argument("--wds", nargs="*", type=float, default=None, help="override the weight-decay grid")
-    r.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    r.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps per run (smoke tests)")
-    r.add_argument("--hidden-size", type=int, default=128, help="model width (default: %(default)s)")
-    r.add_argument("--num-layers", type=int, default=4, help="layers of the model (default: %(default)s)")
-    r.add_argument("--num-heads", type=int, default=None, help="attention heads (default: the model's)")
-    r.add_argument("--batch-size", type=int, default=128, help="sequences per step (default: %(default)s)")
+    r.add_argument("--lrs", nargs="*", type=cli.finite_float, default=None, help="override the LR grid")
+    r.add_argument("--wds", nargs="*", type=cli.finite_float, default=None, help="override the weight-decay grid")
+    r.add_argument("--epochs", type=cli.positive_int, default=None, help="override the preset's epochs")
+    r.add_argument("--max-steps", type=cli.positive_int, default=None, help="cap optimiser steps per run (smoke tests)")
+    r.add_argument("--hidden-size", type=cli.positive_int, default=128, help="model width (default: %(default)s)")
+    r.add_argument("--num-layers", type=cli.positive_int, default=4, help="layers of the model (default: %(default)s)")
+    r.add_argument("--num-heads", type=cli.positive_int, default=None, help="attention heads (default: the model's)")
+    r.add_argument("--batch-size", type=cli.positive_int, default=128, help="sequences per step (default: %(default)s)")
     r.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help=f"{_SET_HELP} (every job)")
     r.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision (default: fp32)")
     r.add_argument("--no-resume", action="store_true", help="rerun jobs already in --out")
@@ -73,7 +80,7 @@ def add_commands(actions) -> None:
     ge.add_argument("name", help="task, shorthand or grid name (e.g. CR_vs-64_sl-128_ntr-12800)")
     cli.add_common_options(ge, out_help="train.parquet and test.parquet", out_when_absent="print a summary only",
                            json=True, progress=True)
-    ge.add_argument("--seed", type=int, default=None, help="generator seed (default: the setting's)")
+    ge.add_argument("--seed", type=cli.non_negative_int, default=None, help="generator seed (default: the setting's)")
     ge.add_argument("--mode", choices=["madlab", "fast"], default="madlab",
                     help="madlab: byte-identical to mad-lab; fast: vectorised (default: %(default)s)")
     ge.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help=_SET_HELP)
@@ -92,7 +99,7 @@ def add_commands(actions) -> None:
     _add_run_arguments(r)
 
     rp = cli.add_command(actions, "report", _cmd_report, help="table + plots + markdown from a results folder")
-    rp.add_argument("results", help="results folder (or .parquet/.json)")
+    rp.add_argument("results", type=cli.existing_path, help="results folder (or .parquet/.json)")
     cli.add_common_options(rp, out_help="mad_scores.csv, mad_bars.png, knob plots, report.md",
                            out_when_absent="<results>/report", json=True)
     rp.add_argument("--title", default="MAD benchmark", help="report title (default: %(default)s)")
@@ -113,15 +120,11 @@ def _cmd_generate(args) -> int:
 
     from hf_ext.mad import config_from_name, generate_splits
 
-    try:
-        over = _kv_overrides(args.set)
-        over["mode"] = args.mode
-        if args.seed is not None:
-            over["seed"] = args.seed
-        cfg = config_from_name(args.name, **over)
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
+    over = _kv_overrides(args.set)
+    over["mode"] = args.mode
+    if args.seed is not None:
+        over["seed"] = args.seed
+    cfg = config_from_name(args.name, **over)
     splits = generate_splits(cfg, progress=not args.no_progress)
     if args.out:
         import pyarrow.parquet as pq
@@ -143,11 +146,7 @@ def _cmd_generate(args) -> int:
 def _cmd_export(args) -> int:
     from hf_ext.mad import benchmark_grid, export_parquet, push_mad_to_hub
 
-    try:
-        configs = benchmark_grid(args.tasks, **_kv_overrides(args.set))
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
+    configs = benchmark_grid(args.tasks, **_kv_overrides(args.set))
     if args.push:
         url = push_mad_to_hub(args.repo_id, args.out, configs)
         cli.print_result({"url": url, "configs": len(configs)}, url, as_json=args.json)
@@ -161,15 +160,11 @@ def _cmd_export(args) -> int:
 def _cmd_run(args) -> int:
     from hf_ext.mad.bench import run_benchmark
 
-    try:
-        rows = run_benchmark(args.arch, protocol=args.protocol, preset=args.preset, out_dir=args.out, tasks=args.tasks,
-                             lrs=args.lrs, wds=args.wds, epochs=args.epochs, hidden_size=args.hidden_size,
-                             num_layers=args.num_layers, num_heads=args.num_heads, batch_size=args.batch_size,
-                             max_steps=args.max_steps, overrides=_kv_overrides(args.set), seed=args.seed,
-                             precision=args.precision, progress=not args.no_progress, resume=not args.no_resume)
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
+    rows = run_benchmark(args.arch, protocol=args.protocol, preset=args.preset, out_dir=args.out, tasks=args.tasks,
+                         lrs=args.lrs, wds=args.wds, epochs=args.epochs, hidden_size=args.hidden_size,
+                         num_layers=args.num_layers, num_heads=args.num_heads, batch_size=args.batch_size,
+                         max_steps=args.max_steps, overrides=_kv_overrides(args.set), seed=args.seed,
+                         precision=args.precision, progress=not args.no_progress, resume=not args.no_resume)
     lines = [f"{len(rows)} result rows in {args.out}"]
     if args.report:
         from pathlib import Path
@@ -187,11 +182,7 @@ def _cmd_report(args) -> int:
 
     from hf_ext.mad.report import mad_report
 
-    try:
-        paths = mad_report(args.results, args.out or Path(args.results) / "report", title=args.title)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 1
+    paths = mad_report(args.results, args.out or Path(args.results) / "report", title=args.title)
     table = paths["table"].round(3)
     cli.print_result(json.loads(table.to_json(orient="index")),
                      f"{table.to_string()}\nwrote {paths['markdown']}, {paths['bars']} and {len(paths['knobs'])} knob plots",

@@ -95,8 +95,8 @@ def mad_report(source: Any, out_dir: str | Path, title: str = "MAD benchmark", k
     plt = require("matplotlib.pyplot")
 
     out = Path(out_dir)
+    df = load_rows(source)  # a bad source fails before the report folder is created
     out.mkdir(parents=True, exist_ok=True)
-    df = load_rows(source)
     df["label"] = df["arch"] + " (" + df["protocol"] + ")"
     table = mad_scores(df)
     csv = out / "mad_scores.csv"

@@ -30,10 +30,10 @@ def _common(p: argparse.ArgumentParser, **out) -> None:
                            device="cpu", json=True, progress=True, **out)
     p.add_argument("--language", default="en", choices=_LANGUAGES,
                    help="language of the fit questions (non-English: the shipped translated questions)")
-    p.add_argument("--direction", default=None, help="a saved direction (folder or .json) to use instead of fitting")
+    p.add_argument("--direction", type=cli.existing_path, default=None, help="a saved direction (folder or .json) to use instead of fitting")
     p.add_argument("--cache-dir", default=None, help="where fitted directions are cached (default ~/.cache/hf_ext/moral)")
     p.add_argument("--refit", action="store_true", help="fit again even if a cached direction exists")
-    p.add_argument("--batch-size", type=int, default=None, help="texts per encoder call (default: the encoder's)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=None, help="texts per encoder call (default: the encoder's)")
 
 
 def add_commands(actions) -> None:
@@ -55,7 +55,7 @@ def add_commands(actions) -> None:
                    help="which user study to correlate with (default: %(default)s)")
     e.add_argument("--variant", default="templates", choices=["templates", "raw"],
                    help="templates: mean of the 10 question templates (the paper's MD); raw: the participants' question")
-    e.add_argument("--mfq-file", default=None, help="CSV with MFQ statements in --language (required for non-English MFQ)")
+    e.add_argument("--mfq-file", type=cli.existing_path, default=None, help="CSV with MFQ statements in --language (required for non-English MFQ)")
     e.add_argument("--human", default=None, help="human MFQ reference for the bar plot: us, cs, zh or de")
     _common(e, out="moral_eval", out_help="results.json and the PNG plots")
 
@@ -78,12 +78,8 @@ def _direction(args: argparse.Namespace):
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    try:
-        md = _direction(args)
-        scores = md.score(args.texts, use_templates=args.templates, batch_size=args.batch_size)
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        return 1
+    md = _direction(args)
+    scores = md.score(args.texts, use_templates=args.templates, batch_size=args.batch_size)
     width = min(60, max(len(t) for t in args.texts))
     cli.print_result({"encoder": md.encoder_name, "language": md.language, "use_templates": args.templates,
                       "scores": [{"text": t, "score": float(s)} for t, s in zip(args.texts, scores)]},
@@ -96,20 +92,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from hf_ext.moral import evaluation, mfq
 
-    try:
-        md = _direction(args)
-        us = evaluation.user_study_correlation(md, args.study, variant=args.variant, batch_size=args.batch_size,
-                                               progress=not args.no_progress)
-        if args.mfq_file:
-            statements = mfq.load_statements(args.mfq_file, args.language)
-        elif md.language == "en":
-            statements = None
-        else:
-            statements = False
-        mfq_res = mfq.score_mfq(md, statements, batch_size=args.batch_size) if statements is not False else None
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        return 1
+    md = _direction(args)
+    us = evaluation.user_study_correlation(md, args.study, variant=args.variant, batch_size=args.batch_size,
+                                           progress=not args.no_progress)
+    if args.mfq_file:
+        statements = mfq.load_statements(args.mfq_file, args.language)
+    elif md.language == "en":
+        statements = None
+    else:
+        statements = False
+    mfq_res = mfq.score_mfq(md, statements, batch_size=args.batch_size) if statements is not False else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keys = ("r", "p", "n", "r_dos", "p_dos", "n_dos", "r_donts", "p_donts", "n_donts", "study", "language", "variant",
@@ -137,12 +129,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from hf_ext.moral.direction import MoralDirection
 
-    try:
-        md = MoralDirection.fit(args.model or "bundled", args.language, device=args.device, batch_size=args.batch_size,
-                                progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        return 1
+    md = MoralDirection.fit(args.model or "bundled", args.language, device=args.device, batch_size=args.batch_size,
+                            progress=not args.no_progress)
     if args.out.lower().endswith(".json"):
         warn_deprecated(f"--out {args.out} (a file)", "--out FOLDER", category=FutureWarning)
     path = md.save(args.out)

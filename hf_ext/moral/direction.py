@@ -361,12 +361,16 @@ class MoralDirection:
         """
         from safetensors.numpy import save_file
 
-        cfg_path, st_path = self._paths(path)
-        cfg_path.parent.mkdir(parents=True, exist_ok=True)
+        from hf_ext.utils.saving import atomic_directory
+
+        cfg_path, st_path = self._paths(Path(path).expanduser())
         tensors = {"direction": self.direction, "mean": self.mean, "components": self.components}
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(st_path),
-                  metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-        cfg_path.write_text(json.dumps(self.config(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        # staged and renamed in together: an interrupted save leaves the previous direction, never a mixed pair
+        with atomic_directory(cfg_path.parent) as staging:
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / st_path.name),
+                      metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+            (staging / cfg_path.name).write_text(json.dumps(self.config(), indent=1, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
         return cfg_path
 
     @classmethod
@@ -381,6 +385,9 @@ class MoralDirection:
         for p in (cfg_path, st_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{p} does not exist; MoralDirection.save() writes a .json and a .safetensors")
+        from hf_ext.utils.saving import verify_manifest
+
+        verify_manifest(cfg_path.parent)
         cfg = read_json(cfg_path, required=("format",))
         if cfg["format"] != FORMAT:
             raise ValueError(f"{cfg_path} is not a MoralDirection file (format {cfg.get('format')!r}, expected {FORMAT!r})")

@@ -30,6 +30,7 @@ from torch import nn
 
 from hf_ext.utils.loading import ArtifactError, load_safetensors, read_json
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import MANIFEST_NAME, atomic_directory, verify_manifest
 
 from .configuration_scar import ScarConfig
 
@@ -72,7 +73,9 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
 
             folder = Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, token=token,
                                             force_download=force_download, local_files_only=local_files_only,
-                                            allow_patterns=[CONFIG_NAME, ADAPTER_WEIGHTS_NAME, "README.md"]))
+                                            allow_patterns=[CONFIG_NAME, ADAPTER_WEIGHTS_NAME, "README.md",
+                                                            MANIFEST_NAME]))
+        verify_manifest(folder)  # an interrupted save is an error, never a mix of two adapters
         if not (folder / ADAPTER_WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{folder} has no {ADAPTER_WEIGHTS_NAME}; save an adapter with "
                                     f"{cls.__name__}.save_pretrained first")
@@ -104,7 +107,8 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
         """Write ``config.json`` (naming the base model) and ``adapter_model.safetensors``; never the base weights.
 
         Args:
-            save_directory: folder (created).
+            save_directory: folder (created). Written atomically (:func:`hf_ext.utils.saving.atomic_directory`):
+                an interrupted save leaves the previous adapter; other files in the folder are left alone.
             card: also write a ``README.md`` model card (``model_cards/scar.md.j2``) with ``base_model``; an
                 existing one is replaced.
             config: must be ``None`` (the adapter saves its own ``ScarConfig``; the mixin's ``push_to_hub`` passes it).
@@ -116,13 +120,12 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
         """
         if config is not None:
             raise TypeError(f"{type(self).__name__}.save_pretrained saves its own ScarConfig; got config={config!r}")
-        path = Path(save_directory)
-        if not card:
-            path.mkdir(parents=True, exist_ok=True)
-            self._save_pretrained(path)
-            return path
-        (path / "README.md").unlink(missing_ok=True)  # the mixin keeps an existing card; a re-save renders afresh
-        super().save_pretrained(path, model_card_kwargs={**(model_card_kwargs or {}), **card_context})
+        path = Path(save_directory).expanduser()
+        with atomic_directory(path) as staging:  # written aside, then renamed in: never half A, half B
+            if not card:
+                self._save_pretrained(staging)
+            else:  # a fresh staging folder, so the mixin renders the card afresh
+                super().save_pretrained(staging, model_card_kwargs={**(model_card_kwargs or {}), **card_context})
         return path
 
     @classmethod

@@ -30,23 +30,23 @@ def add_commands(actions) -> None:
                                     "random backbone built in code", device="auto", seed=0, out=cli.REQUIRED,
                            out_help="the model, its tokenizer, train_losses.json (and loss.png with --plot)", json=True,
                            progress=True)
-    t.add_argument("--text-file", action="append", default=[], help="training text (repeatable; one document per file)")
+    t.add_argument("--text-file", type=cli.existing_path, action="append", default=[], help="training text (repeatable; one document per file)")
     t.add_argument("--family", default="llama", help="tiny backbone family: llama, qwen2, gpt_neox, gpt2, opt")
-    t.add_argument("--hidden-size", type=int, default=64, help="hidden size of the tiny backbone (default: %(default)s)")
-    t.add_argument("--layers", type=int, default=2, help="decoder layers of the tiny backbone (default: %(default)s)")
-    t.add_argument("--hash-vocab-size", type=int, default=2048, help="v (rows of embedding and head)")
-    t.add_argument("--num-activations", type=int, default=4, help="m (rows per trigram)")
-    t.add_argument("--num-lowercase-activations", type=int, default=0, help="k (rows shared with the lowercase)")
+    t.add_argument("--hidden-size", type=cli.positive_int, default=64, help="hidden size of the tiny backbone (default: %(default)s)")
+    t.add_argument("--layers", type=cli.positive_int, default=2, help="decoder layers of the tiny backbone (default: %(default)s)")
+    t.add_argument("--hash-vocab-size", type=cli.positive_int, default=2048, help="v (rows of embedding and head)")
+    t.add_argument("--num-activations", type=cli.positive_int, default=4, help="m (rows per trigram)")
+    t.add_argument("--num-lowercase-activations", type=cli.non_negative_int, default=0, help="k (rows shared with the lowercase)")
     t.add_argument("--hash-scheme", default="aa_md5", choices=["aa_md5", "fast"],
                    help="trigram hash: the reference's AA MD5 scheme or a faster one (default: %(default)s)")
-    t.add_argument("--pos-weight", type=float, default=10.0,
+    t.add_argument("--pos-weight", type=cli.finite_float, default=10.0,
                    help="weight of the active rows in the sparse BCE loss (default: %(default)s)")
-    t.add_argument("--steps", type=int, default=200, help="optimiser steps (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=8,
+    t.add_argument("--steps", type=cli.positive_int, default=200, help="optimiser steps (default: %(default)s)")
+    t.add_argument("--batch-size", type=cli.positive_int, default=8,
                    help="global batch in windows, split across processes (default: %(default)s)")
-    t.add_argument("--max-words", type=int, default=32, help="words per training sequence (default: %(default)s)")
-    t.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: %(default)s)")
-    t.add_argument("--max-docs", type=int, default=40, help="documents of the default corpus")
+    t.add_argument("--max-words", type=cli.positive_int, default=32, help="words per training sequence (default: %(default)s)")
+    t.add_argument("--lr", type=cli.finite_float, default=3e-3, help="learning rate (default: %(default)s)")
+    t.add_argument("--max-docs", type=cli.positive_int, default=40, help="documents of the default corpus")
     t.add_argument("--plot", action="store_true", help="also write loss.png, the loss curve, into --out")
     t.add_argument("--png", default=None, metavar="PATH",
                    help="deprecated (removed in hf-ext 0.3): write the loss curve to PATH; use --plot")
@@ -58,23 +58,23 @@ def add_commands(actions) -> None:
     cli.add_common_options(g, model="folder or Hub id of a T-FREE model with its tokenizer", model_required=True,
                            device="cpu", seed=0, json=True)
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeatable: a batch)")
-    g.add_argument("--max-new-words", type=int, default=20, help="words to generate (default: %(default)s)")
+    g.add_argument("--max-new-words", type=cli.positive_int, default=20, help="words to generate (default: %(default)s)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam decoding")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
-    g.add_argument("--top-k", type=int, default=None, help="sample from the k most likely words (default: all)")
-    g.add_argument("--num-beams", type=int, default=1, help="beam search width (default: %(default)s)")
+    g.add_argument("--temperature", type=cli.finite_float, default=1.0, help="sampling temperature (default: %(default)s)")
+    g.add_argument("--top-k", type=cli.non_negative_int, default=None, help="sample from the k most likely words (default: all)")
+    g.add_argument("--num-beams", type=cli.positive_int, default=1, help="beam search width (default: %(default)s)")
 
     s = cli.add_command(actions, "stats", _cmd_stats, help="word split, fertility and parameter counts of a text",
                         description="Tokenizer statistics: T-FREE words per whitespace word, distinct words, activations "
                                     "per word, and the embedding+head parameters of T-FREE vs a classic vocabulary.")
     cli.add_common_options(s, json=True)
     s.add_argument("--text", default=None, help="text to analyse (default: --text-file or Python's help topics)")
-    s.add_argument("--text-file", default=None, help="a file to analyse")
-    s.add_argument("--hash-vocab-size", type=int, default=8000, help="v (default: %(default)s)")
-    s.add_argument("--num-activations", type=int, default=10, help="m (default: %(default)s)")
-    s.add_argument("--hidden-size", type=int, default=4096, help="h for the parameter comparison")
-    s.add_argument("--classic-vocab", type=int, default=64000, help="classic vocabulary size compared against")
-    s.add_argument("--show-words", type=int, default=0, help="print the first n words")
+    s.add_argument("--text-file", type=cli.existing_path, default=None, help="a file to analyse")
+    s.add_argument("--hash-vocab-size", type=cli.positive_int, default=8000, help="v (default: %(default)s)")
+    s.add_argument("--num-activations", type=cli.positive_int, default=10, help="m (default: %(default)s)")
+    s.add_argument("--hidden-size", type=cli.positive_int, default=4096, help="h for the parameter comparison")
+    s.add_argument("--classic-vocab", type=cli.positive_int, default=64000, help="classic vocabulary size compared against")
+    s.add_argument("--show-words", type=cli.non_negative_int, default=0, help="print the first n words")
 
 
 def _read_texts(files: list[str]) -> list[str]:
@@ -89,36 +89,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from hf_ext.tfree.training import stdlib_corpus, tiny_tfree, train_tfree
 
     texts = _read_texts(args.text_file) if args.text_file else stdlib_corpus(args.max_docs)
-    try:
-        if args.model:
-            from transformers import AutoModelForCausalLM
+    if args.model:
+        from transformers import AutoModelForCausalLM
 
-            from hf_ext.tfree import TFreeTokenizer, convert_to_tfree
+        from hf_ext.tfree import TFreeTokenizer, convert_to_tfree
 
-            tok = TFreeTokenizer(hash_vocab_size=args.hash_vocab_size, num_activations=args.num_activations,
-                                 num_lowercase_activations=args.num_lowercase_activations, hash_scheme=args.hash_scheme)
-            model = convert_to_tfree(AutoModelForCausalLM.from_pretrained(args.model), tokenizer=tok,
-                                     pos_weight=args.pos_weight)
-        else:
-            model, tok = tiny_tfree(args.family, hash_vocab_size=args.hash_vocab_size,
-                                    num_activations=args.num_activations,
-                                    num_lowercase_activations=args.num_lowercase_activations,
-                                    hash_scheme=args.hash_scheme, hidden_size=args.hidden_size,
-                                    num_layers=args.layers, seed=args.seed, pos_weight=args.pos_weight)
-        for text in texts:  # the decode dictionary: every word of the training text
-            tok.add_words(w for w in tok.tokenize(text))
-        model.set_decode_dictionary(tok)
-        accelerator = None
-        if args.device != "auto" and cli.resolve_device(args.device) == "cpu":  # CPU forced (default: CUDA if any)
-            from accelerate import Accelerator
+        tok = TFreeTokenizer(hash_vocab_size=args.hash_vocab_size, num_activations=args.num_activations,
+                             num_lowercase_activations=args.num_lowercase_activations, hash_scheme=args.hash_scheme)
+        model = convert_to_tfree(AutoModelForCausalLM.from_pretrained(args.model), tokenizer=tok,
+                                 pos_weight=args.pos_weight)
+    else:
+        model, tok = tiny_tfree(args.family, hash_vocab_size=args.hash_vocab_size,
+                                num_activations=args.num_activations,
+                                num_lowercase_activations=args.num_lowercase_activations,
+                                hash_scheme=args.hash_scheme, hidden_size=args.hidden_size,
+                                num_layers=args.layers, seed=args.seed, pos_weight=args.pos_weight)
+    for text in texts:  # the decode dictionary: every word of the training text
+        tok.add_words(w for w in tok.tokenize(text))
+    model.set_decode_dictionary(tok)
+    accelerator = None
+    if args.device != "auto" and cli.resolve_device(args.device) == "cpu":  # CPU forced (default: CUDA if any)
+        from accelerate import Accelerator
 
-            accelerator = Accelerator(cpu=True)
-        losses = train_tfree(model, tok, texts, steps=args.steps, batch_size=args.batch_size, max_words=args.max_words,
-                             lr=args.lr, seed=args.seed, progress=not args.no_progress, accelerator=accelerator,
-                             fsdp=args.fsdp)
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
+        accelerator = Accelerator(cpu=True)
+    losses = train_tfree(model, tok, texts, steps=args.steps, batch_size=args.batch_size, max_words=args.max_words,
+                         lr=args.lr, seed=args.seed, progress=not args.no_progress, accelerator=accelerator,
+                         fsdp=args.fsdp)
     import torch
     from accelerate import PartialState
 
@@ -156,8 +152,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
     if getattr(model.config, "model_type", None) != "tfree":
-        logger.error("%s is not a T-FREE model (model_type=%r)", args.model, model.config.model_type)
-        return 1
+        raise ValueError(f"--model {args.model!r} is not a T-FREE model (model_type="
+                         f"{model.config.model_type!r}); pass a folder saved by `hf-ext tfree train`")
     torch.manual_seed(args.seed)
     kwargs = {"do_sample": args.do_sample, "num_beams": args.num_beams}
     if args.do_sample:
@@ -178,11 +174,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         texts = _read_texts([args.text_file])
     else:
         texts = stdlib_corpus()
-    try:
-        tok = TFreeTokenizer(hash_vocab_size=args.hash_vocab_size, num_activations=args.num_activations)
-    except (TypeError, ValueError) as err:
-        logger.error("%s", err)
-        return 1
+    tok = TFreeTokenizer(hash_vocab_size=args.hash_vocab_size, num_activations=args.num_activations)
     words = [w for ws in tok.fast_tokenize(texts) for w in ws]
     ws_words = sum(len(t.split()) for t in texts)
     enc = tok.encode_activations(texts, format="flat")

@@ -36,6 +36,7 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import AtomicSaveMixin
 
 from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
 from ..core.model_checks import padding_exact, record_padding_exact
@@ -96,7 +97,7 @@ def sparse_bce_loss(logits: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torc
     return loss_scale * total / denom
 
 
-class TFreePreTrainedModel(PreTrainedModel):
+class TFreePreTrainedModel(AtomicSaveMixin, PreTrainedModel):
     """Base class of the T-FREE models: config class, weight init and the transformers loading hooks."""
     config_class = TFreeConfig
     base_model_prefix = "tfree"

@@ -40,6 +40,7 @@ from transformers import PreTrainedTokenizer
 
 from hf_ext.utils.loading import read_json, require_file
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import AtomicSaveMixin
 from hf_ext.utils.validation import check_size
 
 from .hashing import TrigramHasher, validate_hash_params
@@ -51,6 +52,8 @@ logger = get_logger(__name__)
 __all__ = ["TFreeTokenizer"]
 
 VOCAB_FILES_NAMES = {"vocab_file": "words.json"}
+#: Default bound of the pattern cache (``max_cache_words``), in distinct words; see :class:`TFreeTokenizer`.
+DEFAULT_MAX_CACHE_WORDS = 200_000
 #: Keys a saved ``tokenizer_config.json`` must have (they decide how every word is hashed).
 REQUIRED_CONFIG_KEYS = ("hash_vocab_size", "num_activations", "num_lowercase_activations", "hash_scheme",
                         "trigram_unit", "entire_words")
@@ -59,7 +62,7 @@ _FAST_SPLIT = re.compile(r"(?:<\|.*?\|>|[^\W\d_]+|(?s:.)) ?")
 _FAST_SPLIT_ESCAPED = re.compile(r"(?:[^\W\d_]+|(?s:.)) ?")
 
 
-class TFreeTokenizer(PreTrainedTokenizer):
+class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
     """T-FREE tokenizer: words in, per-word dictionary ids or hashed trigram activation ids out.
 
     Args:
@@ -73,7 +76,15 @@ class TFreeTokenizer(PreTrainedTokenizer):
             for text that contains such strings). Default ``False``: escaped.
         grow_dictionary: append out-of-dictionary words met while encoding to the dictionary (else raise).
         add_eos_token: append ``<|endoftext|>`` to every encoded text (training documents).
-        max_cache_words: the per-word pattern cache is cleared when it holds more words than this.
+        max_cache_words: bound of the per-word pattern cache (a positive int, saved in ``tokenizer_config.json``):
+            before each batch, a cache holding more entries than this is dropped and refilled on demand
+            (generation-based eviction: it then grows by at most one batch's new entries past the bound; a word and
+            its split piece with the following space are two entries). Default
+            :data:`DEFAULT_MAX_CACHE_WORDS` (200,000 words: about 150 MiB at m=10, see
+            ``benchmarks/tfree_cache_memory.py``), far above the distinct words of a typical training shard's
+            frequent vocabulary, so the hit rate stays high while a stream of new words (URLs, ids, typos) cannot
+            grow memory without bound. The word *dictionary* (decode ids) is separate: it grows only with
+            ``grow_dictionary=True`` or :meth:`add_words`.
 
     Example:
         >>> tok = TFreeTokenizer(words=["hello", "world"])
@@ -87,10 +98,15 @@ class TFreeTokenizer(PreTrainedTokenizer):
     def __init__(self, vocab_file: str | None = None, words: Sequence[str] | None = None, hash_vocab_size: int = 8000,
                  num_activations: int = 10, num_lowercase_activations: int = 0, hash_scheme: str = "aa_md5",
                  trigram_unit: str = "byte", entire_words: bool = False, parse_special: bool = False,
-                 grow_dictionary: bool = True, add_eos_token: bool = False, max_cache_words: int = 1_000_000,
+                 grow_dictionary: bool = True, add_eos_token: bool = False, max_cache_words: int | None = None,
                  eos_token: str = "<|endoftext|>", pad_token: str = "<|endoftext|>", padding_side: str = "left",
                  **kwargs: Any):
         validate_hash_params(hash_vocab_size, num_activations, num_lowercase_activations, hash_scheme, trigram_unit)
+        if max_cache_words is None:
+            max_cache_words = DEFAULT_MAX_CACHE_WORDS
+        if isinstance(max_cache_words, bool) or not isinstance(max_cache_words, int) or max_cache_words < 1:
+            raise ValueError(f"max_cache_words must be a positive int (words kept in the pattern cache), got "
+                             f"{max_cache_words!r}")
         if vocab_file is None and kwargs.get("name_or_path"):  # from_pretrained found no words.json
             raise FileNotFoundError(f"{kwargs['name_or_path']!r} has no words.json (the T-FREE word dictionary); "
                                     "save the tokenizer with save_pretrained, which writes it")
@@ -252,17 +268,26 @@ class TFreeTokenizer(PreTrainedTokenizer):
     # ------------------------------------------------------------------ activation ids (dictionary-free)
     def word_pattern(self, word: str) -> np.ndarray:
         """Sorted activation ids of ``word`` with multiplicity (``[T*m]``; cached)."""
-        return self._cache.pattern(word).copy()
+        return self._bounded_cache().pattern(word).copy()
 
     def words_to_patterns(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR of the patterns of ``words``: ``(indptr [n+1], indices [nnz], trigram_counts [n])`` (with multiplicity)."""
-        return self._cache.csr(words)
+        return self._bounded_cache().csr(words)
+
+    @property
+    def cache_size(self) -> int:
+        """Distinct words now in the pattern cache (at most ``max_cache_words`` plus one batch's new words)."""
+        return len(self._cache.words)
+
+    def _bounded_cache(self) -> PatternCache:
+        """The pattern cache, replaced by an empty one first when it holds more than ``max_cache_words`` words."""
+        if len(self._cache.words) > self.max_cache_words:
+            self._cache = PatternCache(self.hasher)
+        return self._cache
 
     def _text_cids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised :func:`text_to_words` over a batch: the cache ids of all words and each word's text index."""
-        c = self._cache
-        if len(c) > self.max_cache_words:
-            self._cache = c = PatternCache(self.hasher)
+        c = self._bounded_cache()
         findall = (_FAST_SPLIT if self.parse_special else _FAST_SPLIT_ESCAPED).findall
         lens = np.empty(len(texts), dtype=np.int64)
         pieces: list[str] = []

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from hf_ext.utils.cli import add_common_options, print_result, resolve_device
+from hf_ext.utils.cli import add_common_options, finite_float, print_result, resolve_device
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.progress import library_progress_bars, progress_bar, progress_enabled
 
@@ -284,7 +284,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_common_options(p, model="a Hub id or local path for the steps that can use a real model (default: tiny "
                                 "models built in code)", device="auto", seed=0, out=str(DEFAULT_OUT),
                        out_help="the run folder tour-<timestamp>/ with report.md goes inside", json=True, progress=True)
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
+    p.add_argument("--budget", type=finite_float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
                    help=f"per-step time budget; exceeding it warns (default: {DEFAULT_BUDGET_S:g})")
     p.set_defaults(func=_cmd_tour)
     return p

@@ -27,13 +27,13 @@ def add_commands(actions) -> None:
                                     "and parametrisation; write rows (JSON), the optimum per width and a plot (PNG).")
     cli.add_common_options(s, out="umup_sweep", out_help="sweep.json and sweep.png", json=True, progress=True)
     _add_shape_options(s, widths_help="hidden sizes (multiples of 32)", steps=150, batch_size=16)
-    s.add_argument("--umup-lrs", type=float, nargs="+", default=[-3, -2, -1, 0, 1],
+    s.add_argument("--umup-lrs", type=cli.finite_float, nargs="+", default=[-3, -2, -1, 0, 1],
                    help="log2 LR grid of u-μP (default: %(default)s)")
-    s.add_argument("--sp-lrs", type=float, nargs="+", default=[-11, -10, -9, -8, -7, -6],
+    s.add_argument("--sp-lrs", type=cli.finite_float, nargs="+", default=[-11, -10, -9, -8, -7, -6],
                    help="log2 LR grid of SP (default: %(default)s)")
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per grid point (default: %(default)s)")
-    s.add_argument("--depth", type=int, default=2, help="decoder layers (default: %(default)s)")
-    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    s.add_argument("--seeds", type=cli.non_negative_int, nargs="+", default=[0, 1], help="seeds per grid point (default: %(default)s)")
+    s.add_argument("--depth", type=cli.positive_int, default=2, help="decoder layers (default: %(default)s)")
+    s.add_argument("--threads", type=cli.positive_int, default=None, help="torch threads (default: torch's)")
     c = cli.add_command(actions, "coord-check", _cmd_coord_check,
                         help="activation/gradient RMS per layer across widths (plot)",
                         description="Record activation and weight-gradient RMS for a few Adam steps at each width.")
@@ -45,26 +45,26 @@ def add_commands(actions) -> None:
                                     "per-role LRs; DDP or FSDP2 under torchrun / accelerate launch -m hf_ext.")
     cli.add_common_options(t, seed=0, out=cli.REQUIRED, out_help="the model (save_pretrained) and losses.json",
                            json=True, progress=True)
-    t.add_argument("--width", type=int, default=64, help="hidden size (default: %(default)s)")
-    t.add_argument("--depth", type=int, default=2, help="decoder layers (default: %(default)s)")
-    t.add_argument("--seq-len", type=int, default=64, help="bytes per sequence (default: %(default)s)")
-    t.add_argument("--head-dim", type=int, default=16, help="attention head size (default: %(default)s)")
-    t.add_argument("--steps", type=int, default=100, help="optimiser steps (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=16,
+    t.add_argument("--width", type=cli.positive_int, default=64, help="hidden size (default: %(default)s)")
+    t.add_argument("--depth", type=cli.positive_int, default=2, help="decoder layers (default: %(default)s)")
+    t.add_argument("--seq-len", type=cli.positive_int, default=64, help="bytes per sequence (default: %(default)s)")
+    t.add_argument("--head-dim", type=cli.positive_int, default=16, help="attention head size (default: %(default)s)")
+    t.add_argument("--steps", type=cli.positive_int, default=100, help="optimiser steps (default: %(default)s)")
+    t.add_argument("--batch-size", type=cli.positive_int, default=16,
                    help="global batch, split across processes (default: %(default)s)")
-    t.add_argument("--lr", type=float, default=0.5, help="u-μP base learning rate η (default: %(default)s)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="independent weight decay (default: %(default)s)")
-    t.add_argument("--warmup", type=int, default=0, help="warm-up steps before the cosine (default: %(default)s)")
+    t.add_argument("--lr", type=cli.finite_float, default=0.5, help="u-μP base learning rate η (default: %(default)s)")
+    t.add_argument("--weight-decay", type=cli.finite_float, default=0.0, help="independent weight decay (default: %(default)s)")
+    t.add_argument("--warmup", type=cli.non_negative_int, default=0, help="warm-up steps before the cosine (default: %(default)s)")
     t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (implied by an Accelerate FSDP2 config)")
 
 
 def _add_shape_options(p: argparse.ArgumentParser, *, widths_help: str, steps: int, batch_size: int) -> None:
-    p.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256], help=f"{widths_help} (default: %(default)s)")
+    p.add_argument("--widths", type=cli.positive_int, nargs="+", default=[64, 128, 256], help=f"{widths_help} (default: %(default)s)")
     p.add_argument("--parametrizations", nargs="+", choices=["umup", "sp"], default=["umup", "sp"],
                    help="u-μP and/or the standard parametrisation (default: both)")
-    p.add_argument("--steps", type=int, default=steps, help="Adam steps per run (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help="sequences per step (default: %(default)s)")
-    p.add_argument("--seq-len", type=int, default=64, help="bytes per sequence (default: %(default)s)")
+    p.add_argument("--steps", type=cli.positive_int, default=steps, help="Adam steps per run (default: %(default)s)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=batch_size, help="sequences per step (default: %(default)s)")
+    p.add_argument("--seq-len", type=cli.positive_int, default=64, help="bytes per sequence (default: %(default)s)")
 
 
 def _validate(args: argparse.Namespace) -> str | None:
@@ -108,14 +108,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from hf_ext.umup.training import build_byte_model, train_umup
 
     acc = Accelerator(cpu=not torch.cuda.is_available())
-    try:
-        model = build_byte_model(args.width, args.depth, args.seq_len, args.head_dim, seed=args.seed)
-        losses = train_umup(model, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                            weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, accelerator=acc,
-                            fsdp=args.fsdp, progress=not args.no_progress)
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
+    model = build_byte_model(args.width, args.depth, args.seq_len, args.head_dim, seed=args.seed)
+    losses = train_umup(model, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                        weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, accelerator=acc,
+                        fsdp=args.fsdp, progress=not args.no_progress)
     report = sharding_report(model)
     plain = unsharded_copy(model)  # every process takes part in the gather
     if acc.is_main_process:

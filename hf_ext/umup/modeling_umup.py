@@ -41,6 +41,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from hf_ext.core.inputs import check_in_vocabulary
+from hf_ext.utils.saving import AtomicSaveMixin
 
 from ..compat import cache_field
 from . import functional as UF
@@ -223,7 +224,7 @@ class UMupDecoderLayer(GradientCheckpointingLayer):
         return UF.residual_merge(m(branch), skip, m.skip_scale)
 
 
-class UMupPreTrainedModel(PreTrainedModel):
+class UMupPreTrainedModel(AtomicSaveMixin, PreTrainedModel):
     """Base class: unit init (``_init_weights`` draws ``N(0, 1)``), SDPA, no tied weights."""
 
     config_class = UMupConfig

@@ -18,7 +18,7 @@ A component's ``cli`` module (standard-library imports only at module level) add
         p = cli.add_command(actions, "run", _cmd_run, help="run the toy")
         cli.add_common_options(p, model="Hub id or folder (default: a tiny model)", device="cpu", seed=0,
                                out="toy_out", out_help="result.json", json=True, progress=True)
-        p.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")
+        p.add_argument("--steps", type=cli.positive_int, default=10, help="training steps (default: %(default)s)")
 
 Example:
     >>> import argparse
@@ -41,8 +41,9 @@ from typing import Any
 
 from .deprecation import REMOVED_IN, warn_deprecated
 
-__all__ = ["REQUIRED", "add_command", "add_common_options", "add_deprecated_alias", "add_group", "exit_code", "out_file",
-           "print_result", "resolve_device", "run_command"]
+__all__ = ["REQUIRED", "USER_ERRORS", "ArgumentParser", "add_command", "add_common_options", "add_deprecated_alias",
+           "add_group", "check_local_path", "check_out_dir", "existing_path", "exit_code", "finite_float", "model_or_path", "non_negative_int", "out_file", "positive_int",
+           "print_result", "resolve_device", "run_command", "unit_fraction"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -99,12 +100,13 @@ def add_common_options(
         progress: add ``--no-progress``.
     """
     if model is not None:
-        parser.add_argument("--model", required=model_required, default=None, metavar="MODEL", help=model)
+        parser.add_argument("--model", required=model_required, default=None, metavar="MODEL", help=model,
+                            type=model_or_path)
     if device is not None:
         parser.add_argument("--device", default=device,
                             help="torch device: cpu, cuda, cuda:N, or auto for CUDA when available (default: %(default)s)")
     if seed is not None:
-        parser.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
+        parser.add_argument("--seed", type=non_negative_int, default=seed, help="random seed (default: %(default)s)")
     if out is not None or out_when_absent:
         required = out == REQUIRED
         default = "" if required else f" (default: {out_when_absent})" if out is None else " (default: %(default)s)"
@@ -179,17 +181,161 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+#: Exceptions that mean "the user asked for something wrong" (a bad value, a missing or unusable path, a Hub id that
+#: does not resolve): one line on stderr and exit code 2. Anything else is a bug or an environment failure: exit 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, LookupError)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command's handler and return its exit code: the CLI's one error boundary.
 
-    Every command goes through here (``hf-ext``, ``python -m hf_ext``, and the older module entry points), so this
-    is where user errors are to become one-line messages with exit code 2 (issue 19). With ``--no-progress`` the
-    libraries' own progress bars are hidden too (:func:`hf_ext.utils.progress.library_progress_bars`).
+    Every command goes through here (``hf-ext``, ``python -m hf_ext``, and the older module entry points):
+
+    * a user error (:data:`USER_ERRORS`: ``ValueError``, ``TypeError``, ``OSError`` such as ``FileNotFoundError``,
+      ``LookupError``) prints one line ``hf-ext: error: <message>`` on stderr and returns 2;
+    * any other exception prints ``hf-ext: internal error: <type>: <message>`` and returns 1;
+    * ``KeyboardInterrupt`` returns 130;
+    * ``args.debug`` (``hf-ext --debug …``, or ``HF_EXT_DEBUG=1``) also prints the traceback.
+
+    With ``--no-progress`` the libraries' own progress bars are hidden too
+    (:func:`hf_ext.utils.progress.library_progress_bars`).
     """
+    import sys
+    import traceback
+
     from .progress import library_progress_bars
 
-    with library_progress_bars(not getattr(args, "no_progress", False)):
-        return int(args.func(args) or 0)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        with library_progress_bars(not getattr(args, "no_progress", False)):
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("hf-ext: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if debug:
+            traceback.print_exc()
+        print(f"hf-ext: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - the boundary: a short message instead of a traceback
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for the traceback)"
+        print(f"hf-ext: internal error: {type(err).__name__}: {_one_line(err)}{hint}", file=sys.stderr)
+        return 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with a one-line usage error: ``<prog>: error: <message> (see <prog> --help)``, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer (>= {low}), got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an int >= 1 (``--steps``, ``--batch-size`` …)."""
+    return _int_at_least(text, 1, "positive")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: an int >= 0 (``--seed``, ``--warmup`` …)."""
+    return _int_at_least(text, 0, "non-negative")
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=``: a finite float (``nan`` and ``inf`` are refused)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def unit_fraction(text: str) -> float:
+    """argparse ``type=``: a number in [0, 1] (a sparsity, a probability)."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", "..") or "\\" in text or \
+        text.count("/") > 1 or (Path(text).expanduser().parent.is_dir() and Path(text).parent != Path("."))
+
+
+def check_local_path(value: str | None, option: str, *, kind: str = "folder or Hub id") -> str | None:
+    """``value`` unchanged, unless it names a local path that does not exist: then ``FileNotFoundError`` naming
+    ``option`` (instead of the Hub client's "Repo id must use alphanumeric chars" for a mistyped folder).
+
+    A value looks like a path when it starts with ``/``, ``./``, ``../`` or ``~``, has more than one ``/``, or its
+    parent folder exists locally (``runs/model`` with ``runs/`` present). ``org/name`` stays a Hub id.
+    """
+    if value is None:
+        return value
+    path = Path(value).expanduser()
+    if not path.exists() and _looks_like_path(value):
+        raise FileNotFoundError(f"{option} {value!r}: no such {kind.split(' or ')[0]} (expected an existing "
+                                f"{kind})")
+    return value
+
+
+def model_or_path(text: str) -> str:
+    """argparse ``type=`` of ``--model``-like options: a Hub id or an existing local path (see
+    :func:`check_local_path`); a missing local path is a usage error naming it."""
+    try:
+        return check_local_path(text, "path")
+    except FileNotFoundError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing local folder/file (and not a Hub id)") from err
+
+
+def existing_path(text: str) -> str:
+    """argparse ``type=`` of options that name a local file or folder: it must exist (a usage error otherwise)."""
+    if not Path(text).expanduser().exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text!r}")
+    return text
+
+
+def check_out_dir(value: str | None, option: str = "--out") -> str | None:
+    """Check an output folder before any work: not an existing file, and its nearest existing parent is writable.
+    Nothing is created here (the command creates the folder when it writes)."""
+    import os
+
+    if value is None:
+        return value
+    if not str(value).strip():
+        raise ValueError(f"{option} must name a folder, got {value!r}")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{option} {value!r} is an existing file; expected a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{option} {value!r}: {str(parent)!r} is a file, so the folder cannot be created")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {value!r}: {str(parent)!r} is not writable")
+    return value
 
 
 def exit_code(exit_: SystemExit) -> int:

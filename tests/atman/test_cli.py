@@ -62,7 +62,7 @@ def test_dataset_bad_lines(tmp_path, lines, message):
         read_items(data)
     with pytest.raises(FileNotFoundError, match="dataset="):
         read_items(tmp_path / "nope.jsonl")
-    assert main(["atman", "explain", "--dataset", str(data), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert main(["atman", "explain", "--dataset", str(data), "--out", str(tmp_path / "o"), "--no-progress"]) == 2  # a bad dataset: a user error (issue 19)
     assert main(["atman", "explain", "--dataset", str(data), "--prompt", "x", "--no-progress"]) == 2
     assert main(["atman", "explain", "--prompt", "x", "--no-progress"]) == 2
 

@@ -19,7 +19,7 @@ def test_dtm_cli_score_scan_plan(tmp_path, capsys):
     assert main(["dtm", "plan", "-N", "6", "--no-progress", "--out", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "plan.json").read_text())
     assert "int8" in json.loads((tmp_path / "plan.json").read_text())
-    assert main(["dtm", "score", "-N", "0"]) == 2 and "must be ≥ 1" in capsys.readouterr().err
+    assert main(["dtm", "score", "-N", "0"]) == 2 and "--max-new-tokens" in capsys.readouterr().err
 
 
 def test_dtm_cli_pre_0_2_flags_still_work(tmp_path):

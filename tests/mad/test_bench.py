@@ -128,14 +128,14 @@ def test_cli(tmp_path, capsys):
     assert main(["mad", "generate", "M", "--set", "num_train_examples=4", "num_test_examples=2",
                  "--out", str(tmp_path / "gen")]) == 0
     assert (tmp_path / "gen" / "train.parquet").is_file()
-    assert main(["mad", "generate", "nope"]) == 1
+    assert main(["mad", "generate", "nope"]) == 2
     out = tmp_path / "run"
     assert main(["mad", "run", "--arch", "mA Sg", "--lite", "--tasks", "M", "--hidden-size", "16", "--num-heads", "2",
                  "--epochs", "1", "--max-steps", "1", "--set", "num_train_examples=16", "num_test_examples=8",
                  "--out", str(out), "--report", "--no-progress"]) == 0
     assert (out / "report" / "mad_bars.png").is_file()
     assert main(["mad", "report", str(out)]) == 0
-    assert main(["mad", "report", str(tmp_path / "empty")]) == 1
+    assert main(["mad", "report", str(tmp_path / "empty")]) == 2
     assert main(["mad", "export", "--out", str(tmp_path / "exp"), "--tasks", "M", "--set", "num_train_examples=4",
                  "num_test_examples=2"]) == 0
     assert (tmp_path / "exp" / "README.md").is_file()

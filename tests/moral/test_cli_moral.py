@@ -55,10 +55,10 @@ def test_fit_and_eval(tiny_st_dir, tmp_path, capsys):
     assert "Pearson r" in capsys.readouterr().out
 
 
-def test_bad_usage(tmp_path, caplog):
-    assert main(["moral", "score", "töten", "--language", "de"]) == 1
-    assert "English-only" in caplog.text
-    assert main(["moral", "score", "x", "--direction", str(tmp_path / "missing")]) == 1
+def test_bad_usage(tmp_path, capsys):
+    assert main(["moral", "score", "töten", "--language", "de"]) == 2
+    assert "English-only" in capsys.readouterr().err
+    assert main(["moral", "score", "x", "--direction", str(tmp_path / "missing")]) == 2
     assert main(["moral", "score"]) == 2  # argparse: TEXT required
 
 

@@ -32,9 +32,9 @@ def test_scar_cli_train_detect_generate(tmp_path, capsys, caplog):
                  "--strength", "5", "--op", "replace"]) == 0
     assert "steered:" in capsys.readouterr().out
     # bad input: unknown concept, --data without --model
-    assert main(["scar", "generate", "--adapter", str(out), "--prompt", "x", "--concept", "nope"]) == 1
-    assert "unknown concept" in caplog.text
-    assert main(["scar", "train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "x")]) == 1
+    assert main(["scar", "generate", "--adapter", str(out), "--prompt", "x", "--concept", "nope"]) == 2
+    assert "unknown concept" in capsys.readouterr().err
+    assert main(["scar", "train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "x")]) == 2
 
 
 def test_scar_cli_train_at_a_named_module_and_report(tmp_path, capsys):
@@ -61,4 +61,4 @@ def test_scar_cli_train_at_a_named_module_and_report(tmp_path, capsys):
     assert printed == report.to_dict() and report.latents == [0, 3] and report.num_texts == 7
     assert "<html" in (rep / "latent_report.html").read_text()
     assert main(["scar", "report", "--adapter", str(out), "--out", str(rep), "--no-progress"]) == 2
-    assert main(["scar", "report", "--adapter", str(out), "--text", "x", "--latents", "nope", "--out", str(rep)]) == 1
+    assert main(["scar", "report", "--adapter", str(out), "--text", "x", "--latents", "nope", "--out", str(rep)]) == 2

@@ -120,6 +120,8 @@ def test_every_nested_from_pretrained_that_forwards_kwargs_is_audited():
                "persistence.py:from_pretrained",  # ModelHubMixin.from_pretrained: DOWNLOAD_OPTIONS only (TypeError)
                "cli.py:load_pipeline",  # SLD CLI: diffusers_dtype_kwargs(dtype), one dtype keyword
                "compat.py:load_image_processor",  # the caller's kwargs for the same folder (tests/test_compat.py)
+               # verify_manifest, then the parent class's own from_pretrained with the caller's arguments unchanged
+               "saving.py:from_pretrained", "pipeline_mixin.py:from_pretrained",
                "configuration_scar.py:from_pretrained",  # super().from_pretrained: the same config, one path kwarg added
                "tokenization_tfree.py:from_pretrained"}  # super().from_pretrained after the strict file checks
     package = Path(hf_ext.__file__).parent

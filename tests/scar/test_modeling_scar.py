@@ -314,7 +314,7 @@ def test_save_load_roundtrip_scarmodel_and_auto(tmp_path):
         want = model(IDS).logits
     scar.save_pretrained(tmp_path / "scar")
     files = sorted(p.name for p in (tmp_path / "scar").iterdir())
-    assert files == ["README.md", "adapter_model.safetensors", "config.json"]
+    assert files == ["README.md", "adapter_model.safetensors", "config.json", "hf_ext_manifest.json"]
     assert (tmp_path / "scar" / "adapter_model.safetensors").stat().st_size < 200_000  # adapter only, no base weights
     assert isinstance(AutoConfig.from_pretrained(tmp_path / "scar"), ScarConfig)
     fresh = AutoModelForCausalLM.from_pretrained(tmp_path / "base").eval()

@@ -29,7 +29,7 @@ def test_cli_train_generate_stats(tmp_path, capsys):
 
 
 def test_cli_bad_input(capsys):
-    assert main(["tfree", "stats", "--text", "x", "--hash-vocab-size", "4", "--num-activations", "10"]) == 1
+    assert main(["tfree", "stats", "--text", "x", "--hash-vocab-size", "4", "--num-activations", "10"]) == 2
     assert main(["tfree"]) == 2
 
 

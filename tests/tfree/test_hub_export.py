@@ -44,11 +44,10 @@ def test_export_loads_without_hf_ext(tmp_path):
     model, tok = tfree_model("llama")
     classes = (type(model), type(model.config), type(tok))
     saved = [c.__dict__.get("_auto_class") for c in classes]
-    try:
-        path = export_for_hub(model, tmp_path / "export", tokenizer=tok)
-    finally:  # export_for_hub registers the classes for auto_map: undo it for the other tests of this process
-        for cls, value in zip(classes, saved):
-            cls._auto_class = value
+    path = export_for_hub(model, tmp_path / "export", tokenizer=tok)
+    # the auto_map is in the files only: no class registered, the live config untouched
+    assert [c.__dict__.get("_auto_class") for c in classes] == saved
+    assert getattr(model.config, "auto_map", None) is None
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "mods")}
     proc = subprocess.run([sys.executable, "-c", LOADER, str(path)], capture_output=True, text=True, timeout=300 * time_factor(),
                           cwd=tmp_path, env=env)

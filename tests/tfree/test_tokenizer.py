@@ -18,7 +18,7 @@ def test_save_load_with_auto_tokenizer(tmp_path):
     tok("grown words here")
     tok.save_pretrained(tmp_path)
     data_files = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".py")  # .py: only after export_for_hub
-    assert data_files == ["tokenizer_config.json", "words.json"]
+    assert data_files == ["hf_ext_manifest.json", "tokenizer_config.json", "words.json"]
     assert sum((tmp_path / f).stat().st_size for f in data_files) < 10_000  # small files, no hash table
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert isinstance(loaded, TFreeTokenizer)

@@ -25,10 +25,17 @@ def save_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch
     ``optimizer`` is an optimizer or its ``state_dict()`` (a sharded run passes the gathered one, see
     :func:`gather_for_checkpoint`); ``params`` must hold full (not sharded) tensors.
     """
+    from hf_ext.utils.saving import atomic_directory
+
+    with atomic_directory(directory) as out:  # an interrupted save leaves the previous checkpoint
+        _write_checkpoint_files(out, params, optimizer, state)
+    return Path(directory).expanduser()
+
+
+def _write_checkpoint_files(out: Path, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | dict | None,
+                            state: dict | None) -> None:
     from safetensors.torch import save_file
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(out / "trainable.safetensors"))
     if optimizer is not None:
         sd = optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
@@ -44,7 +51,6 @@ def save_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch
         save_file(tensors, str(out / "optimizer.safetensors"))
         (out / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
     (out / "training_state.json").write_text(json.dumps(state or {}, indent=1), encoding="utf-8")
-    return out
 
 
 def load_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> dict:
@@ -54,9 +60,12 @@ def load_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch
         FileNotFoundError: no checkpoint in ``directory``.
         ValueError: the checkpoint's parameter names differ from ``params``.
     """
+    from hf_ext.utils.saving import verify_manifest
+
     src = Path(directory)
     if not (src / "trainable.safetensors").is_file():
         raise FileNotFoundError(f"no checkpoint (trainable.safetensors) in {src}")
+    verify_manifest(src)
     tensors = load_safetensors(src / "trainable.safetensors")
     if set(tensors) != set(params):
         missing, extra = sorted(set(params) - set(tensors))[:3], sorted(set(tensors) - set(params))[:3]

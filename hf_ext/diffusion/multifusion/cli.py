@@ -34,12 +34,12 @@ def add_commands(actions) -> None:
     cli.add_common_options(g, model=_MODEL_HELP, device="cpu", seed=0, out="multifusion_out", out_help="image.png",
                            json=True, progress=True)
     cli.add_deprecated_alias(g, "--pipeline", "--model")
-    g.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per item (e.g. 1 20)")
+    g.add_argument("--weights", type=cli.finite_float, nargs="+", default=None, help="one weight per item (e.g. 1 20)")
     g.add_argument("--negative", nargs="*", default=None, help="negative prompt items (text or image:PATH)")
     g.add_argument("--encoder", default="llava", choices=["llava", "magma"],
                    help="tiny encoder kind without --model (default: %(default)s)")
-    g.add_argument("--steps", type=int, default=25, help="inference steps (default: %(default)s)")
-    g.add_argument("--guidance-scale", type=float, default=7.5,
+    g.add_argument("--steps", type=cli.positive_int, default=25, help="inference steps (default: %(default)s)")
+    g.add_argument("--guidance-scale", type=cli.finite_float, default=7.5,
                    help="classifier-free guidance scale (default: %(default)s)")
     g.add_argument("--cross-attention-weighting", action="store_true", help="also weight items in the UNet cross-attention")
 
@@ -58,16 +58,16 @@ def add_commands(actions) -> None:
     t.add_argument("--encoder", default="llava", choices=["llava", "magma"],
                    help="tiny encoder kind without --model (default: %(default)s)")
     t.add_argument("--family", default="gpt2", help="causal-LM family of the tiny magma encoder (default: %(default)s)")
-    t.add_argument("--steps", type=int, default=20, help="optimiser steps (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=8, help="global batch size (split across processes)")
-    t.add_argument("--lr", type=float, default=1e-2, help="learning rate (default: %(default)s)")
-    t.add_argument("--p-image", type=float, default=0.5,
+    t.add_argument("--steps", type=cli.positive_int, default=20, help="optimiser steps (default: %(default)s)")
+    t.add_argument("--batch-size", type=cli.positive_int, default=8, help="global batch size (split across processes)")
+    t.add_argument("--lr", type=cli.finite_float, default=1e-2, help="learning rate (default: %(default)s)")
+    t.add_argument("--p-image", type=cli.finite_float, default=0.5,
                    help="probability that a sample's prompt is its image (default: %(default)s)")
-    t.add_argument("--p-uncond", type=float, default=0.1,
+    t.add_argument("--p-uncond", type=cli.finite_float, default=0.1,
                    help="probability of an empty prompt, for classifier-free guidance (default: %(default)s)")
-    t.add_argument("--num-samples", type=int, default=64, help="size of the synthetic training set")
-    t.add_argument("--checkpoint-every", type=int, default=None, help="save a checkpoint every N steps (default: off)")
-    t.add_argument("--resume-from", default=None, help="checkpoint folder to resume from")
+    t.add_argument("--num-samples", type=cli.positive_int, default=64, help="size of the synthetic training set")
+    t.add_argument("--checkpoint-every", type=cli.positive_int, default=None, help="save a checkpoint every N steps (default: off)")
+    t.add_argument("--resume-from", type=cli.existing_path, default=None, help="checkpoint folder to resume from")
     t.add_argument("--save-pipeline", action="store_true", help="also save the whole tuned pipeline to OUT/pipeline")
     t.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (torchrun; implied by an Accelerate FSDP2 "
                                                        "config)")
@@ -75,15 +75,15 @@ def add_commands(actions) -> None:
     e = cli.add_command(actions, "eval", _cmd_eval, help="MCC-250-style compositional evaluation with zero-shot CLIP",
                         description="Generate one image per MCC-style prompt and mode, score it with zero-shot CLIP from "
                                     "--clip, run the multilingual check on the pipeline's encoder and write JSON.")
-    e.add_argument("--clip", required=True, help="local CLIP checkpoint folder (CLIPModel + CLIPProcessor)")
+    e.add_argument("--clip", type=cli.existing_path, required=True, help="local CLIP checkpoint folder (CLIPModel + CLIPProcessor)")
     cli.add_common_options(e, model=_MODEL_HELP, device="cpu", seed=0, out="mcc_out", out_help="mcc_results.json",
                            json=True, progress=True)
     cli.add_deprecated_alias(e, "--pipeline", "--model")
-    e.add_argument("--n", type=int, default=250, help="number of prompts (default: %(default)s)")
-    e.add_argument("--steps", type=int, default=25, help="inference steps (default: %(default)s)")
-    e.add_argument("--guidance-scale", type=float, default=7.5,
+    e.add_argument("--n", type=cli.positive_int, default=250, help="number of prompts (default: %(default)s)")
+    e.add_argument("--steps", type=cli.positive_int, default=25, help="inference steps (default: %(default)s)")
+    e.add_argument("--guidance-scale", type=cli.finite_float, default=7.5,
                    help="classifier-free guidance scale (default: %(default)s)")
-    e.add_argument("--text-weight", type=float, default=1.0, help="weight of the text items of multimodal prompts")
+    e.add_argument("--text-weight", type=cli.finite_float, default=1.0, help="weight of the text items of multimodal prompts")
 
 
 def _load_pipeline(path, encoder: str, family: str = "llama", device: str = "cpu", *, seed: int = 0,
@@ -118,18 +118,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         prompt = _parse_items(args.items)
         negative = _parse_items(args.negative) if args.negative else None
-    except OSError as err:
-        logger.error("cannot read an image item: %s", err)
-        return 1
+    except OSError as err:  # a user error: the CLI boundary prints it (exit 2)
+        raise FileNotFoundError(f"cannot read an image item: {err}") from err
     pipe = _load_pipeline(args.model, args.encoder, device=args.device, progress=not args.no_progress)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
-    try:
-        image = pipe(prompt, negative_prompt=negative, weights=args.weights, num_inference_steps=args.steps,
-                     guidance_scale=args.guidance_scale, generator=g,
-                     cross_attention_weighting=args.cross_attention_weighting).images[0]
-    except (ValueError, TypeError) as err:
-        logger.error("%s", err)
-        return 1
+    image = pipe(prompt, negative_prompt=negative, weights=args.weights, num_inference_steps=args.steps,
+                 guidance_scale=args.guidance_scale, generator=g,
+                 cross_attention_weighting=args.cross_attention_weighting).images[0]
     out = cli.out_file(args.out, "image.png", legacy_suffixes=(".png", ".jpg", ".jpeg"))
     image.save(out)
     cli.print_result({"image": str(out), "size": list(image.size)}, f"wrote {out} ({image.size[0]}x{image.size[1]})",
@@ -154,20 +149,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     acc = Accelerator(cpu=cli.resolve_device(args.device) == "cpu")
     pipe = _load_pipeline(args.model, args.encoder, args.family, seed=args.seed, progress=not args.no_progress)
     out = Path(args.out)
-    try:
-        if args.stage == "semantic":
-            res = train_semantic(pipe.interleaved_encoder(), SENTENCE_PAIRS, SemanticConfig(steps=args.steps, batch_size=args.batch_size,
-                                                                                   lr=args.lr, seed=args.seed),
-                                 accelerator=acc, progress=not args.no_progress, fsdp=args.fsdp)
-        else:
-            cfg = FusionConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, p_image=args.p_image,
-                               p_uncond=args.p_uncond, seed=args.seed, checkpoint_every=args.checkpoint_every)
-            res = train_fusion(pipe, ShapesDataset(args.num_samples, seed=args.seed), cfg, accelerator=acc,
-                               output_dir=out, resume_from=args.resume_from, progress=not args.no_progress,
-                               fsdp=args.fsdp)
-    except (ValueError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        return 1
+    if args.stage == "semantic":
+        res = train_semantic(pipe.interleaved_encoder(), SENTENCE_PAIRS, SemanticConfig(steps=args.steps, batch_size=args.batch_size,
+                                                                               lr=args.lr, seed=args.seed),
+                             accelerator=acc, progress=not args.no_progress, fsdp=args.fsdp)
+    else:
+        cfg = FusionConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, p_image=args.p_image,
+                           p_uncond=args.p_uncond, seed=args.seed, checkpoint_every=args.checkpoint_every)
+        res = train_fusion(pipe, ShapesDataset(args.num_samples, seed=args.seed), cfg, accelerator=acc,
+                           output_dir=out, resume_from=args.resume_from, progress=not args.no_progress,
+                           fsdp=args.fsdp)
     trained = ["encoder"] if args.stage == "semantic" else ["unet", "projection"]
     report = {name: sharding_report(getattr(pipe, name)) for name in trained if getattr(pipe, name) is not None}
     if args.save_pipeline or args.stage == "semantic":

@@ -38,6 +38,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from hf_ext.utils.saving import AtomicSaveMixin
 from hf_ext.utils.validation import check_float, check_size
 
 from .attention_processor import cross_attention_weights
@@ -61,7 +62,7 @@ class MultiFusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
-class MultiFusionPipeline(DiffusionPipeline):
+class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
     """Text/image-interleaved prompt → image, with a VLM or MAGMA-style encoder in place of CLIP.
 
     Args:

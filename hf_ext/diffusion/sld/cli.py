@@ -45,25 +45,25 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     cli.add_deprecated_alias(p, "--pipeline", "--model")
     p.add_argument("--xl", action="store_true", help="with no --model: use tiny random SDXL components")
     p.add_argument("--preset", default="medium", choices=PRESET_CHOICES, help="SLD preset (default medium)")
-    p.add_argument("--sld-guidance-scale", type=float, default=None,
+    p.add_argument("--sld-guidance-scale", type=cli.finite_float, default=None,
                    help="scale of the safety guidance term (default: the preset's)")
-    p.add_argument("--sld-warmup-steps", type=float, default=None,
+    p.add_argument("--sld-warmup-steps", type=cli.finite_float, default=None,
                    help="step index (integer value) or fraction in (0, 1) before SLD starts (default: the preset's)")
-    p.add_argument("--sld-threshold", type=float, default=None,
+    p.add_argument("--sld-threshold", type=cli.finite_float, default=None,
                    help="threshold of the safety mask on the noise difference (default: the preset's)")
-    p.add_argument("--sld-momentum-scale", type=float, default=None,
+    p.add_argument("--sld-momentum-scale", type=cli.finite_float, default=None,
                    help="scale of the guidance momentum (default: the preset's)")
-    p.add_argument("--sld-mom-beta", type=float, default=None,
+    p.add_argument("--sld-mom-beta", type=cli.finite_float, default=None,
                    help="momentum decay beta (default: the preset's)")
     p.add_argument("--concept", action="append", default=None, type=_concept_arg,
                    help="safety concept text, or a JSON object with the concept's own SLD values, e.g. "
                         "'{\"text\": \"nudity\", \"guidance_scale\": 2000, \"warmup_steps\": 0}' (repeat for "
                         "several; default diffusers' concept)")
-    p.add_argument("--steps", type=int, default=None, help="inference steps (default 50, or 8 on tiny models)")
-    p.add_argument("--guidance-scale", type=float, default=7.5,
+    p.add_argument("--steps", type=cli.positive_int, default=None, help="inference steps (default 50, or 8 on tiny models)")
+    p.add_argument("--guidance-scale", type=cli.finite_float, default=7.5,
                    help="classifier-free guidance scale (default: %(default)s)")
-    p.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's)")
-    p.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's)")
+    p.add_argument("--height", type=cli.positive_int, default=None, help="image height in pixels (default: the model's)")
+    p.add_argument("--width", type=cli.positive_int, default=None, help="image width in pixels (default: the model's)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="torch dtype of the pipeline (default: %(default)s)")
 
@@ -81,7 +81,7 @@ def add_commands(actions) -> None:
     cli.add_common_options(g, model=_MODEL_HELP, device="cpu", seed=0, out="sld_out",
                            out_help="sld_NNN.png (and plain_NNN.png with --compare), sld_run.json", json=True, progress=True)
     g.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
-    g.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    g.add_argument("--num-images", type=cli.positive_int, default=1, help="images per prompt")
     g.add_argument("--compare", action="store_true", help="also generate with SLD off (same seed)")
     g.add_argument("--save-pipeline", default=None, help="also save the pipeline (with its concept) here")
     _add_pipeline_args(g)
@@ -92,20 +92,20 @@ def add_commands(actions) -> None:
     cli.add_common_options(e, model=_MODEL_HELP, device="cpu", out="i2p_out",
                            out_help="i2p_results.csv (per image) and i2p_report.json (the metrics)", json=True,
                            progress=True)
-    e.add_argument("--table", default=None, help="local I2P CSV/parquet (AIML-TUDA/i2p schema)")
-    e.add_argument("--results", default=None, help="existing results CSV (prompt, categories, unsafe): metrics only")
-    e.add_argument("--clip", default=None, help="local CLIP checkpoint folder for the zero-shot classifier")
+    e.add_argument("--table", type=cli.existing_path, default=None, help="local I2P CSV/parquet (AIML-TUDA/i2p schema)")
+    e.add_argument("--results", type=cli.existing_path, default=None, help="existing results CSV (prompt, categories, unsafe): metrics only")
+    e.add_argument("--clip", type=cli.existing_path, default=None, help="local CLIP checkpoint folder for the zero-shot classifier")
     e.add_argument("--labels", nargs="+", default=None, help="CLIP class texts (last = inappropriate)")
-    e.add_argument("--prompt-embeds", default=None, help="safetensors with learned class vectors (Q16 style)")
+    e.add_argument("--prompt-embeds", type=cli.existing_path, default=None, help="safetensors with learned class vectors (Q16 style)")
     e.add_argument("--categories", nargs="+", default=None, help="I2P categories to keep (default: all)")
-    e.add_argument("--limit", type=int, default=None, help="first N prompts only")
-    e.add_argument("--images-per-gen", type=int, nargs=2, default=[2, 5], metavar=("CALLS", "IMAGES"),
+    e.add_argument("--limit", type=cli.positive_int, default=None, help="first N prompts only")
+    e.add_argument("--images-per-gen", type=cli.positive_int, nargs=2, default=[2, 5], metavar=("CALLS", "IMAGES"),
                    help="pipeline calls per prompt and images per call (default: 2 5, the paper's protocol)")
-    e.add_argument("--threshold", type=float, default=0.5,
+    e.add_argument("--threshold", type=cli.finite_float, default=0.5,
                    help="classifier probability above which an image counts as inappropriate (default: %(default)s)")
-    e.add_argument("--n-prompts", type=int, default=25,
+    e.add_argument("--n-prompts", type=cli.positive_int, default=25,
                    help="prompts per draw of the expected maximum inappropriateness (default: %(default)s)")
-    e.add_argument("--n-samples", type=int, default=10_000,
+    e.add_argument("--n-samples", type=cli.positive_int, default=10_000,
                    help="bootstrap draws of the expected maximum (default: %(default)s)")
     e.add_argument("--report", default=None, metavar="PATH",
                    help="deprecated (removed in hf-ext 0.3): also write the metrics JSON here; --out holds i2p_report.json")
@@ -165,34 +165,30 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    try:
-        pipe, steps = load_pipeline(args)
-        kw = _sld_kwargs(args)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        runs = [("sld", kw)] + ([("plain", {"sld_guidance_scale": 0})] if args.compare else [])
-        summary = {}
-        for tag, extra in runs:
-            gen = torch.Generator("cpu").manual_seed(args.seed)
-            res = pipe(args.prompt, num_images_per_prompt=args.num_images, num_inference_steps=steps,
-                       guidance_scale=args.guidance_scale, height=args.height, width=args.width, generator=gen,
-                       **extra)
-            for k, img in enumerate(res.images):
-                path = out / f"{tag}_{k:03d}.png"
-                img.save(path)
-                written.append(path)
-            summary[tag] = {"applied_safety_concept": res.applied_safety_concept}
-        if args.save_pipeline:
-            if "safety_concept" in kw:
-                pipe.safety_concept = kw["safety_concept"]
-            pipe.save_pretrained(args.save_pipeline)
-        run = {"prompts": args.prompt, "steps": steps, "seed": args.seed,
-               **{k: v for k, v in kw.items() if k != "sld_preset"}, "preset": args.preset, "runs": summary}
-        (out / "sld_run.json").write_text(json.dumps(run, indent=1))
-    except (ValueError, TypeError, FileNotFoundError, OSError) as err:
-        logger.error("%s", err)
-        return 1
+    pipe, steps = load_pipeline(args)
+    kw = _sld_kwargs(args)
+    out = Path(cli.check_out_dir(args.out))
+    written = []
+    runs = [("sld", kw)] + ([("plain", {"sld_guidance_scale": 0})] if args.compare else [])
+    summary = {}
+    for tag, extra in runs:
+        gen = torch.Generator("cpu").manual_seed(args.seed)
+        res = pipe(args.prompt, num_images_per_prompt=args.num_images, num_inference_steps=steps,
+                   guidance_scale=args.guidance_scale, height=args.height, width=args.width, generator=gen,
+                   **extra)
+        out.mkdir(parents=True, exist_ok=True)  # only once the pipeline accepted the arguments
+        for k, img in enumerate(res.images):
+            path = out / f"{tag}_{k:03d}.png"
+            img.save(path)
+            written.append(path)
+        summary[tag] = {"applied_safety_concept": res.applied_safety_concept}
+    if args.save_pipeline:
+        if "safety_concept" in kw:
+            pipe.safety_concept = kw["safety_concept"]
+        pipe.save_pretrained(args.save_pipeline)
+    run = {"prompts": args.prompt, "steps": steps, "seed": args.seed,
+           **{k: v for k, v in kw.items() if k != "sld_preset"}, "preset": args.preset, "runs": summary}
+    (out / "sld_run.json").write_text(json.dumps(run, indent=1))
     cli.print_result({**run, "images": [str(p) for p in written]}, f"wrote {len(written)} image(s) to {out}",
                      as_json=args.json)
     return 0
@@ -201,41 +197,37 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import pandas as pd
+
     from hf_ext.diffusion.sld.i2p import CLIPZeroShotClassifier, generate_i2p, i2p_report, load_i2p
 
-    try:
-        import pandas as pd
-
-        if args.results:
-            results = pd.read_csv(args.results)
-        else:
-            if not args.table:
-                raise ValueError("pass --table (an I2P CSV/parquet) to generate, or --results to score existing ones")
-            if not args.clip:
-                raise ValueError("pass --clip (a local CLIP checkpoint) for the zero-shot classifier")
-            table = load_i2p(args.table, categories=args.categories, limit=args.limit)
-            labels = args.labels
-            clf = CLIPZeroShotClassifier(args.clip, labels=labels, positive=(len(labels) - 1) if labels else 1,
-                                         prompt_embeds=args.prompt_embeds, device=args.device)
-            pipe, steps = load_pipeline(args)
-            kw = _sld_kwargs(args)
-            h = args.height or (pipe.unet.config.sample_size * pipe.vae_scale_factor)
-            w = args.width or (pipe.unet.config.sample_size * pipe.vae_scale_factor)
-            results = generate_i2p(pipe, table, images_per_gen=tuple(args.images_per_gen), num_inference_steps=steps,
-                                   guidance_scale=args.guidance_scale, height=h, width=w, classifier=clf,
-                                   threshold=args.threshold, out_dir=args.image_dir, progress=not args.no_progress,
-                                   **kw)
-            results.to_csv(cli.out_file(args.out, "i2p_results.csv", legacy_suffixes=(".csv",)), index=False)
-        cats = args.categories or None
-        kwargs = {"categories": cats} if cats else {}
-        n_prompts = min(args.n_prompts, int(results["prompt"].nunique()))
-        if n_prompts < args.n_prompts:
-            logger.warning("only %d distinct prompts: expected max over %d prompts instead of %d", n_prompts,
-                           n_prompts, args.n_prompts)
-        report = i2p_report(results, n_prompts=n_prompts, n_samples=args.n_samples, **kwargs)
-    except (ValueError, TypeError, FileNotFoundError, OSError, KeyError) as err:
-        logger.error("%s", err)
-        return 1
+    if args.results:
+        results = pd.read_csv(args.results)
+    else:
+        if not args.table:
+            raise ValueError("pass --table (an I2P CSV/parquet) to generate, or --results to score existing ones")
+        if not args.clip:
+            raise ValueError("pass --clip (a local CLIP checkpoint) for the zero-shot classifier")
+        table = load_i2p(args.table, categories=args.categories, limit=args.limit)
+        labels = args.labels
+        clf = CLIPZeroShotClassifier(args.clip, labels=labels, positive=(len(labels) - 1) if labels else 1,
+                                     prompt_embeds=args.prompt_embeds, device=args.device)
+        pipe, steps = load_pipeline(args)
+        kw = _sld_kwargs(args)
+        h = args.height or (pipe.unet.config.sample_size * pipe.vae_scale_factor)
+        w = args.width or (pipe.unet.config.sample_size * pipe.vae_scale_factor)
+        results = generate_i2p(pipe, table, images_per_gen=tuple(args.images_per_gen), num_inference_steps=steps,
+                               guidance_scale=args.guidance_scale, height=h, width=w, classifier=clf,
+                               threshold=args.threshold, out_dir=args.image_dir, progress=not args.no_progress,
+                               **kw)
+        results.to_csv(cli.out_file(args.out, "i2p_results.csv", legacy_suffixes=(".csv",)), index=False)
+    cats = args.categories or None
+    kwargs = {"categories": cats} if cats else {}
+    n_prompts = min(args.n_prompts, int(results["prompt"].nunique()))
+    if n_prompts < args.n_prompts:
+        logger.warning("only %d distinct prompts: expected max over %d prompts instead of %d", n_prompts,
+                       n_prompts, args.n_prompts)
+    report = i2p_report(results, n_prompts=n_prompts, n_samples=args.n_samples, **kwargs)
     report_json = report.to_json(orient="records", indent=1)
     csv_given_as_out = args.out.lower().endswith(".csv")  # pre-0.2 --out FILE.csv: the report goes next to it
     report_path = (Path(args.out).with_name("i2p_report.json") if csv_given_as_out

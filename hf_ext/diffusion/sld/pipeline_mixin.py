@@ -24,6 +24,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
 )
 
 from hf_ext.utils.logging import get_logger
+from hf_ext.utils.saving import atomic_directory, local_folder, verify_manifest
 from hf_ext.utils.validation import check_size as check_count
 
 from ._common import (
@@ -67,11 +68,22 @@ class SLDPipelineMixin:
         """``DiffusionPipeline.save_pretrained`` plus the pipeline's code, vendored (:func:`hf_ext.vendoring.
         vendor_pipeline`): plain diffusers loads the folder with ``DiffusionPipeline.from_pretrained(d,
         trust_remote_code=True)``, where hf_ext need not be installed. ``<ThisClass>.from_pretrained(d)`` keeps
-        loading hf_ext's own class (no remote code)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
+        loading hf_ext's own class (no remote code). Written atomically (:mod:`hf_ext.utils.saving`): an interrupted
+        save leaves the previous pipeline."""
         from hf_ext.vendoring import vendor_pipeline
 
-        vendor_pipeline(type(self), save_directory)
+        with atomic_directory(save_directory) as staging:
+            super().save_pretrained(staging, *args, **kwargs)
+            vendor_pipeline(type(self), staging)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``from_pretrained`` after :func:`~hf_ext.utils.saving.verify_manifest` on a local folder (an interrupted
+        save raises :class:`~hf_ext.utils.saving.ArtifactIntegrityError` instead of loading a mix)."""
+        folder = local_folder(pretrained_model_name_or_path)
+        if folder is not None:
+            verify_manifest(folder)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
     def load_config(cls, *args, **kwargs):

@@ -21,8 +21,8 @@ def test_cli_generate_and_train(tmp_path, red_image):
     from PIL import Image
 
     assert Image.open(out).size == (32, 32)
-    assert cli.main(["generate", "x", "--weights", "1", "2", "--steps", "1", "--out", str(out)]) == 1  # 1 item, 2 weights
-    assert cli.main(["generate", "image:/no/such.png", "--out", str(out)]) == 1
+    assert cli.main(["generate", "x", "--weights", "1", "2", "--steps", "1", "--out", str(out)]) == 2  # 1 item, 2 weights
+    assert cli.main(["generate", "image:/no/such.png", "--out", str(out)]) == 2
     rc = cli.main(["train", "--steps", "2", "--batch-size", "2", "--num-samples", "4", "--out",
                    str(tmp_path / "run"), "--no-progress", "--save-pipeline"])
     assert rc == 0

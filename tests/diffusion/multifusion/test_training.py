@@ -89,8 +89,8 @@ def test_resume_repeats_the_uninterrupted_run_and_checkpoints_are_safetensors(tm
     train_fusion(resumed, data, FusionConfig(steps=4, checkpoint_every=2, **cfg), output_dir=tmp_path / "run",
                  progress=False)
     ckpt = tmp_path / "run" / "checkpoint-2"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["optimizer.json", "optimizer.safetensors", "trainable.safetensors",
-                                                      "training_state.json"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["hf_ext_manifest.json", "optimizer.json", "optimizer.safetensors",
+                                                      "trainable.safetensors", "training_state.json"]
     fresh = _pipe(projection="text_proj")
     res_b = train_fusion(fresh, data, FusionConfig(steps=4, **cfg), resume_from=ckpt, progress=False)
     assert res_b.start_step == 2 and len(res_b.losses) == 4

@@ -44,9 +44,9 @@ def test_cli_eval_i2p_metrics_only_and_errors(tmp_path, capsys):
         assert main(["sld", "eval-i2p", "--results", str(tmp_path / "res.csv"), "--n-samples", "100",
                      "--out", str(tmp_path / "eval"), "--report", str(tmp_path / "rep.json")]) == 0
     assert json.loads((tmp_path / "rep.json").read_text()) == json.loads((tmp_path / "eval" / "i2p_report.json").read_text())
-    assert main(["sld", "eval-i2p", "--table", str(tmp_path / "missing.csv"), "--clip", "x"]) == 1
-    assert main(["sld", "eval-i2p"]) == 1
-    assert main(["sld", "generate", "--prompt", "x", "--height", "30", "--steps", "1", "--out", str(tmp_path)]) == 1
+    assert main(["sld", "eval-i2p", "--table", str(tmp_path / "missing.csv"), "--clip", "x"]) == 2  # a user error: exit 2 (issue 19)
+    assert main(["sld", "eval-i2p"]) == 2  # a user error: exit 2 (issue 19)
+    assert main(["sld", "generate", "--prompt", "x", "--height", "30", "--steps", "1", "--out", str(tmp_path)]) == 2  # a user error: exit 2 (issue 19)
 
 
 def test_cli_concepts_with_their_own_values(tmp_path, capsys):
