@@ -22,7 +22,8 @@ from hf_ext.registry import register_component
 from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "direction": ["MoralDirection", "cached_direction", "default_cache_dir", "BUNDLED_DIRECTION"],
+    "direction": ["MoralDirection", "BUNDLED_DIRECTION"],
+    "cache": ["cached_direction", "default_cache_dir"],
     "encoders": ["as_encoder", "bundled_encoder", "bundled_model_path", "MeanPoolingEncoder",
                  "SentenceTransformerEncoder", "CallableEncoder", "SentenceEncoder"],
     "evaluation": ["correlate", "user_study_correlation", "plot_pc1", "plot_user_study", "plot_mfq"],

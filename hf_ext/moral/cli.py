@@ -66,7 +66,8 @@ def add_commands(actions) -> None:
 
 
 def _direction(args: argparse.Namespace):
-    from hf_ext.moral.direction import MoralDirection, cached_direction
+    from hf_ext.moral.cache import cached_direction
+    from hf_ext.moral.direction import MoralDirection
 
     if args.direction:
         return MoralDirection.load(args.direction, encoder=args.model or "bundled", device=args.device)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,14 @@ from .encoders import SentenceEncoder, as_encoder, check_texts
 
 logger = get_logger(__name__)
 
-__all__ = ["BUNDLED_DIRECTION", "MoralDirection", "cached_direction", "default_cache_dir"]
+__all__ = ["BUNDLED_DIRECTION", "MoralDirection"]
 
 FORMAT = "hf_ext.moral_direction"
 FORMAT_VERSION = 1
 #: Stem of the shipped direction of the bundled all-MiniLM-L6-v2 in ``hf_ext/moral/data/``.
 BUNDLED_DIRECTION = "minilm_l6_v2_en"
-_DEFAULT_STEM = "moral_direction"
+#: File stem of a saved direction (`<stem>.json` + `<stem>.safetensors`) in a folder.
+DEFAULT_STEM = "moral_direction"
 
 
 def _as_float_matrix(x: Any, name: str) -> np.ndarray:
@@ -347,7 +347,7 @@ class MoralDirection:
         p = Path(path)
         if p.suffix in (".json", ".safetensors"):
             return p.with_suffix(".json"), p.with_suffix(".safetensors")
-        return p / f"{_DEFAULT_STEM}.json", p / f"{_DEFAULT_STEM}.safetensors"
+        return p / f"{DEFAULT_STEM}.json", p / f"{DEFAULT_STEM}.safetensors"
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>/moral_direction.json`` + ``.safetensors`` (or ``path``'s stem if it ends in ``.json``).
@@ -473,34 +473,3 @@ class MoralDirection:
     def __repr__(self) -> str:
         return (f"MoralDirection(dim={self.dim}, language={self.language!r}, encoder={self.encoder_name!r}, "
                 f"norm={self.norm:.6g}, anchor={self.anchor!r})")
-
-
-def default_cache_dir() -> Path:
-    """``$HF_EXT_CACHE/moral`` or ``~/.cache/hf_ext/moral``: where :func:`cached_direction` keeps fitted directions."""
-    root = os.environ.get("HF_EXT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_ext")
-    return Path(root) / "moral"
-
-
-def cached_direction(model: str, language: str = "en", *, cache_dir: str | os.PathLike | None = None,
-                     device: str | None = None, refit: bool = False, progress: bool = True) -> MoralDirection:
-    """The direction of encoder ``model`` (path or Hub id) in ``language``: loaded from the cache, else fitted and cached.
-
-    ``model="bundled"`` with ``language="en"`` returns the shipped direction without fitting.
-
-    Example:
-        >>> md = cached_direction("sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", "de")  # Hub download  # doctest: +SKIP
-        >>> cached_direction("bundled").language  # the shipped English direction, no fitting
-        'en'
-    """
-    if model == "bundled" and language == "en" and not refit:
-        return MoralDirection.bundled(device=device)
-    key = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model)).strip("_")[-80:]
-    key += "-" + hashlib.sha256(str(model).encode()).hexdigest()[:8]
-    path = Path(cache_dir or default_cache_dir()) / f"{key}-{language}"
-    if not refit and (path / f"{_DEFAULT_STEM}.json").is_file():
-        logger.info("loading the cached moral direction %s", path)
-        return MoralDirection.load(path, encoder=model, device=device)
-    md = MoralDirection.fit(model, language, device=device, progress=progress)
-    md.save(path)
-    logger.info("fitted and cached the moral direction of %s (%s) in %s", model, language, path)
-    return md

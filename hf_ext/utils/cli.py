@@ -37,7 +37,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .deprecation import REMOVED_IN, warn_deprecated
 
@@ -233,8 +233,8 @@ def run_command(args: argparse.Namespace) -> int:
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser with a one-line usage error: ``<prog>: error: <message> (see <prog> --help)``, exit 2."""
 
-    def error(self, message: str):  # type: ignore[override]
-
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        """Print one usage-error line and exit with status 2 (argparse's convention)."""
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 

@@ -288,6 +288,8 @@ class AtomicSaveMixin:
     """
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """The parent's ``save_pretrained`` into a staging folder, moved into ``save_directory`` atomically with a
+        manifest written last (:func:`atomic_directory`); returns what the parent returns."""
         target = Path(save_directory).expanduser()
         with atomic_directory(target) as staging:
             result = super().save_pretrained(staging, *args, **kwargs)  # type: ignore[misc]
@@ -295,6 +297,8 @@ class AtomicSaveMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """The parent's ``from_pretrained`` after :func:`verify_manifest` on a local folder (an interrupted save
+        raises :class:`ArtifactIntegrityError` instead of loading a mix of two saves)."""
         root = local_folder(pretrained_model_name_or_path)
         if root is not None:
             verify_manifest(root)  # a pipeline's manifest lists its sub-folders' files too
