@@ -234,7 +234,7 @@ def test_bad_input_raises_clear_errors(llava):
         tiny_sd_components(max_length=100)
     with pytest.raises(TypeError, match="seed must be an int"):
         tiny_sdxl_components(seed="0")
-    with pytest.raises(ValueError, match="batch must be an int >= 1"):
+    with pytest.raises(ValueError, match="batch must be a positive int, got 0"):
         tiny_llava_inputs(model, batch=0)
     with pytest.raises(ValueError, match="text_len"):
         tiny_llava_inputs(model, text_len=-1)

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 #: Default LRs (near each parametrisation's optimum in the stdlib-byte experiment).
 DEFAULT_LRS: dict[str, float] = {"umup": 2.0**0, "sp": 2.0**-8}
@@ -27,7 +30,7 @@ def _rms(t) -> float:
 
 def coord_check(widths: Sequence[int] = (64, 128, 256), parametrizations: Iterable[str] = ("umup", "sp"), *,
                 steps: int = 4, lrs: dict[str, float] | None = None, depth: int = 2, seq_len: int = 64,
-                batch_size: int = 8, seed: int = 0, data=None) -> list[dict[str, Any]]:
+                batch_size: int = 8, seed: int = 0, data: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Train each (parametrisation, width) for ``steps`` Adam steps and record RMS values before every step.
 
     Returns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import torch
@@ -142,6 +143,16 @@ def _moral_truncated():
     return folder
 
 
+def _moral_edited_with_manifest():
+    folder = damaged_copies(moral_file(), "moral-edited-manifest", keep_manifest=True)
+    data = json.loads((folder / "moral_direction.json").read_text())
+    del data["norm"]
+    (folder / "moral_direction.json").write_text(json.dumps(data))
+    return folder
+
+
+case("moral.MoralDirection.load:json changed after saving (manifest kept)",
+     lambda: MoralDirection.load(_moral_edited_with_manifest()), "moral_direction.json", "moral-edited-manifest")
 case("moral.MoralDirection.load:truncated safetensors", lambda: MoralDirection.load(_moral_truncated()),
      "moral-trunc", ".safetensors")
 case("moral.MoralDirection.load:missing", lambda: MoralDirection.load(scratch() / "nothing-here"), "nothing-here",

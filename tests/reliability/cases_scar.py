@@ -147,5 +147,14 @@ def _other_base():
     return folder
 
 
+def _edited_with_manifest():
+    folder = damaged_copies(saved(), "scar-edited-manifest", keep_manifest=True)
+    path = folder / "adapter_model.safetensors"
+    path.write_bytes(path.read_bytes()[:-8])
+    return folder
+
+
+case("scar.ScarAdapter.from_pretrained:file changed after saving (manifest kept)",
+     lambda: ScarAdapter.from_pretrained(_edited_with_manifest()), "adapter_model.safetensors", "scar-edited-manifest")
 case("scar.ScarAdapter.from_pretrained:base mismatch", lambda: ScarAdapter.from_pretrained(_other_base(), lm()),
      "mismatch", "gpt2")

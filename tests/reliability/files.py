@@ -26,10 +26,19 @@ def without_key(source: Path, name: str, file: str, key: str) -> Path:
     return folder
 
 
-def damaged_copies(source: Path, name: str) -> Path:
-    """A fresh copy of the artifact folder ``source`` named ``name``, to damage."""
+def damaged_copies(source: Path, name: str, *, keep_manifest: bool = False) -> Path:
+    """A fresh copy of the artifact folder ``source`` named ``name``, to damage.
+
+    The copy has no save manifest unless ``keep_manifest``: a damaged folder without one stands for an artifact
+    written by hand or by hf_ext < 0.2, so the loader's own checks (keys, files, headers) are what is tested; with
+    the manifest kept, the manifest check must name the damaged file first.
+    """
+    from hf_ext.utils.saving import MANIFEST_NAME
+
     target = scratch() / name
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target)
+    if not keep_manifest:
+        (target / MANIFEST_NAME).unlink(missing_ok=True)
     return target
