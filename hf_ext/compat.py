@@ -114,7 +114,11 @@ def output_cache(output: Any) -> Any:
         ('kv', None)
     """
     cache = getattr(output, "cache", None)
-    return cache if cache is not None else getattr(output, "past_key_values", None)
+    if cache is not None or "cache" in getattr(output, "__dataclass_fields__", ()):
+        # an output class with a ``cache`` field: its ``past_key_values`` is only transformers' deprecated alias of
+        # it (reading it logs a deprecation warning)
+        return cache
+    return getattr(output, "past_key_values", None)
 
 
 # ------------------------------------------------------------------------------------------------ masks
