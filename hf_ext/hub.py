@@ -371,7 +371,7 @@ def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | No
         >>> card = render_model_card("base", card_data={"license": "apache-2.0"})
         >>> path = export_for_hub(tiny_causal_lm("llama", seed=0), "tiny-llama", card=card, tokenizer=tiny_tokenizer())
         >>> sorted(p.name for p in path.iterdir())  # a transformers model: no code to vendor
-        ['README.md', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
+        ['README.md', 'config.json', 'generation_config.json', 'hf_ext_manifest.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
 
         An hf_ext model (``ScarModel``, ``MADStackForCausalLM`` …) with ``render_model_card(..., remote_code=True)``
         also gets its modules, e.g. ``configuration_scar.py``, ``inputs.py``, ``modeling_scar.py``.

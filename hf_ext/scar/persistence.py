@@ -15,7 +15,7 @@ Example:
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     _ = scar.save_pretrained(tmp, card=False)
     ...     sorted(p.name for p in Path(tmp).iterdir())
-    ['adapter_model.safetensors', 'config.json']
+    ['adapter_model.safetensors', 'config.json', 'hf_ext_manifest.json']
 """
 
 from __future__ import annotations
