@@ -34,6 +34,9 @@ _VOLATILE = [
     (re.compile(r"(?m)^(\S+\s+\S+\s+(?:ok|failed|skipped|slow)\s+)[\d.]+"), r"\1<n>"),
     # library versions ('transformers': '5.25.0', torch 2.13.0+cpu): the environment, not a result
     (re.compile(r"\b\d+\.\d+\.\d+(?:[.+-]\w+)*"), "<version>"),
+    # table layout that follows the widths of the (volatile) numbers: rule lengths and column padding
+    (re.compile(r"-{3,}"), "---"),
+    (re.compile(r"(?<=\S) {2,}"), "  "),
 ]
 
 
