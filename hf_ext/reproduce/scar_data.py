@@ -200,7 +200,12 @@ def german_share(texts: Sequence[str], min_words: int = 2) -> list[float]:
         >>> german_share(["Soll ich heute in den Park gehen?", "Should I go to the park today?", "..."])
         [1.0, 0.0, 0.0]
     """
-    from wordfreq import zipf_frequency
+    import warnings
+
+    with warnings.catch_warnings():
+        # wordfreq 3.0 (our floor) imports pkg_resources, which setuptools deprecates; nothing we can change
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=DeprecationWarning)
+        from wordfreq import zipf_frequency
 
     out = []
     for text in texts:
