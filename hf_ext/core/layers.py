@@ -5,8 +5,11 @@ positions, per-layer inputs, final norm and everything the causal-LM class does 
 ``logit_scale``, Granite's ``logits_scaling``, Gemma 2's final soft-capping …) — with the decoder layers before
 ``start_layer`` replaced, for this call only, by stand-ins that hand the given hidden states on. Nothing of the model
 is re-implemented per family. A one-off probe per model checks that the decoder can be resumed at all: each layer
-runs once and reads only the previous layer's output (no extra state carried between layers), and
-``output_hidden_states[l]`` is layer ``l``'s input; otherwise a ``ValueError`` names the model type and the reason.
+runs once and reads only the previous layer's output, ``output_hidden_states[l]`` is layer ``l``'s input, and
+resuming from every layer once (three tokens) gives the full forward's outputs (no state carried between layers:
+router states, shared sparse-attention indices, an earlier layer's K/V); otherwise a ``ValueError`` names the model
+type and the reason. The hidden states keep the decoder's own layout: ``[B, T, D]`` mostly, ``[B, T, streams, D]``
+for hyper-connection stacks (DeepSeek-V4), ``[streams, B, T, D]`` for Gemma-3n's AltUp.
 
 Example:
     >>> import torch
@@ -215,22 +218,27 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     _PROBES[model] = result
     # Resuming must not depend on anything the stand-ins do not hand on: a layer that reads another tensor the
     # previous layer returned (ZAYA's router states, shared sparse-attention indices) or state an earlier layer left
-    # behind (Gemma-3n's and Kolibri's shared K/V) would otherwise run on missing or stale inputs. Resume once from
-    # every layer (three tokens; each dependency crosses some start layer) and compare with the full forward.
+    # behind (Gemma-3n's and Kolibri's shared K/V) would otherwise run on missing or stale inputs. Each layer i is run
+    # once with every earlier layer a stand-in (three tokens, stopping after layer i; the last one through to the
+    # logits or the decoder's output) and compared with the full forward: a dependency of layer i on state of an
+    # earlier layer shows there.
     expected = out.logits if has_logits else (decoder_out[-1] if decoder_out else None)
     for i in range(1, len(layers)) if reason is None and expected is not None else ():
+        last_one = i == len(layers) - 1
         try:
             with torch.no_grad():
-                resumed = run_layers(model, hidden[i], i, return_logits=has_logits, input_ids=ids)
-            same = bool(torch.allclose(resumed.float(), expected.float(), atol=1e-4, rtol=1e-4))
-            why = "differ from the full forward"
+                resumed = run_layers(model, hidden[i], i, end_layer=None if last_one else i + 1,
+                                     return_logits=last_one and has_logits, input_ids=ids)
+            target = expected if last_one else hidden[i + 1]
+            same = bool(torch.allclose(resumed.float(), target.float(), atol=1e-4, rtol=1e-4))
+            why = "differs from the full forward"
         except Exception as exc:  # noqa: BLE001 - the layer needs state it was not given (a KeyError, a shape)
-            same, why = False, f"fail ({type(exc).__name__}: {str(exc)[:80]})"
+            same, why = False, f"fails ({type(exc).__name__}: {str(exc)[:80]})"
         if not same:
             carried_by = (f"decoder layer {i} reads more than layer {i - 1}'s hidden states (another tensor layer "
                           f"{i - 1} returned)" if i in flagged else
-                          f"a layer from {i} on reads state an earlier layer left behind (e.g. shared keys/values)")
-            result = replace(result, reason=prefix + f"{carried_by}: outputs resumed from layer {i} {why}; the "
+                          f"decoder layer {i} reads state an earlier layer left behind (e.g. shared keys/values)")
+            result = replace(result, reason=prefix + f"{carried_by}: resumed from layer {i}, it {why}; the "
                              "decoder carries state between layers")
             _PROBES[model] = result
             break
@@ -289,7 +297,8 @@ def run_layers(
     Args:
         model: a transformers causal LM (see :func:`~hf_ext.core.anatomy.get_anatomy`).
         hidden_states: ``[B, T, D]``, the input of layer ``start_layer`` — i.e. ``output_hidden_states[start_layer]``
-            of a full forward (index 0 is the embedding output).
+            of a full forward (index 0 is the embedding output), in the decoder's own layout where that is not
+            ``[B, T, D]`` (hyper-connection streams ``[B, T, S, D]``, AltUp ``[S, B, T, D]``).
         start_layer: first layer to run, ``0 <= start_layer <= num_layers``.
         attention_mask: ``[B, T]`` padding mask (1 = token, 0 = padding), or ``None`` for no padding.
         position_ids: ``[B, T]``. Defaults to ``position_ids_from_mask(attention_mask)`` when a mask is given (so
