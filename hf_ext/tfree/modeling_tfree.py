@@ -399,19 +399,36 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         row = ids[-1:] if mask is None else ids[-1:, int((mask[-1] == 0).sum()):]
         exact = True
         if row.shape[1] >= 2:
-            full = self(input_ids=row, use_cache=False).logits[0, -1]
-            try:
-                cache = output_cache(self(input_ids=row[:, :-1], use_cache=True))
-                step = None if cache is None else self(input_ids=row[:, -1:], cache=cache, use_cache=True,
-                                                       attention_mask=torch.ones_like(row)).logits[0, -1]
-            except (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError):
-                step = None  # a backbone whose cache does not round-trip (xLSTM's state shapes): no cache
-            exact = step is not None and bool(torch.allclose(step.float(), full.float(), atol=1e-4, rtol=1e-4))
+            # one cached step after a prefix pass with the backbone's own cache (Mamba's and RWKV's state does not
+            # come back through inputs_embeds), and after a prefix pass with the cache generate() builds for this
+            # wrapper (xLSTM's own cache round-trips, the DynamicCache generate() passes does not)
+            exact = all(self._cached_step_exact(row, through_generate) for through_generate in (False, True))
             if not exact:
                 logger.info("T-FREE backbone %r does not decode exactly with its cache through inputs_embeds: "
                             "generating without a cache", self.config.text_config.model_type)
             _CACHE_EXACT[self] = exact
         return exact
+
+    def _cached_step_exact(self, row: torch.Tensor, through_generate: bool) -> bool:
+        """Whether the next-word scores of ``row`` ``[1, W]`` after a cached prefix pass equal a full forward's."""
+        prefix = row[:, :-1]
+        try:
+            if through_generate:
+                with generation_vocab_size(self.config, self.dictionary_size):
+                    gen = super().generate(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                                           max_new_tokens=2, do_sample=False, use_cache=True, output_logits=True,
+                                           return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
+                step, row = gen.logits[1][0], gen.sequences[:, :-1]
+            else:
+                cache = output_cache(self(input_ids=prefix, use_cache=True))
+                if cache is None:
+                    return False
+                step = self(input_ids=row[:, -1:], cache=cache, use_cache=True,
+                            attention_mask=torch.ones_like(row)).logits[0, -1]
+        except (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError):
+            return False  # a backbone whose cache does not round-trip (xLSTM's state shapes): no cache
+        full = self(input_ids=row, use_cache=False).logits[0, -1]
+        return bool(torch.allclose(step.float(), full.float(), atol=1e-4, rtol=1e-4))
 
     def _padding_exact(self, ids: torch.Tensor, mask: torch.Tensor) -> bool:
         """Whether the most-padded row's next-word scores equal those of the same row unpadded (once per model)."""
