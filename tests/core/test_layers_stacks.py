@@ -123,3 +123,27 @@ def test_logits_of_a_vlm_without_output_embeddings_accessor():
     for layer in range(get_anatomy(model).num_layers + 1):
         logits = run_layers(model, full.hidden_states[layer], layer, mask, pos, return_logits=True, input_ids=ids)
         torch.testing.assert_close(logits[mask.bool()], full.logits[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("family", "why"), [("dory", "runs 2 times per forward"),
+                                              ("mamba", "this family records layer outputs"),
+                                              ("rwkv", "this family records layer outputs")])
+def test_looped_stacks_and_shifted_hidden_states_are_refused_with_the_reason(family, why):
+    """Dory loops its middle layers (a layer has no single input); Mamba's and RWKV's output_hidden_states[l] is
+    what layer l returned, so resuming layer l from it would silently skip a layer."""
+    model = build(family)
+    reason = resume_refusal(model)
+    assert reason is not None and family in reason and why in reason
+    ids = text_ids(1, 5)
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    if family != "dory":  # the refusal is right: hidden_states[0] is layer 0's output, the input of layer 1
+        layers = get_anatomy(model).layers
+        seen = {}
+        handle = layers[1].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+        handle.remove()
+        torch.testing.assert_close(seen["x"], out.hidden_states[0], atol=0, rtol=0)
+    with pytest.raises(ValueError, match=why):
+        run_layers(model, out.hidden_states[1], 1, return_logits=True, input_ids=ids)
