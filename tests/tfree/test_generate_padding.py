@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from hf_ext.tfree import TFreeConfig, TFreeForCausalLM, TFreeTokenizer
-from hf_ext.tfree.modeling_tfree import _CACHE_EXACT
+from hf_ext.tfree.cache_check import _CACHE_EXACT
 from tests.conformance.shrink import shrink_config
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "home"]
