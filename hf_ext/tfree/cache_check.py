@@ -20,7 +20,6 @@ import weakref
 
 import torch
 from torch import nn
-from transformers import GenerationMixin
 
 from hf_ext.utils.logging import get_logger
 
@@ -61,6 +60,9 @@ def cache_exact(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None) 
 
 def _cached_step_exact(model: nn.Module, row: torch.Tensor, through_generate: bool) -> bool:
     """Whether the next-word scores of ``row`` ``[1, W]`` after a cached prefix pass equal a full forward's."""
+    # imported here: importing transformers registers (imports) the T-FREE model, which imports this module
+    from transformers import GenerationMixin
+
     prefix = row[:, :-1]
     try:
         if through_generate:
