@@ -5,8 +5,11 @@ positions, per-layer inputs, final norm and everything the causal-LM class does 
 ``logit_scale``, Granite's ``logits_scaling``, Gemma 2's final soft-capping …) — with the decoder layers before
 ``start_layer`` replaced, for this call only, by stand-ins that hand the given hidden states on. Nothing of the model
 is re-implemented per family. A one-off probe per model checks that the decoder can be resumed at all: each layer
-runs once and reads only the previous layer's output (no extra state carried between layers), and
-``output_hidden_states[l]`` is layer ``l``'s input; otherwise a ``ValueError`` names the model type and the reason.
+runs once and reads only the previous layer's output, ``output_hidden_states[l]`` is layer ``l``'s input, and
+resuming from every layer once (three tokens) gives the full forward's outputs (no state carried between layers:
+router states, shared sparse-attention indices, an earlier layer's K/V); otherwise a ``ValueError`` names the model
+type and the reason. The hidden states keep the decoder's own layout: ``[B, T, D]`` mostly, ``[B, T, streams, D]``
+for hyper-connection stacks (DeepSeek-V4), ``[streams, B, T, D]`` for Gemma-3n's AltUp.
 
 Example:
     >>> import torch
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import weakref
 from contextlib import ExitStack
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -85,10 +89,49 @@ class _Resume(nn.Module):
         return hidden if self._structure is None else (hidden,) + (None,) * (self._structure - 1)
 
 
-# model -> (error message or None, per-layer output structure: None for a tensor, else the tuple's length,
-#           what output_hidden_states[num_layers] is: "layer" (the last layer's output) / "decoder" (after the final
-#           norm, the decoder's output) / None)
+@dataclass(frozen=True)
+class _Layout:
+    """Where batch and sequence sit in a hidden-state tensor, and its other sizes: ``[B, T, D]`` for most
+    decoders; ``[B, T, streams, D]`` for hyper-connection stacks (DeepSeek-V4's mHC), ``[streams, B, T, D]`` for
+    Gemma-3n's AltUp."""
+
+    shape: tuple[int, ...]  # of the probe's tensor (batch 1, length _PROBE_LEN)
+    batch_axis: int
+    seq_axis: int
+
+    def describe(self) -> str:
+        names = [str(n) for n in self.shape]
+        names[self.batch_axis], names[self.seq_axis] = "batch", "seq"
+        return "[" + ", ".join(names) + "]"
+
+    def matches(self, tensor: torch.Tensor) -> bool:
+        return tensor.dim() == len(self.shape) and all(
+            a in (self.batch_axis, self.seq_axis) or tensor.shape[a] == n for a, n in enumerate(self.shape))
+
+
+@dataclass(frozen=True)
+class _ProbeResult:
+    reason: str | None  # why the decoder cannot be resumed (naming the type), None if it can
+    structures: list  # per layer: None (the layer returns a tensor) or the length of the tuple it returns
+    last: str | None  # output_hidden_states[num_layers]: "layer" (the last layer's output), "decoder" (the
+    # decoder's output, after the final norm) or None (neither)
+    layout: _Layout | None = None  # of the layers' input (output_hidden_states[l], l < num_layers)
+    last_layout: _Layout | None = None  # of output_hidden_states[num_layers]
+    has_logits: bool = False  # whether the model's forward returns logits
+
+
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PROBE_LEN = 3
+
+
+def _layout(tensor: torch.Tensor) -> _Layout | None:
+    """The layout of a probe tensor (batch 1, length ``_PROBE_LEN``): the sequence axis is the one axis of size
+    ``_PROBE_LEN`` right after an axis of size 1 (the batch); ``None`` where that is not unique."""
+    shape = tuple(tensor.shape)
+    axes = [a for a in range(1, len(shape)) if shape[a] == _PROBE_LEN and shape[a - 1] == 1]
+    if tensor.dim() < 3 or len(axes) != 1:
+        return None
+    return _Layout(shape, axes[0] - 1, axes[0])
 
 
 def _first(out):
@@ -105,7 +148,7 @@ def _hidden_arg(args, kwargs):
     return kwargs.get("hidden_states")
 
 
-def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
+def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     """One tiny forward with hooks on every layer: can this decoder be resumed from ``output_hidden_states[l]``?"""
     cached = _PROBES.get(model)
     if cached is not None:
@@ -125,62 +168,98 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
 
     hooks = {layer: post(i) for i, layer in enumerate(layers)}
     hooks[anatomy.decoder] = lambda module, args, out: decoder_out.append(_first(out))
-    ids = torch.tensor([[1, 2, 3]]).clamp_max(vocab_size(model, "input") - 1).to(anatomy.input_embeddings.weight.device)
+    ids = torch.arange(1, _PROBE_LEN + 1)[None].clamp_max(vocab_size(model, "input") - 1)
+    ids = ids.to(anatomy.input_embeddings.weight.device)
     with register_hooks(hooks, pre_hooks={layer: pre(i) for i, layer in enumerate(layers)}, with_kwargs=True), \
             torch.no_grad():
         out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
     hidden = getattr(out, "hidden_states", None)
-    reason, structures, previous, carried, flagged = None, [], None, [], []
-    for i in range(len(layers)):
-        calls = seen[i]
-        if len(calls) != 1:
-            reason = f"decoder layer {i} runs {len(calls)} times per forward (a looped or recurrent stack)"
-            break
-        _, x, y = calls[0]
+    has_logits = isinstance(getattr(out, "logits", None), torch.Tensor)
+    reason, structures, previous, carried, flagged, layout = None, [], None, [], [], None
+    looped = next((i for i in range(len(layers)) if len(seen[i]) != 1), None)
+    if looped is not None:
+        reason = f"decoder layer {looped} runs {len(seen[looped])} times per forward (a looped or recurrent stack)"
+    for i in range(len(layers)) if reason is None else ():
+        _, x, y = seen[i][0]
         y0 = y[0] if isinstance(y, tuple) else y
         structures.append(len(y) if isinstance(y, tuple) else None)
-        if not (isinstance(x, torch.Tensor) and isinstance(y0, torch.Tensor) and x.shape == y0.shape and x.dim() == 3):
+        if not (isinstance(x, torch.Tensor) and isinstance(y0, torch.Tensor) and x.shape == y0.shape
+                and _layout(x) is not None and (layout is None or layout.matches(x))):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            reason = f"decoder layer {i} does not map [batch, seq, hidden] states to the same shape (input {shape})"
+            reason = (f"decoder layer {i} does not map hidden states (batch and sequence axes, then sizes shared by "
+                      f"every layer) to the same shape (input {shape})")
             break
-        if hidden is None or len(hidden) != len(layers) + 1 or not torch.equal(hidden[i], x):
-            reason = f"output_hidden_states[{i}] is not the input of decoder layer {i}"
+        layout = layout or _layout(x)
+        if hidden is None or len(hidden) != len(layers) + 1 or not _same(hidden[i], x):
+            where = "" if hidden is None else next(
+                (f"; it is what layer {j - 1} returned (this family records layer outputs)"
+                 for j in range(1, len(hidden)) if j - 1 < len(layers) and _same(hidden[i], _first(seen[j - 1][0][2]))),
+                "")
+            reason = f"output_hidden_states[{i}] is not the input of decoder layer {i}{where}"
             break
         if previous is not None and not torch.equal(x, previous):
             reason = (f"decoder layer {i} does not read layer {i - 1}'s output: the decoder carries more than the "
                       "hidden states between layers")
             break
-        if i > 0 and any(id(t) in calls[0][0] for t in carried):
+        if i > 0 and any(id(t) in seen[i][0][0] for t in carried):
             flagged.append(i)  # reads another tensor layer i - 1 returned: checked numerically below
         carried = [t for t in (y[1:] if isinstance(y, tuple) else ()) if isinstance(t, torch.Tensor)]
         previous = y0
-    last = None
+    last = last_layout = None
     if reason is None:
-        if torch.equal(hidden[-1], previous):
+        if _same(hidden[-1], previous):
             last = "layer"
-        elif decoder_out and decoder_out[-1] is not None and torch.equal(hidden[-1], decoder_out[-1]):
+        elif decoder_out and decoder_out[-1] is not None and _same(hidden[-1], decoder_out[-1]):
             last = "decoder"
-    result = (None if reason is None else
-              f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from hidden states: {reason}",
-              structures, last)
+        last_layout = _layout(hidden[-1])
+    prefix = f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from hidden states: "
+    result = _ProbeResult(None if reason is None else prefix + reason, structures, last, layout, last_layout,
+                          has_logits)
     _PROBES[model] = result
-    for i in flagged if reason is None else []:
-        # a layer that also reads what the previous one returned (ZAYA's router states; sparse-attention indices)
-        # is resumable only where the stand-in's missing extra gives the same numbers: resume once and compare
+    # Resuming must not depend on anything the stand-ins do not hand on: a layer that reads another tensor the
+    # previous layer returned (ZAYA's router states, shared sparse-attention indices) or state an earlier layer left
+    # behind (Gemma-3n's and Kolibri's shared K/V) would otherwise run on missing or stale inputs. Each layer i is run
+    # once with every earlier layer a stand-in (three tokens, stopping after layer i; the last one through to the
+    # logits or the decoder's output) and compared with the full forward: a dependency of layer i on state of an
+    # earlier layer shows there.
+    expected = out.logits if has_logits else (decoder_out[-1] if decoder_out else None)
+    for i in range(1, len(layers)) if reason is None and expected is not None else ():
+        last_one = i == len(layers) - 1
         try:
             with torch.no_grad():
-                resumed = run_layers(model, hidden[i], i, return_logits=True, input_ids=ids)
-            same = bool(torch.allclose(resumed.float(), out.logits.float(), atol=1e-4, rtol=1e-4))
-        except Exception:  # noqa: BLE001 - no head to compare through, or the layer needs state it was not given
-            # (Kolibri's shared KV of an earlier layer: KeyError): the resumed forward is not the model's, so refuse
-            same = False
+                resumed = run_layers(model, hidden[i], i, end_layer=None if last_one else i + 1,
+                                     return_logits=last_one and has_logits, input_ids=ids)
+            target = expected if last_one else hidden[i + 1]
+            same = bool(torch.allclose(resumed.float(), target.float(), atol=1e-4, rtol=1e-4))
+            why = "differs from the full forward"
+        except Exception as exc:  # noqa: BLE001 - the layer needs state it was not given (a KeyError, a shape)
+            same, why = False, f"fails ({type(exc).__name__}: {str(exc)[:80]})"
         if not same:
-            result = (f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from hidden states: "
-                      f"decoder layer {i} reads more than layer {i - 1}'s hidden states (another tensor layer {i - 1} "
-                      "returned): the decoder carries state between layers", structures, last)
+            carried_by = (f"decoder layer {i} reads more than layer {i - 1}'s hidden states (another tensor layer "
+                          f"{i - 1} returned)" if i in flagged else
+                          f"decoder layer {i} reads state an earlier layer left behind (e.g. shared keys/values)")
+            result = replace(result, reason=prefix + f"{carried_by}: resumed from layer {i}, it {why}; the "
+                             "decoder carries state between layers")
             _PROBES[model] = result
             break
     return result
+
+
+def _layer_filler(probe: _ProbeResult, hidden_states: torch.Tensor, at_end: bool) -> torch.Tensor:
+    """What the stand-ins hand on: the given hidden states, or, resuming after the last layer from the decoder's
+    output (already merged from hyper-connection streams and normed), zeros in the layers' layout for the
+    decoder's own post-processing to run on (its output is then replaced by the given states)."""
+    layout = probe.layout
+    if not at_end or probe.last != "decoder" or layout is None or layout.matches(hidden_states):
+        return hidden_states
+    shape = list(layout.shape)
+    shape[layout.batch_axis] = hidden_states.shape[probe.last_layout.batch_axis]
+    shape[layout.seq_axis] = hidden_states.shape[probe.last_layout.seq_axis]
+    return hidden_states.new_zeros(shape)
+
+
+def _same(a, b) -> bool:
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
 
 
 def resume_refusal(model: nn.Module) -> str | None:
@@ -194,7 +273,7 @@ def resume_refusal(model: nn.Module) -> str | None:
         >>> resume_refusal(tiny_causal_lm("llama")) is None
         True
     """
-    return _probe(model, get_anatomy(model))[0]
+    return _probe(model, get_anatomy(model)).reason
 
 
 def run_layers(
@@ -218,7 +297,8 @@ def run_layers(
     Args:
         model: a transformers causal LM (see :func:`~hf_ext.core.anatomy.get_anatomy`).
         hidden_states: ``[B, T, D]``, the input of layer ``start_layer`` — i.e. ``output_hidden_states[start_layer]``
-            of a full forward (index 0 is the embedding output).
+            of a full forward (index 0 is the embedding output), in the decoder's own layout where that is not
+            ``[B, T, D]`` (hyper-connection streams ``[B, T, S, D]``, AltUp ``[S, B, T, D]``).
         start_layer: first layer to run, ``0 <= start_layer <= num_layers``.
         attention_mask: ``[B, T]`` padding mask (1 = token, 0 = padding), or ``None`` for no padding.
         position_ids: ``[B, T]``. Defaults to ``position_ids_from_mask(attention_mask)`` when a mask is given (so
@@ -242,22 +322,28 @@ def run_layers(
     n = anatomy.num_layers
     check_int("start_layer", start_layer, min=0, max=n)  # n: nothing left to run (the final norm / head only)
     end = n if end_layer is None else check_int("end_layer", end_layer, min=start_layer, max=n)
-    reason, structures, last = _probe(model, anatomy)
-    if reason is not None:
-        raise ValueError(reason)
-    if hidden_states.dim() != 3:
-        raise ValueError(f"hidden_states must be [batch, seq, hidden], got shape {tuple(hidden_states.shape)}")
-    batch, length, _ = hidden_states.shape
-    if attention_mask is not None and tuple(attention_mask.shape) != (batch, length):
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match hidden states {(batch, length)}")
-    if input_ids is not None and tuple(input_ids.shape) != (batch, length):
-        raise ValueError(f"input_ids shape {tuple(input_ids.shape)} does not match hidden states {(batch, length)}")
-    if return_logits and (end != n or anatomy.lm_head is None):
-        raise ValueError("return_logits=True needs end_layer=None (the whole stack) and a model with an LM head")
+    probe = _probe(model, anatomy)
+    if probe.reason is not None:
+        raise ValueError(probe.reason)
+    structures, last = probe.structures, probe.last
     if start_layer == n and last is None:
         reason = (f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from its last hidden states: "
                   "output_hidden_states[-1] is neither the last layer's output nor the decoder's output")
         raise ValueError(reason)
+    layout = probe.layout if start_layer < n else probe.last_layout
+    if not isinstance(hidden_states, torch.Tensor) or layout is None or not layout.matches(hidden_states):
+        shape = tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else type(hidden_states).__name__
+        expected = layout.describe() if layout is not None else "[batch, seq, hidden]"
+        raise ValueError(f"hidden_states must be {expected} (output_hidden_states[{start_layer}] of "
+                         f"{type(model).__name__}), got shape {shape}")
+    batch, length = hidden_states.shape[layout.batch_axis], hidden_states.shape[layout.seq_axis]
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch, length):
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match hidden states {(batch, length)}")
+    if input_ids is not None and tuple(input_ids.shape) != (batch, length):
+        raise ValueError(f"input_ids shape {tuple(input_ids.shape)} does not match hidden states {(batch, length)}")
+    if return_logits and (end != n or not probe.has_logits):
+        raise ValueError(f"return_logits=True needs end_layer=None (the whole stack) and a model whose forward returns "
+                         f"logits ({type(model).__name__} with end_layer={end_layer!r})")
 
     if position_ids is None:
         if attention_mask is not None:
@@ -269,7 +355,10 @@ def run_layers(
     # The whole model runs (a bare decoder class may not take inputs_embeds); without logits the decoder's output
     # is taken by a hook and the head is skipped.
     kwargs = {"attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
-    if input_ids is not None or not forward_accepts(model, "inputs_embeds"):
+    # hidden states not shaped like the embeddings (hyper-connection streams) cannot stand in for them
+    embeds_like = (layout.batch_axis, layout.seq_axis) == (0, 1) and hidden_states.dim() == 3 \
+        and hidden_states.shape[-1] == anatomy.input_embeddings.weight.shape[-1]
+    if input_ids is not None or not embeds_like or not forward_accepts(model, "inputs_embeds"):
         feed = input_ids if input_ids is not None else torch.zeros(batch, length, dtype=torch.long)
         kwargs["input_ids"] = feed.to(hidden_states.device)
     else:
@@ -277,7 +366,7 @@ def run_layers(
     token = object()
     captured = {}
     with ExitStack() as stack:
-        stack.enter_context(activate(token, {"hidden": hidden_states}))
+        stack.enter_context(activate(token, {"hidden": _layer_filler(probe, hidden_states, start_layer == n)}))
         originals = list(anatomy.layers[:start_layer])
         for i, layer in enumerate(originals):
             anatomy.layers[i] = _Resume(layer, token, structures[i])

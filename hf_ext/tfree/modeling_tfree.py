@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,14 +39,13 @@ from hf_ext.utils.saving import AtomicSaveMixin
 
 from ..compat import cache_argument, cache_field, generation_vocab_size, output_cache
 from ..core.model_checks import padding_exact, record_padding_exact
+from .cache_check import cache_exact
 from .configuration_tfree import TFreeConfig
 from .dictionary import DecodeDictionary, dictionary_fingerprint
 from .hashing import TrigramHasher
 from .wordsplit import EOT, SPECIAL_WORDS
 
 logger = get_logger(__name__)
-# model -> whether one cached decoding step equals a full forward (see TFreeForCausalLM._cache_exact)
-_CACHE_EXACT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 __all__ = ["TFreeCausalLMOutput", "TFreeForCausalLM", "TFreePreTrainedModel", "sparse_bce_loss", "dictionary_fingerprint"]
 
@@ -397,37 +395,13 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         """
         ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
-        if isinstance(ids, torch.Tensor) and kwargs.get("use_cache") is not False and not self._cache_exact(ids, mask):
+        if isinstance(ids, torch.Tensor) and kwargs.get("use_cache") is not False and not cache_exact(self, ids, mask):
             kwargs["use_cache"] = False
         with generation_vocab_size(self.config, self.dictionary_size):
             if (isinstance(ids, torch.Tensor) and isinstance(mask, torch.Tensor) and ids.shape[0] > 1
                     and bool((mask == 0).any()) and not self._padding_exact(ids, mask)):
                 return self._generate_rows(ids, mask, {k: v for k, v in kwargs.items() if k != "input_ids"}, args[1:])
             return super().generate(*args, **kwargs)
-
-    def _cache_exact(self, ids: torch.Tensor, mask: torch.Tensor | None) -> bool:
-        """Whether one cached decoding step scores like a full forward (once per model; a backbone whose state
-        does not come back through ``inputs_embeds`` forwards, e.g. Mamba's or RWKV's, is then decoded without a
-        cache: slower, exact)."""
-        known = _CACHE_EXACT.get(self)
-        if known is not None:
-            return known
-        row = ids[-1:] if mask is None else ids[-1:, int((mask[-1] == 0).sum()):]
-        exact = True
-        if row.shape[1] >= 2:
-            full = self(input_ids=row, use_cache=False).logits[0, -1]
-            try:
-                cache = output_cache(self(input_ids=row[:, :-1], use_cache=True))
-                step = None if cache is None else self(input_ids=row[:, -1:], cache=cache, use_cache=True,
-                                                       attention_mask=torch.ones_like(row)).logits[0, -1]
-            except (NotImplementedError, RuntimeError, ValueError, TypeError, IndexError):
-                step = None  # a backbone whose cache does not round-trip (xLSTM's state shapes): no cache
-            exact = step is not None and bool(torch.allclose(step.float(), full.float(), atol=1e-4, rtol=1e-4))
-            if not exact:
-                logger.info("T-FREE backbone %r does not decode exactly with its cache through inputs_embeds: "
-                            "generating without a cache", self.config.text_config.model_type)
-            _CACHE_EXACT[self] = exact
-        return exact
 
     def _padding_exact(self, ids: torch.Tensor, mask: torch.Tensor) -> bool:
         """Whether the most-padded row's next-word scores equal those of the same row unpadded (once per model)."""

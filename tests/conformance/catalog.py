@@ -183,6 +183,15 @@ OVERRIDES: dict[str, dict] = {
     "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
     # GPT-Neo expands attention_types ([[["global", "local"], 12]]) to 24 layers; one pair keeps both kinds in 2
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
+    # xLSTM's generation cache sizes its mLSTM state from qk_dim rounded up to a multiple of 64, its layers from
+    # the unrounded hidden_size * qk_dim_factor (0.5): at width 64 they disagree (32 vs 64) and generate() fails;
+    # width 128 keeps the family's factor with both equal (as at checkpoint widths, 4096)
+    "xlstm": {"hidden_size": 2 * HIDDEN},
+    # Dory splits its stack into input / looped / output sections of 8 / rest / 8 layers (the looped count derived
+    # from the depth): at the generic depth 2 the sections overlap (both layers run as input and again as output
+    # layers, 8 + (-14) + 8 = 2) and its cache breaks; one input, two looped (both kinds), one output layer
+    "dory": {"num_hidden_layers": 4, "n_input_layers": 1, "n_recurrent_layers": 2, "n_output_layers": 1,
+             "layer_types": ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]},
     # ZAYA's router supports one expert per token only
     "zaya": {"num_experts_per_tok": 1},
     # Chameleon and Emu3 build their image-token vocabulary mapping at init from ``vocabulary_map`` (a Hub

@@ -170,7 +170,14 @@ def check_run_layers(model, model_type):
         _close(logits[real], full.logits[real], f"logits resumed from layer {layer}")
         if layer + 1 < n:
             part = run_layers(model, hs[layer], layer, mask, pos, end_layer=layer + 1, input_ids=ids)
-            _close(part[real], hs[layer + 1][real], f"hidden states of layer {layer}")
+            _close(_real(part, real), _real(hs[layer + 1], real), f"hidden states of layer {layer}")
+
+
+def _real(states: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The non-padding positions of hidden states whose batch and sequence axes are the first pair of consecutive
+    axes shaped like ``real`` (``[B, T, D]``; Gemma-3n's AltUp streams ``[streams, B, T, D]``)."""
+    axis = next(a for a in range(states.dim() - 1) if tuple(states.shape[a:a + 2]) == tuple(real.shape))
+    return states.movedim((axis, axis + 1), (0, 1))[real]
 
 
 @torch.no_grad()

@@ -48,7 +48,7 @@ _SIZES: dict[str, int] = {
     "head_dim": HEAD_DIM, "kv_channels": HEAD_DIM, "attention_head_dim": HEAD_DIM, "dim_head": HEAD_DIM,
     "attention_head_size": HEAD_DIM, "d_head": HEAD_DIM, "d_kv": HEAD_DIM,
     # vocabulary and positions
-    "vocab_size": VOCAB, "n_positions": POSITIONS, "max_position_embeddings": POSITIONS, "n_ctx": POSITIONS,
+    "vocab_size": VOCAB, "unpadded_vocab_size": VOCAB, "n_positions": POSITIONS, "max_position_embeddings": POSITIONS, "n_ctx": POSITIONS,
     "max_seq_len": POSITIONS, "max_sequence_length": POSITIONS, "seq_length": POSITIONS,
     # mixture of experts
     "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "moe_num_experts": 4,
