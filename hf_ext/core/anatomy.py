@@ -151,7 +151,9 @@ def _get_decoder(model: nn.Module) -> nn.Module:
     decoder = _accessor(model, "get_decoder")
     if decoder is None and hasattr(model, "language_model"):
         decoder = model.language_model
-    if decoder is None:
+    if decoder is None or not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
+        # transformers' default get_decoder() returns any attribute named `decoder`: ModernBERT-decoder's is its
+        # output Linear; the layer stack is then in the base model
         decoder = getattr(model, "base_model", model)
     # A VLM's get_decoder() may return the language model *with* head; descend to its decoder.
     if decoder is not model and hasattr(decoder, "get_decoder") and decoder.get_decoder() is not decoder:
