@@ -342,6 +342,11 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
     def _backbone_cache_arg(self) -> str:
         return cache_argument(self.model)
 
+    def _supports_default_dynamic_cache(self) -> bool:
+        """Whether ``generate`` may hand the backbone a ``DynamicCache``: the backbone's class decides (MiniMax keeps
+        a cache of its own, which it creates when given none); transformers asks the wrapper's class otherwise."""
+        return super()._supports_default_dynamic_cache.__func__(type(self.model))
+
     # ------------------------------------------------------------------ text in, text out
     @contextlib.contextmanager
     def prompt_words(self, tokenizer, texts: Sequence[str]):
