@@ -140,6 +140,12 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     def __init__(self, config: TFreeConfig):
         super().__init__(config)
+        if not isinstance(getattr(config.text_config, "hidden_size", None), int):
+            text = config.text_config
+            raise NotImplementedError(
+                f"T-FREE cannot wrap the {text.model_type!r} backbone ({type(text).__name__}): its config has no "
+                "integer hidden_size, so there is no single width for the word embeddings it feeds as inputs_embeds "
+                "(BLT splits a byte-level model over several stacks of different widths)")
         h, v = config.hidden_size, config.hash_vocab_size
         self.model = AutoModel.from_config(config.text_config)
         # the backbone's own token embedding is never used (inputs_embeds): shrink it to one row and freeze it, so
