@@ -131,8 +131,9 @@ def _find_layer_list(decoder: nn.Module, num_layers: int, label: str = "the mode
         lists = [f"{name} ({len(mod)})" for name, mod in decoder.named_modules()
                  if isinstance(mod, nn.ModuleList) and name.count(".") <= 2][:6]
         raise ValueError(
-            f"could not find a ModuleList of {num_layers} decoder layers (config.num_hidden_layers) in {label}'s "
-            f"{type(decoder).__name__}; its layer lists: {', '.join(lists) or 'none'}. hf_ext supports transformers "
+            f"could not find a ModuleList of {num_layers} decoder layers in {type(decoder).__name__} (the decoder of "
+            f"{label}, config.num_hidden_layers={num_layers}); its layer lists: {', '.join(lists) or 'none'}. "
+            "hf_ext supports transformers "
             "causal LMs whose decoder runs num_hidden_layers layers, each once, from one nn.ModuleList (Llama, "
             "Mistral, Qwen2, Gemma, Phi, GPT-2, GPT-NeoX, OPT, Falcon, …), not stacks run in cycles or layers "
             "with several attention sublayers"
