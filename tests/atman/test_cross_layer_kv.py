@@ -1,4 +1,4 @@
-"""AtMan on decoders whose layers read keys another layer computed (issue 17).
+"""AtMan on decoders whose attention reads more than its own keys and a 0/1 mask (issue 17).
 
 Gemma 3n's last ``num_kv_shared_layers`` layers and Kolibri 1.1's ``kv_source_layers`` attend to an earlier layer's
 keys/values and store none of their own, so packed segments cannot be stitched onto the base pass's cache: segment
@@ -8,6 +8,8 @@ with a 4D mask that removes / down-weights the unit's key (``tests/conformance/c
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -39,3 +41,13 @@ def test_segment_attention_refuses_layers_without_their_own_keys(model_type):
     plan = SegmentPlan(cache, [Segment(row=0, offset=0, start=s, bias=bias)], layer_map(model))
     with pytest.raises(ValueError, match="reads keys it did not compute"), segment_attention(model, plan):
         model(input_ids=ids[:, s:], position_ids=torch.arange(s, L).view(1, -1), use_cache=False)
+
+
+def test_doge_with_a_trained_dynamic_mask_equals_a_naive_loop():
+    # Doge's init leaves A = 0 (a constant dynamic bias, which the softmax ignores); a trained model's is not
+    model = copy.deepcopy(build("doge"))
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for layer in model.model.layers:
+            layer.self_attn.A.normal_(0.0, 1.0)
+    check_atman(model, "doge")
