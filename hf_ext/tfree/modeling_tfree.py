@@ -153,12 +153,6 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     def __init__(self, config: TFreeConfig):
         super().__init__(config)
-        if not isinstance(getattr(config.text_config, "hidden_size", None), int):
-            text = config.text_config
-            raise NotImplementedError(
-                f"T-FREE cannot wrap the {text.model_type!r} backbone ({type(text).__name__}): its config has no "
-                "integer hidden_size, so there is no single width for the word embeddings it feeds as inputs_embeds "
-                "(BLT splits a byte-level model over several stacks of different widths)")
         h, v = config.hidden_size, config.hash_vocab_size
         self.model = _backbone(config.text_config)
         # the backbone's own token embedding is never used (inputs_embeds): shrink it to one row and freeze it, so
@@ -360,10 +354,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     def _backbone_cache_arg(self) -> str:
         return cache_argument(self.model)
-
-    def _supports_default_dynamic_cache(self) -> bool:
-        """Whether ``generate`` may hand the backbone a ``DynamicCache``: the backbone's class decides (MiniMax keeps
-        a cache of its own, which it creates when given none); transformers asks the wrapper's class otherwise."""
+    def _supports_default_dynamic_cache(self) -> bool:  # generate() asks by class name: the backbone's (MiniMax)
         return super()._supports_default_dynamic_cache.__func__(type(self.model))
 
     # ------------------------------------------------------------------ text in, text out

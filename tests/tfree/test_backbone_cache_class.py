@@ -17,3 +17,12 @@ from tests.conformance.cells import check_tfree
 @pytest.mark.parametrize("model_type", ["minimax", "xlstm"])
 def test_generate_equals_a_naive_loop_with_the_backbones_own_cache(model_type):
     check_tfree(build(model_type), model_type)
+
+
+def test_a_backbone_without_one_width_is_refused_by_name():
+    import transformers
+
+    from hf_ext.tfree import TFreeConfig
+
+    with pytest.raises(NotImplementedError, match="'blt' backbone: its config has no integer hidden_size"):
+        TFreeConfig(text_config=transformers.BltConfig(), hash_vocab_size=512, num_activations=4)
