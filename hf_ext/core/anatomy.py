@@ -120,20 +120,45 @@ def _child(module: nn.Module, names) -> tuple[str, nn.Module] | tuple[None, None
     return None, None
 
 
-def _find_layer_list(decoder: nn.Module, num_layers: int) -> tuple[str, nn.ModuleList]:
+def _find_layer_list(decoder: nn.Module, num_layers: int, label: str = "the model") -> tuple[str, nn.ModuleList]:
     candidates = [
         (name, mod)
         for name, mod in decoder.named_modules()
         if isinstance(mod, nn.ModuleList) and len(mod) == num_layers and name.count(".") <= 1
     ]
     if not candidates:
+        # say what the decoder holds instead: stacks run in cycles (HRM), several attentions per layer (LongCat)
+        lists = [f"{name} ({len(mod)})" for name, mod in decoder.named_modules()
+                 if isinstance(mod, nn.ModuleList) and name.count(".") <= 2][:6]
         raise ValueError(
-            f"could not find a ModuleList of {num_layers} decoder layers in {type(decoder).__name__}; "
-            "hf_ext supports transformers causal LMs whose decoder keeps its layers in an nn.ModuleList "
-            "(Llama, Mistral, Qwen2, Gemma, Phi, GPT-2, GPT-NeoX, OPT, Falcon, …)"
+            f"could not find a ModuleList of {num_layers} decoder layers in {type(decoder).__name__} (the decoder of "
+            f"{label}, config.num_hidden_layers={num_layers}); its layer lists: {', '.join(lists) or 'none'}. "
+            "hf_ext supports transformers "
+            "causal LMs whose decoder runs num_hidden_layers layers, each once, from one nn.ModuleList (Llama, "
+            "Mistral, Qwen2, Gemma, Phi, GPT-2, GPT-NeoX, OPT, Falcon, …), not stacks run in cycles or layers "
+            "with several attention sublayers"
         )
     # The shallowest list wins (a vision tower's layer list sits deeper in a VLM's decoder, if at all).
     return min(candidates, key=lambda item: item[0].count("."))
+
+
+def _refuse_stack_off_the_input(model: nn.Module, decoder: nn.Module, layers_path: str, embeddings: nn.Module,
+                                label: str) -> None:
+    """Raise where the layer stack found does not read the input tokens: a model that takes ``decoder_input_ids``
+    and embeds its ``input_ids`` outside that stack (DiffusionGemma encodes the prompt with one stack and refines
+    a sampled canvas with another) is an encoder-decoder, whose logits are not one per input token."""
+    import inspect
+
+    forward = getattr(model, "forward", None)
+    if forward is None or "decoder_input_ids" not in inspect.signature(forward).parameters:
+        return
+    if any(m is embeddings for m in decoder.modules()):
+        return
+    where = next((name for name, m in model.named_modules() if m is embeddings), type(embeddings).__name__)
+    raise ValueError(
+        f"{label} is not a decoder-only causal LM over its input: its decoder stack {layers_path} does not read the "
+        f"input tokens (they are embedded by {where}, outside it) and it takes decoder_input_ids, so its logits are "
+        "not one per input token (an encoder-decoder, or a diffusion model refining a sampled canvas)")
 
 
 def _accessor(model: nn.Module, name: str):
@@ -151,7 +176,9 @@ def _get_decoder(model: nn.Module) -> nn.Module:
     decoder = _accessor(model, "get_decoder")
     if decoder is None and hasattr(model, "language_model"):
         decoder = model.language_model
-    if decoder is None:
+    if decoder is None or not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
+        # transformers' default get_decoder() returns any attribute named `decoder`: ModernBERT-decoder's is its
+        # output Linear; the layer stack is then in the base model
         decoder = getattr(model, "base_model", model)
     # A VLM's get_decoder() may return the language model *with* head; descend to its decoder.
     if decoder is not model and hasattr(decoder, "get_decoder") and decoder.get_decoder() is not decoder:
@@ -195,7 +222,8 @@ def get_anatomy(model: nn.Module) -> ModelAnatomy:
         raise ValueError(f"{type(model).__name__}'s config has no integer `num_hidden_layers`; cannot locate its decoder layers")
 
     decoder = _get_decoder(model)
-    rel_path, layers = _find_layer_list(decoder, num_layers)
+    label = f"{getattr(text_config, 'model_type', '?')!r} ({type(model).__name__})"
+    rel_path, layers = _find_layer_list(decoder, num_layers, label)
     if "." in rel_path:  # the decoder is the module that owns the layer list (not a head wrapper around it)
         owner, rel_path = rel_path.rsplit(".", 1)
         decoder = decoder.get_submodule(owner)
@@ -227,6 +255,7 @@ def get_anatomy(model: nn.Module) -> ModelAnatomy:
     if input_embeddings is None:
         raise ValueError(f"{type(model).__name__} has no input embeddings (get_input_embeddings() returned None)")
     lm_head = _accessor(model, "get_output_embeddings")
+    _refuse_stack_off_the_input(model, decoder, layers_path, input_embeddings, label)
 
     anatomy = ModelAnatomy(
         model=model,

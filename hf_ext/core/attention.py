@@ -114,6 +114,19 @@ def _visible_keys(attention_mask, batch: int, q_len: int, k_len: int, device, ca
     return mask > torch.finfo(mask.dtype).min / 2
 
 
+def _mask_values(attention_mask, visible: torch.Tensor, k_len: int) -> torch.Tensor | None:
+    """The additive values a float mask holds on its visible keys (``None`` where there are none to keep).
+
+    Most masks are 0 on visible keys, but some families fold a score bias of their own into the mask they hand the
+    attention function (Doge's dynamic mask adds a learned per-key term): replacing the mask by hf_ext's bias would
+    silently drop it, so the key weights are added on top of these values instead.
+    """
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        return None
+    values = torch.where(visible, attention_mask[..., :k_len], 0.0)
+    return values if bool(values.any()) else None
+
+
 @dataclass
 class _Prepared:
     """What every controlled layer of one forward shares: computed by the first layer, reused by the others."""
@@ -126,6 +139,7 @@ class _Prepared:
     mult_w: torch.Tensor | None
     min_over_all: bool
     bias: torch.Tensor | None
+    values: torch.Tensor | None = None
 
 
 # One entry per context: layers of the same forward see the same mask object and the same controls.
@@ -158,6 +172,7 @@ def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = 
         return cached
     device = query.device
     visible = _visible_keys(attention_mask, batch, q_len, k_len, device, causal)
+    values = _mask_values(attention_mask, visible, k_len)
     log_w = torch.zeros(batch, k_len, device=device)
     mult_w = None
     min_over_all = False
@@ -171,7 +186,9 @@ def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = 
     bias = None
     if mult_w is None:
         bias = log_additive_bias(visible, log_w.view(batch, 1, 1, k_len), query.dtype)
-    prepared = _Prepared(controls, attention_mask, shape, visible, log_w, mult_w, min_over_all, bias)
+        if values is not None:
+            bias = (bias.float() + values.float()).to(query.dtype)
+    prepared = _Prepared(controls, attention_mask, shape, visible, log_w, mult_w, min_over_all, bias, values)
     _PREPARED.set(prepared)
     return prepared
 
@@ -191,7 +208,7 @@ def _controlled_attention(module, query, key, value, attention_mask, base_fn, **
     if p.bias is not None:
         return base_fn(module, query, key, value, p.bias, **kwargs)
     return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,
-                                     min_over_all=p.min_over_all, **kwargs)
+                                     min_over_all=p.min_over_all, mask_values=p.values, **kwargs)
 
 
 def _refuse_causal_mask_on_bidirectional(label: str, module, attention_mask, q_len: int, k_len: int) -> None:
@@ -216,7 +233,7 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w, *, min_over_all=False, scaling=None,
-                              dropout=0.0, **kwargs):
+                              dropout=0.0, mask_values=None, **kwargs):
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         raise NotImplementedError("multiplicative attention controls do not support logit soft-capping or attention sinks; use mode='log_additive'")
     batch, heads, q_len, head_dim = query.shape
@@ -225,6 +242,8 @@ def _multiplicative_attention(module, query, key, value, visible, mult_w, log_w,
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     scaling = head_dim**-0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)).float().mul_(scaling)
+    if mask_values is not None:  # the model's own score bias (see _mask_values) is part of its scores
+        scores = scores + mask_values.float()
     hidden = ~visible
     # reference variant: over every key some row can see (future keys included, padding excluded)
     candidates = visible.any(dim=-2, keepdim=True) if min_over_all else visible

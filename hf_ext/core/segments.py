@@ -97,9 +97,16 @@ class SegmentPlan:
     def attend(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, base_fn, **kwargs):
         """Attention of one layer: ``query`` ``[B, H, Q, d]``, ``key``/``value`` ``[B, H_kv, Q, d]`` (the row's new
         states only). Returns ``([B, Q, H, d_v], None)`` as transformers' attention functions do."""
-        cached = self.cache.layers[self.layer_of[id(module)]]
-        base_k, base_v = cached.keys, cached.values
         batch, heads, q_len, _ = query.shape
+        index = self.layer_of[id(module)]
+        cached = self.cache.layers[index] if index < len(self.cache.layers) else None
+        if getattr(cached, "keys", None) is None or key.shape[-2] != q_len:
+            # a layer that stores no keys of its own, or reads another layer's (cross-layer KV sharing): the
+            # row's new states are not its keys, so segments cannot be stitched onto the base pass's
+            raise ValueError(f"segment attention: decoder layer {index}'s {type(module).__name__} reads keys it did "
+                             f"not compute in this forward ({key.shape[-2]} keys for {q_len} queries, "
+                             f"{len(self.cache.layers)} cached layers)")
+        base_k, base_v = cached.keys, cached.values
         out = query.new_zeros(batch, q_len, heads, value.shape[-1])
         for seg in self.segments:
             n, s, r, o = seg.bias.shape[-2], seg.start, seg.row, seg.offset

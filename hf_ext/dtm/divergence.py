@@ -41,6 +41,7 @@ from torch import nn
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_size
 
+from ..core.anatomy import get_anatomy
 from ..core.inputs import vocab_size
 from ..core.reference import greedy_continuations
 from ..core.scoring import IGNORE_INDEX, greedy_reference, teacher_forced_logprobs
@@ -235,6 +236,7 @@ def reference(base: nn.Module, prompts: Any, *, max_new_tokens: int, tokenizer: 
         True
     """
     check_size("max_new_tokens", max_new_tokens)
+    get_anatomy(base)  # DTM prunes/skips decoder components: refuse a model whose stack hf_ext cannot locate, first
     if isinstance(prompts, (str, bytes)):
         prompts = [prompts]
     if prompts is None or len(prompts) == 0:

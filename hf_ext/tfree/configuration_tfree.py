@@ -100,8 +100,10 @@ class TFreeConfig(PretrainedConfig):
             raise ValueError(f"text_config ({text_config.model_type}) is an encoder-decoder; T-FREE needs a decoder-only "
                              "backbone (llama, mistral, qwen2, gpt_neox, gpt2 …)")
         hidden = getattr(text_config, "hidden_size", None)
-        if isinstance(hidden, int):
-            check_elements("the trigram embedding [hash_vocab_size, hidden_size]", (hash_vocab_size, hidden))
+        if not isinstance(hidden, int):  # BLT splits a byte-level model over stacks of several widths
+            raise NotImplementedError(f"T-FREE cannot wrap the {text_config.model_type!r} backbone: its config has no "
+                                      "integer hidden_size, the width of the word embeddings fed as inputs_embeds")
+        check_elements("the trigram embedding [hash_vocab_size, hidden_size]", (hash_vocab_size, hidden))
         self.text_config = text_config
         self.hash_vocab_size, self.num_activations = hash_vocab_size, num_activations
         self.num_lowercase_activations, self.hash_scheme = num_lowercase_activations, hash_scheme

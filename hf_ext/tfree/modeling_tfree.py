@@ -352,6 +352,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     def _backbone_cache_arg(self) -> str:
         return cache_argument(self.model)
+    def _supports_default_dynamic_cache(self) -> bool:  # generate() asks by class name: the backbone's (MiniMax)
+        return super()._supports_default_dynamic_cache.__func__(type(self.model))
 
     # ------------------------------------------------------------------ text in, text out
     @contextlib.contextmanager

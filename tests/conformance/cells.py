@@ -99,12 +99,81 @@ def _mask_4d(mask2d: torch.Tensor, dtype, removed: torch.Tensor | None = None, b
     order = torch.ones(T, T, dtype=torch.bool)
     visible = (order.tril() if causal else order)[None] & mask2d.bool()[:, None, :]
     if removed is not None:
-        visible = visible & ~removed.bool()[:, None, :]
+        kept = visible & ~removed.bool()[:, None, :]
+        # a query whose visible keys are all removed keeps its plain mask (attention_controls' documented rule):
+        # an all-masked row would otherwise attend uniformly to every key, future ones included
+        visible = torch.where(kept.any(-1, keepdim=True), kept, visible)
     low = torch.finfo(dtype).min
     out = torch.where(visible, 0.0, low)
     if bias is not None:
         out = torch.where(visible, out + bias[:, None, :], out)
     return out[:, None].to(dtype)
+
+
+_ADDITIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def _reads_additive_mask(model) -> bool:
+    """Whether the model adds a 4D float mask to its attention scores: a tiny offset on every visible key then
+    moves the logits by about as little (not exactly nothing: learned sinks are not offset). Doge turns every
+    non-zero entry into "masked", Qwen4-Exp's indexer keeps only the zeros: for them a 4D mask cannot carry a
+    key's log-weight, and :func:`_biased_forward` is the reference."""
+    if model not in _ADDITIVE:
+        ids, ones = text_ids(1, 6, seed=13), torch.ones(1, 6)
+        plain = _forward(model, ids, _mask_4d(ones, _dtype(model), causal=_is_causal(model))).logits
+        offset = _forward(model, ids, _mask_4d(ones, _dtype(model), bias=torch.full((1, 6), -1e-5),
+                                               causal=_is_causal(model))).logits
+        _ADDITIVE[model] = bool(torch.allclose(plain, offset, atol=1e-3, rtol=0))
+    return _ADDITIVE[model]
+
+
+@torch.no_grad()
+def _biased_forward(model, ids, pos, log_w: torch.Tensor):
+    """The model's own forward with ``log_w`` ``[B, T]`` added to every sdpa attention call's scores on the keys
+    its own mask leaves visible (transformers' registered sdpa function wrapped for the duration; independent of
+    hf_ext's router). The reference where a 4D mask cannot carry a bias (:func:`_reads_additive_mask`)."""
+    from transformers import AttentionInterface
+
+    mapping = AttentionInterface._global_mapping
+    sdpa = mapping["sdpa"]
+
+    def biased(module, query, key, value, attention_mask, **kwargs):
+        q_len, k_len = query.shape[-2], key.shape[-2]
+        low = torch.finfo(query.dtype).min
+        if attention_mask is None:
+            visible = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)[None, None]
+            if not (kwargs.get("is_causal", getattr(module, "is_causal", True))):
+                visible = torch.ones_like(visible)
+            mask = torch.where(visible, 0.0, low).to(query.dtype)
+        elif attention_mask.dtype == torch.bool:
+            visible, mask = attention_mask, torch.where(attention_mask, 0.0, low).to(query.dtype)
+        else:
+            mask = attention_mask[..., :k_len]
+            visible = mask > low / 2
+        w = log_w[:, None, None, :k_len].to(query.dtype)
+        kwargs.pop("is_causal", None)
+        return sdpa(module, query, key, value, torch.where(visible, mask + w, mask), **kwargs)
+
+    assert model.config._attn_implementation == "sdpa", "the biased reference wraps the sdpa implementation"
+    mapping["sdpa"] = biased
+    try:
+        return _forward(model, ids, torch.ones_like(ids), pos)
+    finally:
+        mapping["sdpa"] = sdpa
+
+
+@torch.no_grad()
+def _padding_invariant(model, padded, mask, pos) -> bool:
+    """Whether the model's own forward gives each left-padded row of ``padded`` the numbers of the row alone."""
+    batch = _forward(model, padded, mask, pos).logits
+    for b in range(padded.shape[0]):
+        real = mask[b].bool()
+        single = padded[b:b + 1, real]
+        alone = _forward(model, single, torch.ones_like(single), torch.arange(single.shape[1])[None]).logits
+        if not torch.allclose(batch[b, real], alone[0], atol=ATOL, rtol=RTOL):
+            return False
+    return True
 
 
 @torch.no_grad()
@@ -207,6 +276,13 @@ def check_attention_controls(model, model_type):
     w[0, 3], w[1, 2] = 0.0, 0.0
     with attention_controls(model, w):
         batch = _forward(model, padded, mask, pos).logits
+    if not _padding_invariant(model, padded, mask, pos):
+        # the model's own forward gives a left-padded row other numbers than the row alone (DeepSeek-V4 compresses
+        # fixed blocks of the padded sequence): its own padded forward, keys removed by a 4D mask, is the reference
+        real = mask.bool()
+        reference = _forward(model, padded, _mask_4d(mask, _dtype(model), w == 0, causal=causal), pos).logits
+        _close(batch[real], reference[real], "left-padded batch vs removing the keys with a 4D mask")
+        return
     for b, pad in ((0, 2), (1, 0)):
         single = padded[b:b + 1, pad:]
         with attention_controls(model, w[b:b + 1, pad:]):
@@ -344,6 +420,7 @@ def check_atman(model, model_type):
 
     causal = _is_causal(model)
     base = ce(_mask_4d(ones, _dtype(model), causal=causal))
+    additive = _reads_additive_mask(model)
     for factor in (0.0, 0.3):
         exp = AtManExplainer(model, None, suppression_factor=factor, max_batch_size=2,
                              progress=False).explain_ids(prompt, target)
@@ -355,7 +432,11 @@ def check_atman(model, model_type):
                 removed[0, j] = True
             else:
                 bias[0, j] = torch.log(torch.tensor(factor))
-            naive.append(base - ce(_mask_4d(ones, _dtype(model), removed, bias, causal=causal)))
+            if factor == 0.0 or additive:
+                naive.append(base - ce(_mask_4d(ones, _dtype(model), removed, bias, causal=causal)))
+            else:
+                logits = _biased_forward(model, seq, pos, bias).logits[0, P - 1:].float()
+                naive.append(base - F.cross_entropy(logits, target, reduction="none"))
         _close(exp.delta, torch.stack(naive), f"AtMan Δ at suppression factor {factor}")
         assert exp.delta.abs().max() > 1e-6, "AtMan Δ is all zero (vacuous)"
 
