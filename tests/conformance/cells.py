@@ -107,6 +107,36 @@ def _mask_4d(mask2d: torch.Tensor, dtype, removed: torch.Tensor | None = None, b
     return out[:, None].to(dtype)
 
 
+def _forward_4d(model, ids, mask2d, mask4d, pos=None, **kwargs):
+    """The model's forward under the 4D mask ``mask4d``. A model whose forward takes only a 2D mask (Bloom builds
+    ALiBi from its cumsum, OpenAI-GPT broadcasts it as ``[B, 1, 1, K]``) gets ``mask2d`` and each decoder layer gets
+    ``mask4d`` in place of the mask the model built (a pre-hook on the layer, in the layer mask's dtype)."""
+    from hf_ext.core.anatomy import get_anatomy
+
+    try:
+        return _forward(model, ids, mask4d, pos, **kwargs)
+    except (ValueError, RuntimeError) as exc:
+        first = exc
+
+    def swap(layer, args, kw):
+        bound = inspect.signature(layer.forward).bind(*args, **kw)
+        extra = bound.arguments.get("kwargs", {})
+        where = bound.arguments if "attention_mask" in bound.arguments else extra
+        own = where.get("attention_mask")
+        if not isinstance(own, torch.Tensor) or own.dim() != 4:
+            raise AssertionError(f"no 4D layer mask to replace ({type(own).__name__})") from first
+        visible = mask4d > torch.finfo(mask4d.dtype).min / 2
+        where["attention_mask"] = visible if own.dtype == torch.bool else mask4d.to(own.dtype)
+        return bound.args, bound.kwargs
+
+    handles = [layer.register_forward_pre_hook(swap, with_kwargs=True) for layer in get_anatomy(model).layers]
+    try:
+        return _forward(model, ids, mask2d, pos, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def _is_causal(model) -> bool:
     """Whether position i's logits ignore later tokens (changing the last token moves no earlier logit)."""
@@ -190,8 +220,9 @@ def check_attention_controls(model, model_type):
     with attention_controls(model, (~removed).float()):
         weighted = _forward(model, ids).logits
     causal = _is_causal(model)
-    reference = _forward(model, ids, _mask_4d(torch.ones(2, T), _dtype(model), removed, causal=causal),
-                         torch.arange(T)[None].expand(2, -1)).logits
+    reference = _forward_4d(model, ids, torch.ones(2, T, dtype=torch.long),
+                            _mask_4d(torch.ones(2, T), _dtype(model), removed, causal=causal),
+                            torch.arange(T)[None].expand(2, -1)).logits
     _close(weighted, reference, "weight 0 vs removing the key with a 4D mask")
     assert (weighted - plain).abs().max() > 1e-5, "removing a key changed nothing (vacuous)"
     # a left-padded batch: each row equals its unpadded twin (weights shifted with the tokens)
@@ -332,7 +363,7 @@ def check_atman(model, model_type):
     ones = torch.ones(1, L, dtype=torch.long)
 
     def ce(mask4d):
-        logits = _forward(model, seq, mask4d, pos).logits[0, P - 1:].float()
+        logits = _forward_4d(model, seq, ones, mask4d, pos).logits[0, P - 1:].float()
         return F.cross_entropy(logits, target, reduction="none")
 
     causal = _is_causal(model)
@@ -396,9 +427,10 @@ def check_multifusion(model, model_type):
     start, end = weighted.item_spans[0][1]
     removed = torch.zeros_like(lay.attention_mask, dtype=torch.bool)
     removed[0, start:end] = True
-    ref = _forward(model, lay.input_ids, _mask_4d(lay.attention_mask, _dtype(model), removed, causal=_is_causal(model)),
-                   lay.position_ids,
-                   output_hidden_states=True).hidden_states[-1]
+    ref = _forward_4d(model, lay.input_ids, lay.attention_mask,
+                      _mask_4d(lay.attention_mask, _dtype(model), removed, causal=_is_causal(model)),
+                      lay.position_ids,
+                      output_hidden_states=True).hidden_states[-1]
     _close(weighted.hidden_states, ref, "item weight 0 vs removing its keys with a 4D mask")
     assert (weighted.hidden_states - plain.hidden_states).abs().max() > 1e-5, "weight 0 changed nothing"
 
