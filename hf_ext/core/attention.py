@@ -331,15 +331,26 @@ def attention_controls(
         model_label=f"{getattr(getattr(model, 'config', None), 'model_type', anatomy.family)!r} ({type(model).__name__})",
     )
     attentions = {i: anatomy.attentions[i] for i in selected}
+    _refuse_partly_shared(anatomy, selected, model)
     token = _CONTROLS.set(_CONTROLS.get() + (control,))
     try:
         with routed_attention(model, list(attentions.values()), _controlled_attention), \
                 intercept_attention(attentions, _controlled_scores,
-                                    lambda index, module, why: _bypass_error(model, anatomy, index, module, why)):
+                                    lambda index, module, why: _bypass_error(model, anatomy, index, module, why),
+                                    root=model):
             yield control
     finally:
         _CONTROLS.reset(token)
         _PREPARED.set(None)
+
+
+def _refuse_partly_shared(anatomy, selected: list[int], model: nn.Module) -> None:
+    """One attention module shared by several layers (Zamba's shared block) runs under the weights of all of them."""
+    chosen = {id(anatomy.attentions[i]) for i in selected}
+    left = [i for i, a in enumerate(anatomy.attentions) if a is not None and id(a) in chosen and i not in selected]
+    if left:
+        raise ValueError(f"layers={selected!r} selects an attention module of {anatomy.family!r} "
+                         f"({type(model).__name__}) that layers {left} share; select those layers too")
 
 
 def _bypass_error(model: nn.Module, anatomy, index: int, module: nn.Module, why: str) -> NotImplementedError:

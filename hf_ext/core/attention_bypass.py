@@ -111,6 +111,11 @@ class _ScoreMode(TorchFunctionMode):
         if func not in _SOFTMAXES or not self._is_scores(args, kwargs):
             return func(*args, **kwargs)
         call.applied += 1
+        tokens = _INPUT_TOKENS.get()
+        if tokens is not None and tokens != call.q_len:
+            raise self.error(call.index, call.module, f"it attends over {call.q_len} queries for an input of {tokens} "
+                             "tokens (the model adds positions of its own), so key weights indexed by input "
+                             "position would land on other keys")
         if call.applied > 1:
             raise self.error(call.index, call.module, "it computes more than one softmax over [..., queries, keys] "
                              "tensors, so which one holds the attention scores is ambiguous")
@@ -143,13 +148,14 @@ def _query_shape(args: tuple, kwargs: dict) -> tuple[int | None, int | None]:
     return hidden.shape[0], hidden.shape[1]
 
 
+_INPUT_TOKENS: contextvars.ContextVar[int | None] = contextvars.ContextVar("hf_ext_bypass_tokens", default=None)
 _CALLS: contextvars.ContextVar[tuple[_Call, ...]] = contextvars.ContextVar("hf_ext_bypass_calls", default=())
 _GUARDS: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar("hf_ext_bypass_guards", default=())
 
 
 @contextmanager
-def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransform,
-                        error: ErrorFactory) -> Iterator[None]:
+def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransform, error: ErrorFactory,
+                        root: nn.Module | None = None) -> Iterator[None]:
     """Apply ``transform`` to the attention scores of guarded modules that bypass transformers' interface.
 
     A guarded module whose forward dispatches through hf_ext's registered attention functions (inside
@@ -163,6 +169,9 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
             or 1 where the model folds them elsewhere) and ``visible`` the same-shaped bool mask of attended keys;
             returns new scores (same shape) or ``None`` to leave them.
         error: ``error(index, module, reason)`` builds the exception for a module hf_ext cannot act on.
+        root: the model the user calls: an intercepted module must see as many queries as it gets input tokens
+            (``input_ids`` / ``inputs_embeds``), else keys would not be input positions (CPM-Ant prepends prompt
+            positions of its own) and ``error`` is raised.
     """
     guard = {id(m): (i, m) for i, m in modules.items()}
     pending: set = set()
@@ -200,6 +209,8 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
                         "and without a softmax over [..., queries, keys] scores that hf_ext can reach")
 
     handles = []
+    if root is not None:
+        handles += _count_input_tokens(root)
     token = _GUARDS.set(_GUARDS.get() + (guard,))
     pending_token = _PENDING.set(_PENDING.get() + (pending,))
     try:
@@ -212,6 +223,25 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
             handle.remove()
         _PENDING.reset(pending_token)
         _GUARDS.reset(token)
+
+
+def _count_input_tokens(root: nn.Module) -> list:
+    """Hooks on ``root`` that hold the length of its input (``None`` where it has none) while it runs."""
+    tokens: list = []
+
+    def before(module, args, kwargs):
+        feed = next((kwargs.get(k) for k in ("input_ids", "inputs_embeds") if kwargs.get(k) is not None), None)
+        if feed is None and args and isinstance(args[0], torch.Tensor):
+            feed = args[0]
+        length = feed.shape[1] if isinstance(feed, torch.Tensor) and feed.dim() >= 2 else None
+        tokens.append(_INPUT_TOKENS.set(length))
+
+    def after(module, args, kwargs, output):
+        if tokens:
+            _INPUT_TOKENS.reset(tokens.pop())
+
+    return [root.register_forward_pre_hook(before, with_kwargs=True),
+            root.register_forward_hook(after, with_kwargs=True, always_call=True)]
 
 
 def _innermost(module: nn.Module) -> dict | None:

@@ -124,8 +124,8 @@ def _configs_to_switch(model: nn.Module, attentions: Sequence[nn.Module]) -> lis
         config = getattr(owner, "config", None)
         if config is not None and hasattr(config, "_attn_implementation_internal"):
             configs[id(config)] = config
-    if not configs:
-        raise ValueError(f"{type(model).__name__} exposes no config on its decoder or attention modules; cannot control its attention")
+    # none (CPM-Ant): nothing dispatches through the interface; hand-written attention is reached at its softmax
+    # (hf_ext.core.attention_bypass)
     return list(configs.values())
 
 
@@ -173,7 +173,7 @@ def routed_attention(model: nn.Module, attentions: Sequence[nn.Module], router: 
             ``(output, weights)`` or ``NotImplemented`` (see the module doc). Inner blocks are asked first.
 
     Raises:
-        ValueError: a model without configs, or a flash/flex attention implementation.
+        ValueError: a flash/flex attention implementation.
     """
     register_attention_functions()
     configs = _configs_to_switch(model, attentions)
