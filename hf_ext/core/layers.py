@@ -68,7 +68,7 @@ class _Resume(nn.Module):
     output structure) inside the calling :func:`run_layers`, and is the original layer everywhere else (other
     threads, other calls)."""
 
-    def __init__(self, original: nn.Module, token: object, structure: int | None):
+    def __init__(self, original: nn.Module, token: object, structure: tuple[type, int] | None):
         super().__init__()
         object.__setattr__(self, "_original", original)  # not a submodule: state dicts and hooks stay the layer's
         object.__setattr__(self, "_token", token)
@@ -82,10 +82,13 @@ class _Resume(nn.Module):
         if params is None:
             return self._original(*args, **kwargs)
         hidden = params["hidden"]
-        return hidden if self._structure is None else (hidden,) + (None,) * (self._structure - 1)
+        if self._structure is None:
+            return hidden
+        container, length = self._structure  # a tuple, or a list (OpenAI-GPT's blocks)
+        return container((hidden,) + (None,) * (length - 1))
 
 
-# model -> (error message or None, per-layer output structure: None for a tensor, else the tuple's length,
+# model -> (error message or None, per-layer output structure: None for a tensor, else (tuple or list, its length),
 #           what output_hidden_states[num_layers] is: "layer" (the last layer's output) / "decoder" (after the final
 #           norm, the decoder's output) / None)
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -137,8 +140,8 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
             reason = f"decoder layer {i} runs {len(calls)} times per forward (a looped or recurrent stack)"
             break
         _, x, y = calls[0]
-        y0 = y[0] if isinstance(y, tuple) else y
-        structures.append(len(y) if isinstance(y, tuple) else None)
+        y0 = y[0] if isinstance(y, (tuple, list)) else y
+        structures.append((type(y), len(y)) if isinstance(y, (tuple, list)) else None)
         if not (isinstance(x, torch.Tensor) and isinstance(y0, torch.Tensor) and x.shape == y0.shape and x.dim() == 3):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             reason = f"decoder layer {i} does not map [batch, seq, hidden] states to the same shape (input {shape})"
@@ -152,7 +155,7 @@ def _probe(model: nn.Module, anatomy) -> tuple[str | None, list, str | None]:
             break
         if i > 0 and any(id(t) in calls[0][0] for t in carried):
             flagged.append(i)  # reads another tensor layer i - 1 returned: checked numerically below
-        carried = [t for t in (y[1:] if isinstance(y, tuple) else ()) if isinstance(t, torch.Tensor)]
+        carried = [t for t in (y[1:] if isinstance(y, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
         previous = y0
     last = None
     if reason is None:
@@ -295,7 +298,7 @@ def run_layers(
         if end < n:
             def stop(module, args, out):
                 if current_params(token) is not None:
-                    captured["out"] = out[0] if isinstance(out, tuple) else out
+                    captured["out"] = out[0] if isinstance(out, (tuple, list)) else out
                     raise _Stop
 
             stack.enter_context(register_hooks({anatomy.layers[end - 1]: stop}))
