@@ -213,8 +213,12 @@ def _controlled_scores(module, scores: torch.Tensor, visible: torch.Tensor) -> t
     seen = visible.any(-1, keepdim=True)  # rows that see no key at all (padding queries) stay as the model made them
     if mult_w is None:
         return scores + torch.where(visible, log_additive_bias(visible, log_w, torch.float32), 0.0)
-    candidates = visible.any(dim=-2, keepdim=True) if min_over_all else visible
-    row_min = scores.masked_fill(~candidates, math.inf).amin(-1, keepdim=True)
+    if min_over_all:
+        raise NotImplementedError(
+            f"mode='multiplicative_reference' cannot act on {controls[0].model_label}: its "
+            f"{type(module).__name__} masks future keys before its own softmax, and the reference variant takes "
+            "its minimum over their raw scores; use mode='multiplicative' (the causal form)")
+    row_min = scores.masked_fill(~visible, math.inf).amin(-1, keepdim=True)
     row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
     shifted = (scores - row_min) * mult_w.view(batch, 1, 1, k_len) + log_w.clamp_min(-1e30)
     return torch.where(seen, shifted.masked_fill(~visible, low), scores)

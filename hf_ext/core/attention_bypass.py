@@ -61,8 +61,15 @@ _FUSED = frozenset({nn.functional.scaled_dot_product_attention})
 #: transform(module, scores [B, H, Q, K] float32, visible [B, H, Q, K] bool) -> new scores, or None to keep them
 ScoreTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 ErrorFactory = Callable[[int, nn.Module, str], BaseException]
-# classes seen dispatching through the interface: their forwards run without the (slower) function mode
-_DISPATCHING: set[type] = set()
+# (class, attention implementation) seen dispatching through the interface: run without the (slower) function mode
+_DISPATCHING: set[tuple] = set()
+
+
+def _dispatch_key(module: nn.Module) -> tuple | None:
+    """What decides whether ``module`` dispatches: its class and its config's attention implementation (``None``
+    for a module without a config: never assumed to dispatch)."""
+    impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
+    return None if impl is None else (type(module), impl)
 
 
 def visible_from_scores(scores: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -182,7 +189,8 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
         batch, q_len = _query_shape(args, kwargs)
         call = _Call(module, guard[id(module)][0], batch, q_len, pending)
         pending.add(id(module))
-        if type(module) not in _DISPATCHING:
+        key = _dispatch_key(module)
+        if key is None or key not in _DISPATCHING:
             call.mode = _ScoreMode(call, transform, error)
             call.mode.__enter__()
         _CALLS.set(_CALLS.get() + (call,))
@@ -196,14 +204,17 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
         _CALLS.set(tuple(c for c in calls if c is not call))
         if call.mode is not None:
             call.mode.__exit__(None, None, None)
-        if call.dispatched:
-            pending.discard(id(module))
+        dispatched = call.dispatched
+        pending.discard(id(module))
+        if output is None:  # the forward raised (an always-called hook sees None): its error propagates
+            return
+        if dispatched:
             if call.applied:
                 raise error(call.index, module, "it computed a softmax over its scores before dispatching through "
                             "transformers' AttentionInterface")
-            _DISPATCHING.add(type(module))
+            if _dispatch_key(module) is not None:
+                _DISPATCHING.add(_dispatch_key(module))
             return
-        pending.discard(id(module))
         if call.applied != 1:
             raise error(call.index, module, "it computes its attention without transformers' AttentionInterface "
                         "and without a softmax over [..., queries, keys] scores that hf_ext can reach")
