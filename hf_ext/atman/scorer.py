@@ -152,9 +152,10 @@ class AtManScorer:
             self.prefix_reuse = False
         # Packing expresses the manipulation as one additive bias per suffix for every layer: log-additive, all
         # layers, and sequences no longer than a sliding window (a packed row's masks are ours, not the model's).
-        # A family without position_ids (ALiBi: Bloom, MPT; TrOCR) counts positions itself, from 0 and on from the
-        # cache length: unpadded and cached passes are exact without them, packed rows (own positions) are not.
-        self._takes_positions = forward_accepts(model, "position_ids")
+        # A family without position_ids (ALiBi: Bloom, MPT; TrOCR) or counting them otherwise (Kosmos-2.5: from
+        # padding_idx + 1) gets none: it counts positions itself, on from the cache length, so plain and cached
+        # passes are its own forward; packed rows (positions of their own) are not.
+        self._takes_positions = forward_accepts(model, "position_ids") and takes_mask_positions(model)
         self.pack = (bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
                      and self._takes_positions)
         self._pack_how = pack if isinstance(pack, str) else None
@@ -198,16 +199,16 @@ class AtManScorer:
             ValueError: a VLM that does not hand ``inputs_embeds`` to its language model, or a model that did not
                 fill the cache it was given.
         """
-        if self._takes_positions and not takes_mask_positions(self.model):
-            # its packed and cached passes hand the model explicit 0-based positions
-            family = getattr(getattr(self.model, "config", None), "model_type", None)
-            raise NotImplementedError(
-                f"AtMan cannot explain {family!r} ({type(self.model).__name__}): its own positions do not count from "
-                "0 (e.g. from padding_idx + 1, derived from the pad tokens), and AtMan passes 0-based position_ids")
         batch = prepare_batch(self.model, prompt_ids, attention_mask, continuations=target_ids[:-1].view(1, -1),
                               position_ids=True)
         seq, full_mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
         pad = int((attention_mask[0] == 0).sum())
+        if pad and not self._takes_positions and self.prefix_reuse:
+            # such a family may count a padded row's positions from its pad tokens in a full forward but from the
+            # cache length in a cached one (Kosmos-2.5): full forwards only
+            logger.info("AtMan: %s takes no 0-based position_ids and the prompt is padded; prefix reuse is off",
+                        self.anatomy.family)
+            self.prefix_reuse, self.pack = False, False
         if extra_inputs is None:
             ce, cache = self._base_pass("input_ids", seq, full_mask, pos, target_ids)
             return PreparedSequence("input_ids", seq, full_mask, pos, pad, prompt_ids.shape[1], target_ids, ce, cache)
