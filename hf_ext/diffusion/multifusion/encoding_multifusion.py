@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from hf_ext.core.attention import MODES, attention_controls
+from hf_ext.core.inputs import takes_mask_positions
 from hf_ext.utils.validation import check_float, check_int
 
 __all__ = ["EncodedPrompt", "InterleavedEncoder", "normalize_prompts"]
@@ -204,9 +205,8 @@ class InterleavedEncoder:
             self.kind = "vlm"
             self.lm = model
             cfg = model.config
+            # None (Kosmos-2.5 marks image slots otherwise): text items still encode, image items are refused
             self.image_token_id = getattr(cfg, "image_token_id", getattr(cfg, "image_token_index", None))
-            if self.image_token_id is None:
-                raise ValueError(f"{type(model).__name__} has no config.image_token_id; only Llava-style VLMs are supported")
         else:
             self.kind = "text"
             self.lm = model
@@ -270,6 +270,9 @@ class InterleavedEncoder:
                                          "language model without an image encoder; use a Llava-style VLM or a MagmaEncoder")
                     if self.image_processor is None:
                         raise ValueError(f"prompt {r} has an image item but no image_processor was given to the encoder")
+                    if self.image_token_id is None:
+                        raise ValueError(f"prompt {r} has an image item but {type(self.model).__name__} has no "
+                                         "config.image_token_id; only Llava-style VLMs take image items")
                     n = self.num_image_tokens
                     ids += [self.image_token_id] * n
                     is_img += [True] * n
@@ -350,7 +353,9 @@ class InterleavedEncoder:
         return EncodedPrompt(hidden[layer], lay.attention_mask, lay.spans, lay.kinds, weights)
 
     def _forward(self, lay: _Layout, pixel_values):
-        common = dict(attention_mask=lay.attention_mask, position_ids=lay.position_ids, output_hidden_states=True)
+        common = dict(attention_mask=lay.attention_mask, output_hidden_states=True)
+        if self.kind == "magma" or takes_mask_positions(self.lm):  # Kosmos-2.5 counts from padding_idx + 1 itself
+            common["position_ids"] = lay.position_ids
         if self.kind == "magma":
             out = self.model(input_ids=lay.input_ids, pixel_values=pixel_values, image_mask=lay.image_mask, **common)
         elif self.kind == "vlm":
