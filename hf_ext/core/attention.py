@@ -21,7 +21,10 @@ How it plugs in: :func:`attention_controls` routes the model's attention through
 :func:`hf_ext.core.attention_interface.routed_attention` (hf_ext's functions registered with transformers'
 ``AttentionInterface`` and ``AttentionMaskInterface``); the router reads the weights from a ``contextvars`` variable
 and, where no control applies (other layers, other threads, other models), the original sdpa/eager function runs
-unchanged.
+unchanged. Attention modules that compute their own softmax instead (Bloom, GPT-Neo, MPT, XGLM, OpenAI-GPT …) get
+the same formulas applied to the scores at that softmax (:mod:`hf_ext.core.attention_bypass`), their visible keys
+read from the masked scores; ``"multiplicative_reference"`` is refused there (it needs the raw scores of future keys,
+which such a model masks before its softmax).
 
 Example:
     >>> import torch
@@ -313,8 +316,10 @@ def attention_controls(
 
     Raises:
         ValueError: unknown mode, bad weights, bad layer index, or a flash/flex attention implementation.
-        NotImplementedError: (from a forward inside the block) a controlled layer's attention module computes its
-            attention without transformers' ``AttentionInterface``, so the weights could not apply.
+        NotImplementedError: (from a forward inside the block) a controlled layer's attention module bypasses
+            transformers' ``AttentionInterface`` and hf_ext cannot place the weights at its own softmax (none, a
+            fused kernel, more than one candidate, queries that are not the input tokens, or
+            ``"multiplicative_reference"``), so the weights could not apply.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
