@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "layers": ["run_layers", "build_layer_masks", "resume_refusal"],
     "hooks": ["forward_hooks", "module_swaps", "register_hooks", "HookHandle", "activate", "carry_context", "ContextExecutor",
               "current_params", "rows"],
-    "attention_interface": ["routed_attention", "register_attention_functions", "require_dispatch"],
+    "attention_interface": ["routed_attention", "register_attention_functions", "require_dispatch", "awaiting_dispatch"],
     "attention_bypass": ["intercept_attention", "visible_from_scores"],
     "attention": ["attention_controls", "AttentionControl", "spans_to_key_positions", "key_weights",
                   "items_to_key_positions"],

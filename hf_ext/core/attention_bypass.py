@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .attention_interface import _PENDING
+from .attention_interface import awaiting_dispatch
 
 __all__ = ["HIDDEN_GAP", "intercept_attention", "visible_from_scores"]
 
@@ -223,16 +223,15 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
     if root is not None:
         handles += _count_input_tokens(root)
     token = _GUARDS.set(_GUARDS.get() + (guard,))
-    pending_token = _PENDING.set(_PENDING.get() + (pending,))
     try:
-        for module in {id(m): m for m in modules.values()}.values():
-            handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
-            handles.append(module.register_forward_hook(after, with_kwargs=True, always_call=True))
-        yield
+        with awaiting_dispatch(pending):
+            for module in {id(m): m for m in modules.values()}.values():
+                handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
+                handles.append(module.register_forward_hook(after, with_kwargs=True, always_call=True))
+            yield
     finally:
         for handle in handles:
             handle.remove()
-        _PENDING.reset(pending_token)
         _GUARDS.reset(token)
 
 
