@@ -118,7 +118,7 @@ class _ScoreMode(TorchFunctionMode):
         if func not in _SOFTMAXES or not self._is_scores(args, kwargs):
             return func(*args, **kwargs)
         call.applied += 1
-        tokens = _INPUT_TOKENS.get()
+        tokens = (_INPUT_TOKENS.get() or (None,))[-1]
         if tokens is not None and tokens != call.q_len:
             raise self.error(call.index, call.module, f"it attends over {call.q_len} queries for an input of {tokens} "
                              "tokens (the model adds positions of its own), so key weights indexed by input "
@@ -155,7 +155,8 @@ def _query_shape(args: tuple, kwargs: dict) -> tuple[int | None, int | None]:
     return hidden.shape[0], hidden.shape[1]
 
 
-_INPUT_TOKENS: contextvars.ContextVar[int | None] = contextvars.ContextVar("hf_ext_bypass_tokens", default=None)
+# input lengths of the root forwards running in this context, innermost last (per context: threads share the hooks)
+_INPUT_TOKENS: contextvars.ContextVar[tuple] = contextvars.ContextVar("hf_ext_bypass_tokens", default=())
 _CALLS: contextvars.ContextVar[tuple[_Call, ...]] = contextvars.ContextVar("hf_ext_bypass_calls", default=())
 _GUARDS: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar("hf_ext_bypass_guards", default=())
 
@@ -237,18 +238,16 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
 
 def _count_input_tokens(root: nn.Module) -> list:
     """Hooks on ``root`` that hold the length of its input (``None`` where it has none) while it runs."""
-    tokens: list = []
 
     def before(module, args, kwargs):
         feed = next((kwargs.get(k) for k in ("input_ids", "inputs_embeds") if kwargs.get(k) is not None), None)
         if feed is None and args and isinstance(args[0], torch.Tensor):
             feed = args[0]
         length = feed.shape[1] if isinstance(feed, torch.Tensor) and feed.dim() >= 2 else None
-        tokens.append(_INPUT_TOKENS.set(length))
+        _INPUT_TOKENS.set(_INPUT_TOKENS.get() + (length,))
 
     def after(module, args, kwargs, output):
-        if tokens:
-            _INPUT_TOKENS.reset(tokens.pop())
+        _INPUT_TOKENS.set(_INPUT_TOKENS.get()[:-1])
 
     return [root.register_forward_pre_hook(before, with_kwargs=True),
             root.register_forward_hook(after, with_kwargs=True, always_call=True)]

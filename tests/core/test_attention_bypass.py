@@ -154,3 +154,36 @@ def test_visible_from_scores():
     low = torch.finfo(torch.float32).min
     scores = torch.tensor([[3.0, low, -1e4, 2.0, float("-inf"), -900.0]])
     assert visible_from_scores(scores).tolist() == [[True, False, False, True, False, True]]
+
+
+def test_concurrent_threads_leave_no_state_behind():
+    """Threads share the hooks on one model: each keeps its own input lengths, and none leaks into another."""
+    import threading
+
+    from hf_ext.core import attention_bypass
+    from tests.conformance.catalog import build
+
+    model = build("bloom")
+    ids = torch.tensor([[1, 40, 41, 42, 43]])
+    w = torch.tensor([[1.0, 0.0, 1.0, 1.0, 1.0]])
+    with torch.no_grad(), attention_controls(model, w):
+        expected = model(ids).logits
+    results, barrier = [], threading.Barrier(3)
+
+    def run():
+        barrier.wait()
+        with torch.no_grad(), attention_controls(model, w):
+            for _ in range(5):
+                model(ids[:, :3])  # interleaved forwards of other lengths
+            results.append(model(ids).logits)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    run()  # the main thread too, concurrently
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and all(torch.allclose(r, expected, atol=1e-6) for r in results)
+    assert attention_bypass._INPUT_TOKENS.get() == ()
+    toy = _Toy()
+    _run(toy, [])  # a fresh guard after the threads: no stale input length
