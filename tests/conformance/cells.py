@@ -107,16 +107,23 @@ def _mask_4d(mask2d: torch.Tensor, dtype, removed: torch.Tensor | None = None, b
     return out[:, None].to(dtype)
 
 
-def _forward_4d(model, ids, mask2d, mask4d, pos=None, **kwargs):
+class _BooleanLayerMask(Exception):
+    """The decoder layers take boolean masks: an additive bias cannot be handed to them."""
+
+
+def _forward_4d(model, ids, mask2d, mask4d, pos=None, *, via_layers: bool = False, **kwargs):
     """The model's forward under the 4D mask ``mask4d``. A model whose forward takes only a 2D mask (Bloom builds
     ALiBi from its cumsum, OpenAI-GPT broadcasts it as ``[B, 1, 1, K]``) gets ``mask2d`` and each decoder layer gets
-    ``mask4d`` in place of the mask the model built (a pre-hook on the layer, in the layer mask's dtype)."""
+    ``mask4d`` in place of the mask the model built (a pre-hook on the layer, in the layer mask's dtype);
+    ``via_layers=True`` takes that path directly (for a model that binarises a 4D mask it is given)."""
     from hf_ext.core.anatomy import get_anatomy
 
-    try:
-        return _forward(model, ids, mask4d, pos, **kwargs)
-    except (ValueError, RuntimeError) as exc:
-        first = exc
+    first = None
+    if not via_layers:
+        try:
+            return _forward(model, ids, mask4d, pos, **kwargs)
+        except (ValueError, RuntimeError) as exc:
+            first = exc
 
     def swap(layer, args, kw):
         bound = inspect.signature(layer.forward).bind(*args, **kw)
@@ -126,6 +133,8 @@ def _forward_4d(model, ids, mask2d, mask4d, pos=None, **kwargs):
         if not isinstance(own, torch.Tensor) or own.dim() != 4:
             raise AssertionError(f"no 4D layer mask to replace ({type(own).__name__})") from first
         visible = mask4d > torch.finfo(mask4d.dtype).min / 2
+        if own.dtype == torch.bool and mask4d[visible].any():
+            raise _BooleanLayerMask("the layers take boolean masks: a 4D mask cannot carry a bias")
         where["attention_mask"] = visible if own.dtype == torch.bool else mask4d.to(own.dtype)
         return bound.args, bound.kwargs
 
@@ -376,8 +385,8 @@ def check_atman(model, model_type):
     pos = torch.arange(L)[None]
     ones = torch.ones(1, L, dtype=torch.long)
 
-    def ce(mask4d):
-        logits = _forward_4d(model, seq, ones, mask4d, pos).logits[0, P - 1:].float()
+    def ce(mask4d, via_layers=False):
+        logits = _forward_4d(model, seq, ones, mask4d, pos, via_layers=via_layers).logits[0, P - 1:].float()
         return F.cross_entropy(logits, target, reduction="none")
 
     causal = _is_causal(model)
@@ -385,22 +394,29 @@ def check_atman(model, model_type):
     for factor in (0.0, 0.3):
         exp = AtManExplainer(model, None, suppression_factor=factor, max_batch_size=2,
                              progress=False).explain_ids(prompt, target)
-        naive = []
-        for j in range(P):
-            removed = torch.zeros(1, L, dtype=torch.bool)
-            bias = torch.zeros(1, L)
-            if factor == 0.0:
-                removed[0, j] = True
-            else:
-                bias[0, j] = torch.log(torch.tensor(factor))
-            naive.append(base - ce(_mask_4d(ones, _dtype(model), removed, bias, causal=causal)))
-        naive = torch.stack(naive)
+        def naive_loop(via_layers=False, factor=factor):
+            naive = []
+            for j in range(P):
+                removed = torch.zeros(1, L, dtype=torch.bool)
+                bias = torch.zeros(1, L)
+                if factor == 0.0:
+                    removed[0, j] = True
+                else:
+                    bias[0, j] = torch.log(torch.tensor(factor))
+                naive.append(base - ce(_mask_4d(ones, _dtype(model), removed, bias, causal=causal), via_layers))
+            return torch.stack(naive)
+
+        naive = naive_loop()
         if factor == 0.0:
             removal = naive
         elif torch.equal(naive, removal):
-            # the model binarises a float mask (MPT: ``.to(torch.bool)``): a 4D mask cannot carry a bias here, so
-            # there is no mask reference for a fractional factor (factor 0 was checked above)
-            continue
+            # the model binarised the float mask it was given: hand the mask to its layers instead
+            try:
+                naive = naive_loop(via_layers=True)
+            except _BooleanLayerMask:
+                # its layers take boolean masks only (MPT's masked_fill): no 4D mask can carry a bias here, so
+                # there is no mask reference for a fractional factor (factor 0 was checked above)
+                continue
         _close(exp.delta, naive, f"AtMan Δ at suppression factor {factor}")
         assert exp.delta.abs().max() > 1e-6, "AtMan Δ is all zero (vacuous)"
 
