@@ -37,7 +37,7 @@ from hf_ext.core.anatomy import get_anatomy
 from hf_ext.core.attention import attention_controls
 from hf_ext.core.cache import SuffixRecomputeCache, cache_argument
 from hf_ext.core.hooks import forward_hooks
-from hf_ext.core.inputs import forward_accepts, model_device, prepare_batch, takes_mask_positions
+from hf_ext.core.inputs import model_device, prepare_batch, takes_mask_positions
 from hf_ext.core.scoring import token_cross_entropy
 from hf_ext.core.segments import SegmentPlan, layer_map, segment_attention
 from hf_ext.utils.logging import get_logger
@@ -155,7 +155,7 @@ class AtManScorer:
         # A family without position_ids (ALiBi: Bloom, MPT; TrOCR) or counting them otherwise (Kosmos-2.5: from
         # padding_idx + 1) gets none: it counts positions itself, on from the cache length, so plain and cached
         # passes are its own forward; packed rows (positions of their own) are not.
-        self._takes_positions = forward_accepts(model, "position_ids") and takes_mask_positions(model)
+        self._takes_positions = takes_mask_positions(model)
         self.pack = (bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
                      and self._takes_positions)
         self._pack_how = pack if isinstance(pack, str) else None

@@ -185,7 +185,8 @@ class InterleavedEncoder:
 
     Raises (on call):
         ValueError / TypeError from :func:`normalize_prompts`; ``ValueError`` for an image item when the model has no
-        image encoder or no ``image_processor`` was given.
+        image encoder, no ``image_processor`` was given, or the VLM's config names no ``image_token_id`` (text
+        items of such a VLM are encoded as usual).
     """
 
     def __init__(self, model, tokenizer, image_processor=None, *, layer: int = -1, weight_mode: str = "log_additive"):
@@ -205,7 +206,7 @@ class InterleavedEncoder:
             self.kind = "vlm"
             self.lm = model
             cfg = model.config
-            # None (Kosmos-2.5 marks image slots otherwise): text items still encode, image items are refused
+            # a VLM whose config names no placeholder id still encodes text items; image items are refused then
             self.image_token_id = getattr(cfg, "image_token_id", getattr(cfg, "image_token_index", None))
         else:
             self.kind = "text"
@@ -272,7 +273,8 @@ class InterleavedEncoder:
                         raise ValueError(f"prompt {r} has an image item but no image_processor was given to the encoder")
                     if self.image_token_id is None:
                         raise ValueError(f"prompt {r} has an image item but {type(self.model).__name__} has no "
-                                         "config.image_token_id; only Llava-style VLMs take image items")
+                                         "config.image_token_id (image_token_index) to place its image features at; "
+                                         "image items need a Llava-style VLM that names its placeholder token")
                     n = self.num_image_tokens
                     ids += [self.image_token_id] * n
                     is_img += [True] * n
@@ -353,9 +355,11 @@ class InterleavedEncoder:
         return EncodedPrompt(hidden[layer], lay.attention_mask, lay.spans, lay.kinds, weights)
 
     def _forward(self, lay: _Layout, pixel_values):
-        common = dict(attention_mask=lay.attention_mask, output_hidden_states=True)
-        if self.kind == "magma" or takes_mask_positions(self.lm):  # Kosmos-2.5 counts from padding_idx + 1 itself
-            common["position_ids"] = lay.position_ids
+        common = dict(attention_mask=lay.attention_mask, position_ids=lay.position_ids, output_hidden_states=True)
+        if self.kind != "magma" and not takes_mask_positions(self.model):
+            # its own positions do not count from 0 (Kosmos-2.5: from padding_idx + 1, derived from the pad tokens);
+            # rows are right-padded, so the model's own positions of the real tokens are the right ones
+            del common["position_ids"]
         if self.kind == "magma":
             out = self.model(input_ids=lay.input_ids, pixel_values=pixel_values, image_mask=lay.image_mask, **common)
         elif self.kind == "vlm":
