@@ -39,8 +39,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -221,11 +223,10 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
                         "and without a softmax over [..., queries, keys] scores that hf_ext can reach")
 
     handles = []
-    if root is not None:
-        handles += _count_input_tokens(root)
     token = _GUARDS.set(_GUARDS.get() + (guard,))
+    counting = _count_input_tokens(root) if root is not None else contextlib.nullcontext()
     try:
-        with awaiting_dispatch(pending):
+        with counting, awaiting_dispatch(pending):
             for module in {id(m): m for m in modules.values()}.values():
                 handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
                 handles.append(module.register_forward_hook(after, with_kwargs=True, always_call=True))
@@ -236,8 +237,32 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
         _GUARDS.reset(token)
 
 
-def _count_input_tokens(root: nn.Module) -> list:
-    """Hooks on ``root`` that hold the length of its input (``None`` where it has none) while it runs."""
+_ROOTS: dict[int, list] = {}  # id(root) -> [its two hook handles, number of active blocks]
+_ROOTS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _count_input_tokens(root: nn.Module) -> Iterator[None]:
+    """Hooks on ``root`` that hold the length of its input (``None`` where it has none) while it runs: one pair per
+    model however many blocks (threads) are active, so that no block's exit takes away the hook that would pop
+    another thread's entry mid-forward."""
+    with _ROOTS_LOCK:
+        entry = _ROOTS.get(id(root))
+        if entry is None:
+            entry = _ROOTS[id(root)] = [_root_hooks(root), 0]
+        entry[1] += 1
+    try:
+        yield
+    finally:
+        with _ROOTS_LOCK:
+            entry[1] -= 1
+            if entry[1] == 0:
+                for handle in entry[0]:
+                    handle.remove()
+                del _ROOTS[id(root)]
+
+
+def _root_hooks(root: nn.Module) -> list:
 
     def before(module, args, kwargs):
         feed = next((kwargs.get(k) for k in ("input_ids", "inputs_embeds") if kwargs.get(k) is not None), None)
