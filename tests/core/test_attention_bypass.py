@@ -187,3 +187,25 @@ def test_concurrent_threads_leave_no_state_behind():
     assert attention_bypass._INPUT_TOKENS.get() == ()
     toy = _Toy()
     _run(toy, [])  # a fresh guard after the threads: no stale input length
+
+
+@pytest.mark.parametrize("family", ["bloom", "gpt_neo", "mpt"])
+def test_generate_with_a_cache_equals_a_no_cache_greedy_loop(family):
+    """Cached decoding (one query over a growing key set) under controls equals full forwards under the same ones."""
+    from tests.conformance.catalog import build, text_ids
+
+    model = build(family)
+    ids = text_ids(1, 6, seed=3)
+    w = torch.ones(1, 6)
+    w[0, 2] = 0.0
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False, eos_token_id=None,
+                  pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad(), attention_controls(model, w):
+        out = model.generate(ids, **kwargs)
+        cur = ids
+        for _ in range(5):
+            cur = torch.cat([cur, model(input_ids=cur, use_cache=False).logits[:, -1:].argmax(-1)], dim=1)
+    with torch.no_grad():
+        free = model.generate(ids, **kwargs)
+    assert out.sequences[0, 6:].tolist() == cur[0, 6:].tolist()
+    assert (out.scores[0] - free.scores[0]).abs().max() > 1e-5  # the removed key changed the first step
