@@ -152,7 +152,12 @@ class AtManScorer:
             self.prefix_reuse = False
         # Packing expresses the manipulation as one additive bias per suffix for every layer: log-additive, all
         # layers, and sequences no longer than a sliding window (a packed row's masks are ours, not the model's).
-        self.pack = bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
+        # A family without position_ids (ALiBi: Bloom, MPT; TrOCR) or counting them otherwise (Kosmos-2.5: from
+        # padding_idx + 1) gets none: it counts positions itself, on from the cache length, so plain and cached
+        # passes are its own forward; packed rows (positions of their own) are not.
+        self._takes_positions = takes_mask_positions(model)
+        self.pack = (bool(pack) and self.prefix_reuse and mode == "log_additive" and layers is None
+                     and self._takes_positions)
         self._pack_how = pack if isinstance(pack, str) else None
         self._packing_checked = False
         self._window = _sliding_window(self.anatomy.text_config)
@@ -194,16 +199,16 @@ class AtManScorer:
             ValueError: a VLM that does not hand ``inputs_embeds`` to its language model, or a model that did not
                 fill the cache it was given.
         """
-        if not takes_mask_positions(self.model):
-            # its packed and cached passes hand the model explicit 0-based positions
-            family = getattr(getattr(self.model, "config", None), "model_type", None)
-            raise NotImplementedError(
-                f"AtMan cannot explain {family!r} ({type(self.model).__name__}): its own positions do not count from "
-                "0 (e.g. from padding_idx + 1, derived from the pad tokens), and AtMan passes 0-based position_ids")
         batch = prepare_batch(self.model, prompt_ids, attention_mask, continuations=target_ids[:-1].view(1, -1),
                               position_ids=True)
         seq, full_mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
         pad = int((attention_mask[0] == 0).sum())
+        if pad and not self._takes_positions and self.prefix_reuse:
+            # such a family may count a padded row's positions from its pad tokens in a full forward but from the
+            # cache length in a cached one (Kosmos-2.5): full forwards only
+            logger.info("AtMan: %s takes no 0-based position_ids and the prompt is padded; prefix reuse is off",
+                        self.anatomy.family)
+            self.prefix_reuse, self.pack = False, False
         if extra_inputs is None:
             ce, cache = self._base_pass("input_ids", seq, full_mask, pos, target_ids)
             return PreparedSequence("input_ids", seq, full_mask, pos, pad, prompt_ids.shape[1], target_ids, ce, cache)
@@ -306,7 +311,8 @@ class AtManScorer:
                 prep.dirty_from = s
             with attention_controls(self.model, weights[batch], mode=mode, layers=self.layers):
                 out = self.model(**kwargs, attention_mask=prep.attention_mask.expand(B, -1),
-                                 position_ids=prep.position_ids[:, s:].expand(B, -1), use_cache=s > 0, logits_to_keep=keep)
+                                 **self._positions(prep.position_ids[:, s:].expand(B, -1)), use_cache=s > 0,
+                                 logits_to_keep=keep)
             logits = out.logits[:, -keep:].float()
             tgt = prep.target_ids[T - keep:].expand(B, -1)
             new = token_cross_entropy(logits, tgt)
@@ -368,8 +374,8 @@ class AtManScorer:
         kw = {cache_argument(self.model): cache} if cache is not None else {}
         try:
             with self._unmanipulated(L):
-                out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask, position_ids=pos,
-                                 use_cache=self.prefix_reuse, logits_to_keep=T)
+                out = self.model(**{feed_name: feed}, **(extra or {}), **kw, attention_mask=mask,
+                                 **self._positions(pos), use_cache=self.prefix_reuse, logits_to_keep=T)
         except (RuntimeError, ValueError, AttributeError, IndexError, TypeError) as err:
             if cache is None:
                 raise
@@ -381,9 +387,16 @@ class AtManScorer:
             return self._base_pass(feed_name, feed, mask, pos, target, extra)
         ce = token_cross_entropy(out.logits[0, -T:], target)
         if cache is not None and not cache.layers:
-            raise ValueError(f"{type(self.model).__name__} did not fill the key/value cache it was given; "
-                             "use prefix_reuse=False")
+            # a family without a key/value cache (OpenAI-GPT) ignores it: every perturbation runs a full forward
+            logger.info("AtMan: %s did not fill the key/value cache it was given; prefix reuse is off",
+                        self.anatomy.family)
+            self.prefix_reuse, self.pack = False, False
+            return self._base_pass(feed_name, feed, mask, pos, target, extra)
         return ce, cache
+
+    def _positions(self, position_ids: torch.Tensor) -> dict:
+        """``position_ids`` as a forward keyword, for the families that take them."""
+        return {"position_ids": position_ids} if self._takes_positions else {}
 
     def _unmanipulated(self, length: int):
         """Context of the base pass: weights 1 are the plain model in log-additive mode (a zero bias on the visible
@@ -401,7 +414,7 @@ class AtManScorer:
         prep.cache.resume_from(s, 1, rewrite=True)
         with self._unmanipulated(prep.length):
             self.model(**{prep.feed_name: prep.feed[:, s:], cache_argument(self.model): prep.cache},
-                       attention_mask=prep.attention_mask, position_ids=prep.position_ids[:, s:], use_cache=True,
+                       attention_mask=prep.attention_mask, **self._positions(prep.position_ids[:, s:]), use_cache=True,
                        logits_to_keep=1)
         prep.cache.broadcast_base(s)
         prep.dirty_from = None

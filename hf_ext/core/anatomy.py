@@ -120,6 +120,20 @@ def _child(module: nn.Module, names) -> tuple[str, nn.Module] | tuple[None, None
     return None, None
 
 
+def _is_attention(module: nn.Module | None) -> bool:
+    return module is not None and any(word in type(module).__name__.lower() for word in ("attention", "attn"))
+
+
+def _attention_of(layer: nn.Module) -> nn.Module | None:
+    """A layer's self-attention: a child with an attention name and class, else such a grandchild (DBRX's
+    ``norm_attn_norm.attn``, CPM-Ant's ``self_att.self_attention``, Zamba's shared ``shared_transf.self_attn``)."""
+    _, attn = _child(layer, _ATTENTION_NAMES)
+    if attn is not None:
+        return attn if _is_attention(attn) else None  # a Mamba "mixer" is no attention
+    found = [a for _, child in layer.named_children() for a in [_child(child, _ATTENTION_NAMES)[1]] if _is_attention(a)]
+    return found[0] if len(found) == 1 else None
+
+
 def _find_layer_list(decoder: nn.Module, num_layers: int, label: str = "the model") -> tuple[str, nn.ModuleList]:
     candidates = [
         (name, mod)
@@ -234,9 +248,7 @@ def get_anatomy(model: nn.Module) -> ModelAnatomy:
     for layer in layers:
         # Hybrid stacks mix attention layers with state-space / linear-attention ones, and pure SSMs have none:
         # a layer's attention is a child with an attention name whose class is an attention (not a Mamba mixer).
-        _, attn = _child(layer, _ATTENTION_NAMES)
-        if attn is not None and not any(word in type(attn).__name__.lower() for word in ("attention", "attn")):
-            attn = None
+        attn = _attention_of(layer)
         _, mlp = _child(layer, _MLP_NAMES)
         out = mlp if mlp is not None else _child(layer, _MLP_OUTPUT_FALLBACK)[1]
         attentions.append(attn)

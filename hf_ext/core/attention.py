@@ -21,7 +21,10 @@ How it plugs in: :func:`attention_controls` routes the model's attention through
 :func:`hf_ext.core.attention_interface.routed_attention` (hf_ext's functions registered with transformers'
 ``AttentionInterface`` and ``AttentionMaskInterface``); the router reads the weights from a ``contextvars`` variable
 and, where no control applies (other layers, other threads, other models), the original sdpa/eager function runs
-unchanged.
+unchanged. Attention modules that compute their own softmax instead (Bloom, GPT-Neo, MPT, XGLM, OpenAI-GPT …) get
+the same formulas applied to the scores at that softmax (:mod:`hf_ext.core.attention_bypass`), their visible keys
+read from the masked scores; ``"multiplicative_reference"`` is refused there (it needs the raw scores of future keys,
+which such a model masks before its softmax).
 
 Example:
     >>> import torch
@@ -47,7 +50,8 @@ from torch import nn
 from hf_ext.utils.validation import ArgumentTypeError, check_float, check_size, check_token_ids
 
 from .anatomy import get_anatomy
-from .attention_interface import register_attention_functions, require_dispatch, routed_attention
+from .attention_bypass import intercept_attention
+from .attention_interface import register_attention_functions, routed_attention
 
 __all__ = [
     "MODES", "AttentionControl", "attention_controls", "items_to_key_positions", "key_weights", "log_additive_bias",
@@ -163,16 +167,8 @@ def log_additive_bias(visible: torch.Tensor, log_w: torch.Tensor, dtype: torch.d
     return torch.where(visible & usable, log_w, torch.where(visible, 0.0, min_value)).to(dtype)
 
 
-def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = True) -> _Prepared:
-    batch, _, q_len, _ = query.shape
-    shape = (batch, q_len, k_len, query.dtype, query.device, causal)
-    cached = _PREPARED.get()
-    if (cached is not None and cached.attention_mask is attention_mask and cached.shape == shape
-            and len(cached.controls) == len(controls) and all(a is b for a, b in zip(cached.controls, controls))):
-        return cached
-    device = query.device
-    visible = _visible_keys(attention_mask, batch, q_len, k_len, device, causal)
-    values = _mask_values(attention_mask, visible, k_len)
+def _combined_weights(controls: tuple, batch: int, k_len: int, device):
+    """``(log_w [B, K], mult_w [B, K] or None, min_over_all)`` of the controls (nested blocks multiply)."""
     log_w = torch.zeros(batch, k_len, device=device)
     mult_w = None
     min_over_all = False
@@ -183,6 +179,19 @@ def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = 
         else:
             mult_w = w if mult_w is None else mult_w * w
             min_over_all |= control.mode == "multiplicative_reference"
+    return log_w, mult_w, min_over_all
+
+
+def _prepare(controls: tuple, attention_mask, query, k_len: int, causal: bool = True) -> _Prepared:
+    batch, _, q_len, _ = query.shape
+    shape = (batch, q_len, k_len, query.dtype, query.device, causal)
+    cached = _PREPARED.get()
+    if (cached is not None and cached.attention_mask is attention_mask and cached.shape == shape
+            and len(cached.controls) == len(controls) and all(a is b for a, b in zip(cached.controls, controls))):
+        return cached
+    visible = _visible_keys(attention_mask, batch, q_len, k_len, query.device, causal)
+    values = _mask_values(attention_mask, visible, k_len)
+    log_w, mult_w, min_over_all = _combined_weights(controls, batch, k_len, query.device)
     bias = None
     if mult_w is None:
         bias = log_additive_bias(visible, log_w.view(batch, 1, 1, k_len), query.dtype)
@@ -209,6 +218,30 @@ def _controlled_attention(module, query, key, value, attention_mask, base_fn, **
         return base_fn(module, query, key, value, p.bias, **kwargs)
     return _multiplicative_attention(module, query, key, value, p.visible, p.mult_w, p.log_w,
                                      min_over_all=p.min_over_all, mask_values=p.values, **kwargs)
+
+
+def _controlled_scores(module, scores: torch.Tensor, visible: torch.Tensor) -> torch.Tensor | None:
+    """The transform of :func:`attention_controls` for modules that compute their own softmax (see
+    :mod:`hf_ext.core.attention_bypass`): ``scores``/``visible`` ``[B, H, Q, K]``, masks and ALiBi included."""
+    controls = tuple(c for c in _CONTROLS.get() if c.applies_to(module))
+    if not controls:
+        return None
+    batch, _, _, k_len = scores.shape
+    log_w, mult_w, min_over_all = _combined_weights(controls, batch, k_len, scores.device)
+    log_w = log_w.view(batch, 1, 1, k_len)
+    low = torch.finfo(torch.float32).min
+    seen = visible.any(-1, keepdim=True)  # rows that see no key at all (padding queries) stay as the model made them
+    if mult_w is None:
+        return scores + torch.where(visible, log_additive_bias(visible, log_w, torch.float32), 0.0)
+    if min_over_all:
+        raise NotImplementedError(
+            f"mode='multiplicative_reference' cannot act on {controls[0].model_label}: its "
+            f"{type(module).__name__} masks future keys before its own softmax, and the reference variant takes "
+            "its minimum over their raw scores; use mode='multiplicative' (the causal form)")
+    row_min = scores.masked_fill(~visible, math.inf).amin(-1, keepdim=True)
+    row_min = torch.where(torch.isfinite(row_min), row_min, torch.zeros_like(row_min))
+    shifted = (scores - row_min) * mult_w.view(batch, 1, 1, k_len) + log_w.clamp_min(-1e30)
+    return torch.where(seen, shifted.masked_fill(~visible, low), scores)
 
 
 def _refuse_causal_mask_on_bidirectional(label: str, module, attention_mask, q_len: int, k_len: int) -> None:
@@ -302,8 +335,10 @@ def attention_controls(
 
     Raises:
         ValueError: unknown mode, bad weights, bad layer index, or a flash/flex attention implementation.
-        NotImplementedError: (from a forward inside the block) a controlled layer's attention module computes its
-            attention without transformers' ``AttentionInterface``, so the weights could not apply.
+        NotImplementedError: (from a forward inside the block) a controlled layer's attention module bypasses
+            transformers' ``AttentionInterface`` and hf_ext cannot place the weights at its own softmax (none, a
+            fused kernel, more than one candidate, queries that are not the input tokens, or
+            ``"multiplicative_reference"``), so the weights could not apply.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
@@ -324,21 +359,32 @@ def attention_controls(
         model_label=f"{getattr(getattr(model, 'config', None), 'model_type', anatomy.family)!r} ({type(model).__name__})",
     )
     attentions = {i: anatomy.attentions[i] for i in selected}
+    _refuse_partly_shared(anatomy, selected, model)
     token = _CONTROLS.set(_CONTROLS.get() + (control,))
     try:
         with routed_attention(model, list(attentions.values()), _controlled_attention), \
-                require_dispatch(attentions, lambda index, module: _bypass_error(model, anatomy, index, module)):
+                intercept_attention(attentions, _controlled_scores,
+                                    lambda index, module, why: _bypass_error(model, anatomy, index, module, why),
+                                    root=model):
             yield control
     finally:
         _CONTROLS.reset(token)
         _PREPARED.set(None)
 
 
-def _bypass_error(model: nn.Module, anatomy, index: int, module: nn.Module) -> NotImplementedError:
+def _refuse_partly_shared(anatomy, selected: list[int], model: nn.Module) -> None:
+    """One attention module shared by several layers (Zamba's shared block) runs under the weights of all of them."""
+    chosen = {id(anatomy.attentions[i]) for i in selected}
+    left = [i for i, a in enumerate(anatomy.attentions) if a is not None and id(a) in chosen and i not in selected]
+    if left:
+        raise ValueError(f"layers={selected!r} selects an attention module of {anatomy.family!r} "
+                         f"({type(model).__name__}) that layers {left} share; select those layers too")
+
+
+def _bypass_error(model: nn.Module, anatomy, index: int, module: nn.Module, why: str) -> NotImplementedError:
     return NotImplementedError(
         f"attention controls cannot act on {anatomy.family!r} ({type(model).__name__}): decoder layer {index}'s "
-        f"{type(module).__name__} computes its attention without transformers' AttentionInterface, so per-key "
-        "weights would be silently ignored; choose other layers with layers=[...]")
+        f"{type(module).__name__} cannot take per-key weights: {why}; choose other layers with layers=[...]")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ from torch import nn
 from .anatomy import get_anatomy
 from .hooks import forward_hooks
 
-__all__ = ["ATTENTION_PREFIX", "BASE_IMPLEMENTATIONS", "base_attention_function", "register_attention_functions",
-           "require_dispatch", "routed_attention"]
+__all__ = ["ATTENTION_PREFIX", "BASE_IMPLEMENTATIONS", "awaiting_dispatch", "base_attention_function",
+           "register_attention_functions", "require_dispatch", "routed_attention"]
 
 #: Prefix of the registered implementation names (``hf_ext_sdpa``, ``hf_ext_eager``).
 ATTENTION_PREFIX = "hf_ext_"
@@ -124,8 +124,8 @@ def _configs_to_switch(model: nn.Module, attentions: Sequence[nn.Module]) -> lis
         config = getattr(owner, "config", None)
         if config is not None and hasattr(config, "_attn_implementation_internal"):
             configs[id(config)] = config
-    if not configs:
-        raise ValueError(f"{type(model).__name__} exposes no config on its decoder or attention modules; cannot control its attention")
+    # none (CPM-Ant): nothing dispatches through the interface; hand-written attention is reached at its softmax
+    # (hf_ext.core.attention_bypass)
     return list(configs.values())
 
 
@@ -173,7 +173,7 @@ def routed_attention(model: nn.Module, attentions: Sequence[nn.Module], router: 
             ``(output, weights)`` or ``NotImplemented`` (see the module doc). Inner blocks are asked first.
 
     Raises:
-        ValueError: a model without configs, or a flash/flex attention implementation.
+        ValueError: a flash/flex attention implementation.
     """
     register_attention_functions()
     configs = _configs_to_switch(model, attentions)
@@ -184,6 +184,18 @@ def routed_attention(model: nn.Module, attentions: Sequence[nn.Module], router: 
     finally:
         _ROUTERS.reset(token)
         _release(configs)
+
+
+@contextmanager
+def awaiting_dispatch(pending: set) -> Iterator[set]:
+    """While active (in this context), a module whose ``id`` is in ``pending`` is removed from it as soon as it
+    calls one of hf_ext's registered attention functions: how a guard tells a module that dispatched through
+    transformers' ``AttentionInterface`` from one that bypassed it (see :func:`require_dispatch`)."""
+    token = _PENDING.set(_PENDING.get() + (pending,))
+    try:
+        yield pending
+    finally:
+        _PENDING.reset(token)
 
 
 @contextmanager

@@ -72,7 +72,7 @@ class _Resume(nn.Module):
     output structure) inside the calling :func:`run_layers`, and is the original layer everywhere else (other
     threads, other calls)."""
 
-    def __init__(self, original: nn.Module, token: object, structure: int | None):
+    def __init__(self, original: nn.Module, token: object, structure: tuple[type, int] | None):
         super().__init__()
         object.__setattr__(self, "_original", original)  # not a submodule: state dicts and hooks stay the layer's
         object.__setattr__(self, "_token", token)
@@ -86,7 +86,10 @@ class _Resume(nn.Module):
         if params is None:
             return self._original(*args, **kwargs)
         hidden = params["hidden"]
-        return hidden if self._structure is None else (hidden,) + (None,) * (self._structure - 1)
+        if self._structure is None:
+            return hidden
+        container, length = self._structure  # a tuple, or a list (OpenAI-GPT's blocks)
+        return container((hidden,) + (None,) * (length - 1))
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class _Layout:
 @dataclass(frozen=True)
 class _ProbeResult:
     reason: str | None  # why the decoder cannot be resumed (naming the type), None if it can
-    structures: list  # per layer: None (the layer returns a tensor) or the length of the tuple it returns
+    structures: list  # per layer: None (the layer returns a tensor) or (tuple or list, its length)
     last: str | None  # output_hidden_states[num_layers]: "layer" (the last layer's output), "decoder" (the
     # decoder's output, after the final norm) or None (neither)
     layout: _Layout | None = None  # of the layers' input (output_hidden_states[l], l < num_layers)
@@ -181,8 +184,8 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
         reason = f"decoder layer {looped} runs {len(seen[looped])} times per forward (a looped or recurrent stack)"
     for i in range(len(layers)) if reason is None else ():
         _, x, y = seen[i][0]
-        y0 = y[0] if isinstance(y, tuple) else y
-        structures.append(len(y) if isinstance(y, tuple) else None)
+        y0 = y[0] if isinstance(y, (tuple, list)) else y
+        structures.append((type(y), len(y)) if isinstance(y, (tuple, list)) else None)
         if not (isinstance(x, torch.Tensor) and isinstance(y0, torch.Tensor) and x.shape == y0.shape
                 and _layout(x) is not None and (layout is None or layout.matches(x))):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -203,7 +206,7 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
             break
         if i > 0 and any(id(t) in seen[i][0][0] for t in carried):
             flagged.append(i)  # reads another tensor layer i - 1 returned: checked numerically below
-        carried = [t for t in (y[1:] if isinstance(y, tuple) else ()) if isinstance(t, torch.Tensor)]
+        carried = [t for t in (y[1:] if isinstance(y, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
         previous = y0
     last = last_layout = None
     if reason is None:
@@ -384,7 +387,7 @@ def run_layers(
         if end < n:
             def stop(module, args, out):
                 if current_params(token) is not None:
-                    captured["out"] = out[0] if isinstance(out, tuple) else out
+                    captured["out"] = out[0] if isinstance(out, (tuple, list)) else out
                     raise _Stop
 
             stack.enter_context(register_hooks({anatomy.layers[end - 1]: stop}))

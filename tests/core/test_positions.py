@@ -50,11 +50,30 @@ def test_greedy_reference_equals_generate_on_each_prompt(kosmos):
         assert out[0, len(p):].tolist() == list(c)
 
 
-def test_atman_refuses_positions_that_do_not_count_from_zero(kosmos):
+@torch.no_grad()
+def test_atman_without_position_ids_equals_a_naive_loop(kosmos):
+    """AtMan hands Kosmos-2.5 no position_ids (it counts them itself): Δ equals one forward per suppressed token,
+    that token's key removed by a 4D mask (the model's own positions), with and without prefix reuse."""
     from hf_ext.atman import AtManExplainer
 
-    with pytest.raises(NotImplementedError, match="'kosmos-2.5'.*count from 0"):
-        AtManExplainer(kosmos, None, progress=False).explain_ids(torch.tensor(PROMPTS[0]), torch.tensor(CONTS[0]))
+    prompt, target = torch.tensor(PROMPTS[1]), torch.tensor(CONTS[0])
+    seq = torch.cat([prompt, target[:-1]])[None]
+    L, P = seq.shape[1], prompt.numel()
+
+    def ce(removed: int | None):
+        visible = torch.ones(L, L, dtype=torch.bool).tril()
+        if removed is not None:
+            visible[:, removed] = False
+        mask = torch.where(visible, 0.0, torch.finfo(torch.float32).min)[None, None]
+        logits = kosmos(input_ids=seq, attention_mask=mask, use_cache=False).logits[0, P - 1:]
+        return torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+    naive = torch.stack([ce(None) - ce(j) for j in range(P)])
+    for reuse in (True, False):
+        exp = AtManExplainer(kosmos, None, suppression_factor=0.0, prefix_reuse=reuse, max_batch_size=2,
+                             progress=False).explain_ids(prompt, target)
+        torch.testing.assert_close(exp.delta, naive, atol=1e-4, rtol=1e-4)
+    assert naive.abs().max() > 1e-4
 
 
 def _tiny(config_cls, model_cls):
