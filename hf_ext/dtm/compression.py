@@ -29,7 +29,7 @@ import contextlib
 import json
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +76,18 @@ METHODS = ("int8", "prune")
 
 @contextlib.contextmanager
 def compressed(model: nn.Module, plan: CompressionPlan | None = None, *, int8: Sequence[str] = (),
-               sparsity: Mapping[str, float] | None = None, bits: int = 8):
+               sparsity: Mapping[str, float] | None = None, bits: int = 8) -> Iterator[None]:
     """Simulate a whole plan (fake int8 on ``plan.int8``, pruning by ``plan.sparsity``) inside the block.
 
-    Pruning is applied first, then quantization of the (pruned) weight, as :func:`apply_plan` does.
+    Pruning is applied first, then quantization of the (pruned) weight, as :func:`apply_plan` does. The weights
+    are restored bit-exactly on exit.
+
+    Args:
+        model: the model (changed in place during the block).
+        plan: the plan to simulate; ``None`` = the one given by ``int8`` and ``sparsity``.
+        int8: components to fake-quantize (without ``plan``).
+        sparsity: ``{component: fraction of weights zeroed}`` (without ``plan``).
+        bits: quantization bits of the fake int8 (8 by default).
     """
     int8 = list(plan.int8) if plan is not None else list(int8)
     sparsity = dict(plan.sparsity) if plan is not None else dict(sparsity or {})

@@ -31,9 +31,10 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,6 +45,12 @@ from hf_ext.utils.validation import check_size
 from ..core.inputs import vocab_size
 from ..core.reference import greedy_continuations
 from ..core.scoring import IGNORE_INDEX, greedy_reference, teacher_forced_logprobs
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from ..core.scoring import TeacherForcedScores
 
 logger = get_logger(__name__)
 
@@ -203,9 +210,10 @@ def aligned_divergence(reference_tokens: Sequence[Sequence[int]] | Sequence[str]
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def reference(base: nn.Module, prompts: Any, *, max_new_tokens: int, tokenizer: Any = None,
-              eos_token_id: int | Sequence[int] | None = None, cache_dir: Any = None, batch_size: int = 8,
-              progress: bool = True):
+def reference(base: nn.Module, prompts: str | Sequence[str] | Sequence[Sequence[int]], *, max_new_tokens: int,
+              tokenizer: PreTrainedTokenizerBase | None = None, eos_token_id: int | Sequence[int] | None = None,
+              cache_dir: str | os.PathLike | None = None, batch_size: int = 8,
+              progress: bool = True) -> datasets.Dataset:
     """Greedy reference continuations ``y = greedy_N(F, p)`` of the base model, as a ``datasets.Dataset`` of ids.
 
     A thin wrapper over :func:`hf_ext.core.scoring.greedy_reference` (pure argmax, left-padded batches, explicit
@@ -275,9 +283,11 @@ def check_compatible(base: nn.Module | None, candidate: nn.Module, *, base_token
                              "need identical tokenizers")
 
 
-def score(candidate: nn.Module, ref: Any, *, base: nn.Module | None = None, base_tokenizer: Any = None,
-          tokenizer: Any = None, batch_size: int | None = None, return_scores: bool = False,
-          near_tie_threshold: float | None = None):
+def score(candidate: nn.Module, ref: datasets.Dataset | Mapping[str, Sequence[Sequence[int]]], *,
+          base: nn.Module | None = None, base_tokenizer: PreTrainedTokenizerBase | None = None,
+          tokenizer: PreTrainedTokenizerBase | None = None, batch_size: int | None = None,
+          return_scores: bool = False, near_tie_threshold: float | None = None,
+          ) -> DivergenceResult | tuple[DivergenceResult, TeacherForcedScores]:
     """Teacher-forced FDT/SDT of ``candidate`` on the base's reference continuations: one batched forward.
 
     Args:
