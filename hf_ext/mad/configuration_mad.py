@@ -92,7 +92,7 @@ class MADStackConfig(PreTrainedConfig):
                  mh_hyena_filter_order: int = 2, hyena_short_filter_order: int = 3, hyena_inner_factor: int = 4,
                  hyena_proj_groups: int = 4, norm: str = "rmsnorm",
                  norm_eps: float = 1e-5, initializer_range: float = 0.02, init: str = "torch",
-                 global_pool: str = "last", tie_word_embeddings: bool = False, **kwargs):
+                 global_pool: str = "last", tie_word_embeddings: bool = False, **kwargs: Any):
         self.layers = parse_layers(layers)
         sizes = dict(hidden_size=hidden_size, vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
                      num_attention_heads=num_attention_heads, sliding_window=sliding_window,
