@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.utils import ModelOutput
 
 from hf_ext.utils.logging import get_logger
 
@@ -389,13 +390,13 @@ class ScarModel(PreTrainedModel, GenerationMixin):
             yield
 
     def forward(self, *args: Any, steering: Any = None, steering_op: Any = "scale", steering_output: str | None = None,
-                reconstruct: bool = False, **kwargs: Any):
+                reconstruct: bool = False, **kwargs: Any) -> ModelOutput:
         """The base model's forward; with ``steering`` / ``reconstruct`` the adapter is active for this call."""
         with self._mode(steering, steering_op, steering_output, reconstruct):
             return self.model(*args, **kwargs)
 
     def generate(self, *args: Any, steering: Any = None, steering_op: Any = "scale", steering_output: str | None = None,
-                 reconstruct: bool = False, **kwargs: Any):
+                 reconstruct: bool = False, **kwargs: Any) -> torch.LongTensor | ModelOutput:
         """``base.generate(...)`` with the adapter steering (or reconstructing) for this call only.
 
         Args:

@@ -26,9 +26,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +40,12 @@ from hf_ext.utils.logging import get_logger
 
 from ..core.inputs import prepare_batch, tokenize_left_padded
 from .modeling_scar import ScarAdapter
+
+if TYPE_CHECKING:
+    import datasets
+
+    from .activation_store import ActivationStore
+    from .sae import ScarOutput
 
 logger = get_logger(__name__)
 
@@ -69,8 +76,9 @@ def _valid_tokens(ids: torch.Tensor, mask: torch.Tensor, eos_token_id: int | Non
 def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Any, *,
                              adapter: ScarAdapter | None = None, layer: int | None = None, site: str = "mlp",
                              batch_size: int = 16, max_length: int | None = None, storage_dtype: str = "float32",
-                             eos_token_id: int | None = None, progress: bool = True, output_dir: Any = None,
-                             shard_mb: float = 128.0, overwrite: bool = False):
+                             eos_token_id: int | None = None, progress: bool = True,
+                             output_dir: str | os.PathLike | None = None, shard_mb: float = 128.0,
+                             overwrite: bool = False) -> datasets.Dataset | ActivationStore:
     """Cache token activations at the adapter's site, with each sequence's labels copied to its tokens.
 
     In memory by default; with ``output_dir`` written to disk batch by batch (sharded safetensors) and returned as a
@@ -205,13 +213,16 @@ class ScarTrainer(Trainer):
     ``state.log_history`` and the logger, not to stdout.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.pop_callback(PrinterCallback)  # with disable_tqdm=True it prints every log dict
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(_QuietProgress)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None,
+                     ) -> torch.Tensor | tuple[torch.Tensor, ScarOutput]:
+        """The SCAR loss of ``model(**inputs)``; while training, its NMSE and BCE parts are kept for :meth:`log`."""
         outputs = model(**inputs)
         loss = outputs["loss"]
         if model.training:
@@ -219,7 +230,8 @@ class ScarTrainer(Trainer):
                                 "bce": float(outputs["bce"]) if outputs["bce"] is not None else float("nan")}
         return (loss, outputs) if return_outputs else loss
 
-    def log(self, logs, *args, **kwargs):
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """``Trainer.log`` with the last training batch's ``nmse`` and ``bce`` added to entries that carry a loss."""
         parts = getattr(self, "_scar_parts", None)
         if parts and "loss" in logs:
             logs = {**logs, **parts}
@@ -307,7 +319,10 @@ class ScarEndToEnd(nn.Module):
             adapter.attach(model)
         self.eos_token_id = eos_token_id
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> ScarOutput:
+        """The adapter's :class:`~hf_ext.scar.sae.ScarOutput` (loss included) on the valid tokens of
+        ``input_ids [B, T]`` (``attention_mask [B, T]``; EOS onwards dropped), with each row's ``labels``
+        (``[B]`` or ``[B, C]``) copied to its tokens."""
         inputs = prepare_batch(self.base, input_ids, attention_mask)
         acts = self.adapter.run_capture(self.base, inputs, activations=True)
         valid = _valid_tokens(input_ids, attention_mask, self.eos_token_id)
