@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,12 @@ from .configuration_tfree import TFreeConfig
 from .dictionary import DecodeDictionary, dictionary_fingerprint
 from .hashing import TrigramHasher
 from .wordsplit import EOT, SPECIAL_WORDS
+
+if TYPE_CHECKING:
+    from transformers import Cache
+    from transformers.utils import ModelOutput
+
+    from .tokenization_tfree import TFreeTokenizer
 
 logger = get_logger(__name__)
 # model -> whether one cached decoding step equals a full forward (see TFreeForCausalLM._cache_exact)
@@ -183,12 +189,13 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         """Number of words in the decode dictionary (``d``)."""
         return int(self.dict_trigrams.numel())
 
-    def set_decode_dictionary(self, words_or_tokenizer, *, tokenizer=None) -> None:
+    def set_decode_dictionary(self, words_or_tokenizer: TFreeTokenizer | Sequence[str], *,
+                              tokenizer: TFreeTokenizer | None = None) -> None:
         """Replace the decode dictionary with a :class:`TFreeTokenizer`'s word list or a list of words (e.g. a
         ``wordfreq`` list); see :meth:`~hf_ext.tfree.dictionary.DecodeDictionary.set`."""
         self.decode_dictionary.set(words_or_tokenizer, tokenizer=tokenizer)
 
-    def add_decode_words(self, words: Sequence[str], *, tokenizer=None) -> list[int]:
+    def add_decode_words(self, words: Sequence[str], *, tokenizer: TFreeTokenizer | None = None) -> list[int]:
         """Append ``words`` to the decode dictionary (no de-duplication); returns their new ids."""
         return self.decode_dictionary.add(words, tokenizer=tokenizer)
 
@@ -278,7 +285,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.Tensor | None = None, activation_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                past_key_values=None, cache=None, inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                past_key_values: Cache | None = None, cache: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
                 return_activation_logits: bool = False, return_dictionary_scores: bool | None = None,
                 **kwargs: Any) -> TFreeCausalLMOutput:
@@ -292,6 +300,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             logits_to_keep: score only the last ``k`` positions (``0`` = all; ``generate()`` passes 1), or a 1-D
                 tensor of positions.
             return_activation_logits: also return the raw ``[B, K, v]`` multi-label logits.
+            past_key_values, cache: the backbone's KV cache (either name; ``cache`` wins), as ``generate()`` passes it.
         """
         kwargs.pop("num_items_in_batch", None)
         if inputs_embeds is None:
@@ -344,7 +353,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ text in, text out
     @contextlib.contextmanager
-    def prompt_words(self, tokenizer, texts: Sequence[str]):
+    def prompt_words(self, tokenizer: TFreeTokenizer, texts: Sequence[str]
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Temporarily add the prompts' out-of-dictionary words to the tokenizer and the decode dictionary.
 
         Yields the padded ``input_ids`` and ``attention_mask`` of ``texts``. Both dictionaries are restored on exit.
@@ -371,7 +381,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
                 tokenizer.truncate_dictionary(t0)
 
     @torch.no_grad()
-    def generate(self, *args: Any, **kwargs: Any):
+    def generate(self, *args: Any, **kwargs: Any) -> torch.LongTensor | ModelOutput:
         """``GenerationMixin.generate`` over the decode dictionary (the logits' width; see
         :func:`hf_ext.compat.generation_vocab_size`).
 
@@ -450,7 +460,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             tail[b, :r.numel()] = r
         return torch.cat([ids, tail], dim=1)
 
-    def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
+    def generate_text(self, tokenizer: TFreeTokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
                       skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:
         """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.
 
