@@ -75,7 +75,7 @@ class UMupLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, *, constrain_grad_input: bool = True,
                  readout: bool = False, depth: int | None = None, fp8: int = UF.FP8_OFF,
-                 device=None, dtype=None) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
@@ -111,7 +111,8 @@ class UMupLinear(nn.Module):
 class UMupEmbedding(nn.Module):
     """Unit-scaled embedding (weight ``N(0,1)``, ``[vocab, hidden]``); role ``"embedding"`` (LR ``1/sqrt(hidden)``)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None) -> None:
+    def __init__(self, num_embeddings: int, embedding_dim: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))

@@ -212,7 +212,9 @@ def _trainer_cls():
             ...                       train_dataset=ds)
         """
 
-        def create_optimizer(self, model=None):
+        def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+            """The optimizer over :func:`umup_param_groups` of ``model`` (default: the trainer's), created once;
+            the class and its other arguments come from ``TrainingArguments``."""
             opt_model = self.model if model is None else model
             if self.optimizer is None:
                 groups = umup_param_groups(opt_model, self.args.learning_rate, self.args.weight_decay)
@@ -227,6 +229,7 @@ def _trainer_cls():
             return self.optimizer
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            """``Trainer.log`` with each parameter group's current LR (``lr/<group>``) added to loss/LR entries."""
             if self.optimizer is not None and ("loss" in logs or "learning_rate" in logs):
                 logs = {**logs, **group_learning_rates(self.optimizer)}
             super().log(logs, *args, **kwargs)
