@@ -65,7 +65,7 @@ class SLDPipelineMixin:
     def safety_concept(self, concept: str | SLDConcept | list[str | SLDConcept]) -> None:
         self.register_to_config(safety_concept=concept_for_config(normalize_concept_specs(concept)))
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """``DiffusionPipeline.save_pretrained`` plus the pipeline's code, vendored (:func:`hf_ext.vendoring.
         vendor_pipeline`): plain diffusers loads the folder with ``DiffusionPipeline.from_pretrained(d,
         trust_remote_code=True)``, where hf_ext need not be installed. ``<ThisClass>.from_pretrained(d)`` keeps
@@ -87,7 +87,7 @@ class SLDPipelineMixin:
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
-    def load_config(cls, *args, **kwargs):
+    def load_config(cls, *args: Any, **kwargs: Any) -> dict[str, Any] | tuple[dict[str, Any], ...]:
         """``ConfigMixin.load_config``; a folder's custom-pipeline ``_class_name`` (``["pipeline", name]``) is read as
         this class, so that loading through this class does not switch to the folder's vendored copy."""
         out = super().load_config(*args, **kwargs)
