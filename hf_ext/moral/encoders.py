@@ -25,22 +25,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hf_ext.utils.imports import require
 from hf_ext.utils.logging import get_logger
 
 if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    #: What :func:`as_encoder` accepts: an encoder, a SentenceTransformer, a path or Hub id, a transformers model
-    #: (with its tokenizer) or a callable ``f(list[str]) -> (n, dim)``.
-    EncoderLike: TypeAlias = ("SentenceEncoder | SentenceTransformer | PreTrainedModel | str | os.PathLike"
-                              " | Callable[[list[str]], ArrayLike]")
 
 logger = get_logger(__name__)
 
@@ -236,6 +231,12 @@ def bundled_encoder(device: str | None = None, batch_size: int = 64) -> Sentence
     """The bundled English all-MiniLM-L6-v2 as a :class:`SentenceTransformerEncoder` (offline)."""
     model = _load_sentence_transformer(str(bundled_model_path()), device)
     return SentenceTransformerEncoder(model, batch_size=batch_size, name=BUNDLED_MODEL_NAME)
+
+
+#: What :func:`as_encoder` accepts: an encoder, a SentenceTransformer, a path or Hub id, a transformers model (with
+#: its tokenizer) or a callable ``f(list[str]) -> (n, dim)``. Optional libraries' classes are forward references.
+EncoderLike = Union[SentenceEncoder, "SentenceTransformer", "PreTrainedModel", str, os.PathLike,  # noqa: UP007
+                    Callable[[list[str]], ArrayLike]]
 
 
 def as_encoder(encoder: EncoderLike, tokenizer: PreTrainedTokenizerBase | None = None, *, device: str | None = None, batch_size: int = 32) -> SentenceEncoder:
