@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -43,12 +43,13 @@ if TYPE_CHECKING:
 
     from .modeling_multifusion import MagmaEncoder
 
-    #: One prompt item: a text or an image, optionally ``(item, weight)``.
-    PromptItem: TypeAlias = "str | PIL.Image.Image | tuple[str | PIL.Image.Image, float]"
-    #: One prompt (an item or a list of items) or a batch of prompts (a list of item lists).
-    Prompt: TypeAlias = "PromptItem | Sequence[PromptItem] | Sequence[Sequence[PromptItem]]"
-    #: One weight per item of one prompt, or one such list per prompt of a batch.
-    PromptWeights: TypeAlias = "Sequence[float] | Sequence[Sequence[float]]"
+# (typing.Union: the PIL class is a forward reference, pillow being optional here)
+#: One prompt item: a text or an image, optionally ``(item, weight)``.
+PromptItem = Union[str, "PIL.Image.Image", tuple[Union[str, "PIL.Image.Image"], float]]  # noqa: UP007
+#: One prompt (an item or a list of items) or a batch of prompts (a list of item lists).
+Prompt = Union[PromptItem, Sequence[PromptItem], Sequence[Sequence[PromptItem]]]  # noqa: UP007
+#: One weight per item of one prompt, or one such list per prompt of a batch.
+PromptWeights = Sequence[float] | Sequence[Sequence[float]]
 
 __all__ = ["EncodedPrompt", "InterleavedEncoder", "normalize_prompts"]
 
