@@ -34,7 +34,7 @@ from ..core.inputs import prepare_batch, tokenize_left_padded
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from .modeling_scar import ScarAdapter
+    from hf_ext.scar import ScarAdapter  # via the package: modeling_scar imports this module
 
 __all__ = ["ACTIVATIONS", "LatentContext", "LatentReport", "latent_report"]
 
