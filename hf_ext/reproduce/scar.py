@@ -83,9 +83,9 @@ class Settings:
     neutral_train: int = 12
     neutral_eval: int = 6
     max_length: int = 96
-    prompts: int = 6
+    prompts: int = 24
     max_new_tokens: int = 20
-    strengths: tuple[float, ...] = (-2.0, -0.5, 0.5, 2.0)
+    strengths: tuple[float, ...] = (-4.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 4.0)
     seed: int = 0
 
 

@@ -83,11 +83,11 @@ class Settings:
     hash_vocab_size: int = 8000
     num_activations: int = 10
     bpe_targets: tuple[int, ...] = (8000, 32000, 64000)
-    steps: int = 150
+    steps: int = 600
     batch_size: int = 8
     chunk_words: int = 32
     lr: float = 2e-3
-    warmup: int = 15
+    warmup: int = 60
     seeds: tuple[int, ...] = (0, 1)
     eval_docs: int | None = 60
     eval_words: int = 200

@@ -370,6 +370,9 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             raise ValueError("the tokenizer's word list does not start with the model's decode dictionary; call "
                              "model.set_decode_dictionary(tokenizer) first")
         try:
+            # the prompts' new words are added here, on purpose and undone below: the tokenizer itself grows its
+            # dictionary only when asked (``grow_dictionary=True``)
+            tokenizer.add_words(w for t in texts for w in tokenizer.tokenize(t))
             enc = tokenizer(list(texts), return_tensors="pt", padding=True, padding_side="left")
             if len(tokenizer) > d0:
                 self.add_decode_words(tokenizer.words[d0:], tokenizer=tokenizer)

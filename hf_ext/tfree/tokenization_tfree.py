@@ -2,8 +2,9 @@
 
 Two outputs, for two jobs:
 
-* ``tokenizer(text)`` → ``input_ids`` are ids of *words* in the tokenizer's **word dictionary** (a growable list
-  saved as ``words.json``; out-of-dictionary words are appended when ``grow_dictionary=True``). These are the ids
+* ``tokenizer(text)`` → ``input_ids`` are ids of *words* in the tokenizer's **word dictionary** (a list saved as
+  ``words.json``). It grows only when asked: :meth:`add_words`, or ``grow_dictionary=True`` (out-of-dictionary words
+  met while encoding are appended); by default an out-of-dictionary word raises a ``ValueError``. These are the ids
   :class:`~hf_ext.tfree.modeling_tfree.TFreeForCausalLM` generates, and :meth:`decode` maps them back to text.
 * :meth:`TFreeTokenizer.encode_activations` → per-word **activation ids** (padded ``[B, W, A]`` with ``-1``, or
   flat + offsets) and a word attention mask. This needs no dictionary at all: the same text always encodes the
@@ -15,7 +16,7 @@ token (``parse_special=False``), which is the one place where it differs from th
 (``parse_special=True`` restores the reference behaviour, at the price of that round trip).
 
 Example:
-    >>> tok = TFreeTokenizer(hash_vocab_size=8000, num_activations=10)
+    >>> tok = TFreeTokenizer(hash_vocab_size=8000, num_activations=10, grow_dictionary=True)
     >>> ids = tok("Hello world!").input_ids
     >>> tok.convert_ids_to_tokens(ids)
     ['Hello', 'world', '!']
@@ -74,7 +75,10 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
         entire_words: hash whole words instead of trigrams.
         parse_special: treat ``<|…|>`` in text as special words (reference behaviour; breaks the exact round trip
             for text that contains such strings). Default ``False``: escaped.
-        grow_dictionary: append out-of-dictionary words met while encoding to the dictionary (else raise).
+        grow_dictionary: append out-of-dictionary words met while encoding to the dictionary. Default ``False``:
+            such a word raises a ``ValueError`` (a dictionary that grows silently changes ``len(tokenizer)``, the
+            saved ``words.json`` and the ids of later words with whatever text passed through); add words with
+            :meth:`add_words`, or use :meth:`encode_activations`, which needs no dictionary.
         add_eos_token: append ``<|endoftext|>`` to every encoded text (training documents).
         max_cache_words: bound of the per-word pattern cache (a positive int, saved in ``tokenizer_config.json``):
             before each batch, a cache holding more entries than this is dropped and refilled on demand
@@ -98,7 +102,7 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
     def __init__(self, vocab_file: str | None = None, words: Sequence[str] | None = None, hash_vocab_size: int = 8000,
                  num_activations: int = 10, num_lowercase_activations: int = 0, hash_scheme: str = "aa_md5",
                  trigram_unit: str = "byte", entire_words: bool = False, parse_special: bool = False,
-                 grow_dictionary: bool = True, add_eos_token: bool = False, max_cache_words: int | None = None,
+                 grow_dictionary: bool = False, add_eos_token: bool = False, max_cache_words: int | None = None,
                  eos_token: str = "<|endoftext|>", pad_token: str = "<|endoftext|>", padding_side: str = "left",
                  **kwargs: Any):
         validate_hash_params(hash_vocab_size, num_activations, num_lowercase_activations, hash_scheme, trigram_unit)

@@ -220,7 +220,7 @@ def run_command(args: argparse.Namespace) -> int:
     except USER_ERRORS as err:
         if debug:
             traceback.print_exc()
-        print(f"hf-ext: error: {_one_line(err)}", file=sys.stderr)
+        print(f"hf-ext: error: {_one_line(err)}{_not_local_hint(args, err)}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - the boundary: a short message instead of a traceback
         if debug:
@@ -300,13 +300,34 @@ def check_local_path(value: str | None, option: str, *, kind: str = "folder or H
     return value
 
 
+#: ``--model``-like values taken as Hub ids because no local path has that name (``runs/model`` without ``runs/``):
+#: if loading then fails, the error says that no local folder of that name exists either.
+_HUB_IDS_NOT_LOCAL: set[str] = set()
+
+
 def model_or_path(text: str) -> str:
     """argparse ``type=`` of ``--model``-like options: a Hub id or an existing local path (see
     :func:`check_local_path`); a missing local path is a usage error naming it."""
     try:
-        return check_local_path(text, "path")
+        value = check_local_path(text, "path")
     except FileNotFoundError as err:
         raise argparse.ArgumentTypeError(f"{text!r} is not an existing local folder/file (and not a Hub id)") from err
+    if not Path(text).expanduser().exists():
+        _HUB_IDS_NOT_LOCAL.add(text)
+    return value
+
+
+def _not_local_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """For a load that failed (an ``OSError`` other than a missing file): name the options whose value was taken as a
+    Hub id only because no local folder has that name — a mistyped local path otherwise reads as a Hub error."""
+    if not isinstance(err, OSError) or isinstance(err, FileNotFoundError):
+        return ""
+    names = [f"{k.replace('_', '-')}={v!r}" for k, v in vars(args).items()
+             if isinstance(v, str) and v in _HUB_IDS_NOT_LOCAL]
+    if not names:
+        return ""
+    return (f" [{', '.join('--' + n for n in names)}: no local folder or file of that name either; if you meant a local "
+            "path, check it (relative to the current folder)]")
 
 
 def existing_path(text: str) -> str:

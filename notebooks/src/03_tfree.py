@@ -13,7 +13,8 @@ CELLS = [
     new_markdown_cell("## 1. Words, whitespace and exact round trips"),
     new_code_cell(
         "from hf_ext.tfree import TFreeTokenizer\n\n"
-        "tok = TFreeTokenizer(hash_vocab_size=8000, num_activations=10, num_lowercase_activations=2)\n"
+        "tok = TFreeTokenizer(hash_vocab_size=8000, num_activations=10, num_lowercase_activations=2,\n"
+        "                     grow_dictionary=True)  # new words join the word list (default: a fixed list)\n"
         "text = 'Hello  world!\\nnumbers 1234 and <|special|> look-alikes'\n"
         "words = tok.tokenize(text)\n"
         "print(words)\n"
@@ -42,7 +43,7 @@ CELLS = [
         "model, tok = tiny_tfree('qwen2', hash_vocab_size=1024, num_activations=4, hidden_size=64, pos_weight=10.0,\n"
         "                        loss_scale=100.0)\n"
         "for sentence in corpus:\n"
-        "    tok(sentence)  # grows the word dictionary\n"
+        "    tok.add_words(tok.tokenize(sentence))  # the corpus words into the word dictionary\n"
         "model.set_decode_dictionary(tok)\n"
         "losses = train_tfree(model, tok, corpus * 4, steps=120, max_words=8, lr=3e-3, progress=False)\n"
         "print(f'loss {losses[0]:.2f} -> {losses[-1]:.3f}')"

@@ -113,6 +113,9 @@ MISUSE = [
     ("nosuchcommand", "nosuchcommand"),
     ("scar", "ACTION"),
     ("scar nosuch", "'nosuch'"),
+    # an 'org/name'-shaped value that is neither a local folder nor reachable on the Hub: both said
+    ("scar generate --adapter runs/missing --prompt hi", "--adapter='runs/missing': no local folder or file"),
+    ("atman explain --model runs/missing --prompt a --target b", "--model='runs/missing': no local folder or file"),
 ]
 
 
@@ -122,11 +125,34 @@ def _split(line: str) -> list[str]:
     return shlex.split(line)
 
 
+class _CurrentStderr:
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_CURRENT_STDERR = _CurrentStderr()
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
+def _offline(monkeypatch, tmp_path, capsys):
+    import logging
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
+    # the libraries' stderr handlers keep the stream of the moment they were made: an earlier test's (closed)
+    # capture when the commands run in-process one after another; make them write to whatever sys.stderr is now
+    from transformers import logging as transformers_logging
+
+    transformers_logging.get_logger("transformers")  # makes transformers' handler now, so that it is found below
+    loggers = [logging.getLogger(), *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    for handler in (h for lg in loggers for h in lg.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream is not sys.__stderr__:  # not pytest's handlers
+            handler.stream = _CURRENT_STDERR
+            handler.flush = _CURRENT_STDERR.flush  # transformers binds the stderr of that moment's flush too
 
 
 def test_the_catalogue_covers_every_command_group():

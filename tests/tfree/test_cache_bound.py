@@ -66,5 +66,6 @@ def test_decode_dictionary_of_more_than_1024_new_words():
     model, tok = tiny_tfree("llama", hidden_size=32, hash_vocab_size=1024, num_activations=4, words=["the"])
     words = [_word(i) for i in range(3_000)]
     model.set_decode_dictionary(words)
+    tok.add_words(words)
     ids = tok(" ".join(words[-5:])).input_ids
     assert tok.decode(ids) == " ".join(words[-5:])

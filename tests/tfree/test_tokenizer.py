@@ -14,7 +14,7 @@ def test_save_load_with_auto_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
     tok = TFreeTokenizer(words=["alpha"], hash_vocab_size=4096, num_activations=6, num_lowercase_activations=2,
-                         hash_scheme="fast")
+                         hash_scheme="fast", grow_dictionary=True)
     tok("grown words here")
     tok.save_pretrained(tmp_path)
     data_files = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".py")  # .py: only after export_for_hub
@@ -54,21 +54,35 @@ def test_activation_ids_match_hasher_and_padding():
 def test_same_text_same_encoding_regardless_of_history():
     a, b = TFreeTokenizer(), TFreeTokenizer()
     b.encode_activations(["lots of other words first", "and more"])
-    b("grow the dictionary")
+    b.add_words(b.tokenize("grow the dictionary"))
     ea = a.encode_activations(["the same text"], return_tensors="np")
     eb = b.encode_activations(["the same text"], return_tensors="np")
     assert (ea["activation_ids"] == eb["activation_ids"]).all()
 
 
-def test_dictionary_growth_and_frozen_dictionary():
-    tok = TFreeTokenizer(words=["known"])
-    n = len(tok)
+def _saved(tok):
+    import tempfile
+
+    path = tempfile.mkdtemp()
+    tok.save_pretrained(path)
+    return path
+
+
+def test_dictionary_grows_only_when_asked():
+    frozen = TFreeTokenizer(words=["known"])  # the default: a fixed dictionary
+    n = len(frozen)
+    with pytest.raises(ValueError, match="grow_dictionary=False"):
+        frozen("known unknownword")
+    assert len(frozen) == n and frozen("known").input_ids == [frozen.words.index("known")]
+    assert frozen.encode_activations(["known unknownword"], format="flat")["num_words"] == [2]  # needs no dictionary
+    assert len(frozen) == n
+    tok = TFreeTokenizer(words=["known"], grow_dictionary=True)
     tok("known unknownword")
     assert len(tok) == n + 1 and tok.words[-1] == "unknownword"
     tok.truncate_dictionary(n)
-    frozen = TFreeTokenizer(words=["known"], grow_dictionary=False)
-    with pytest.raises(ValueError, match="grow_dictionary=False"):
-        frozen("known unknownword")
+    assert frozen.add_words(["unknownword"]) == [n] and frozen("known unknownword").input_ids[-1] == n
+    loaded = TFreeTokenizer.from_pretrained(_saved(tok))
+    assert loaded.grow_dictionary is True  # the choice is saved with the tokenizer
 
 
 def test_bad_inputs():

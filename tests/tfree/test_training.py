@@ -16,7 +16,7 @@ def test_tiny_model_learns_and_reproduces_memorised_sentences():
     model, tok = tiny_tfree("llama", hash_vocab_size=1024, num_activations=4, hidden_size=64, seed=0,
                             pos_weight=10.0, loss_scale=100.0)
     for sentence in CORPUS:
-        tok(sentence)  # grow the tokenizer's dictionary with the corpus words
+        tok.add_words(tok.tokenize(sentence))  # the corpus words into the tokenizer's dictionary
     model.set_decode_dictionary(tok)
     losses = train_tfree(model, tok, CORPUS * 4, steps=120, batch_size=8, max_words=8, lr=3e-3, progress=False, seed=0)
     assert min(losses[-10:]) < 0.1 * losses[0]

@@ -36,7 +36,7 @@ def test_factorial_whitespace_tokens():
 
 
 def test_tokenizer_word_counts_and_training_positions():
-    tok = TFreeTokenizer()
+    tok = TFreeTokenizer(grow_dictionary=True)
     assert len(tok("Hello world!").input_ids) == 3
     acts = tok.encode_activations("Hello world!")["activation_ids"]
     assert acts.shape[1] - 1 == 2  # positions that predict a next word (the shift)
@@ -55,7 +55,7 @@ TEXTS = [
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_round_trip_examples(text):
-    tok = TFreeTokenizer()
+    tok = TFreeTokenizer(grow_dictionary=True)
     ids = tok(text).input_ids
     assert tok.decode(ids) == text
     assert words_to_text(text_to_words(text, parse_special=False)) == text
@@ -74,7 +74,7 @@ def test_round_trip_property_any_unicode(text):
     assert words_to_text(text_to_words(text, parse_special=False)) == text
 
 
-_TOK = TFreeTokenizer(hash_vocab_size=512, num_activations=4)
+_TOK = TFreeTokenizer(hash_vocab_size=512, num_activations=4, grow_dictionary=True)
 _ALPHABET = st.sampled_from(list(" \n\t\r\u00a0\u3000.,;:!?'\"()[]<>|_-=+*/\\#@%&~^$0123456789aZéßжع中👍"))
 
 
