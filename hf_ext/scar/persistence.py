@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -162,7 +163,7 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
                                        dtype=dtype, **hub_kwargs)
 
     @classmethod
-    def from_reference_checkpoint(cls, source: Any, model: nn.Module | None = None, *,
+    def from_reference_checkpoint(cls, source: str | os.PathLike | Mapping[str, torch.Tensor], model: nn.Module | None = None, *,
                                   dtype: torch.dtype | None = torch.float32, **kwargs: Any) -> Self:
         """The SAE of a released SCAR checkpoint (ml-research/SCAR ``LLama3_SAE``: path, Hub id or state dict).
 

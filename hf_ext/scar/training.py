@@ -43,6 +43,7 @@ from .modeling_scar import ScarAdapter
 
 if TYPE_CHECKING:
     import datasets
+    from transformers import PreTrainedTokenizerBase
 
     from .activation_store import ActivationStore
     from .sae import ScarOutput
@@ -73,7 +74,8 @@ def _valid_tokens(ids: torch.Tensor, mask: torch.Tensor, eos_token_id: int | Non
     return valid
 
 
-def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Any, *,
+def build_activation_dataset(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                             labels: torch.Tensor | Sequence[float] | Sequence[Sequence[float]], *,
                              adapter: ScarAdapter | None = None, layer: int | None = None, site: str = "mlp",
                              batch_size: int = 16, max_length: int | None = None, storage_dtype: str = "float32",
                              eos_token_id: int | None = None, progress: bool = True,
@@ -260,9 +262,10 @@ def _training_args(output_dir: str | None, *, epochs: float, batch_size: int, lr
     return TrainingArguments(**kwargs)
 
 
-def train_scar(adapter: ScarAdapter, dataset: Any, *, epochs: float = 1.0, batch_size: int = 2048, lr: float = 1e-5,
+def train_scar(adapter: ScarAdapter, dataset: datasets.Dataset | ActivationStore, *, epochs: float = 1.0, batch_size: int = 2048, lr: float = 1e-5,
                max_grad_norm: float = 1.0, seed: int = 0, max_steps: int = -1, logging_steps: int = 50,
-               output_dir: str | None = None, progress: bool = True, eval_dataset: Any = None,
+               output_dir: str | None = None, progress: bool = True,
+               eval_dataset: datasets.Dataset | ActivationStore | None = None,
                **training_args: Any) -> tuple[ScarAdapter, list[dict[str, float]]]:
     """Train ``adapter`` on cached activations with :class:`ScarTrainer` (``transformers.Trainer``).
 
@@ -332,7 +335,8 @@ class ScarEndToEnd(nn.Module):
         return self.adapter(acts[r, c], y[r])
 
 
-def train_scar_end_to_end(model: nn.Module, tokenizer: Any, adapter: ScarAdapter, texts: Sequence[str], labels: Any, *,
+def train_scar_end_to_end(model: nn.Module, tokenizer: PreTrainedTokenizerBase, adapter: ScarAdapter,
+                          texts: Sequence[str], labels: torch.Tensor | Sequence[float] | Sequence[Sequence[float]], *,
                           epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-5, max_grad_norm: float = 1.0,
                           seed: int = 0, max_steps: int = -1, max_length: int | None = None, logging_steps: int = 50,
                           output_dir: str | None = None, progress: bool = True, **training_args: Any
@@ -380,7 +384,7 @@ def synthetic_activations(num_tokens: int, n_inputs: int, num_concepts: int = 1,
     return Dataset.from_dict({"activations": x.numpy(), "labels": y.numpy()}).with_format("torch")
 
 
-def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, batch_size: int = 2048, lr: float = 1e-5,
+def accelerate_train(adapter: ScarAdapter, dataset: datasets.Dataset | ActivationStore, *, epochs: int = 1, batch_size: int = 2048, lr: float = 1e-5,
                      max_grad_norm: float = 1.0, seed: int = 0, progress: bool = True, fsdp: bool = False) -> list[float]:
     """Plain Accelerate loop (Adam, grad clip, global batch ``batch_size`` split across processes).
 
