@@ -29,13 +29,17 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_float
+
+if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
+    from transformers import TrainingArguments
 
 logger = get_logger(__name__)
 
@@ -171,7 +175,8 @@ def group_learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return out
 
 
-def umup_optimizers(model: nn.Module, args: Any, num_training_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+def umup_optimizers(model: nn.Module, args: TrainingArguments, num_training_steps: int
+                    ) -> tuple[torch.optim.Optimizer, LRScheduler]:
     """The ``optimizers=(optimizer, scheduler)`` argument of a plain ``transformers.Trainer``, built from its args.
 
     Uses ``args.learning_rate``, ``args.weight_decay``, ``adam_beta1/2``, ``adam_epsilon``, ``lr_scheduler_type``
