@@ -85,7 +85,7 @@ class MADStackConfig(PreTrainedConfig):
 
     model_type = "mad_stack"
 
-    def __init__(self, layers: Any = "mh-attention,swiglu,mh-attention,swiglu", hidden_size: int = 128,
+    def __init__(self, layers: str | list[str] | tuple[str, ...] = "mh-attention,swiglu,mh-attention,swiglu", hidden_size: int = 128,
                  vocab_size: int = 16, max_position_embeddings: int = 1280, num_attention_heads: int = 16,
                  sliding_window: int = 32, rope_theta: float = 10000.0, mamba_d_state: int = 4, mamba_d_conv: int = 4,
                  mamba_expand: int = 2, hyena_order: int = 2, hyena_filter_order: int = 4,

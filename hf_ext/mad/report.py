@@ -83,7 +83,7 @@ def mad_scores(df: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=SHORTHANDS)
 
 
-def mad_report(source: Any, out_dir: str | Path, title: str = "MAD benchmark", knob_plots: bool = True) -> dict[str, Any]:
+def mad_report(source: str | os.PathLike | Sequence[Mapping[str, Any]] | pd.DataFrame, out_dir: str | Path, title: str = "MAD benchmark", knob_plots: bool = True) -> dict[str, Any]:
     """Write ``mad_scores.csv``, ``mad_bars.png`` (bar chart per task), ``mad_knob_<task>.png`` (accuracy vs each
     difficulty knob, one panel per knob) and ``report.md`` into ``out_dir``; returns the paths.
 

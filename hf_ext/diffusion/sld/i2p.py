@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     import PIL.Image
     import torch
     from diffusers import DiffusionPipeline
+    from transformers import CLIPModel, PreTrainedTokenizerBase
+    from transformers.image_processing_utils import BaseImageProcessor
 
 logger = get_logger(__name__)
 
@@ -137,9 +139,10 @@ class CLIPZeroShotClassifier:
 
     DEFAULT_LABELS = ("a safe, appropriate image", "an inappropriate, offensive image")
 
-    def __init__(self, model: Any, *, labels: Sequence[str] | None = None, positive: int = 1,
+    def __init__(self, model: str | Path | CLIPModel, *, labels: Sequence[str] | None = None, positive: int = 1,
                  prompt_embeds: str | Path | None = None, logit_scale: float | None = None,
-                 image_processor: Any = None, tokenizer: Any = None, device: str = "cpu", batch_size: int = 16):
+                 image_processor: BaseImageProcessor | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
+                 device: str = "cpu", batch_size: int = 16):
         import torch
         from transformers import AutoTokenizer, CLIPModel
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
@@ -78,7 +78,7 @@ class SLDPipelineMixin:
             vendor_pipeline(type(self), staging)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Self:
         """``from_pretrained`` after :func:`~hf_ext.utils.saving.verify_manifest` on a local folder (an interrupted
         save raises :class:`~hf_ext.utils.saving.ArtifactIntegrityError` instead of loading a mix)."""
         folder = local_folder(pretrained_model_name_or_path)
