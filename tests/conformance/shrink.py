@@ -99,18 +99,28 @@ def _fields(cls) -> dict[str, Any]:
     return {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
 
 
-def _rescale_sections(rope: Any, target: int) -> Any:
-    """Multimodal-rope ``mrope_section`` lists rescaled to sum to ``target`` (half the rotary dimension)."""
+def _scaled_sections(sections: list[int], target: int) -> list[int]:
+    """``sections`` rescaled to sum to ``target``; the rounding remainder goes to the first section whose size is
+    unique, so that sections the family needs equal (Ernie-4.5-VL stacks its h and w sections) stay equal."""
+    total = sum(sections)
+    new = [max(1, v * target // total) for v in sections]
+    spare = next((i for i, v in enumerate(sections) if sections.count(v) == 1), 0)
+    new[spare] += target - sum(new)
+    return new
+
+
+def _rescale_sections(rope: Any, head: int, factor: float = 1.0) -> Any:
+    """Multimodal-rope ``mrope_section`` lists rescaled to sum to half the rotary dimension: ``head`` (the head
+    size) times the ``partial_rotary_factor`` of the same rope dict (else ``factor``), halved."""
     if isinstance(rope, dict):
+        factor = rope.get("partial_rotary_factor", factor)
+        target = int(head * factor) // 2
         out = {}
         for key, value in rope.items():
             if key == "mrope_section" and isinstance(value, (list, tuple)) and sum(value) != target:
-                total = sum(value)
-                new = [max(1, v * target // total) for v in value]
-                new[0] += target - sum(new)
-                out[key] = new
+                out[key] = _scaled_sections(list(value), target)
             else:
-                out[key] = _rescale_sections(value, target)
+                out[key] = _rescale_sections(value, head, factor)
         return out
     return rope
 
@@ -175,8 +185,8 @@ def shrink_kwargs(cls, default) -> dict[str, Any]:
         kwargs["sliding_window"] = 8
     rope = _get(default, "rope_parameters")
     if "rope_parameters" in fields and isinstance(rope, dict):
-        half = (kwargs.get("qk_rope_head_dim") or kwargs.get("head_dim") or HEAD_DIM) // 2
-        scaled = _rescale_sections(rope, half)
+        head = kwargs.get("qk_rope_head_dim") or kwargs.get("head_dim") or HEAD_DIM
+        scaled = _rescale_sections(rope, head, _factor(default))
         if scaled != rope:
             kwargs["rope_parameters"] = scaled
     for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout",
@@ -186,19 +196,31 @@ def shrink_kwargs(cls, default) -> dict[str, Any]:
     return kwargs
 
 
-def _reads_mrope(config_cls) -> bool:
-    """Whether the family's modeling file reads multimodal-rope sections (its source names ``mrope_section``)."""
+def _factor(config) -> float:
+    """The config's own ``partial_rotary_factor`` (1.0 where it has none; a rope dict's entry wins over it)."""
+    factor = _get(config, "partial_rotary_factor")
+    return factor if isinstance(factor, float) else 1.0
+
+
+def _modeling_sections(config_cls) -> list[int] | None:
+    """The ``mrope_section`` default the family's modeling file falls back to when the config has none
+    (``rope_parameters.get("mrope_section", [22, 22, 20])``: its source names the sections), else ``None``."""
     import importlib.util
+    import re
 
     name = config_cls.__module__.replace(".configuration_", ".modeling_")
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
-        return False
+        return None
     if spec is None or not spec.origin:
-        return False
+        return None
     with open(spec.origin, encoding="utf-8") as handle:
-        return "mrope_section" in handle.read()
+        source = handle.read()
+    if "mrope_section" not in source:
+        return None
+    found = re.search(r"""["']mrope_section["']\s*,\s*\[([\d,\s]+)\]""", source)
+    return [int(v) for v in found.group(1).split(",") if v.strip()] if found else [16, 24, 24]
 
 
 def _fix_rope_sections(config, seen=None) -> None:
@@ -210,13 +232,13 @@ def _fix_rope_sections(config, seen=None) -> None:
     rope = config.__dict__.get("rope_parameters")
     if isinstance(rope, dict):
         head = config.__dict__.get("qk_rope_head_dim") or config.__dict__.get("head_dim") or HEAD_DIM
-        half = head // 2
-        if _reads_mrope(type(config)):
-            # the modeling code falls back to full-size sections ([16, 24, 24]) when the config has none
+        sections = _modeling_sections(type(config))
+        if sections is not None:
+            # the modeling code falls back to its full-size sections when the config has none: rescaled below
             inner = [d for d in rope.values() if isinstance(d, dict)] or [rope]
             for d in inner:
-                d.setdefault("mrope_section", [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8])
-        scaled = _rescale_sections(rope, half)
+                d.setdefault("mrope_section", list(sections))
+        scaled = _rescale_sections(rope, head, _factor(config))
         rope.clear()
         rope.update(scaled)
     for value in list(config.__dict__.values()):

@@ -88,7 +88,7 @@ def render_markdown(data: dict) -> str:
         "model through `get_text_config()` is listed, built tiny from its own config class.", "",
         f"**{s['all_pass']} of {s['denominator']} types** pass every feature that applies to them "
         f"({100 * s['all_pass'] / max(1, s['denominator']):.1f} %); {s['excluded']} types are outside the "
-        "denominator (encoder-only or encoder-decoder).", "",
+        "denominator (encoder-only, encoder-decoder, or no language model).", "",
         "Legend: ✅ pass (equal to an independent reference: the model's own forward, a 4D attention mask, a naive "
         "loop, `generate`) · — not applicable (decided by code: the module or input the feature needs is absent) · "
         "⛔ unsupported (hf_ext refuses with an error naming the type and the reason) · ❌ fails (wrong result or an "
@@ -96,7 +96,7 @@ def render_markdown(data: dict) -> str:
         "| type | class | " + " | ".join(features) + " |",
         "|---|---|" + "---|" * len(features),
     ]
-    notes = []
+    notes, noted = [], {}
     for model_type, v in sorted(data["types"].items()):
         if v["excluded"]:
             continue
@@ -106,10 +106,14 @@ def render_markdown(data: dict) -> str:
             row.append(SYMBOLS.get(c["status"], "?") if c else "·")
             if c and c["status"] != "pass":
                 notes.append(f"- `{model_type}` × {f}: {c['status']} — {c['detail']}")
+            elif c and c["detail"]:  # a pass with a note: checked on the causal LM a VLM wraps
+                noted.setdefault(model_type, c["detail"])
         lines.append(f"| `{model_type}` | `{v['class']}` | " + " | ".join(row) + " |")
     lines += ["", "## Excluded types", ""]
     lines += [f"- `{t}`: {v['excluded']}" for t, v in sorted(data["types"].items()) if v["excluded"]]
     lines += ["", "## Cells that do not pass", ""] + (notes or ["(none)"])
+    if noted:
+        lines += ["", "## Passes with a note", ""] + [f"- `{t}`: {d}" for t, d in sorted(noted.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -38,3 +38,19 @@ def test_summary_counts_types_passing_every_applicable_feature():
     }}
     s = summary(data)
     assert (s["all_pass"], s["denominator"], s["excluded"]) == (1, 3, 1)
+
+
+def test_passes_checked_on_a_wrapped_language_model_are_listed_with_their_note():
+    from .table import render_markdown
+
+    note = "checked on the wrapped causal LM `language_model` (OPTForCausalLM)"
+    data = {"transformers": "x", "generated": "today", "features": ["a", "b"], "types": {
+        "vlm": {"class": "V", "excluded": None, "cells": {"a": {"status": "pass", "detail": note},
+                                                          "b": {"status": "fail", "detail": "boom"}}},
+        "lm": {"class": "L", "excluded": None, "cells": {"a": {"status": "pass", "detail": ""},
+                                                         "b": {"status": "pass", "detail": ""}}},
+    }}
+    md = render_markdown(data)
+    assert f"- `vlm`: {note}" in md.split("## Passes with a note")[1]
+    assert "`lm`:" not in md.split("## Passes with a note")[1]
+    assert "- `vlm` × b: fail — boom" in md

@@ -55,3 +55,30 @@ def test_atman_refuses_positions_that_do_not_count_from_zero(kosmos):
 
     with pytest.raises(NotImplementedError, match="'kosmos-2.5'.*count from 0"):
         AtManExplainer(kosmos, None, progress=False).explain_ids(torch.tensor(PROMPTS[0]), torch.tensor(CONTS[0]))
+
+
+def _tiny(config_cls, model_cls):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return model_cls(shrink_config(config_cls)).eval()
+
+
+def test_positions_through_kwargs_count_only_where_they_are_read():
+    """Evolla's forward takes position_ids only through ``**kwargs`` (its inner model reads them); Mamba's swallows
+    them; Bloom (ALiBi) has none to read."""
+    evolla = _tiny(transformers.EvollaConfig, transformers.EvollaForProteinText2Text)
+    assert takes_mask_positions(evolla) is True
+    assert "position_ids" in prepare_batch(evolla, PROMPTS)
+    for config_cls, model_cls in ((transformers.MambaConfig, transformers.MambaForCausalLM),
+                                  (transformers.BloomConfig, transformers.BloomForCausalLM)):
+        assert takes_mask_positions(_tiny(config_cls, model_cls)) is False, model_cls.__name__
+
+
+@torch.no_grad()
+def test_left_padded_scoring_through_kwargs_positions_equals_each_row_alone():
+    evolla = _tiny(transformers.EvollaConfig, transformers.EvollaForProteinText2Text)
+    scores = teacher_forced_logprobs(evolla, PROMPTS, CONTS)
+    for b, (p, c) in enumerate(zip(PROMPTS, CONTS)):
+        logits = evolla(input_ids=torch.tensor([p + c]), use_cache=False).logits[0].float()
+        naive = torch.stack([logits[len(p) - 1 + t].log_softmax(-1)[c[t]] for t in range(len(c))])
+        torch.testing.assert_close(scores.logprobs[b, : len(c)], naive, atol=1e-4, rtol=1e-4)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 
 from hf_ext.core.attention import MODES, attention_controls
+from hf_ext.core.inputs import takes_mask_positions
 from hf_ext.utils.validation import check_float, check_int
 
 if TYPE_CHECKING:
@@ -199,7 +200,8 @@ class InterleavedEncoder:
 
     Raises (on call):
         ValueError / TypeError from :func:`normalize_prompts`; ``ValueError`` for an image item when the model has no
-        image encoder or no ``image_processor`` was given.
+        image encoder, no ``image_processor`` was given, or the VLM's config names no ``image_token_id`` (text
+        items of such a VLM are encoded as usual).
     """
 
     def __init__(self, model: PreTrainedModel | MagmaEncoder, tokenizer: PreTrainedTokenizerBase,
@@ -220,9 +222,8 @@ class InterleavedEncoder:
             self.kind = "vlm"
             self.lm = model
             cfg = model.config
+            # a VLM whose config names no placeholder id still encodes text items; image items are refused then
             self.image_token_id = getattr(cfg, "image_token_id", getattr(cfg, "image_token_index", None))
-            if self.image_token_id is None:
-                raise ValueError(f"{type(model).__name__} has no config.image_token_id; only Llava-style VLMs are supported")
         else:
             self.kind = "text"
             self.lm = model
@@ -286,6 +287,10 @@ class InterleavedEncoder:
                                          "language model without an image encoder; use a Llava-style VLM or a MagmaEncoder")
                     if self.image_processor is None:
                         raise ValueError(f"prompt {r} has an image item but no image_processor was given to the encoder")
+                    if self.image_token_id is None:
+                        raise ValueError(f"prompt {r} has an image item but {type(self.model).__name__} has no "
+                                         "config.image_token_id (image_token_index) to place its image features at; "
+                                         "image items need a Llava-style VLM that names its placeholder token")
                     n = self.num_image_tokens
                     ids += [self.image_token_id] * n
                     is_img += [True] * n
@@ -369,6 +374,10 @@ class InterleavedEncoder:
 
     def _forward(self, lay: _Layout, pixel_values):
         common = dict(attention_mask=lay.attention_mask, position_ids=lay.position_ids, output_hidden_states=True)
+        if self.kind != "magma" and not takes_mask_positions(self.model):
+            # its own positions do not count from 0 (Kosmos-2.5: from padding_idx + 1, derived from the pad tokens);
+            # rows are right-padded, so the model's own positions of the real tokens are the right ones
+            del common["position_ids"]
         if self.kind == "magma":
             out = self.model(input_ids=lay.input_ids, pixel_values=pixel_values, image_mask=lay.image_mask, **common)
         elif self.kind == "vlm":
