@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -43,6 +42,7 @@ from ..core.model_checks import padding_exact, record_padding_exact
 from .configuration_tfree import TFreeConfig
 from .dictionary import DecodeDictionary, dictionary_fingerprint
 from .hashing import TrigramHasher
+from .loss import sparse_bce_loss
 from .wordsplit import EOT, SPECIAL_WORDS
 
 if TYPE_CHECKING:
@@ -75,32 +75,6 @@ class TFreeCausalLMOutput(CausalLMOutputWithPast):
     """
 
     activation_logits: torch.Tensor | None = None
-
-
-def sparse_bce_loss(logits: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor, weights: torch.Tensor,
-                    pos_weight: float, loss_scale: float = 1.0) -> torch.Tensor:
-    """``loss_scale × Σ_{p,j} w_p·BCE(x_pj, y_pj; pos_weight) / (#{w_p > 0}·v)`` with sparse positives.
-
-    Args:
-        logits: ``[N, v]`` multi-label logits.
-        pos_rows, pos_cols: ``[P]`` coordinates of the positive targets (unique per row).
-        weights: ``[N]`` per-position weights (0 = ignored position).
-        pos_weight: weight of the positive term.
-        loss_scale: multiplier of the mean.
-
-    Example:
-        >>> x = torch.zeros(2, 5)
-        >>> float(sparse_bce_loss(x, torch.tensor([0]), torch.tensor([1]), torch.ones(2), pos_weight=1.0))  # log 2
-        0.6931471824645996
-    """
-    x = logits.float()
-    w = weights.to(x.dtype)
-    total = (F.softplus(x).sum(-1) * w).sum()
-    if pos_rows.numel():
-        xp = x[pos_rows, pos_cols]
-        total = total + (w[pos_rows] * (pos_weight * F.softplus(-xp) - F.softplus(xp))).sum()
-    denom = (w > 0).sum().clamp(min=1) * x.shape[-1]
-    return loss_scale * total / denom
 
 
 class TFreePreTrainedModel(AtomicSaveMixin, PreTrainedModel):
