@@ -41,6 +41,7 @@ from .vendoring import vendor_sources
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import ModelCard, ModelCardData
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = get_logger(__name__)
 
@@ -320,8 +321,9 @@ def _check_export_directory(save_directory: Any, overwrite: bool) -> Path:
     return path
 
 
-def export_for_hub(obj: Any, save_directory: str | Path, *, card: ModelCard | None = None, tokenizer: Any = None,
-                   safe_serialization: bool = True, overwrite: bool = False) -> Path:
+def export_for_hub(obj: PreTrainedModel, save_directory: str | os.PathLike, *, card: ModelCard | None = None,
+                   tokenizer: PreTrainedTokenizerBase | None = None, safe_serialization: bool = True,
+                   overwrite: bool = False) -> Path:
     """Save a transformers model (and tokenizer) as a self-contained remote-code checkpoint.
 
     Steps:

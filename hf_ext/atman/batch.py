@@ -20,19 +20,31 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hf_ext.utils.progress import progress_bar
 
 from .explanation import Explanation
+
+if TYPE_CHECKING:
+    from .explainer import AtManExplainer
 
 __all__ = ["explain_dataset", "read_items"]
 
 _KEYS = {"prompt", "target", "foil", "granularity", "id"}
 
 
-def read_items(path) -> list[dict]:
+def read_items(path: str | os.PathLike) -> list[dict]:
     """The items of a JSONL file, validated.
+
+    Args:
+        path: a JSONL file, one ``{"prompt": ..., "target": ...}`` object per line (optional ``"foil"``,
+            ``"granularity"``, ``"id"``; see the module docstring).
+
+    Returns:
+        One dict per non-blank line, in file order, each with an ``"id"`` (default: its line number).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -80,7 +92,7 @@ def _index_template():
     return env.get_template("index.html.j2")
 
 
-def explain_dataset(explainer, dataset, out, *, granularity: str = "token", step: str = "cross_entropy",
+def explain_dataset(explainer: AtManExplainer, dataset: str | os.PathLike, out: str | os.PathLike, *, granularity: str = "token", step: str = "cross_entropy",
                     postprocessing: str = "none", lang: str = "en", progress: bool = True) -> dict:
     """Explain every item of ``dataset`` and write ``out/explanations.jsonl``, ``out/html/<n>.html``, ``out/index.html``.
 

@@ -19,15 +19,20 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
-from hf_ext.core.attention import attention_controls
+from hf_ext.core.attention import AttentionControl, attention_controls
 from hf_ext.core.inputs import position_ids_from_mask
 from hf_ext.utils.validation import check_choice, check_float, check_int, check_size
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 OVERLAP = ("partial", "complete")
 
@@ -60,7 +65,8 @@ class AtManControl:
         check_choice("AtManControl.unit", self.unit, ("char", "token"))
 
 
-def controls_to_weights(offset_mapping, controls: Sequence[AtManControl], *, attention_mask=None,
+def controls_to_weights(offset_mapping: torch.Tensor | Sequence[Sequence[int]] | Sequence[Sequence[Sequence[int]]],
+                        controls: Sequence[AtManControl], *, attention_mask: torch.Tensor | None = None,
                         overlap: str = "partial") -> torch.Tensor:
     """``[B, T]`` key weights of a (left-padded) prompt batch from controls applied to every row.
 
@@ -111,19 +117,42 @@ def controls_to_weights(offset_mapping, controls: Sequence[AtManControl], *, att
 
 
 @contextmanager
-def steering(model, weights, *, mode: str = "log_additive", layers=None):
+def steering(model: nn.Module, weights: torch.Tensor | Sequence[float] | Sequence[Sequence[float]], *,
+             mode: str = "log_additive", layers: int | Sequence[int] | None = None) -> Iterator[AttentionControl]:
     """Context manager: generation / forwards inside it see ``weights`` (``[B, K]``) in attention.
 
     A thin, named wrapper of :func:`hf_ext.core.attention.attention_controls` (``mode="multiplicative"`` or
     ``"log_additive"``); keys beyond ``K`` (generated tokens) keep weight 1, so it works with the KV cache.
+
+    Args:
+        model: a transformers causal LM (or VLM) with ``sdpa`` or ``eager`` attention.
+        weights: ``[B, K]`` (or ``[K]``) non-negative key weights, e.g. from :func:`controls_to_weights`.
+        mode: ``"log_additive"``, ``"multiplicative"`` or ``"multiplicative_reference"``.
+        layers: decoder layers to steer (negative allowed); ``None`` = every layer with attention.
+
+    Yields:
+        The active :class:`~hf_ext.core.attention.AttentionControl`.
     """
     with attention_controls(model, weights, mode=mode, layers=layers) as control:
         yield control
 
 
-def generate_steered(model, tokenizer, prompt: str | Sequence[str], controls: Sequence[AtManControl], *,
-                     mode: str = "log_additive", layers=None, overlap: str = "partial", **generate_kwargs) -> torch.Tensor:
+def generate_steered(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompt: str | Sequence[str],
+                     controls: Sequence[AtManControl], *, mode: str = "log_additive",
+                     layers: int | Sequence[int] | None = None, overlap: str = "partial",
+                     **generate_kwargs: Any) -> torch.Tensor:
     """``model.generate`` on ``prompt`` (one string or a batch, left-padded) under AtMan controls, KV cache on.
+
+    Args:
+        model: a transformers causal LM with ``generate`` (``sdpa`` or ``eager`` attention).
+        tokenizer: a fast tokenizer (offsets are needed) that pads on the left.
+        prompt: one prompt or a batch of them (non-empty strings).
+        controls: the character-span controls, applied to every row.
+        mode: how the weights enter attention (as :func:`steering`).
+        layers: decoder layers to steer; ``None`` = all with attention.
+        overlap: ``"partial"`` or ``"complete"`` (see the module docstring).
+        **generate_kwargs: passed to ``model.generate`` (``max_new_tokens``, ``do_sample`` …); ``pad_token_id``
+            defaults to the tokenizer's.
 
     Returns:
         ``[B, P + new]`` generated ids (prompt included), as ``generate`` returns them.

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -47,6 +48,10 @@ from hf_ext.utils.validation import check_float, check_int
 from .explanation import POSTPROCESSING, STEPS, Explanation
 from .scorer import MODES, AtManScorer, PreparedSequence
 from .units import GRANULARITIES, Unit, text_units, tile_units
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["MODES", "POSTPROCESSING", "AtManExplainer", "Explanation"]
 
@@ -80,7 +85,7 @@ class AtManExplainer(AtManScorer):
         torch.Size([12, 1])
     """
 
-    def __init__(self, model: nn.Module, tokenizer=None, *, mode: str = "log_additive", suppression_factor: float = 0.1,
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, *, mode: str = "log_additive", suppression_factor: float = 0.1,
                  conceptual_threshold: float | None = None, max_neighbours: int | None = None,
                  layers: int | Sequence[int] | None = None, max_batch_size: int = 1, prefix_reuse: bool = True,
                  pack: bool | str = True, progress: bool = True):
@@ -133,8 +138,12 @@ class AtManExplainer(AtManScorer):
         return exp
 
     @torch.no_grad()
-    def prepare_strings(self, prompt, target, granularity="token", add_special_tokens=True):
+    def prepare_strings(self, prompt: str, target: str, granularity: str = "token", add_special_tokens: bool = True
+                        ) -> tuple[PreparedSequence, list[Unit], list[str], list[tuple[int, int]]]:
         """Tokenize ``prompt``/``target``, cut the prompt into units and run the base pass.
+
+        Args:
+            prompt, target, granularity, add_special_tokens: as in :meth:`explain`.
 
         Returns:
             ``(prepared sequence, units, prompt tokens, offsets)``; :meth:`explain_prepared` explains it,
@@ -162,8 +171,10 @@ class AtManExplainer(AtManScorer):
         return self.prepare(ids, mask, tgt), units, tokens, offsets
 
     @torch.no_grad()
-    def explain_ids(self, prompt_ids, target_ids, *, attention_mask=None, units: list[Unit] | None = None,
-                    include_target: bool = False, step: str = "cross_entropy", foil_ids=None) -> Explanation:
+    def explain_ids(self, prompt_ids: torch.Tensor | Sequence[int], target_ids: torch.Tensor | Sequence[int], *,
+                    attention_mask: torch.Tensor | Sequence[int] | None = None, units: list[Unit] | None = None,
+                    include_target: bool = False, step: str = "cross_entropy",
+                    foil_ids: torch.Tensor | Sequence[int] | None = None) -> Explanation:
         """Explain from token ids.
 
         Args:
@@ -187,7 +198,7 @@ class AtManExplainer(AtManScorer):
         return exp
 
     @torch.no_grad()
-    def explain_image(self, inputs: dict, target_ids, *, image_token_id: int | None = None, grid: tuple[int, int] | None = None,
+    def explain_image(self, inputs: dict, target_ids: torch.Tensor | Sequence[int], *, image_token_id: int | None = None, grid: tuple[int, int] | None = None,
                       tile: int = 1, include_text: bool = False, step: str = "cross_entropy") -> Explanation:
         """Explain a Llava-style VLM's target over image tiles (the vision tower is not touched).
 
@@ -316,11 +327,14 @@ class AtManExplainer(AtManScorer):
 
     @torch.no_grad()
     def explain_prepared(self, prep: PreparedSequence, units: list[Unit] | None, include_target: bool = False, *,
-                         step: str = "cross_entropy", bar=None) -> Explanation:
+                         step: str = "cross_entropy", bar: tqdm | None = None) -> Explanation:
         """The :class:`Explanation` of a prepared sequence: one suppression per unit (default: one per prompt token),
         plus one per target token but the last with ``include_target``.
 
         Args:
+            prep: the prepared sequence (:meth:`prepare_strings` or :meth:`prepare`).
+            units: the prompt units to suppress one at a time; ``None`` = one per prompt token.
+            include_target: add one unit per target token but the last.
             step: ``"cross_entropy"`` (Δ of the log-probability) or ``"probability"`` (Δ of the probability).
             bar: a progress bar to advance per scored perturbation (default: a bar of its own).
         """

@@ -24,12 +24,17 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .units import Unit, char_spans
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["POSTPROCESSING", "STEPS", "Explanation"]
 
@@ -212,7 +217,7 @@ class Explanation:
                    offsets=[tuple(o) for o in data.get("offsets", [])],
                    image_grid=None if data.get("image_grid") is None else tuple(data["image_grid"]), **kwargs)
 
-    def save(self, path) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON to ``path`` (parent folders created); returns the path.
 
         Example:
@@ -229,7 +234,7 @@ class Explanation:
         return path
 
     @classmethod
-    def load(cls, path) -> Explanation:
+    def load(cls, path: str | os.PathLike) -> Explanation:
         """Read an explanation written by :meth:`save`.
 
         Raises:
@@ -259,8 +264,18 @@ class Explanation:
         """Rich display in Jupyter: the :meth:`to_html` view as a fragment (no ``<html>`` page around it)."""
         return self.to_html(full_page=False)
 
-    def plot(self, path=None, *, postprocessing: str = "none", target_token: int | None = None):
-        """Bar chart (text) or tile heat-map (image) as a matplotlib Figure; saved as PNG when ``path`` is given."""
+    def plot(self, path: str | os.PathLike | None = None, *, postprocessing: str = "none",
+             target_token: int | None = None) -> Figure:
+        """Bar chart (text) or tile heat-map (image) as a matplotlib Figure; saved as PNG when ``path`` is given.
+
+        Args:
+            path: where to write the PNG (``None``: not written).
+            postprocessing: ``"none"``, ``"absolute"`` or ``"square"`` (as :meth:`scores`).
+            target_token: show the scores of this target token (column) only; ``None`` = the complete target.
+
+        Raises:
+            ImportError: matplotlib is not installed (the ``plots`` extra).
+        """
         from .render import plot
 
         return plot(self, path, postprocessing=postprocessing, target_token=target_token)

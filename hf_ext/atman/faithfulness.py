@@ -16,9 +16,20 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 
 from hf_ext.utils.validation import check_size
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from .explainer import AtManExplainer
+    from .explanation import Explanation
+    from .scorer import PreparedSequence
+    from .units import Unit
 
 
 def _auc(curve: torch.Tensor) -> float:
@@ -29,7 +40,8 @@ def _auc(curve: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def deletion_curve(explainer, prep, units, order, *, factor: float | None = None, bar=None) -> torch.Tensor:
+def deletion_curve(explainer: AtManExplainer, prep: PreparedSequence, units: Sequence[Unit], order: Sequence[int], *,
+                   factor: float | None = None, bar: tqdm | None = None) -> torch.Tensor:
     """``[U + 1]`` relative target probability after suppressing ``order[:k]`` units, ``k = 0..U``.
 
     Args:
@@ -50,9 +62,19 @@ def deletion_curve(explainer, prep, units, order, *, factor: float | None = None
     return torch.exp(logp - logp[0]).float().cpu()
 
 
-def deletion_auc(explainer, prompt: str, target: str, *, granularity: str = "token", n_random: int = 8,
-                 seed: int = 0, factor: float | None = None, explanation=None) -> dict:
+def deletion_auc(explainer: AtManExplainer, prompt: str, target: str, *, granularity: str = "token",
+                 n_random: int = 8, seed: int = 0, factor: float | None = None,
+                 explanation: Explanation | None = None) -> dict:
     """Deletion AUC of the AtMan order vs the mean over ``n_random`` seeded random orders.
+
+    Args:
+        explainer: the :class:`~hf_ext.atman.AtManExplainer` (with a tokenizer).
+        prompt, target, granularity: as in :meth:`~hf_ext.atman.AtManExplainer.explain`.
+        n_random: random deletion orders averaged for the baseline.
+        seed: seed of the random orders.
+        factor: suppression weight (default: the explainer's ``suppression_factor``).
+        explanation: an explanation of the same prompt/target/granularity to rank the units by; ``None`` = computed
+            here.
 
     Returns:
         ``{"atman_auc", "random_auc", "faithfulness" (= random − atman; > 0 beats random), "atman_curve",

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -44,6 +45,9 @@ from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_size
 
 from .packing import pack, packed_inputs, segment_inputs
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 logger = get_logger(__name__)
 
@@ -227,7 +231,8 @@ class AtManScorer:
                                 cache)
 
     @torch.no_grad()
-    def score_weights(self, prep: PreparedSequence, weights: torch.Tensor, *, desc: str = "AtMan", bar=None) -> torch.Tensor:
+    def score_weights(self, prep: PreparedSequence, weights: torch.Tensor, *, desc: str = "AtMan",
+                      bar: tqdm | None = None) -> torch.Tensor:
         """Per-token target CE ``[C, T]`` under each row of ``weights`` ``[C, L]`` (batched, prefix-reused).
 
         The first packed result of a scorer is checked once against one plain forward; where packing fails or

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hf_ext.utils.validation import check_size
@@ -78,7 +79,7 @@ def char_spans(text: str, granularity: str) -> list[tuple[int, int]]:
     return [(m.start(), m.start() + len(m.group().rstrip())) for m in re.finditer(pattern, text) if m.group().strip()]
 
 
-def text_units(text: str, offsets, granularity: str = "token", *, tokens: list[str] | None = None) -> list[Unit]:
+def text_units(text: str, offsets: Sequence[tuple[int, int]] | Sequence[Sequence[int]], granularity: str = "token", *, tokens: list[str] | None = None) -> list[Unit]:
     """Units of a prompt from its tokenizer offsets.
 
     Args:
@@ -104,7 +105,7 @@ def text_units(text: str, offsets, granularity: str = "token", *, tokens: list[s
     return units
 
 
-def tile_units(image_positions, grid: tuple[int, int], tile: int = 1) -> list[Unit]:
+def tile_units(image_positions: Sequence[int], grid: tuple[int, int], tile: int = 1) -> list[Unit]:
     """Units of image tiles: ``tile × tile`` blocks of a ``grid`` of patch tokens (row-major placeholders).
 
     Args:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -79,7 +80,7 @@ class ModelAnatomy:
         """The final norm before the LM head (the first of ``final_modules``), or ``None``."""
         return self.final_modules[0] if self.final_modules else None
 
-    def attention_layers(self, layers=None) -> list[int]:
+    def attention_layers(self, layers: int | Sequence[int] | str | None = None) -> list[int]:
         """The layers (of ``layers``; ``None`` = all) that have an attention module, sorted.
 
         Raises:
@@ -100,7 +101,7 @@ class ModelAnatomy:
         """Index of the decoder layer whose attention module is ``module`` (``None`` if it is not one)."""
         return self._attention_index.get(id(module))
 
-    def resolve_layers(self, layers) -> list[int]:
+    def resolve_layers(self, layers: int | Sequence[int] | str | None) -> list[int]:
         """Normalise a layer selection (``None`` or ``"all"`` = all, ints may be negative) to sorted unique indices.
 
         Raises:

@@ -311,7 +311,7 @@ def _as_weights(weights) -> torch.Tensor:
 @contextmanager
 def attention_controls(
     model: nn.Module,
-    weights,
+    weights: torch.Tensor | Sequence[float] | Sequence[Sequence[float]],
     *,
     mode: str = "log_additive",
     layers: int | Sequence[int] | None = None,
@@ -390,7 +390,10 @@ def _bypass_error(model: nn.Module, anatomy, index: int, module: nn.Module, why:
 # --------------------------------------------------------------------------------------------------------------
 # From prompt spans to key positions and weights
 # --------------------------------------------------------------------------------------------------------------
-def spans_to_key_positions(offset_mapping, char_spans) -> list[torch.LongTensor]:
+def spans_to_key_positions(
+    offset_mapping: torch.Tensor | Sequence[Sequence[int]] | Sequence[Sequence[Sequence[int]]],
+    char_spans: Sequence[tuple[int, int]] | Sequence[Sequence[tuple[int, int]]],
+) -> list[torch.LongTensor]:
     """Key positions of the tokens that overlap character spans of the prompt.
 
     Args:
@@ -455,7 +458,14 @@ def items_to_key_positions(item_lengths: Sequence[int], items: Sequence[int], *,
     return torch.tensor(sorted(set(positions)), dtype=torch.long)
 
 
-def key_weights(batch: int, keys: int, positions, factor: float | Sequence[float], *, base: torch.Tensor | None = None) -> torch.Tensor:
+def key_weights(
+    batch: int,
+    keys: int,
+    positions: torch.Tensor | Sequence[int] | Sequence[Sequence[int] | torch.Tensor],
+    factor: float | Sequence[float],
+    *,
+    base: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Build a ``[batch, keys]`` weight tensor: ``factor`` at the given key positions, 1 elsewhere.
 
     Args:

@@ -24,10 +24,13 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "check_in_vocabulary", "forward_accepts", "is_token_id", "max_positions", "model_device", "pad_token_rows",
@@ -412,7 +415,7 @@ def prepare_batch(model: nn.Module, input_ids: Any, attention_mask: torch.Tensor
     return batch
 
 
-def tokenize_left_padded(tokenizer: Any, texts: Sequence[str], max_length: int | None = None
+def tokenize_left_padded(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` ``[B, T]`` of ``texts``, padded on the left whatever the tokenizer's default.
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -38,8 +39,15 @@ from .anatomy import get_anatomy
 from .hooks import activate, current_params, register_hooks
 from .inputs import forward_accepts, position_ids_from_mask, vocab_size
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
-def build_layer_masks(decoder_config, hidden_states: torch.Tensor, attention_mask, position_ids) -> dict:
+def build_layer_masks(
+    decoder_config: PretrainedConfig,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+) -> dict[str, torch.Tensor | None]:
     """The per-layer-type 4D masks the decoder would build itself (``full_attention`` / ``sliding_attention``).
 
     Args:

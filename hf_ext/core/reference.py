@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -41,6 +41,10 @@ from .inputs import (
     vocab_size,
 )
 from .model_checks import padding_exact, record_padding_exact
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
 
 logger = get_logger(__name__)
 
@@ -95,14 +99,14 @@ def greedy_reference(
     prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     batch_size: int = 8,
     eos_token_id: int | Sequence[int] | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     add_special_tokens: bool = True,
     exact_fingerprint: bool = False,
-):
+) -> datasets.Dataset:
     """The model's greedy continuations of ``prompts`` as a ``datasets.Dataset`` of token ids, optionally cached.
 
     Prompts are sorted by length, left-padded into batches and decoded with ``model.generate(do_sample=False)``

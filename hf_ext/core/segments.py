@@ -37,15 +37,19 @@ Example (two suffixes, starts 4 and 7 of a 10-token sequence, packed in one row,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .anatomy import get_anatomy
 from .attention_interface import routed_attention
+
+if TYPE_CHECKING:
+    from transformers import Cache
 
 __all__ = ["Segment", "SegmentPlan", "layer_map", "segment_attention"]
 
@@ -77,7 +81,7 @@ class SegmentPlan:
         layer_of: ``{id(attention module): layer index}`` of the layers the plan covers.
     """
 
-    def __init__(self, cache, segments: Sequence[Segment], layer_of: dict[int, int]):
+    def __init__(self, cache: Cache, segments: Sequence[Segment], layer_of: dict[int, int]):
         self.cache = cache
         self.segments = list(segments)
         self.layer_of = layer_of
@@ -94,9 +98,19 @@ class SegmentPlan:
             return NotImplemented
         return self.attend(module, query, key, value, base_fn, **kwargs)
 
-    def attend(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, base_fn, **kwargs):
+    def attend(
+        self,
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        base_fn: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
         """Attention of one layer: ``query`` ``[B, H, Q, d]``, ``key``/``value`` ``[B, H_kv, Q, d]`` (the row's new
-        states only). Returns ``([B, Q, H, d_v], None)`` as transformers' attention functions do."""
+        states only), computed per segment by ``base_fn`` (the model's own sdpa/eager attention function, called as
+        ``base_fn(module, query, key, value, bias, **kwargs)``; ``kwargs`` are the layer's attention keywords).
+        Returns ``([B, Q, H, d_v], None)`` as transformers' attention functions do."""
         batch, heads, q_len, _ = query.shape
         index = self.layer_of[id(module)]
         cached = self.cache.layers[index] if index < len(self.cache.layers) else None

@@ -35,12 +35,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy
 
 logger = get_logger(__name__)
 
@@ -114,8 +119,8 @@ def _mesh(device: torch.device | str | None):
 
 
 def shard_model(model: nn.Module, units: Iterable[nn.Module] | None = None, *, device: torch.device | str | None = None,
-                mesh: Any = None, reshard_after_forward: bool = True, mp_policy: Any = None,
-                offload_policy: Any = None) -> nn.Module:
+                mesh: DeviceMesh | None = None, reshard_after_forward: bool = True,
+                mp_policy: MixedPrecisionPolicy | None = None, offload_policy: OffloadPolicy | None = None) -> nn.Module:
     """``fully_shard`` every unit of ``model`` (default: its decoder layers), then ``model`` itself (the root).
 
     Args:
@@ -185,7 +190,7 @@ def _env_requests_fsdp() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
 
 
-def sharding_kwargs(accelerator: Any = None, fsdp: bool = False) -> dict[str, Any] | None:
+def sharding_kwargs(accelerator: Accelerator | None = None, fsdp: bool = False) -> dict[str, Any] | None:
     """The ``fully_shard`` settings this run asks for, or ``None`` when it asks for no sharding.
 
     Sharding is asked for by ``fsdp=True`` (``--fsdp`` on the command line) or by an Accelerate launch with an FSDP2

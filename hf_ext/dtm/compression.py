@@ -29,9 +29,9 @@ import contextlib
 import json
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -57,6 +57,9 @@ from .perturbation import (
 )
 from .plan import CompressionPlan, parameter_shares
 
+if TYPE_CHECKING:
+    from .divergence import ReferenceData
+
 logger = get_logger(__name__)
 
 __all__ = [
@@ -76,10 +79,18 @@ METHODS = ("int8", "prune")
 
 @contextlib.contextmanager
 def compressed(model: nn.Module, plan: CompressionPlan | None = None, *, int8: Sequence[str] = (),
-               sparsity: Mapping[str, float] | None = None, bits: int = 8):
+               sparsity: Mapping[str, float] | None = None, bits: int = 8) -> Iterator[None]:
     """Simulate a whole plan (fake int8 on ``plan.int8``, pruning by ``plan.sparsity``) inside the block.
 
-    Pruning is applied first, then quantization of the (pruned) weight, as :func:`apply_plan` does.
+    Pruning is applied first, then quantization of the (pruned) weight, as :func:`apply_plan` does. The weights
+    are restored bit-exactly on exit.
+
+    Args:
+        model: the model (changed in place during the block).
+        plan: the plan to simulate; ``None`` = the one given by ``int8`` and ``sparsity``.
+        int8: components to fake-quantize (without ``plan``).
+        sparsity: ``{component: fraction of weights zeroed}`` (without ``plan``).
+        bits: quantization bits of the fake int8 (8 by default).
     """
     int8 = list(plan.int8) if plan is not None else list(int8)
     sparsity = dict(plan.sparsity) if plan is not None else dict(sparsity or {})
@@ -179,7 +190,7 @@ def _metrics_full(model: nn.Module, batch: dict[str, Any]) -> tuple[Any, float]:
     return _row_metrics(out.logits, batch)
 
 
-def sensitivity_scan(model: nn.Module, ref: Any, *, components: Sequence[str] | None = None,
+def sensitivity_scan(model: nn.Module, ref: ReferenceData, *, components: Sequence[str] | None = None,
                      methods: Mapping[str, Sequence[float]] | None = None, prefix_cache: bool = True,
                      progress: bool = True) -> ScanResult:
     """Score every component × level by teacher-forced FDTM when *only that component* is compressed.
@@ -270,7 +281,7 @@ def _evaluate(model: nn.Module, batch: dict[str, Any], int8: Sequence[str], spar
     return float(res.fdt.double().mean() / res.num_tokens.double().mean())
 
 
-def build_plan(model: nn.Module, ref: Any, scan: ScanResult, *, int8: bool = True, prune_levels: Sequence[float] = (),
+def build_plan(model: nn.Module, ref: ReferenceData, scan: ScanResult, *, int8: bool = True, prune_levels: Sequence[float] = (),
                min_fdt_ratio: float = 0.9, by: str = "fdtm", stop_at_first: bool = True, base_model: str | None = None,
                progress: bool = True) -> CompressionPlan:
     """Greedy plan in the paper's order, keeping mean FDT / N ≥ ``min_fdt_ratio`` for the combined model.
@@ -325,7 +336,7 @@ def build_plan(model: nn.Module, ref: Any, scan: ScanResult, *, int8: bool = Tru
     return plan
 
 
-def coverage_curve(model: nn.Module, ref: Any, order: Sequence[str], *, bits: int = 8) -> list[dict[str, float]]:
+def coverage_curve(model: nn.Module, ref: ReferenceData, order: Sequence[str], *, bits: int = 8) -> list[dict[str, float]]:
     """Cumulative int8 coverage: after converting the first ``k`` components of ``order``, the share of component
     parameters in int8 and the mean FDT (``k = 0 … len(order)``).
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from hf_ext.utils.saving import atomic_directory, verify_manifest
 from .int8 import Int8WeightOnlyLinear, linear_weight
 from .perturbation import check_sparsity, get_component, magnitude_prune_weight
 from .plan import CompressionPlan
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 logger = get_logger(__name__)
 
@@ -171,8 +175,12 @@ class PruningMaskCallback(_trainer_callback_base()):
             for module, mask in self.targets:
                 module.weight.mul_(mask.to(module.weight.dtype))
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        """Zero the pruned weights before the first step."""
         self.apply()
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        """Zero the pruned weights again after each optimizer step."""
         self.apply()

@@ -31,9 +31,10 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import nn
@@ -46,7 +47,17 @@ from ..core.inputs import vocab_size
 from ..core.reference import greedy_continuations
 from ..core.scoring import IGNORE_INDEX, greedy_reference, teacher_forced_logprobs
 
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from ..core.scoring import TeacherForcedScores
+
 logger = get_logger(__name__)
+
+#: What the scoring functions read as the reference: the :func:`reference` dataset, or any mapping with
+#: ``prompt_ids`` and ``continuation_ids`` columns (lists of ids).
+ReferenceData = Union["datasets.Dataset", Mapping[str, Sequence[Sequence[int]]]]  # noqa: UP007 - a forward reference
 
 TEACHER_FORCED = "dtm.teacher_forced"
 ALIGNED = "dtm.aligned"
@@ -129,7 +140,8 @@ class DivergenceResult:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def divergence_from_ids(predicted_ids: Any, reference_ids: Any, mask: torch.Tensor | None = None) -> DivergenceResult:
+def divergence_from_ids(predicted_ids: torch.Tensor | Sequence[Sequence[int]],
+                        reference_ids: torch.Tensor | Sequence[Sequence[int]], mask: torch.Tensor | None = None) -> DivergenceResult:
     """Teacher-forced FDT/SDT from the candidate's argmax ids and the reference continuation ids.
 
     Args:
@@ -160,7 +172,7 @@ def divergence_from_ids(predicted_ids: Any, reference_ids: Any, mask: torch.Tens
 
 def aligned_divergence(reference_tokens: Sequence[Sequence[int]] | Sequence[str],
                        prediction_tokens: Sequence[Sequence[int]] | Sequence[str], *,
-                       tokenizer: Any = None) -> DivergenceResult:
+                       tokenizer: PreTrainedTokenizerBase | None = None) -> DivergenceResult:
     """The **aligned** (who-what-benchmark-compatible) FDT/SDT of free-running generations.
 
     Per sample, ``SequenceMatcher(None, ref, pred).get_matching_blocks()``: FDT = size of the first block if it starts
@@ -204,9 +216,10 @@ def aligned_divergence(reference_tokens: Sequence[Sequence[int]] | Sequence[str]
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def reference(base: nn.Module, prompts: Any, *, max_new_tokens: int, tokenizer: Any = None,
-              eos_token_id: int | Sequence[int] | None = None, cache_dir: Any = None, batch_size: int = 8,
-              progress: bool = True):
+def reference(base: nn.Module, prompts: str | Sequence[str] | Sequence[Sequence[int]], *, max_new_tokens: int,
+              tokenizer: PreTrainedTokenizerBase | None = None, eos_token_id: int | Sequence[int] | None = None,
+              cache_dir: str | os.PathLike | None = None, batch_size: int = 8,
+              progress: bool = True) -> datasets.Dataset:
     """Greedy reference continuations ``y = greedy_N(F, p)`` of the base model, as a ``datasets.Dataset`` of ids.
 
     A thin wrapper over :func:`hf_ext.core.scoring.greedy_reference` (pure argmax, left-padded batches, explicit
@@ -249,8 +262,9 @@ def reference(base: nn.Module, prompts: Any, *, max_new_tokens: int, tokenizer: 
                             eos_token_id=eos_token_id, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
 
 
-def check_compatible(base: nn.Module | None, candidate: nn.Module, *, base_tokenizer: Any = None,
-                     candidate_tokenizer: Any = None) -> None:
+def check_compatible(base: nn.Module | None, candidate: nn.Module, *,
+                     base_tokenizer: PreTrainedTokenizerBase | None = None,
+                     candidate_tokenizer: PreTrainedTokenizerBase | None = None) -> None:
     """Raise if ``candidate`` cannot be compared token-by-token with ``base``.
 
     Checks the vocabulary sizes of the two models' heads (their output embeddings, else ``config.vocab_size``:
@@ -277,9 +291,11 @@ def check_compatible(base: nn.Module | None, candidate: nn.Module, *, base_token
                              "need identical tokenizers")
 
 
-def score(candidate: nn.Module, ref: Any, *, base: nn.Module | None = None, base_tokenizer: Any = None,
-          tokenizer: Any = None, batch_size: int | None = None, return_scores: bool = False,
-          near_tie_threshold: float | None = None):
+def score(candidate: nn.Module, ref: ReferenceData, *,
+          base: nn.Module | None = None, base_tokenizer: PreTrainedTokenizerBase | None = None,
+          tokenizer: PreTrainedTokenizerBase | None = None, batch_size: int | None = None,
+          return_scores: bool = False, near_tie_threshold: float | None = None,
+          ) -> DivergenceResult | tuple[DivergenceResult, TeacherForcedScores]:
     """Teacher-forced FDT/SDT of ``candidate`` on the base's reference continuations: one batched forward.
 
     Args:
@@ -354,7 +370,7 @@ def greedy_generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_
     return out
 
 
-def free_running_divergence(candidate: nn.Module, ref: Any, *, batch_size: int = 8) -> tuple[DivergenceResult, list]:
+def free_running_divergence(candidate: nn.Module, ref: ReferenceData, *, batch_size: int = 8) -> tuple[DivergenceResult, list]:
     """Baseline: generate with the candidate (free running, ``N`` steps) and compare position by position with ``y``.
 
     FDT equals the teacher-forced FDT (up to near ties of the candidate's logits); SDT here counts positional
@@ -368,8 +384,8 @@ def free_running_divergence(candidate: nn.Module, ref: Any, *, batch_size: int =
     return divergence_from_ids(gens, conts), gens
 
 
-def score_aligned(candidate: nn.Module, ref: Any, *, tokenizer: Any = None, base: nn.Module | None = None,
-                  batch_size: int = 8) -> DivergenceResult:
+def score_aligned(candidate: nn.Module, ref: ReferenceData, *, tokenizer: PreTrainedTokenizerBase | None = None,
+                  base: nn.Module | None = None, batch_size: int = 8) -> DivergenceResult:
     """The **aligned** (who-what-benchmark-compatible) variant on models: free-running generation + difflib.
 
     The candidate generates as many tokens as each reference continuation holds; both are compared with
@@ -395,7 +411,7 @@ def score_aligned(candidate: nn.Module, ref: Any, *, tokenizer: Any = None, base
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def ref_columns(ref: Any) -> tuple[list[list[int]], list[list[int]]]:
+def ref_columns(ref: ReferenceData) -> tuple[list[list[int]], list[list[int]]]:
     """``(prompts, continuations)`` id lists of a :func:`reference` dataset (or any mapping with those columns).
 
     Raises:

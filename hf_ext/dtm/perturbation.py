@@ -143,7 +143,8 @@ def _names(names: str | Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def fake_quant(model: nn.Module, names: str | Sequence[str], scheme: str = "int8_absmax_rowwise", *, bits: int = 8):
+def fake_quant(model: nn.Module, names: str | Sequence[str], scheme: str = "int8_absmax_rowwise", *,
+               bits: int = 8) -> Iterator[None]:
     """Fake-quantize components (absmax per output row) inside the block; weights are restored bit-exactly on exit.
 
     Args:
@@ -166,7 +167,8 @@ def fake_quant(model: nn.Module, names: str | Sequence[str], scheme: str = "int8
 
 
 @contextlib.contextmanager
-def magnitude_prune(model: nn.Module, names: str | Sequence[str] | Mapping[str, float], sparsity: float | None = None):
+def magnitude_prune(model: nn.Module, names: str | Sequence[str] | Mapping[str, float],
+                    sparsity: float | None = None) -> Iterator[None]:
     """Magnitude-prune components (unstructured, per matrix) inside the block; restored bit-exactly on exit.
 
     Args:

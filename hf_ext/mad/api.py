@@ -11,13 +11,17 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_ext.utils.logging import get_logger
 
 from .config import GENERATOR_VERSION, TASKS, MADTaskConfig, benchmark_grid, config_from_name
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = get_logger(__name__)
 
@@ -37,7 +41,8 @@ def _resolve(name_or_task: str | MADTaskConfig, overrides: dict[str, Any]) -> tu
 
 def load_mad(name_or_task: str | MADTaskConfig = "in-context-recall", split: str | None = None,
              streaming: bool = False, cache_dir: str | None = None, num_proc: int | None = None,
-             **overrides: Any):
+             **overrides: Any,
+             ) -> datasets.DatasetDict | datasets.Dataset | datasets.IterableDatasetDict | datasets.IterableDataset:
     """Load a MAD task as a ``datasets`` object, generating and caching it on first use.
 
     Args:
@@ -176,7 +181,7 @@ def push_mad_to_hub(repo_id: str, out_dir: str | Path, configs: Iterable[MADTask
     return f"https://huggingface.co/datasets/{repo_id}"
 
 
-def from_madlab_npy(path: str | Path):
+def from_madlab_npy(path: str | os.PathLike) -> datasets.DatasetDict:
     """Load a mad-lab data folder (e.g. a Zenodo ``t-CR_...`` folder with ``{train,test}/{inputs,targets}.npy``).
 
     Returns:

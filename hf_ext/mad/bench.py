@@ -32,11 +32,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_ext.utils.logging import get_logger
 
 from .config import MAD_TASKS, MADTaskConfig, baseline, benchmark_grid, resolve_task
+
+if TYPE_CHECKING:
+    from torch import nn
 
 logger = get_logger(__name__)
 
@@ -57,7 +60,7 @@ def arch_family(arch: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------ models
 def make_model(arch: str, cfg: MADTaskConfig, hidden_size: int = 128, num_layers: int = 4, num_heads: int | None = None,
-               seed: int = 0):
+               seed: int = 0) -> nn.Module:
     """Build the model for ``arch`` on task setting ``cfg`` (vocab ``cfg.vocab_size``, length ``cfg.output_length``).
 
     ``arch`` is one of:
@@ -261,7 +264,7 @@ def _evaluate(model, x, y, batch_size, device, V, amp) -> dict[str, float]:
             "ppl": math.exp(min(mean, 50.0))}
 
 
-def train_run(model, cfg: MADTaskConfig, data: dict, lr: float, weight_decay: float, epochs: int,
+def train_run(model: nn.Module, cfg: MADTaskConfig, data: dict, lr: float, weight_decay: float, epochs: int,
               protocol: str = "madlab", batch_size: int = 128, optimizer_factory: OptimizerFactory | None = None,
               min_lr: float = 1e-6, early_stop_acc: float = 0.999, max_steps: int | None = None, device: str = "cpu",
               seed: int = 0, precision: str = "fp32", progress: bool = False) -> TrainResult:

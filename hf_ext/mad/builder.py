@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import datasets
 import numpy as np
@@ -94,7 +95,8 @@ class MADBuilder(datasets.ArrowBasedBuilder):
     """Builder of the six MAD synthetic tasks (see the module docstring for the call pattern).
 
     ``BUILDER_CONFIGS``: the six task baselines (``"in-context-recall"`` …) and the 66 grid names
-    (``"CR_vs-64_sl-128_ntr-12800"`` …). ``DEFAULT_CONFIG_NAME = "in-context-recall"``.
+    (``"CR_vs-64_sl-128_ntr-12800"`` …). ``DEFAULT_CONFIG_NAME = "in-context-recall"``. The constructor takes
+    ``datasets.DatasetBuilder``'s arguments (``config_name``, ``cache_dir``, the config's fields as overrides …).
     """
 
     VERSION = datasets.Version(GENERATOR_VERSION)
@@ -102,7 +104,7 @@ class MADBuilder(datasets.ArrowBasedBuilder):
     BUILDER_CONFIGS = _builder_configs()
     DEFAULT_CONFIG_NAME = "in-context-recall"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("dataset_name", "mad")
         super().__init__(*args, **kwargs)
         self.task_config = self.config.task_config()  # validates the settings (ValueError naming the constraint)

@@ -85,14 +85,14 @@ class MADStackConfig(PreTrainedConfig):
 
     model_type = "mad_stack"
 
-    def __init__(self, layers: Any = "mh-attention,swiglu,mh-attention,swiglu", hidden_size: int = 128,
+    def __init__(self, layers: str | list[str] | tuple[str, ...] = "mh-attention,swiglu,mh-attention,swiglu", hidden_size: int = 128,
                  vocab_size: int = 16, max_position_embeddings: int = 1280, num_attention_heads: int = 16,
                  sliding_window: int = 32, rope_theta: float = 10000.0, mamba_d_state: int = 4, mamba_d_conv: int = 4,
                  mamba_expand: int = 2, hyena_order: int = 2, hyena_filter_order: int = 4,
                  mh_hyena_filter_order: int = 2, hyena_short_filter_order: int = 3, hyena_inner_factor: int = 4,
                  hyena_proj_groups: int = 4, norm: str = "rmsnorm",
                  norm_eps: float = 1e-5, initializer_range: float = 0.02, init: str = "torch",
-                 global_pool: str = "last", tie_word_embeddings: bool = False, **kwargs):
+                 global_pool: str = "last", tie_word_embeddings: bool = False, **kwargs: Any):
         self.layers = parse_layers(layers)
         sizes = dict(hidden_size=hidden_size, vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
                      num_attention_heads=num_attention_heads, sliding_window=sliding_window,

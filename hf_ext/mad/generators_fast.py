@@ -213,7 +213,8 @@ def _selective_copying_fast(cfg: MADTaskConfig, r: _CounterRNG, idx: np.ndarray)
     return copy_layout(tokens, slots, cfg)
 
 
-def generate_fast(cfg: MADTaskConfig, split: str, start: int, stop: int, block: int = 2048, progress: bool = False):
+def generate_fast(cfg: MADTaskConfig, split: str, start: int, stop: int, block: int = 2048,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Examples ``[start, stop)`` of ``split`` (``"train"``/``"test"``): ``(inputs, targets)`` ``int64 [n, L]``,
     generated ``block`` examples at a time."""
     r = _CounterRNG(cfg.seed, TASK_IDS[cfg.task], SPLIT_IDS[split])

@@ -31,7 +31,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
         self.eps = eps
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d] -> [B, L, d]``."""
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
@@ -66,7 +67,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d, bias=True)
         self.out = nn.Linear(d, d, bias=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d] -> [B, L, d]``."""
         B, L, d = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         q, k = _rope(q, self.theta), _rope(k, self.theta)
@@ -90,7 +92,8 @@ class SwiGLU(nn.Module):
         self.w1, self.w2 = nn.Linear(d, inner, bias=False), nn.Linear(d, inner, bias=False)
         self.w3 = nn.Linear(inner, d, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d] -> [B, L, d]``."""
         return self.w3(F.silu(self.w1(x)) * self.w2(x))
 
 
@@ -101,11 +104,13 @@ class MLP(nn.Module):
         d = cfg.hidden_size
         self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d] -> [B, L, d]``."""
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-def selective_scan(u, delta, A, B, C, D):
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor) -> torch.Tensor:
     """Mamba's selective scan, sequential reference in pure torch.
 
     Shapes: ``u, delta [b, E, L]``, ``A [E, N]``, ``B, C [b, N, L]``, ``D [E]`` -> ``y [b, E, L]`` with
@@ -140,14 +145,15 @@ class Mamba(nn.Module):
         self.reset_dt()
 
     @torch.no_grad()
-    def reset_dt(self, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4):
+    def reset_dt(self, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> None:
         """Mamba's dt init: bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max] (kept by ``_init_weights``)."""
         dt = torch.exp(torch.rand(self.dt_proj.out_features) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=floor)
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         self.dt_proj.bias._no_reinit = True
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d] -> [B, L, d]``."""
         L = x.shape[1]
         xz = self.in_proj(x).transpose(1, 2)  # [b, 2E, L]
         u, z = xz.chunk(2, dim=1)
@@ -231,7 +237,8 @@ class Hyena(nn.Module):
         self.bias._no_reinit = True
         self.out_proj = nn.Linear(self.inner, d)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d] -> [B, L, d]``."""
         B, L, _ = x.shape
         if L > self.filter.max_len:
             raise ValueError(f"sequence length {L} exceeds max_position_embeddings={self.filter.max_len} of the Hyena filter")

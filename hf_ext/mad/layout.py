@@ -9,16 +9,19 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import IGNORE_INDEX, MADTaskConfig
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 __all__ = ["copy_layout", "generate_kv_map", "progress_bar", "vocab_layout"]
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
     """A tqdm bar over ``total`` examples (silent unless ``enabled``)."""
     from hf_ext.utils.progress import progress_bar
 

@@ -14,10 +14,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..utils.imports import require
 from .config import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike  # numpy arrays, (nested) lists and torch tensors (CPU) alike
 
 __all__ = ["mad_accuracy", "mad_accuracy_from_logits"]
 
@@ -47,7 +50,7 @@ def _scored(preds, refs, num_classes: int | None, ignore_index: int):
     return p, r, num_classes
 
 
-def mad_accuracy(predictions, references, average: str = "macro", num_classes: int | None = None,
+def mad_accuracy(predictions: ArrayLike, references: ArrayLike, average: str = "macro", num_classes: int | None = None,
                  ignore_index: int = IGNORE_INDEX) -> float:
     """Accuracy over the scored positions (``references != ignore_index``), by torchmetrics' ``MulticlassAccuracy``.
 
@@ -82,7 +85,8 @@ def mad_accuracy(predictions, references, average: str = "macro", num_classes: i
     return float(metric(torch.from_numpy(p), torch.from_numpy(r)))
 
 
-def mad_accuracy_from_logits(logits, references, average: str = "macro", ignore_index: int = IGNORE_INDEX) -> float:
+def mad_accuracy_from_logits(logits: ArrayLike, references: ArrayLike, average: str = "macro",
+                             ignore_index: int = IGNORE_INDEX) -> float:
     """:func:`mad_accuracy` of ``logits.argmax(-1)`` (``logits [..., V]``, ``V`` = number of classes)."""
     a = _np(logits)
     return mad_accuracy(a.argmax(-1), references, average=average, num_classes=a.shape[-1], ignore_index=ignore_index)

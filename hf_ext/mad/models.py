@@ -36,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,7 +98,8 @@ class MADBlock(nn.Module):
         self.norm = make_norm(cfg)
         self.layer = build_layer(name, cfg)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, d] -> [B, L, d]``."""
         return x + self.layer(self.norm(x))
 
 
@@ -109,13 +112,19 @@ class MADStackModel(MADStackPreTrainedModel):
         self.layers = nn.ModuleList([MADBlock(n, config) for n in config.layers])
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding (``embed_tokens``)."""
         return self.embed_tokens
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the token embedding (transformers' ``resize_token_embeddings``)."""
         self.embed_tokens = value
 
-    def forward(self, input_ids=None, inputs_embeds=None, output_hidden_states: bool = False, **kwargs):
+    def forward(self, input_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                output_hidden_states: bool = False, **kwargs: Any) -> BaseModelOutput:
+        """``input_ids [B, L]`` (or ``inputs_embeds [B, L, d]``, exactly one of them) → ``BaseModelOutput``
+        with ``last_hidden_state [B, L, d]`` (and the input of every block plus the last output with
+        ``output_hidden_states``). Other keywords (``attention_mask`` …) are accepted and ignored."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -127,7 +136,8 @@ class MADStackModel(MADStackPreTrainedModel):
         return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden else None)
 
 
-def aligned_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX):
+def aligned_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
+                          ) -> torch.Tensor:
     """Mean CE over non-ignored positions, ``logits [B, L, V]`` vs position-aligned ``targets [B, L]`` (no shift)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore_index)
 
@@ -164,22 +174,25 @@ class MADStackForCausalLM(MADStackPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding of the inner :class:`MADStackModel`."""
         return self.model.embed_tokens
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Linear:
         """The LM head (``lm_head``), for transformers' weight tying and resizing."""
         return self.lm_head
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor | None = None,
-                                      **kwargs) -> dict[str, torch.Tensor]:
+                                      **kwargs: Any) -> dict[str, torch.Tensor]:
         """The whole prefix at every step (no cache); ``inputs_embeds`` only before the first generated token."""
         if inputs_embeds is not None and input_ids.shape[1] == 0:
             return {"inputs_embeds": inputs_embeds}
         return {"input_ids": input_ids}
 
-    def forward(self, input_ids=None, labels=None, shift_labels=None, targets=None, inputs_embeds=None,
-                output_hidden_states: bool = False, **kwargs):
+    def forward(self, input_ids: torch.LongTensor | None = None, labels: torch.LongTensor | None = None,
+                shift_labels: torch.LongTensor | None = None, targets: torch.LongTensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, output_hidden_states: bool = False,
+                **kwargs: Any) -> CausalLMOutput:
         """``input_ids [B, L]`` → ``CausalLMOutput(logits [B, L, V], loss)``; the loss uses ``shift_labels`` or
         ``targets`` (position-aligned, ``-100`` ignored), else ``labels`` shifted by one."""
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, output_hidden_states=output_hidden_states)
@@ -235,7 +248,11 @@ class MADAutoEncoder(MADStackPreTrainedModel):
         self.decoder = _MADDecoder(config)
         self.post_init()
 
-    def forward(self, input_ids=None, labels=None, shift_labels=None, targets=None, **kwargs):
+    def forward(self, input_ids: torch.LongTensor | None = None, labels: torch.LongTensor | None = None,
+                shift_labels: torch.LongTensor | None = None, targets: torch.LongTensor | None = None,
+                **kwargs: Any) -> CausalLMOutput:
+        """``input_ids [B, L]`` (required) → ``CausalLMOutput(logits [B, L, V], loss)``; the loss is CE against the
+        first of ``shift_labels``, ``targets``, ``labels`` given (all position-aligned, ``-100`` ignored)."""
         h = self.model(input_ids=input_ids).last_hidden_state
         code = h[:, -1] if self.config.global_pool == "last" else h.mean(1)
         logits = self.decoder(code, input_ids.shape[1])
@@ -266,7 +283,11 @@ class CausalLMAutoEncoder(nn.Module):
         self.decoder = _MADDecoder(MADStackConfig(layers="mlp", hidden_size=d, vocab_size=vocab_size,
                                                   max_position_embeddings=max_length))
 
-    def forward(self, input_ids=None, shift_labels=None, targets=None, labels=None, **kwargs):
+    def forward(self, input_ids: torch.LongTensor | None = None, shift_labels: torch.LongTensor | None = None,
+                targets: torch.LongTensor | None = None, labels: torch.LongTensor | None = None,
+                **kwargs: Any) -> CausalLMOutput:
+        """``input_ids [B, L]`` (required) → ``CausalLMOutput(logits [B, L, V], loss)``; the loss is CE against the
+        first of ``shift_labels``, ``targets``, ``labels`` given (all position-aligned, ``-100`` ignored)."""
         out = self.lm(input_ids=input_ids, output_hidden_states=True)
         hs = getattr(out, "hidden_states", None)
         if not hs:

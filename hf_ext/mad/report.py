@@ -16,16 +16,21 @@ Example:
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..markdown import markdown_table
 from .config import KNOBS, MAD_TASKS, SHORTHANDS, TASKS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["best_per_setting", "load_rows", "mad_report", "mad_scores"]
 
 
-def load_rows(source: Any):
+def load_rows(source: str | os.PathLike | Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     """A pandas DataFrame of result rows from a results folder (``results.parquet`` or ``rows-*.jsonl``), a parquet/
     JSON file, a list of dicts or a DataFrame.
 
@@ -60,14 +65,14 @@ def load_rows(source: Any):
     return df
 
 
-def best_per_setting(df):
+def best_per_setting(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of the best ``test_acc`` per (arch, protocol, setting) over the lr x wd sweep (mad-lab's idxmax)."""
     df = df.dropna(subset=["test_acc"])
     idx = df.groupby(["arch", "protocol", "setting"])["test_acc"].idxmax()
     return df.loc[idx].reset_index(drop=True)
 
 
-def mad_scores(df):
+def mad_scores(df: pd.DataFrame) -> pd.DataFrame:
     """Per-task MAD scores (columns = task shorthands in mad-lab order, then MQAR, plus ``MAD``), one row per
     (arch, protocol). ``MAD`` is the mean over the six mad-lab tasks only (MQAR has its own column)."""
     best = best_per_setting(df)
@@ -78,7 +83,7 @@ def mad_scores(df):
     return table.rename(columns=SHORTHANDS)
 
 
-def mad_report(source: Any, out_dir: str | Path, title: str = "MAD benchmark", knob_plots: bool = True) -> dict[str, Any]:
+def mad_report(source: str | os.PathLike | Sequence[Mapping[str, Any]] | pd.DataFrame, out_dir: str | Path, title: str = "MAD benchmark", knob_plots: bool = True) -> dict[str, Any]:
     """Write ``mad_scores.csv``, ``mad_bars.png`` (bar chart per task), ``mad_knob_<task>.png`` (accuracy vs each
     difficulty knob, one panel per knob) and ``report.md`` into ``out_dir``; returns the paths.
 

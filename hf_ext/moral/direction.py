@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,13 @@ from hf_ext.utils.validation import check_float, check_size
 
 from . import resources
 from .encoders import SentenceEncoder, as_encoder, check_texts
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
+    from numpy.typing import ArrayLike
+    from transformers import PreTrainedTokenizerBase
+
+    from .encoders import EncoderLike
 
 logger = get_logger(__name__)
 
@@ -79,9 +86,10 @@ class MoralDirection:
         metadata: free JSON-serialisable dict saved with the direction (e.g. evaluation results).
     """
 
-    def __init__(self, direction, mean, norm: float, *, components=None, explained_variance_ratio=None,
-                 language: str = "en", encoder_name: str | None = None, fit_phrases: Sequence[str] | None = None,
-                 fit_scores=None, anchor: str = "kill", encoder: SentenceEncoder | None = None,
+    def __init__(self, direction: ArrayLike, mean: ArrayLike, norm: float, *, components: ArrayLike | None = None,
+                 explained_variance_ratio: ArrayLike | None = None, language: str = "en",
+                 encoder_name: str | None = None, fit_phrases: Sequence[str] | None = None,
+                 fit_scores: ArrayLike | None = None, anchor: str = "kill", encoder: EncoderLike | None = None,
                  metadata: dict | None = None):
         self.direction = _as_float_matrix(direction, "direction").reshape(-1)
         self.mean = _as_float_matrix(mean, "mean").reshape(-1)
@@ -108,7 +116,7 @@ class MoralDirection:
         return int(self.direction.shape[0])
 
     @classmethod
-    def from_embeddings(cls, embeddings, phrases: Sequence[str] | None = None, *, anchor: str = "kill",
+    def from_embeddings(cls, embeddings: ArrayLike, phrases: Sequence[str] | None = None, *, anchor: str = "kill",
                         n_components: int = 5, language: str = "en", encoder_name: str | None = None,
                         encoder: SentenceEncoder | None = None) -> MoralDirection:
         """Fit on given embeddings of the fit set.
@@ -172,9 +180,10 @@ class MoralDirection:
                    encoder_name=encoder_name, fit_phrases=phrases, fit_scores=y0 / norm, anchor=anchor, encoder=encoder)
 
     @classmethod
-    def fit(cls, encoder, language: str = "en", *, tokenizer=None, phrases: Sequence[str] | None = None,
-            questions: Mapping[str, Sequence[str]] | None = None, anchor: str = "kill", n_components: int = 5,
-            batch_size: int | None = None, device: str | None = None, progress: bool = True) -> MoralDirection:
+    def fit(cls, encoder: EncoderLike, language: str = "en", *, tokenizer: PreTrainedTokenizerBase | None = None,
+            phrases: Sequence[str] | None = None, questions: Mapping[str, Sequence[str]] | None = None,
+            anchor: str = "kill", n_components: int = 5, batch_size: int | None = None, device: str | None = None,
+            progress: bool = True) -> MoralDirection:
         """Embed the fit set with ``encoder`` and fit the direction.
 
         Each of the 64 atomic verbs is embedded as its 10 questions — the English templates for
@@ -237,7 +246,7 @@ class MoralDirection:
 
     # ------------------------------------------------------------------------------------------------ scoring
 
-    def project(self, embeddings) -> np.ndarray:
+    def project(self, embeddings: ArrayLike) -> np.ndarray:
         """Scores of given embeddings: ``(n, dim)`` -> ``(n,)`` (``(dim,)`` -> scalar array), unclipped.
 
         Raises:
@@ -251,7 +260,7 @@ class MoralDirection:
             )
         return (e - self.mean) @ self.direction / self.norm
 
-    def pca_coordinates(self, embeddings) -> np.ndarray:
+    def pca_coordinates(self, embeddings: ArrayLike) -> np.ndarray:
         """``(n, dim)`` -> ``(n, k)`` coordinates on the k stored components, divided by :attr:`norm` (column 0 = score)."""
         e = _as_float_matrix(embeddings, "embeddings")
         self.project(e[:1] if e.ndim == 2 else e)  # dimension check
@@ -264,8 +273,8 @@ class MoralDirection:
                              "with MoralDirection.load(path, encoder=...) / MoralDirection.bundled()")
         return enc
 
-    def embed(self, texts: Sequence[str], use_templates: bool = False, *, encoder=None, batch_size: int | None = None,
-              progress: bool = False) -> np.ndarray:
+    def embed(self, texts: Sequence[str], use_templates: bool = False, *, encoder: EncoderLike | None = None,
+              batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Embeddings used for scoring, ``(n, dim)``: each text alone, or the mean of its 10 questions."""
         texts = check_texts(texts)
         if not use_templates:
@@ -280,8 +289,8 @@ class MoralDirection:
         bounds = np.cumsum([0] + [len(g) for g in groups])
         return np.stack([emb[bounds[i]:bounds[i + 1]].astype(np.float64).mean(0) for i in range(len(groups))])
 
-    def score(self, texts: Sequence[str], use_templates: bool = False, *, encoder=None, batch_size: int | None = None,
-              progress: bool = False) -> np.ndarray:
+    def score(self, texts: Sequence[str], use_templates: bool = False, *, encoder: EncoderLike | None = None,
+              batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Moral scores of ``texts``, ``(n,)`` float64, unclipped (the fit verbs lie in [−1, 1]).
 
         Args:
@@ -309,8 +318,8 @@ class MoralDirection:
 
     __call__ = score
 
-    def score_questions(self, groups: Sequence[Sequence[str]], *, encoder=None, batch_size: int | None = None,
-                        progress: bool = False) -> np.ndarray:
+    def score_questions(self, groups: Sequence[Sequence[str]], *, encoder: EncoderLike | None = None,
+                        batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Score each group of questions by the mean of their embeddings, ``(n_groups,)`` (any language).
 
         Example:
@@ -374,7 +383,8 @@ class MoralDirection:
         return cfg_path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, encoder=None, *, tokenizer=None, device: str | None = None) -> MoralDirection:
+    def load(cls, path: str | os.PathLike, encoder: EncoderLike | None = None, *,
+             tokenizer: PreTrainedTokenizerBase | None = None, device: str | None = None) -> MoralDirection:
         """Load a direction written by :meth:`save`; optionally attach ``encoder`` (checked against the saved size).
 
         Raises:
@@ -407,7 +417,8 @@ class MoralDirection:
             md.attach(encoder, tokenizer=tokenizer, device=device)
         return md
 
-    def attach(self, encoder, *, tokenizer=None, device: str | None = None) -> MoralDirection:
+    def attach(self, encoder: EncoderLike, *, tokenizer: PreTrainedTokenizerBase | None = None,
+               device: str | None = None) -> MoralDirection:
         """Attach the encoder used by :meth:`score` (checks its output size when known). Returns ``self``."""
         enc = as_encoder(encoder, tokenizer, device=device)
         if enc.dim is not None and int(enc.dim) != self.dim:
@@ -432,7 +443,7 @@ class MoralDirection:
         return cls.load(resources.DATA_DIR / f"{BUNDLED_DIRECTION}.json", encoder=bundled_encoder(device=device))
 
     def model_card(self, *, model_name: str | None = None, repo_id: str | None = None, file_stem: str | None = None,
-                   mfq: Mapping[str, float] | None = None, **context: Any):
+                   mfq: Mapping[str, float] | None = None, **context: Any) -> ModelCard:
         """A :class:`huggingface_hub.ModelCard` for this direction (template ``model_cards/moral_direction.md.j2``).
 
         The user-study correlations stored in ``metadata["user_study"]`` (if any) go into the card's table and

@@ -25,12 +25,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hf_ext.utils.imports import require
 from hf_ext.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = get_logger(__name__)
 
@@ -103,7 +108,7 @@ class SentenceTransformerEncoder(SentenceEncoder):
         name: recorded name (default: the model's ``model_card_data.base_model`` or its class name).
     """
 
-    def __init__(self, model, batch_size: int = 32, name: str | None = None):
+    def __init__(self, model: SentenceTransformer, batch_size: int = 32, name: str | None = None):
         self.model = model
         self.batch_size = int(batch_size)
         self.name = name or getattr(getattr(model, "model_card_data", None), "base_model", None) or type(model).__name__
@@ -139,7 +144,8 @@ class MeanPoolingEncoder(SentenceEncoder):
         (2, 32)
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, max_length: int | None = None, name: str | None = None):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 32,
+                 max_length: int | None = None, name: str | None = None):
         if tokenizer is None or not callable(tokenizer):
             raise TypeError(f"MeanPoolingEncoder needs the model's tokenizer (a callable), got {tokenizer!r}")
         self.model = model.eval()
@@ -227,7 +233,13 @@ def bundled_encoder(device: str | None = None, batch_size: int = 64) -> Sentence
     return SentenceTransformerEncoder(model, batch_size=batch_size, name=BUNDLED_MODEL_NAME)
 
 
-def as_encoder(encoder: Any, tokenizer: Any = None, *, device: str | None = None, batch_size: int = 32) -> SentenceEncoder:
+#: What :func:`as_encoder` accepts: an encoder, a SentenceTransformer, a path or Hub id, a transformers model (with
+#: its tokenizer) or a callable ``f(list[str]) -> (n, dim)``. Optional libraries' classes are forward references.
+EncoderLike = Union[SentenceEncoder, "SentenceTransformer", "PreTrainedModel", str, os.PathLike,  # noqa: UP007
+                    Callable[[list[str]], ArrayLike]]
+
+
+def as_encoder(encoder: EncoderLike, tokenizer: PreTrainedTokenizerBase | None = None, *, device: str | None = None, batch_size: int = 32) -> SentenceEncoder:
     """Wrap ``encoder`` as a :class:`SentenceEncoder`.
 
     Args:

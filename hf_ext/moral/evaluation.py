@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,12 @@ from hf_ext.utils.imports import require
 from hf_ext.utils.logging import get_logger
 
 from . import resources
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .direction import MoralDirection
+    from .encoders import EncoderLike
 
 logger = get_logger(__name__)
 
@@ -64,8 +70,9 @@ def correlate(model_scores: Mapping[str, float], human: Mapping[str, float]) -> 
             "missing": [a for a in human if a not in model_scores]}
 
 
-def user_study_correlation(direction, study: str = "globalAMT", *, variant: str = "templates", encoder=None,
-                           batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+def user_study_correlation(direction: MoralDirection, study: str = "globalAMT", *, variant: str = "templates",
+                           encoder: EncoderLike | None = None, batch_size: int | None = None,
+                           progress: bool = False) -> dict[str, Any]:
     """Score the user-study actions with ``direction`` (templates averaged) and correlate with the human scores.
 
     Args:
@@ -126,8 +133,9 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_pc1(direction, path: str | os.PathLike, phrases: Sequence[str] | None = None, *, embeddings=None,
-             use_templates: bool = True, title: str | None = None, encoder=None) -> Path:
+def plot_pc1(direction: MoralDirection, path: str | os.PathLike, phrases: Sequence[str] | None = None, *,
+             embeddings: ArrayLike | None = None, use_templates: bool = True, title: str | None = None,
+             encoder: EncoderLike | None = None) -> Path:
     """Scatter of actions on (moral score = oriented PC1, PC2), both divided by the norm; labels = phrases.
 
     Args:
@@ -135,6 +143,9 @@ def plot_pc1(direction, path: str | os.PathLike, phrases: Sequence[str] | None =
         path: PNG to write.
         phrases: actions to plot (default the fit phrases).
         embeddings: their ``(n, dim)`` embeddings (default: computed with templates).
+        use_templates: embed the phrases through their 10 questions (when ``embeddings`` is not given).
+        title: the figure title.
+        encoder: overrides the direction's encoder.
     """
     phrases = list(phrases) if phrases is not None else list(direction.fit_phrases or [])
     if not phrases:

@@ -23,11 +23,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import resources
+
+if TYPE_CHECKING:
+    from .direction import MoralDirection
+    from .encoders import EncoderLike
 
 __all__ = ["SCORINGS", "measure_scorings", "sign_agreement"]
 
@@ -58,8 +62,8 @@ def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
-def measure_scorings(direction, *, studies: Sequence[str] = resources.USER_STUDIES, clear_threshold: float = 0.5,
-                     encoder=None, batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+def measure_scorings(direction: MoralDirection, *, studies: Sequence[str] = resources.USER_STUDIES,
+                     clear_threshold: float = 0.5, encoder: EncoderLike | None = None, batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Plain vs template scoring of action phrases on the user studies and the everyday actions.
 
     Args:

@@ -26,11 +26,15 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .resources import DATA_DIR
+
+if TYPE_CHECKING:
+    from .direction import MoralDirection
+    from .encoders import EncoderLike
 
 __all__ = [
     "CATCH_ITEMS",
@@ -134,7 +138,7 @@ def _item_vector(item_scores: Mapping[int, float] | Sequence[float] | np.ndarray
     return dict(enumerate(arr.tolist()))
 
 
-def foundation_scores(item_scores, multipliers: Mapping[int, int] | None = None) -> dict[str, float]:
+def foundation_scores(item_scores: Sequence[float] | Mapping[int, float], multipliers: Mapping[int, int] | None = None) -> dict[str, float]:
     """Foundation -> mean over its 6 items of multiplier × item score.
 
     Args:
@@ -180,8 +184,8 @@ def reference_scores(column: str = "en_bert-sbert_score") -> dict[int, float]:
         return {int(r["Question Number"]): float(r[column]) for r in csv.DictReader(fh) if r[column].strip()}
 
 
-def score_mfq(direction, statements: Mapping[int, str] | None = None, *, encoder=None,
-              batch_size: int | None = None) -> dict[str, Any]:
+def score_mfq(direction: MoralDirection, statements: Mapping[int, str] | None = None, *,
+              encoder: EncoderLike | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Score the MFQ statements with ``direction`` (no templates) and aggregate per foundation.
 
     Args:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -127,7 +128,7 @@ class ScarConfig(PretrainedConfig):
         self.validate_scar()
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> ScarConfig:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> ScarConfig:
         """``PretrainedConfig.from_pretrained`` whose missing-key errors name the folder."""
         kwargs.setdefault("_config_path", f"{pretrained_model_name_or_path}/config.json")
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)

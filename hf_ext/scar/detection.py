@@ -14,12 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..core.inputs import prepare_batch, tokenize_left_padded
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hf_ext.scar import ScarAdapter  # via the package: modeling_scar imports this module
 
 __all__ = ["ScarDetection", "detect_concepts"]
 
@@ -48,7 +53,8 @@ class ScarDetection:
         return self.sequence_probs[:, index]
 
 
-def detect_concepts(adapter: Any, texts: str | Sequence[str] | torch.Tensor, tokenizer: Any = None, *,
+def detect_concepts(adapter: ScarAdapter, texts: str | Sequence[str] | torch.Tensor,
+                    tokenizer: PreTrainedTokenizerBase | None = None, *,
                     model: nn.Module | None = None, attention_mask: torch.Tensor | None = None, batch_size: int = 16,
                     max_length: int | None = None, progress: bool = False) -> ScarDetection:
     """Per-token and per-sequence concept probabilities ``σ(z_c)`` (the conditioned pre-activations).

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,10 +25,16 @@ from torch import nn
 from ..utils.imports import require
 from .toy_data import concept_word_rate
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from ..dtm.divergence import ReferenceData
+    from .modeling_scar import ScarAdapter
+
 __all__ = ["auroc", "concept_word_rate", "detection_auroc", "steering_fdt", "toxicity_scores"]
 
 
-def auroc(scores: Any, labels: Any) -> float:
+def auroc(scores: torch.Tensor | Sequence[float], labels: torch.Tensor | Sequence[int] | Sequence[bool]) -> float:
     """AUROC of ``scores`` for binary ``labels`` (1 = positive): ``P(s_pos > s_neg) + ½ P(s_pos = s_neg)``.
 
     Args:
@@ -56,7 +62,8 @@ def auroc(scores: Any, labels: Any) -> float:
     return float(metrics.roc_auc_score(y.numpy(), s.numpy()))
 
 
-def detection_auroc(adapter: Any, texts: Sequence[str], labels: Any, tokenizer: Any, *, model: nn.Module | None = None,
+def detection_auroc(adapter: ScarAdapter, texts: Sequence[str], labels: torch.Tensor | Sequence[float] | Sequence[Sequence[float]],
+                    tokenizer: PreTrainedTokenizerBase, *, model: nn.Module | None = None,
                     concepts: Sequence[int | str] | None = None, batch_size: int = 16) -> dict[str, float]:
     """Per-sequence detection AUROC of each concept (``σ(z_c)`` averaged over tokens vs the text's label).
 
@@ -79,9 +86,9 @@ def detection_auroc(adapter: Any, texts: Sequence[str], labels: Any, tokenizer: 
     return {names[c]: auroc(det.sequence_probs[:, c], y[:, c]) for c in wanted}
 
 
-def steering_fdt(model: nn.Module, adapter: Any, prompts: Sequence[Any], steering: Mapping | float | None, *,
-                 max_new_tokens: int = 32, tokenizer: Any = None, op: str = "scale", output: str | None = None,
-                 reconstruct: bool = False, ref: Any = None, batch_size: int = 8) -> dict[str, Any]:
+def steering_fdt(model: nn.Module, adapter: ScarAdapter, prompts: Sequence[Any], steering: Mapping | float | None, *,
+                 max_new_tokens: int = 32, tokenizer: PreTrainedTokenizerBase | None = None, op: str = "scale", output: str | None = None,
+                 reconstruct: bool = False, ref: ReferenceData | None = None, batch_size: int = 8) -> dict[str, Any]:
     """FDT (and SDT) of the steered model against the base model's greedy continuations.
 
     The base reference is generated with the adapter off (:func:`hf_ext.dtm.divergence.reference`); the candidate is

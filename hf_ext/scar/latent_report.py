@@ -20,15 +20,21 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..core.inputs import prepare_batch, tokenize_left_padded
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hf_ext.scar import ScarAdapter  # via the package: modeling_scar imports this module
 
 __all__ = ["ACTIVATIONS", "LatentContext", "LatentReport", "latent_report"]
 
@@ -85,12 +91,17 @@ class LatentReport:
 
     @classmethod
     def from_dict(cls, data: dict) -> LatentReport:
+        """The report of a :meth:`to_dict` dict (as read back from JSON).
+
+        Raises:
+            ValueError: ``data`` is not such a dict (it lacks ``latents``, ``labels`` or ``contexts``).
+        """
         if not isinstance(data, dict) or not {"latents", "labels", "contexts"} <= set(data):
             raise ValueError(f"data must be a LatentReport.to_dict() dict with latents, labels and contexts, got "
                              f"{type(data).__name__} with keys {sorted(data) if isinstance(data, dict) else None}")
         return cls(**{**data, "contexts": [[LatentContext(**c) for c in cs] for cs in data["contexts"]]})
 
-    def save(self, path) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write the report: ``.html`` → :meth:`to_html`, anything else → JSON (:meth:`load` reads it back)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +110,7 @@ class LatentReport:
         return path
 
     @classmethod
-    def load(cls, path) -> LatentReport:
+    def load(cls, path: str | os.PathLike) -> LatentReport:
         """Read a report saved as JSON by :meth:`save`.
 
         Raises:
@@ -159,7 +170,7 @@ def _choose_latents(adapter, latents) -> list[int]:
 
 
 @torch.no_grad()
-def latent_report(adapter, texts: Sequence[str], tokenizer: Any, *, model: nn.Module | None = None,
+def latent_report(adapter: ScarAdapter, texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, *, model: nn.Module | None = None,
                   latents: Sequence[int | str] | int | str | None = None, top_k: int = 10, window: int = 8,
                   activation: str = "latents", batch_size: int = 16, max_length: int | None = None,
                   progress: bool = False) -> LatentReport:

@@ -38,7 +38,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import ModelOutput
 
 from hf_ext.utils.logging import get_logger
 
@@ -51,7 +52,14 @@ from .latent_report import LatentReport, latent_report
 from .persistence import ADAPTER_WEIGHTS_NAME, CONFIG_NAME, ScarHubMixin, load_base_model
 from .sae import ScarOutput, TopKSAE, nmse
 from .sites import site_module
-from .steering import STEERING_OPS, StopForward, parse_steering, steering_params, transform_activations
+from .steering import (
+    STEERING_OPS,
+    Steering,
+    StopForward,
+    parse_steering,
+    steering_params,
+    transform_activations,
+)
 
 logger = get_logger(__name__)
 
@@ -222,13 +230,13 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
 
     # ------------------------------------------------------------------------------------------- modes
 
-    def parse_steering(self, strengths: Any, op: str | Mapping = "scale") -> list[tuple[int, torch.Tensor | float, str]]:
+    def parse_steering(self, strengths: Steering, op: str | Mapping = "scale") -> list[tuple[int, torch.Tensor | float, str]]:
         """Normalise a steering request to ``[(latent index, strength, op)]`` (see
         :func:`hf_ext.scar.steering.parse_steering`)."""
         return parse_steering(self.config, strengths, op)
 
     @contextmanager
-    def steer(self, strengths: Any, *, op: str | Mapping = "scale", output: str | None = None) -> Iterator[ScarAdapter]:
+    def steer(self, strengths: Steering, *, op: str | Mapping = "scale", output: str | None = None) -> Iterator[ScarAdapter]:
         """Steer conditioned latents inside the ``with`` block (this context only; other threads see the base model).
 
         Args:
@@ -280,9 +288,9 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
             raise RuntimeError("the SCAR hook did not run; is the adapter attached to this model?")
         return captured[0].reshape(ids.shape[0], ids.shape[1], -1)
 
-    def detect(self, texts: str | Sequence[str] | torch.Tensor, tokenizer: Any = None, *, model: nn.Module | None = None,
-               attention_mask: torch.Tensor | None = None, batch_size: int = 16, max_length: int | None = None,
-               progress: bool = False) -> ScarDetection:
+    def detect(self, texts: str | Sequence[str] | torch.Tensor, tokenizer: PreTrainedTokenizerBase | None = None, *,
+               model: nn.Module | None = None, attention_mask: torch.Tensor | None = None, batch_size: int = 16,
+               max_length: int | None = None, progress: bool = False) -> ScarDetection:
         """Per-token and per-sequence concept probabilities ``σ(z_c)`` (see
         :func:`hf_ext.scar.detection.detect_concepts` for the arguments).
 
@@ -296,8 +304,9 @@ class ScarAdapter(TopKSAE, ScarHubMixin):
         return detect_concepts(self, texts, tokenizer, model=model, attention_mask=attention_mask,
                                batch_size=batch_size, max_length=max_length, progress=progress)
 
-    def latent_report(self, texts: Sequence[str], tokenizer: Any, *, model: nn.Module | None = None,
-                      latents: Any = None, top_k: int = 10, **kwargs: Any) -> LatentReport:
+    def latent_report(self, texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, *,
+                      model: nn.Module | None = None, latents: Sequence[int | str] | int | str | None = None,
+                      top_k: int = 10, **kwargs: Any) -> LatentReport:
         """Top-activating contexts of ``latents`` (default: the conditioned ones) over ``texts`` (see
         :func:`hf_ext.scar.latent_report.latent_report` for the arguments).
 
@@ -388,14 +397,16 @@ class ScarModel(PreTrainedModel, GenerationMixin):
         else:
             yield
 
-    def forward(self, *args: Any, steering: Any = None, steering_op: Any = "scale", steering_output: str | None = None,
-                reconstruct: bool = False, **kwargs: Any):
+    def forward(self, *args: Any, steering: Steering | None = None, steering_op: str | Mapping = "scale",
+                steering_output: str | None = None,
+                reconstruct: bool = False, **kwargs: Any) -> ModelOutput:
         """The base model's forward; with ``steering`` / ``reconstruct`` the adapter is active for this call."""
         with self._mode(steering, steering_op, steering_output, reconstruct):
             return self.model(*args, **kwargs)
 
-    def generate(self, *args: Any, steering: Any = None, steering_op: Any = "scale", steering_output: str | None = None,
-                 reconstruct: bool = False, **kwargs: Any):
+    def generate(self, *args: Any, steering: Steering | None = None, steering_op: str | Mapping = "scale",
+                 steering_output: str | None = None,
+                 reconstruct: bool = False, **kwargs: Any) -> torch.LongTensor | ModelOutput:
         """``base.generate(...)`` with the adapter steering (or reconstructing) for this call only.
 
         Args:
@@ -407,7 +418,8 @@ class ScarModel(PreTrainedModel, GenerationMixin):
         with self._mode(steering, steering_op, steering_output, reconstruct):
             return self.model.generate(*args, **kwargs)
 
-    def detect(self, texts: Any, tokenizer: Any = None, **kwargs: Any) -> ScarDetection:
+    def detect(self, texts: str | Sequence[str] | torch.Tensor, tokenizer: PreTrainedTokenizerBase | None = None,
+               **kwargs: Any) -> ScarDetection:
         """:meth:`ScarAdapter.detect` on the wrapped base model."""
         return self.scar.detect(texts, tokenizer, model=self.model, **kwargs)
 
@@ -467,6 +479,6 @@ class ScarModel(PreTrainedModel, GenerationMixin):
         return cls(cfg, model=model, adapter=adapter)
 
 
-def load_reference_checkpoint(source: Any, model: nn.Module | None = None, **kwargs: Any) -> ScarAdapter:
+def load_reference_checkpoint(source: str | os.PathLike | Mapping[str, torch.Tensor], model: nn.Module | None = None, **kwargs: Any) -> ScarAdapter:
     """:meth:`ScarAdapter.from_reference_checkpoint` as a function (the same arguments)."""
     return ScarAdapter.from_reference_checkpoint(source, model, **kwargs)

@@ -21,8 +21,9 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
 from huggingface_hub import ModelHubMixin
@@ -33,6 +34,9 @@ from hf_ext.utils.logging import get_logger
 from hf_ext.utils.saving import MANIFEST_NAME, atomic_directory, verify_manifest
 
 from .configuration_scar import ScarConfig
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
 
 logger = get_logger(__name__)
 
@@ -97,7 +101,7 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
             adapter.attach(model)
         return adapter
 
-    def generate_model_card(self, *args: Any, **context: Any):
+    def generate_model_card(self, *args: Any, **context: Any) -> ModelCard:
         """The mixin's card hook: :meth:`model_card`."""
         return self.model_card(**context)
 
@@ -131,7 +135,7 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, model: nn.Module | None = None, *,
                         revision: str | None = None, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, **hub_kwargs: Any):
+                        dtype: torch.dtype | None = None, **hub_kwargs: Any) -> Self:
         """Load an adapter saved by :meth:`save_pretrained` (a local folder or a Hub repo id).
 
         Args:
@@ -159,8 +163,8 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
                                        dtype=dtype, **hub_kwargs)
 
     @classmethod
-    def from_reference_checkpoint(cls, source: Any, model: nn.Module | None = None, *,
-                                  dtype: torch.dtype | None = torch.float32, **kwargs: Any):
+    def from_reference_checkpoint(cls, source: str | os.PathLike | Mapping[str, torch.Tensor], model: nn.Module | None = None, *,
+                                  dtype: torch.dtype | None = torch.float32, **kwargs: Any) -> Self:
         """The SAE of a released SCAR checkpoint (ml-research/SCAR ``LLama3_SAE``: path, Hub id or state dict).
 
         Args:
@@ -195,7 +199,7 @@ class ScarHubMixin(ModelHubMixin, library_name="hf_ext", tags=["scar", "sparse-a
                                    model_card_kwargs=card_context)
         return str(info)
 
-    def model_card(self, **context: Any):
+    def model_card(self, **context: Any) -> ModelCard:
         """The Hub model card (``huggingface_hub.ModelCard``) of this adapter; ``base_model`` in its front matter.
 
         ``model_name``, ``eval_results`` (dicts of ``huggingface_hub.EvalResult`` fields: the ``model-index``) and

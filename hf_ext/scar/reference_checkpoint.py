@@ -40,11 +40,14 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hf_ext.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from .configuration_scar import ScarConfig
 
 logger = get_logger(__name__)
 
@@ -198,7 +201,8 @@ def read_reference_checkpoint(source: str | os.PathLike | Mapping[str, torch.Ten
 
 def reference_config_and_state(source: str | os.PathLike | Mapping[str, torch.Tensor], *, layer: int | None = None,
                                k: int | None = None, site: str | None = None, concepts: Sequence[str] | None = None,
-                               revision: str | None = None, **config_kwargs: Any):
+                               revision: str | None = None, **config_kwargs: Any,
+                               ) -> tuple[ScarConfig, dict[str, torch.Tensor]]:
     """The :class:`ScarConfig` and adapter state dict of a reference SCAR checkpoint's SAE.
 
     :meth:`ScarAdapter.from_reference_checkpoint <hf_ext.scar.ScarAdapter.from_reference_checkpoint>` (and

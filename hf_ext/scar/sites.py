@@ -18,12 +18,17 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..core.anatomy import ModelAnatomy
 
 __all__ = ["site_module"]
 
 
-def site_module(model: nn.Module, anatomy, site: str, index: int, name: str | None) -> nn.Module:
+def site_module(model: nn.Module, anatomy: ModelAnatomy, site: str, index: int, name: str | None) -> nn.Module:
     """The module to hook for ``site`` at decoder layer ``index`` (``name``: the submodule of ``site="module"``).
 
     Raises:

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,11 @@ from torch.nn import functional as F
 from ..core.hooks import rows
 from .configuration_scar import STEERING_OUTPUTS, ScarConfig
 from .sae import TopKSAE
+
+#: One steering strength: a float, or one value per batch row (a 1-D tensor or list).
+Strength = float | torch.Tensor | Sequence[float]
+#: A steering request: ``{concept name or index: strength}``, or a bare strength for concept 0.
+Steering = Strength | Mapping[str | int, Strength]
 
 __all__ = ["STEERING_OPS", "StopForward", "check_strength", "parse_steering", "steering_params",
            "transform_activations"]
@@ -65,7 +70,7 @@ def check_strength(value: Any, name: str) -> torch.Tensor | float:
     return value.float()
 
 
-def parse_steering(config: ScarConfig, strengths: Any, op: str | Mapping = "scale"
+def parse_steering(config: ScarConfig, strengths: Steering, op: str | Mapping = "scale"
                    ) -> list[tuple[int, torch.Tensor | float, str]]:
     """Normalise a steering request to ``[(latent index, strength, op)]``.
 
@@ -97,7 +102,7 @@ def parse_steering(config: ScarConfig, strengths: Any, op: str | Mapping = "scal
     return out
 
 
-def steering_params(sae: TopKSAE, strengths: Any, op: str | Mapping = "scale", output: str | None = None
+def steering_params(sae: TopKSAE, strengths: Steering, op: str | Mapping = "scale", output: str | None = None
                     ) -> dict[str, Any]:
     """The hook parameters of a steering request (see :meth:`ScarAdapter.steer` for the arguments).
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .toy_data import CONCEPT_WORDS, NEUTRAL_WORDS, concept_corpus, concept_word_rate, toy_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 __all__ = [
     "CONCEPT_WORDS", "NEUTRAL_WORDS", "concept_corpus", "concept_word_rate", "run_toy_experiment", "toy_tokenizer",
@@ -29,7 +32,7 @@ __all__ = [
 ]
 
 def train_toy_lm(seed: int = 0, *, steps: int = 120, batch_size: int = 32, hidden_size: int = 32, num_layers: int = 2,
-                 lr: float = 3e-3, progress: bool = True):
+                 lr: float = 3e-3, progress: bool = True) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A tiny Llama trained on :func:`concept_corpus` (word tokens) with AdamW; returns ``(model, tokenizer)``."""
     from hf_ext.utils.progress import progress_bar
 

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import random
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = ["CONCEPT_WORDS", "NEUTRAL_WORDS", "concept_corpus", "concept_word_rate", "toy_tokenizer"]
 
@@ -35,7 +39,7 @@ def concept_corpus(n: int, *, seed: int = 0, p_concept: float = 0.5, words_per_s
     return texts, labels
 
 
-def toy_tokenizer():
+def toy_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer over the toy vocabulary (``<pad> <s> </s> <unk>``, fillers, the two word lists);
     prepends ``<s>``, pads on the left, decodes with spaces."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors

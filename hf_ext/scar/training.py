@@ -26,9 +26,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,6 +40,13 @@ from hf_ext.utils.logging import get_logger
 
 from ..core.inputs import prepare_batch, tokenize_left_padded
 from .modeling_scar import ScarAdapter
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from .activation_store import ActivationStore
+    from .sae import ScarOutput
 
 logger = get_logger(__name__)
 
@@ -66,11 +74,13 @@ def _valid_tokens(ids: torch.Tensor, mask: torch.Tensor, eos_token_id: int | Non
     return valid
 
 
-def build_activation_dataset(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Any, *,
+def build_activation_dataset(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                             labels: torch.Tensor | Sequence[float] | Sequence[Sequence[float]], *,
                              adapter: ScarAdapter | None = None, layer: int | None = None, site: str = "mlp",
                              batch_size: int = 16, max_length: int | None = None, storage_dtype: str = "float32",
-                             eos_token_id: int | None = None, progress: bool = True, output_dir: Any = None,
-                             shard_mb: float = 128.0, overwrite: bool = False):
+                             eos_token_id: int | None = None, progress: bool = True,
+                             output_dir: str | os.PathLike | None = None, shard_mb: float = 128.0,
+                             overwrite: bool = False) -> datasets.Dataset | ActivationStore:
     """Cache token activations at the adapter's site, with each sequence's labels copied to its tokens.
 
     In memory by default; with ``output_dir`` written to disk batch by batch (sharded safetensors) and returned as a
@@ -205,13 +215,16 @@ class ScarTrainer(Trainer):
     ``state.log_history`` and the logger, not to stdout.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.pop_callback(PrinterCallback)  # with disable_tqdm=True it prints every log dict
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(_QuietProgress)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None,
+                     ) -> torch.Tensor | tuple[torch.Tensor, ScarOutput]:
+        """The SCAR loss of ``model(**inputs)``; while training, its NMSE and BCE parts are kept for :meth:`log`."""
         outputs = model(**inputs)
         loss = outputs["loss"]
         if model.training:
@@ -219,7 +232,8 @@ class ScarTrainer(Trainer):
                                 "bce": float(outputs["bce"]) if outputs["bce"] is not None else float("nan")}
         return (loss, outputs) if return_outputs else loss
 
-    def log(self, logs, *args, **kwargs):
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """``Trainer.log`` with the last training batch's ``nmse`` and ``bce`` added to entries that carry a loss."""
         parts = getattr(self, "_scar_parts", None)
         if parts and "loss" in logs:
             logs = {**logs, **parts}
@@ -248,9 +262,10 @@ def _training_args(output_dir: str | None, *, epochs: float, batch_size: int, lr
     return TrainingArguments(**kwargs)
 
 
-def train_scar(adapter: ScarAdapter, dataset: Any, *, epochs: float = 1.0, batch_size: int = 2048, lr: float = 1e-5,
+def train_scar(adapter: ScarAdapter, dataset: datasets.Dataset | ActivationStore, *, epochs: float = 1.0, batch_size: int = 2048, lr: float = 1e-5,
                max_grad_norm: float = 1.0, seed: int = 0, max_steps: int = -1, logging_steps: int = 50,
-               output_dir: str | None = None, progress: bool = True, eval_dataset: Any = None,
+               output_dir: str | None = None, progress: bool = True,
+               eval_dataset: datasets.Dataset | ActivationStore | None = None,
                **training_args: Any) -> tuple[ScarAdapter, list[dict[str, float]]]:
     """Train ``adapter`` on cached activations with :class:`ScarTrainer` (``transformers.Trainer``).
 
@@ -307,7 +322,10 @@ class ScarEndToEnd(nn.Module):
             adapter.attach(model)
         self.eos_token_id = eos_token_id
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> ScarOutput:
+        """The adapter's :class:`~hf_ext.scar.sae.ScarOutput` (loss included) on the valid tokens of
+        ``input_ids [B, T]`` (``attention_mask [B, T]``; EOS onwards dropped), with each row's ``labels``
+        (``[B]`` or ``[B, C]``) copied to its tokens."""
         inputs = prepare_batch(self.base, input_ids, attention_mask)
         acts = self.adapter.run_capture(self.base, inputs, activations=True)
         valid = _valid_tokens(input_ids, attention_mask, self.eos_token_id)
@@ -317,7 +335,8 @@ class ScarEndToEnd(nn.Module):
         return self.adapter(acts[r, c], y[r])
 
 
-def train_scar_end_to_end(model: nn.Module, tokenizer: Any, adapter: ScarAdapter, texts: Sequence[str], labels: Any, *,
+def train_scar_end_to_end(model: nn.Module, tokenizer: PreTrainedTokenizerBase, adapter: ScarAdapter,
+                          texts: Sequence[str], labels: torch.Tensor | Sequence[float] | Sequence[Sequence[float]], *,
                           epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-5, max_grad_norm: float = 1.0,
                           seed: int = 0, max_steps: int = -1, max_length: int | None = None, logging_steps: int = 50,
                           output_dir: str | None = None, progress: bool = True, **training_args: Any
@@ -365,7 +384,7 @@ def synthetic_activations(num_tokens: int, n_inputs: int, num_concepts: int = 1,
     return Dataset.from_dict({"activations": x.numpy(), "labels": y.numpy()}).with_format("torch")
 
 
-def accelerate_train(adapter: ScarAdapter, dataset: Any, *, epochs: int = 1, batch_size: int = 2048, lr: float = 1e-5,
+def accelerate_train(adapter: ScarAdapter, dataset: datasets.Dataset | ActivationStore, *, epochs: int = 1, batch_size: int = 2048, lr: float = 1e-5,
                      max_grad_norm: float = 1.0, seed: int = 0, progress: bool = True, fsdp: bool = False) -> list[float]:
     """Plain Accelerate loop (Adam, grad clip, global batch ``batch_size`` split across processes).
 

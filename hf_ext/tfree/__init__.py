@@ -18,7 +18,8 @@ from hf_ext.utils.imports import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "configuration_tfree": ["TFreeConfig"],
     "tokenization_tfree": ["TFreeTokenizer"],
-    "modeling_tfree": ["TFreeForCausalLM", "TFreeCausalLMOutput", "sparse_bce_loss"],
+    "modeling_tfree": ["TFreeForCausalLM", "TFreeCausalLMOutput"],
+    "loss": ["sparse_bce_loss"],
     "hashing": ["TrigramHasher"],
     "wordsplit": ["text_to_words", "words_to_text"],
     "conversion": ["convert_to_tfree", "convert_reference_checkpoint"],

@@ -25,8 +25,9 @@ import contextlib
 import copy
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,14 +37,21 @@ from hf_ext.utils.logging import get_logger
 from .configuration_tfree import TFreeConfig
 from .modeling_tfree import TFreeForCausalLM
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from .hashing import TrigramHasher
+    from .tokenization_tfree import TFreeTokenizer
+
 logger = get_logger(__name__)
 
 __all__ = ["REFERENCE_KEY_MAP", "check_reference_hash_table", "convert_reference_checkpoint", "convert_to_tfree",
            "interleaved_to_half_split", "map_reference_state_dict"]
 
 
-def convert_to_tfree(model, *, tokenizer=None, hash_vocab_size: int = 8000, num_activations: int = 10,
-                     num_lowercase_activations: int = 0, hash_scheme: str = "aa_md5", **config_kwargs: Any):
+def convert_to_tfree(model: PreTrainedModel, *, tokenizer: TFreeTokenizer | None = None,
+                     hash_vocab_size: int = 8000, num_activations: int = 10, num_lowercase_activations: int = 0,
+                     hash_scheme: str = "aa_md5", **config_kwargs: Any) -> TFreeForCausalLM:
     """A :class:`TFreeForCausalLM` with ``model``'s decoder weights and a new T-FREE embedding and head.
 
     Args:
@@ -232,7 +240,8 @@ def _llama_config(arch: dict[str, Any]):
                        vocab_size=16, tie_word_embeddings=False)
 
 
-def check_reference_hash_table(table: torch.Tensor, hasher, words=_PROBE_WORDS) -> int:
+def check_reference_hash_table(table: torch.Tensor, hasher: TrigramHasher,
+                               words: Sequence[str] = _PROBE_WORDS) -> int:
     """Compare rows of a reference ``trigram_to_vocab`` table with hf_ext's hashing; returns the rows compared.
 
     Args:

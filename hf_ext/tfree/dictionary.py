@@ -20,13 +20,16 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .hashing import TrigramHasher
 from .pattern_cache import PatternCache
+
+if TYPE_CHECKING:
+    from .tokenization_tfree import TFreeTokenizer
 
 __all__ = ["DecodeDictionary", "dictionary_fingerprint"]
 
@@ -60,7 +63,8 @@ class DecodeDictionary:
         """Number of words in the decode dictionary (``d``)."""
         return int(self.model.dict_trigrams.numel())
 
-    def patterns(self, words: Sequence[str], tokenizer=None):
+    def patterns(self, words: Sequence[str], tokenizer: TFreeTokenizer | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(indptr, data, trigrams)``: each word's activation-id multiset (CSR) and trigram count (the tokenizer's
         pattern cache computes them faster when given)."""
         if tokenizer is not None:
@@ -68,8 +72,12 @@ class DecodeDictionary:
         return PatternCache(self.hasher).csr(words)
 
     @staticmethod
-    def unique_counts(indptr: np.ndarray, data: np.ndarray):
-        """Multiplicity lists (sorted per word) → unique ids + counts per word."""
+    def unique_counts(indptr: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Multiplicity lists (sorted per word) → unique ids + counts per word.
+
+        Returns:
+            ``(indptr [n+1], unique ids [nnz'], counts [nnz'])`` in CSR layout, ``n`` = number of words.
+        """
         n = len(indptr) - 1
         row = np.repeat(np.arange(n), np.diff(indptr))
         first = np.ones(len(data), dtype=bool)
@@ -80,7 +88,8 @@ class DecodeDictionary:
         np.cumsum(np.bincount(row[starts], minlength=n), out=new_indptr[1:])
         return new_indptr, data[starts].astype(np.int64), counts
 
-    def set(self, words_or_tokenizer, *, tokenizer=None) -> None:
+    def set(self, words_or_tokenizer: TFreeTokenizer | Sequence[str], *,
+            tokenizer: TFreeTokenizer | None = None) -> None:
         """Replace the decode dictionary (e.g. with a ``wordfreq`` list, or a tokenizer's word list).
 
         Args:
@@ -121,8 +130,11 @@ class DecodeDictionary:
         self.model.config.dictionary_fingerprint = dictionary_fingerprint(words)
         self.model._decode_words_cache = list(words)
 
-    def add(self, words: Sequence[str], *, tokenizer=None) -> list[int]:
-        """Append ``words`` to the decode dictionary (no de-duplication); returns their new ids."""
+    def add(self, words: Sequence[str], *, tokenizer: TFreeTokenizer | None = None) -> list[int]:
+        """Append ``words`` to the decode dictionary (no de-duplication); returns their new ids.
+
+        ``tokenizer``: optional tokenizer whose pattern cache computes the patterns faster.
+        """
         if not words:
             return []
         indptr, data, tri = self.patterns(list(words), tokenizer)
@@ -158,8 +170,9 @@ class DecodeDictionary:
                              f"[{int(ids.min())}, {int(ids.max())}]; after encoding new words call "
                              "model.set_decode_dictionary(tokenizer) or use model.generate_text(...)")
 
-    def rows(self, ids: torch.Tensor):
-        """Flat unique ids, counts and owning row of the dictionary words ``ids`` (1-D)."""
+    def rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(activation ids, counts, owning row, lengths)``: the flat unique activation ids and their counts of the
+        dictionary words ``ids`` (1-D), the index in ``ids`` each belongs to, and each word's number of them."""
         starts = self.model.dict_indptr[ids]
         lens = self.model.dict_indptr[ids + 1] - starts
         total = int(lens.sum())

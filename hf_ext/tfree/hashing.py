@@ -44,8 +44,17 @@ _CASE_BYTE[list(_ASCII_CASE)] = True
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def validate_hash_params(vocab_size, num_activations, num_lowercase_activations, hash_scheme, trigram_unit) -> None:
-    """Raise ``TypeError``/``ValueError`` naming the bad value (v, m, k, scheme, unit)."""
+def validate_hash_params(vocab_size: int, num_activations: int, num_lowercase_activations: int, hash_scheme: str,
+                         trigram_unit: str) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the bad value (v, m, k, scheme, unit).
+
+    Args:
+        vocab_size: ``v``, the hash vocabulary (rows of the embedding), in ``[1, 2**31 - 1]``.
+        num_activations: ``m``, rows activated per trigram, in ``[1, v]``.
+        num_lowercase_activations: ``k`` of the ``m`` rows taken from the lowercased trigram, in ``[0, m]``.
+        hash_scheme: one of :data:`HASH_SCHEMES`.
+        trigram_unit: ``"byte"`` (UTF-8 byte trigrams) or ``"char"`` (code points); :data:`TRIGRAM_UNITS`.
+    """
     for name, value in (("hash_vocab_size", vocab_size), ("num_activations", num_activations),
                         ("num_lowercase_activations", num_lowercase_activations)):
         check_int(name, value)

@@ -24,12 +24,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -43,7 +42,14 @@ from .cache_check import cache_exact
 from .configuration_tfree import TFreeConfig
 from .dictionary import DecodeDictionary, dictionary_fingerprint
 from .hashing import TrigramHasher
+from .loss import sparse_bce_loss
 from .wordsplit import EOT, SPECIAL_WORDS
+
+if TYPE_CHECKING:
+    from transformers import Cache
+    from transformers.utils import ModelOutput
+
+    from .tokenization_tfree import TFreeTokenizer
 
 logger = get_logger(__name__)
 
@@ -67,32 +73,6 @@ class TFreeCausalLMOutput(CausalLMOutputWithPast):
     """
 
     activation_logits: torch.Tensor | None = None
-
-
-def sparse_bce_loss(logits: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor, weights: torch.Tensor,
-                    pos_weight: float, loss_scale: float = 1.0) -> torch.Tensor:
-    """``loss_scale × Σ_{p,j} w_p·BCE(x_pj, y_pj; pos_weight) / (#{w_p > 0}·v)`` with sparse positives.
-
-    Args:
-        logits: ``[N, v]`` multi-label logits.
-        pos_rows, pos_cols: ``[P]`` coordinates of the positive targets (unique per row).
-        weights: ``[N]`` per-position weights (0 = ignored position).
-        pos_weight: weight of the positive term.
-        loss_scale: multiplier of the mean.
-
-    Example:
-        >>> x = torch.zeros(2, 5)
-        >>> float(sparse_bce_loss(x, torch.tensor([0]), torch.tensor([1]), torch.ones(2), pos_weight=1.0))  # log 2
-        0.6931471824645996
-    """
-    x = logits.float()
-    w = weights.to(x.dtype)
-    total = (F.softplus(x).sum(-1) * w).sum()
-    if pos_rows.numel():
-        xp = x[pos_rows, pos_cols]
-        total = total + (w[pos_rows] * (pos_weight * F.softplus(-xp) - F.softplus(xp))).sum()
-    denom = (w > 0).sum().clamp(min=1) * x.shape[-1]
-    return loss_scale * total / denom
 
 
 class TFreePreTrainedModel(AtomicSaveMixin, PreTrainedModel):
@@ -194,12 +174,13 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
         """Number of words in the decode dictionary (``d``)."""
         return int(self.dict_trigrams.numel())
 
-    def set_decode_dictionary(self, words_or_tokenizer, *, tokenizer=None) -> None:
+    def set_decode_dictionary(self, words_or_tokenizer: TFreeTokenizer | Sequence[str], *,
+                              tokenizer: TFreeTokenizer | None = None) -> None:
         """Replace the decode dictionary with a :class:`TFreeTokenizer`'s word list or a list of words (e.g. a
         ``wordfreq`` list); see :meth:`~hf_ext.tfree.dictionary.DecodeDictionary.set`."""
         self.decode_dictionary.set(words_or_tokenizer, tokenizer=tokenizer)
 
-    def add_decode_words(self, words: Sequence[str], *, tokenizer=None) -> list[int]:
+    def add_decode_words(self, words: Sequence[str], *, tokenizer: TFreeTokenizer | None = None) -> list[int]:
         """Append ``words`` to the decode dictionary (no de-duplication); returns their new ids."""
         return self.decode_dictionary.add(words, tokenizer=tokenizer)
 
@@ -289,7 +270,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.Tensor | None = None, activation_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                past_key_values=None, cache=None, inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                past_key_values: Cache | None = None, cache: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
                 return_activation_logits: bool = False, return_dictionary_scores: bool | None = None,
                 **kwargs: Any) -> TFreeCausalLMOutput:
@@ -303,6 +285,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             logits_to_keep: score only the last ``k`` positions (``0`` = all; ``generate()`` passes 1), or a 1-D
                 tensor of positions.
             return_activation_logits: also return the raw ``[B, K, v]`` multi-label logits.
+            past_key_values, cache: the backbone's KV cache (either name; ``cache`` wins), as ``generate()`` passes it.
         """
         kwargs.pop("num_items_in_batch", None)
         if inputs_embeds is None:
@@ -357,7 +340,8 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ text in, text out
     @contextlib.contextmanager
-    def prompt_words(self, tokenizer, texts: Sequence[str]):
+    def prompt_words(self, tokenizer: TFreeTokenizer, texts: Sequence[str]
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Temporarily add the prompts' out-of-dictionary words to the tokenizer and the decode dictionary.
 
         Yields the padded ``input_ids`` and ``attention_mask`` of ``texts``. Both dictionaries are restored on exit.
@@ -387,7 +371,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
                 tokenizer.truncate_dictionary(t0)
 
     @torch.no_grad()
-    def generate(self, *args: Any, **kwargs: Any):
+    def generate(self, *args: Any, **kwargs: Any) -> torch.LongTensor | ModelOutput:
         """``GenerationMixin.generate`` over the decode dictionary (the logits' width; see
         :func:`hf_ext.compat.generation_vocab_size`).
 
@@ -442,7 +426,7 @@ class TFreeForCausalLM(TFreePreTrainedModel, GenerationMixin):
             tail[b, :r.numel()] = r
         return torch.cat([ids, tail], dim=1)
 
-    def generate_text(self, tokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
+    def generate_text(self, tokenizer: TFreeTokenizer, prompts: str | Sequence[str], *, max_new_words: int = 20,
                       skip_special_tokens: bool = True, **generate_kwargs: Any) -> list[str]:
         """Generate continuations of ``prompts`` (strings) with ``generate()``; prompt OOV words become decodable.
 

@@ -34,7 +34,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from transformers import PreTrainedTokenizer
@@ -149,7 +149,7 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
             padding_side=padding_side, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Self:
         """``PreTrainedTokenizer.from_pretrained``, strict about a local folder: ``words.json`` and a
         ``tokenizer_config.json`` with every hashing key (:data:`REQUIRED_CONFIG_KEYS`) must be there; without
         them the tokenizer would load with default hashing (v=8000, m=10) and encode differently from the model.
@@ -236,14 +236,19 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         return words_to_text(tokens)
 
-    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
+    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+                                         ) -> list[int]:
+        """The ids with ``eos`` appended after each sequence when ``add_eos_token``."""
         eos = [self.eos_token_id] if self.add_eos_token else []
         out = list(token_ids_0) + eos
         if token_ids_1 is not None:
             out += list(token_ids_1) + eos
         return out
 
-    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
+    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        """1 at the special (``eos``) positions :meth:`build_inputs_with_special_tokens` adds (or, with
+        ``already_has_special_tokens``, already holds), 0 elsewhere."""
         if already_has_special_tokens:
             return [int(i == self.eos_token_id) for i in token_ids_0]
         eos = [1] if self.add_eos_token else []

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,9 @@ from .configuration_tfree import TFreeConfig
 from .modeling_tfree import TFreeForCausalLM
 from .tokenization_tfree import TFreeTokenizer
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 logger = get_logger(__name__)
 
 __all__ = ["TFreeDataCollator", "tiny_tfree", "train_tfree", "word_windows"]
@@ -38,7 +41,8 @@ __all__ = ["TFreeDataCollator", "tiny_tfree", "train_tfree", "word_windows"]
 
 def tiny_tfree(family: str = "llama", *, hash_vocab_size: int = 1024, num_activations: int = 4,
                num_lowercase_activations: int = 0, hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
-               words: Sequence[str] | None = None, hash_scheme: str = "aa_md5", **config_kwargs: Any):
+               words: Sequence[str] | None = None, hash_scheme: str = "aa_md5",
+               **config_kwargs: Any) -> tuple[TFreeForCausalLM, TFreeTokenizer]:
     """A seeded tiny ``TFreeForCausalLM`` over a tiny backbone of ``family`` and its matching tokenizer.
 
     Args:
@@ -130,7 +134,7 @@ class TFreeDataCollator:
 
 def train_tfree(model: TFreeForCausalLM, tokenizer: TFreeTokenizer, texts: Sequence[str], *, steps: int = 100,
                 batch_size: int = 8, max_words: int = 32, lr: float = 3e-3, weight_decay: float = 0.0,
-                warmup_steps: int = 0, seed: int = 0, progress: bool = True, accelerator=None,
+                warmup_steps: int = 0, seed: int = 0, progress: bool = True, accelerator: Accelerator | None = None,
                 log_every: int = 0, fsdp: bool = False) -> list[float]:
     """Train ``model`` on ``texts`` with AdamW (cosine schedule) through Accelerate; returns the per-step losses.
 

@@ -32,7 +32,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,6 +44,9 @@ from hf_ext.core.inputs import check_in_vocabulary
 from hf_ext.utils.saving import AtomicSaveMixin
 
 from ..compat import cache_field
+
+if TYPE_CHECKING:
+    from transformers import Cache, PretrainedConfig
 from . import functional as UF
 from .configuration_umup import UMupConfig
 
@@ -75,7 +78,7 @@ class UMupLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, *, constrain_grad_input: bool = True,
                  readout: bool = False, depth: int | None = None, fp8: int = UF.FP8_OFF,
-                 device=None, dtype=None) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
@@ -111,7 +114,8 @@ class UMupLinear(nn.Module):
 class UMupEmbedding(nn.Module):
     """Unit-scaled embedding (weight ``N(0,1)``, ``[vocab, hidden]``); role ``"embedding"`` (LR ``1/sqrt(hidden)``)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None) -> None:
+    def __init__(self, num_embeddings: int, embedding_dim: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
@@ -273,8 +277,8 @@ class UMupLlamaModel(UMupPreTrainedModel):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Any = None,
-                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None, cache: Any = None,
+                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None, cache: Cache | None = None,
                 **kwargs: Any) -> BaseModelOutputWithPast:
         """``input_ids [B, S]`` (or ``inputs_embeds [B, S, h]``) → ``last_hidden_state [B, S, h]`` (unit RMS)."""
         if (input_ids is None) == (inputs_embeds is None):
@@ -348,9 +352,9 @@ class UMupLlamaForCausalLM(UMupPreTrainedModel, GenerationMixin):
         self.post_init()
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Any = None,
+                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
                 inputs_embeds: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
-                use_cache: bool | None = None, cache: Any = None, logits_to_keep: int | torch.Tensor = 0,
+                use_cache: bool | None = None, cache: Cache | None = None, logits_to_keep: int | torch.Tensor = 0,
                 return_dict: bool | None = None, **kwargs: Any) -> CausalLMOutputWithPast:
         """See the class docstring. Shapes: ``input_ids [B, S]``, ``labels [B, S]`` (shifted inside)."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -386,7 +390,7 @@ def umup_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, vocab_size: 
     return UF.scaled_loss(loss_sum, 1.0 / max(n, 1), UF.cross_entropy_grad_scale(vocab_size))
 
 
-def convert_llama_to_umup(config: Any, **overrides: Any) -> UMupConfig:
+def convert_llama_to_umup(config: PretrainedConfig, **overrides: Any) -> UMupConfig:
     """A :class:`UMupConfig` with the architecture of a ``LlamaConfig`` (or any Llama-like config).
 
     Copies vocab/hidden/intermediate sizes, layers, heads, KV heads, head_dim, positions, RMSNorm eps, RoPE theta

@@ -29,13 +29,17 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_float
+
+if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
+    from transformers import TrainingArguments
 
 logger = get_logger(__name__)
 
@@ -171,7 +175,8 @@ def group_learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return out
 
 
-def umup_optimizers(model: nn.Module, args: Any, num_training_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+def umup_optimizers(model: nn.Module, args: TrainingArguments, num_training_steps: int
+                    ) -> tuple[torch.optim.Optimizer, LRScheduler]:
     """The ``optimizers=(optimizer, scheduler)`` argument of a plain ``transformers.Trainer``, built from its args.
 
     Uses ``args.learning_rate``, ``args.weight_decay``, ``adam_beta1/2``, ``adam_epsilon``, ``lr_scheduler_type``
@@ -212,7 +217,9 @@ def _trainer_cls():
             ...                       train_dataset=ds)
         """
 
-        def create_optimizer(self, model=None):
+        def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+            """The optimizer over :func:`umup_param_groups` of ``model`` (default: the trainer's), created once;
+            the class and its other arguments come from ``TrainingArguments``."""
             opt_model = self.model if model is None else model
             if self.optimizer is None:
                 groups = umup_param_groups(opt_model, self.args.learning_rate, self.args.weight_decay)
@@ -227,6 +234,7 @@ def _trainer_cls():
             return self.optimizer
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            """``Trainer.log`` with each parameter group's current LR (``lr/<group>``) added to loss/LR entries."""
             if self.optimizer is not None and ("loss" in logs or "learning_rate" in logs):
                 logs = {**logs, **group_learning_rates(self.optimizer)}
             super().log(logs, *args, **kwargs)

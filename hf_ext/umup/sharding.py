@@ -16,6 +16,7 @@ Example (under ``torchrun --nproc_per_node 2``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from ..core.sharding import shard_model
 __all__ = ["group_summary", "shard_umup"]
 
 
-def group_summary(groups: Any, model: nn.Module) -> list[tuple[str, float, float, float, tuple[str, ...]]]:
+def group_summary(groups: torch.optim.Optimizer | Sequence[Mapping[str, Any]], model: nn.Module) -> list[tuple[str, float, float, float, tuple[str, ...]]]:
     """``[(name, lr, weight_decay, lr_multiplier, parameter names)]`` of an optimizer's (or a group list's) groups.
 
     Parameters are named through ``model`` (by identity), so the summary of an optimizer built on a sharded model can

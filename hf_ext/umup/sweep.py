@@ -22,9 +22,13 @@ import sysconfig
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_ext.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
 
 logger = get_logger(__name__)
 
@@ -59,7 +63,7 @@ def stdlib_bytes(max_bytes: int = 2_000_000):
 
 
 def build_model(parametrization: str, width: int, *, depth: int = 2, seq_len: int = 64, head_dim: int = 32,
-                vocab_size: int = 256, ffn_mult: int = 2, seed: int = 0):
+                vocab_size: int = 256, ffn_mult: int = 2, seed: int = 0) -> PreTrainedModel:
     """A byte-level Llama-style LM of ``width``: u-μP (:class:`UMupLlamaForCausalLM`) or SP (``LlamaForCausalLM``).
 
     Same architecture in both (pre-norm, RoPE, SwiGLU with ``ffn_mult·width``, untied head, SDPA); SP keeps
@@ -141,7 +145,7 @@ def train_run(parametrization: str, width: int, log2_lr: float, *, steps: int = 
 def lr_sweep(widths: Sequence[int] = (64, 128, 256), log2_lrs: dict[str, Sequence[float]] | None = None, *,
              parametrizations: Iterable[str] = PARAMETRIZATIONS, steps: int = 200, seeds: Sequence[int] = (0, 1),
              batch_size: int = 16, seq_len: int = 64, depth: int = 2, progress: bool = True,
-             data=None) -> list[dict[str, Any]]:
+             data: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Run the grid; returns one row ``{"parametrization", "width", "log2_lr", "seed", "loss", "diverged", "seconds"}``
     per run (a diverged run has loss NaN).
 

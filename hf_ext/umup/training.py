@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -35,12 +35,18 @@ from torch import nn
 from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_size
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from .modeling_umup import UMupLlamaForCausalLM
+
 logger = get_logger(__name__)
 
 __all__ = ["build_byte_model", "global_batch", "main", "train_umup"]
 
 
-def build_byte_model(width: int = 64, depth: int = 2, seq_len: int = 64, head_dim: int = 16, seed: int = 0):
+def build_byte_model(width: int = 64, depth: int = 2, seq_len: int = 64, head_dim: int = 16,
+                     seed: int = 0) -> UMupLlamaForCausalLM:
     """A seeded byte-level (vocab 256) :class:`~hf_ext.umup.UMupLlamaForCausalLM` of ``width`` and ``depth``.
 
     Raises:
@@ -68,7 +74,7 @@ def _schedule(step: int, steps: int, warmup: int) -> float:
 
 def train_umup(model: nn.Module, data: torch.Tensor | None = None, *, steps: int = 100, batch_size: int = 16,
                seq_len: int = 64, lr: float = 0.5, weight_decay: float = 0.0, warmup: int = 0, seed: int = 0,
-               accelerator: Any = None, fsdp: bool = False, progress: bool = True) -> list[float]:
+               accelerator: Accelerator | None = None, fsdp: bool = False, progress: bool = True) -> list[float]:
     """Train ``model`` (u-μP roles on its modules) for ``steps`` steps; returns the global mean loss of every step.
 
     Args:

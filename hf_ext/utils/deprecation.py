@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["REMOVED_IN", "DeprecatedList", "warn_deprecated"]
@@ -40,7 +40,7 @@ class DeprecatedList(list):
         on_append: called with each appended item after it is added.
     """
 
-    def __init__(self, items=(), *, old: str, new: str, on_append: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, items: Iterable[Any] = (), *, old: str, new: str, on_append: Callable[[Any], None] | None = None) -> None:
         super().__init__(items)
         self._old, self._new, self._on_append = old, new, on_append
 

@@ -18,9 +18,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .logging import transformers_verbosity
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["library_progress_bars", "progress_bar", "progress_enabled"]
 
@@ -40,7 +43,7 @@ def progress_enabled(requested: bool = True) -> bool:
     return tf_logging is None or tf_logging.is_progress_bar_enabled()
 
 
-def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **tqdm_kwargs: Any):
+def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **tqdm_kwargs: Any) -> tqdm:
     """A ``tqdm.auto.tqdm`` bar over ``iterable`` (or a manual one with ``total=``), disabled unless :func:`progress_enabled`.
 
     Args:

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -36,7 +36,7 @@ class WeightedCrossAttnProcessor:
         base: the processor it wraps (called with the modified mask).
     """
 
-    def __init__(self, base):
+    def __init__(self, base: Callable[..., torch.Tensor]):
         self.base = base
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
@@ -79,7 +79,8 @@ def cross_attention_modules(unet: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def cross_attention_weights(unet: nn.Module, weights) -> Iterator[None]:
+def cross_attention_weights(unet: nn.Module, weights: torch.Tensor | Sequence[float] | Sequence[Sequence[float]]
+                            ) -> Iterator[None]:
     """Weight the keys of the UNet's cross-attention inside a ``with`` block.
 
     Args:

@@ -9,16 +9,21 @@ files as one process writes and resume on any number of processes.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from hf_ext.utils.loading import load_safetensors, read_json
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 __all__ = ["gather_for_checkpoint", "load_checkpoint", "save_checkpoint", "write_checkpoint"]
 
 
-def save_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | dict | None = None,
+def save_checkpoint(directory: str | os.PathLike, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | dict | None = None,
                     state: dict | None = None) -> Path:
     """Write ``trainable.safetensors``, the optimizer state (``optimizer.safetensors`` + ``.json``) and ``state``.
 
@@ -53,7 +58,7 @@ def _write_checkpoint_files(out: Path, params: dict[str, torch.Tensor], optimize
     (out / "training_state.json").write_text(json.dumps(state or {}, indent=1), encoding="utf-8")
 
 
-def load_checkpoint(directory, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> dict:
+def load_checkpoint(directory: str | os.PathLike, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Load what :func:`save_checkpoint` wrote into ``params`` (in place) and ``optimizer``; returns the state dict.
 
     Raises:
@@ -106,9 +111,16 @@ def gather_for_checkpoint(params: dict[str, torch.Tensor], optimizer: torch.opti
     return full, {"state": state, "param_groups": sd["param_groups"]}
 
 
-def write_checkpoint(acc, directory, params, optimizer, state: dict, sharded: bool) -> None:
+def write_checkpoint(acc: Accelerator, directory: str | os.PathLike, params: dict[str, torch.Tensor],
+                     optimizer: torch.optim.Optimizer | None, state: dict, sharded: bool) -> None:
     """Save a checkpoint from a run of ``acc.num_processes`` processes (gathering sharded tensors first); the main
-    process writes it, the others wait."""
+    process writes it, the others wait.
+
+    Args:
+        acc: the run's ``accelerate.Accelerator``.
+        directory, params, optimizer, state: as :func:`save_checkpoint`.
+        sharded: whether ``params``/``optimizer`` are FSDP2-sharded (then gathered first, on every process).
+    """
     if sharded:
         params, optimizer = gather_for_checkpoint(params, optimizer)
     if acc.is_main_process:

@@ -29,13 +29,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
 from hf_ext.core.attention import MODES, attention_controls
 from hf_ext.core.inputs import takes_mask_positions
 from hf_ext.utils.validation import check_float, check_int
+
+if TYPE_CHECKING:
+    import PIL.Image
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.image_processing_utils import BaseImageProcessor
+
+    from .modeling_multifusion import MagmaEncoder
+
+# (typing.Union: the PIL class is a forward reference, pillow being optional here)
+#: One prompt item: a text or an image, optionally ``(item, weight)``.
+PromptItem = Union[str, "PIL.Image.Image", tuple[Union[str, "PIL.Image.Image"], float]]  # noqa: UP007
+#: One prompt (an item or a list of items) or a batch of prompts (a list of item lists).
+Prompt = Union[PromptItem, Sequence[PromptItem], Sequence[Sequence[PromptItem]]]  # noqa: UP007
+#: One weight per item of one prompt, or one such list per prompt of a batch.
+PromptWeights = Sequence[float] | Sequence[Sequence[float]]
 
 __all__ = ["EncodedPrompt", "InterleavedEncoder", "normalize_prompts"]
 
@@ -53,7 +68,7 @@ def _is_item(item: Any) -> bool:
         isinstance(item, tuple) and len(item) == 2 and (isinstance(item[0], str) or _is_image(item[0])))
 
 
-def normalize_prompts(prompt, weights=None) -> tuple[list[list[Any]], list[list[float]] | None]:
+def normalize_prompts(prompt: Prompt, weights: PromptWeights | None = None) -> tuple[list[list[Any]], list[list[float]] | None]:
     """Normalise a prompt (or a batch of prompts) and its weights to ``(rows of items, rows of weights | None)``.
 
     Accepted forms: ``"text"``, an image, ``[item, …]`` (one prompt), ``[[item, …], …]`` (a batch); items may be
@@ -189,7 +204,8 @@ class InterleavedEncoder:
         items of such a VLM are encoded as usual).
     """
 
-    def __init__(self, model, tokenizer, image_processor=None, *, layer: int = -1, weight_mode: str = "log_additive"):
+    def __init__(self, model: PreTrainedModel | MagmaEncoder, tokenizer: PreTrainedTokenizerBase,
+                 image_processor: BaseImageProcessor | None = None, *, layer: int = -1, weight_mode: str = "log_additive"):
         from .modeling_multifusion import MagmaEncoder
 
         if weight_mode not in MODES:
@@ -252,7 +268,7 @@ class InterleavedEncoder:
         bos = self.tokenizer.bos_token_id
         return [bos] if bos is not None else []
 
-    def layout(self, rows: list[list[Any]], device=None) -> _Layout:
+    def layout(self, rows: list[list[Any]], device: torch.device | str | None = None) -> _Layout:
         """Token layout of normalised rows: ids, right-padding mask, positions, image slots and item spans."""
         ids_rows, img_rows, spans_rows, kinds_rows, images = [], [], [], [], []
         for r, row in enumerate(rows):
@@ -327,10 +343,12 @@ class InterleavedEncoder:
         return out
 
     # ------------------------------------------------------------------------------------------------ encode
-    def __call__(self, prompt, weights=None, *, layer: int | None = None, device=None) -> EncodedPrompt:
+    def __call__(self, prompt: Prompt, weights: PromptWeights | None = None, *, layer: int | None = None,
+                 device: torch.device | str | None = None) -> EncodedPrompt:
         return self.encode(prompt, weights, layer=layer, device=device)
 
-    def encode(self, prompt, weights=None, *, layer: int | None = None, device=None) -> EncodedPrompt:
+    def encode(self, prompt: Prompt, weights: PromptWeights | None = None, *, layer: int | None = None,
+               device: torch.device | str | None = None) -> EncodedPrompt:
         """Encode one prompt or a batch (see :func:`normalize_prompts`).
 
         Args:
@@ -373,7 +391,7 @@ class InterleavedEncoder:
         has_head = hasattr(self.model, "get_output_embeddings") and self.model.get_output_embeddings() is not None
         return {"logits_to_keep": 1} if has_head else {}
 
-    def embed(self, prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs_embeds [B, L, d_lm], attention_mask [B, L])``: what the language model receives (for inspection).
 
         Text slots hold the token embeddings, image slots :meth:`image_features`, in prompt order.

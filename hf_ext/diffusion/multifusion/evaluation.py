@@ -21,11 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from hf_ext.utils.validation import check_size
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel, CLIPProcessor
+
+    from .encoding_multifusion import InterleavedEncoder
 
 __all__ = [
     "MCC_COLORS", "MCC_OBJECTS", "TRANSLATIONS", "ClipZeroShotScorer", "ImageTextScorer", "MCCPrompt", "evaluate_mcc",
@@ -113,7 +118,8 @@ class ClipZeroShotScorer:
     Call: ``scorer(images, texts) -> [n_images, n_texts]`` logits (``logit_scale · cos``).
     """
 
-    def __init__(self, model, processor=None, *, device: str = "cpu"):
+    def __init__(self, model: str | CLIPModel, processor: CLIPProcessor | None = None, *,
+                 device: str = "cpu"):
         from transformers import CLIPModel, CLIPProcessor
 
         if isinstance(model, str):
@@ -136,7 +142,7 @@ def _object_correct(scorer, image, color: str, obj: str) -> bool:
     return texts[int(scores.argmax())] == f"a {color} {obj}"
 
 
-def evaluate_mcc(generate: Callable[[Any], Any], scorer, prompts: Sequence[MCCPrompt], *,
+def evaluate_mcc(generate: Callable[[Any], Any], scorer: ImageTextScorer, prompts: Sequence[MCCPrompt], *,
                  modes: Sequence[str] = ("text", "multimodal"), progress: bool = True) -> dict[str, Any]:
     """Fraction of prompts whose image shows **both** objects in their colours, per prompt mode.
 
@@ -171,7 +177,7 @@ def evaluate_mcc(generate: Callable[[Any], Any], scorer, prompts: Sequence[MCCPr
 
 
 @torch.no_grad()
-def multilingual_similarity(encoder, translations: dict[str, dict[str, str]] | None = None) -> dict[str, float]:
+def multilingual_similarity(encoder: InterleavedEncoder, translations: dict[str, dict[str, str]] | None = None) -> dict[str, float]:
     """Mean cosine similarity, per language, of the pooled encoder embedding of a translation to the English prompt.
 
     Args:

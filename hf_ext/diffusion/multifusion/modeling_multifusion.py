@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
@@ -31,6 +31,9 @@ from torch import nn
 from hf_ext.core.anatomy import get_anatomy
 from hf_ext.core.hooks import register_hooks
 from hf_ext.utils.validation import check_int, check_size
+
+if TYPE_CHECKING:
+    from transformers.modeling_outputs import BaseModelOutputWithPast
 
 __all__ = ["BottleneckAdapter", "ImagePrefix", "MagmaEncoder", "MultiFusionProjector"]
 
@@ -196,7 +199,7 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
 
     # ---------------------------------------------------------------------------------------------- building
     @classmethod
-    def from_parts(cls, language_model: nn.Module, vision_model: nn.Module, **kwargs) -> MagmaEncoder:
+    def from_parts(cls, language_model: nn.Module, vision_model: nn.Module, **kwargs: Any) -> MagmaEncoder:
         """Wrap an existing causal LM (with or without head) and vision tower; their weights are kept (shared).
 
         Args:
@@ -310,7 +313,7 @@ class MagmaEncoder(ModelMixin, ConfigMixin):
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,
-                image_mask: torch.Tensor | None = None, output_hidden_states: bool = True):
+                image_mask: torch.Tensor | None = None, output_hidden_states: bool = True) -> BaseModelOutputWithPast:
         """Embed text ids, scatter the image prefixes into the ``image_mask`` slots (row-major, images in order) and
         run the decoder.
 

@@ -26,7 +26,7 @@ import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
@@ -35,15 +35,21 @@ from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, UNet2DCondit
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.configuration_utils import ConfigMixin  # noqa: F401 - the component loader looks names up here
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.image_processing_utils import BaseImageProcessor
 
 from hf_ext.utils.saving import AtomicSaveMixin
 from hf_ext.utils.validation import check_float, check_size
 
 from .attention_processor import cross_attention_weights
 from .encoding_multifusion import EncodedPrompt, InterleavedEncoder, normalize_prompts, pad_and_stack
-from .modeling_multifusion import MultiFusionProjector  # noqa: F401 - re-exported for component loading
+from .modeling_multifusion import MagmaEncoder, MultiFusionProjector
+
+if TYPE_CHECKING:
+    from .encoding_multifusion import Prompt, PromptWeights
 
 __all__ = ["MultiFusionPipeline", "MultiFusionPipelineOutput"]
 
@@ -103,7 +109,11 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
     #: ``encoder_attention_mask`` ``[rows, L]`` (1 = token, 0 = padding).
     _callback_tensor_inputs = ["latents", "prompt_embeds", "encoder_attention_mask"]
 
-    def __init__(self, encoder, tokenizer, unet, vae, scheduler, image_processor=None, projection=None,
+    # The annotations are resolved at run time (diffusers checks the components passed to from_pretrained against
+    # them and carries matching ones over in from_pipe): these names are imported for real above.
+    def __init__(self, encoder: PreTrainedModel | MagmaEncoder, tokenizer: PreTrainedTokenizerBase,
+                 unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: SchedulerMixin,
+                 image_processor: BaseImageProcessor | None = None, projection: MultiFusionProjector | None = None,
                  encoder_layer: int = -1):
         super().__init__()
         self.register_modules(encoder=encoder, tokenizer=tokenizer, unet=unet, vae=vae, scheduler=scheduler,
@@ -138,8 +148,15 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
                                   layer=self.config.encoder_layer if layer is None else layer)
 
     @torch.no_grad()
-    def encode_prompt(self, prompt, weights=None, *, layer: int | None = None, device=None) -> EncodedPrompt:
+    def encode_prompt(self, prompt: Prompt, weights: PromptWeights | None = None, *, layer: int | None = None,
+                      device: torch.device | str | None = None) -> EncodedPrompt:
         """Encode interleaved prompt(s) without projection (cache the result and pass it as ``prompt_embeds``).
+
+        Args:
+            prompt: one prompt or a batch (see :func:`~.encoding_multifusion.normalize_prompts`).
+            weights: one AtMan weight per item (per prompt); ``None`` = unweighted.
+            layer: override the pipeline's ``encoder_layer``.
+            device: where the inputs go (default: the pipeline's execution device).
 
         Returns:
             :class:`EncodedPrompt` (``hidden_states [B, L, d_lm]``, ``attention_mask [B, L]``, item spans, weights).
@@ -157,18 +174,22 @@ class MultiFusionPipeline(AtomicSaveMixin, DiffusionPipeline):
     # Read by diffusers' step-end callbacks (e.g. ``SDCFGCutoffCallback`` sets ``_guidance_scale = 0``).
     @property
     def guidance_scale(self) -> float:
+        """The classifier-free guidance scale of the running call (a step-end callback may change it)."""
         return self._guidance_scale
 
     @property
     def do_classifier_free_guidance(self) -> bool:
+        """Whether the running call uses classifier-free guidance (``guidance_scale > 1``)."""
         return self._guidance_scale > 1.0
 
     @property
     def num_timesteps(self) -> int:
+        """Number of denoising steps of the running call."""
         return self._num_timesteps
 
     @property
     def interrupt(self) -> bool:
+        """Set to ``True`` (``pipe._interrupt``) by a callback to skip the remaining denoising steps."""
         return self._interrupt
 
     def _check_callback(self, callback_on_step_end, tensor_inputs) -> list[str]:

@@ -18,16 +18,20 @@ Example (under ``torchrun --nproc_per_node 2``):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from ...core.sharding import decoder_layers, shard_model
 
+if TYPE_CHECKING:
+    from .encoding_multifusion import InterleavedEncoder
+    from .pipeline_multifusion import MultiFusionPipeline
+
 __all__ = ["shard_fusion", "shard_semantic", "unet_blocks"]
 
 
-def shard_semantic(encoder, **shard_kwargs: Any) -> nn.Module:
+def shard_semantic(encoder: InterleavedEncoder, **shard_kwargs: Any) -> nn.Module:
     """Shard the model of an :class:`~.encoding_multifusion.InterleavedEncoder` for stage A; returns ``encoder.model``.
 
     Args:
@@ -51,7 +55,7 @@ def unet_blocks(unet: nn.Module) -> list[nn.Module]:
     return [*down, *([mid] if isinstance(mid, nn.Module) else []), *up]
 
 
-def shard_fusion(pipe, **shard_kwargs: Any):
+def shard_fusion(pipe: MultiFusionPipeline, **shard_kwargs: Any) -> MultiFusionPipeline:
     """Shard a :class:`~.pipeline_multifusion.MultiFusionPipeline` for stage B (UNet blocks + UNet, the projection).
 
     Args:

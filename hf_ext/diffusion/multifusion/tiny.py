@@ -9,15 +9,20 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import CLIPImageProcessorPil, CLIPVisionModel
+
+    from .modeling_multifusion import MagmaEncoder
 
 ENCODER_KINDS = ("llava", "magma", "text")
 PROJECTION_KINDS = ("module", "text_proj")
 
 
-def tiny_vision_tower(seed: int = 0):
+def tiny_vision_tower(seed: int = 0) -> CLIPVisionModel:
     """A seeded tiny ``CLIPVisionModel`` (hidden 32, 2 layers, 32×32 images, 8×8 patches → 16 patch tokens)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -28,7 +33,7 @@ def tiny_vision_tower(seed: int = 0):
         return CLIPVisionModel(cfg).eval()
 
 
-def tiny_image_processor():
+def tiny_image_processor() -> CLIPImageProcessorPil:
     """A PIL CLIP image processor resizing / cropping to 32×32 (the tiny towers' input size)."""
     from transformers import CLIPImageProcessorPil
 
@@ -36,8 +41,11 @@ def tiny_image_processor():
 
 
 def tiny_magma_encoder(family: str = "llama", seed: int = 0, *, adapter_downsample: int | None = 4,
-                       adapter_location: str = "mlp", **lm_kwargs):
-    """A :class:`~.modeling_multifusion.MagmaEncoder` over a tiny causal LM of ``family`` and :func:`tiny_vision_tower`."""
+                       adapter_location: str = "mlp", **lm_kwargs: Any) -> MagmaEncoder:
+    """A :class:`~.modeling_multifusion.MagmaEncoder` over a tiny causal LM of ``family`` and :func:`tiny_vision_tower`.
+
+    ``lm_kwargs`` go to :func:`hf_ext.tiny.tiny_causal_lm` (``hidden_size``, ``num_layers`` …).
+    """
     from hf_ext.tiny import tiny_causal_lm
 
     from .modeling_multifusion import MagmaEncoder

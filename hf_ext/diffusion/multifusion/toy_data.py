@@ -9,11 +9,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hf_ext.utils.validation import check_int, check_size
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 __all__ = ["COLORS", "SENTENCE_PAIRS", "SHAPES", "ShapesDataset", "draw_shape"]
 
@@ -33,8 +36,16 @@ SENTENCE_PAIRS: list[tuple[str, str]] = [
 
 
 def draw_shape(color: str, shape: str, size: int = 32, *, background: tuple[int, int, int] = (128, 128, 128),
-               jitter: tuple[int, int] = (0, 0), scale: float = 0.6):
+               jitter: tuple[int, int] = (0, 0), scale: float = 0.6) -> PIL.Image.Image:
     """A PIL image of one filled ``shape`` in ``color`` on a flat background.
+
+    Args:
+        color: one of :data:`COLORS`.
+        shape: one of :data:`SHAPES`.
+        size: side of the square image in pixels.
+        background: RGB of the background.
+        jitter: ``(dx, dy)`` offset of the shape's centre in pixels.
+        scale: the shape's extent as a fraction of ``size``.
 
     Example:
         >>> draw_shape("red", "circle").getpixel((16, 16))

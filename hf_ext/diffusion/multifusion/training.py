@@ -28,9 +28,11 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -43,6 +45,11 @@ from .checkpoint import gather_for_checkpoint, load_checkpoint, save_checkpoint,
 from .encoding_multifusion import InterleavedEncoder
 from .sharding import shard_fusion, shard_semantic
 from .toy_data import COLORS, SENTENCE_PAIRS, SHAPES, ShapesDataset, draw_shape
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from .pipeline_multifusion import MultiFusionPipeline
 
 logger = get_logger(__name__)
 
@@ -125,7 +132,7 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------------- freezing
-def fusion_parameter_names(pipe) -> list[str]:
+def fusion_parameter_names(pipe: MultiFusionPipeline) -> list[str]:
     """Stage B's trainable parameters: ``unet.*attn2*`` (incl. ``encoder_hid_proj``) and ``projection.*``."""
     names = [f"unet.{n}" for n, _ in pipe.unet.named_parameters() if ".attn2." in n or n.startswith("encoder_hid_proj.")]
     if pipe.projection is not None:
@@ -144,7 +151,7 @@ def _named_pipeline_parameters(pipe) -> dict[str, nn.Parameter]:
     return params
 
 
-def freeze_for_fusion(pipe) -> dict[str, nn.Parameter]:
+def freeze_for_fusion(pipe: MultiFusionPipeline) -> dict[str, nn.Parameter]:
     """Freeze the encoder, VAE and UNet except ``attn2`` + projection; returns the trainable ``{name: param}``."""
     trainable = set(fusion_parameter_names(pipe))
     params = _named_pipeline_parameters(pipe)
@@ -225,7 +232,7 @@ def _batch_loss(pipe, encoder: InterleavedEncoder, dataset, samples: Sequence[in
 
 
 @torch.no_grad()
-def denoising_loss(pipe, dataset, *, seed: int = 1234, batch_size: int = 8, modality: str = "text",
+def denoising_loss(pipe: MultiFusionPipeline, dataset: torch.utils.data.Dataset, *, seed: int = 1234, batch_size: int = 8, modality: str = "text",
                    num_draws: int = 1) -> float:
     """Mean ε-MSE over ``dataset`` with fixed keyed noise/timesteps (a held-out metric; lower is better).
 
@@ -252,8 +259,10 @@ def denoising_loss(pipe, dataset, *, seed: int = 1234, batch_size: int = 8, moda
     return total / count
 
 
-def train_fusion(pipe, dataset, config: FusionConfig | None = None, *, accelerator=None, output_dir=None,
-                 resume_from=None, progress: bool = True, fsdp: bool = False) -> TrainResult:
+def train_fusion(pipe: MultiFusionPipeline, dataset: torch.utils.data.Dataset, config: FusionConfig | None = None, *,
+                 accelerator: Accelerator | None = None, output_dir: str | os.PathLike | None = None,
+                 resume_from: str | os.PathLike | None = None, progress: bool = True,
+                 fsdp: bool = False) -> TrainResult:
     """Stage B: fusion tuning of the UNet's cross-attention and the projection (everything else frozen).
 
     Args:
@@ -354,7 +363,7 @@ def _with_global_negatives(acc, local: torch.Tensor) -> torch.Tensor:
 
 
 def train_semantic(encoder: InterleavedEncoder, pairs: Sequence[tuple[str, str]], config: SemanticConfig | None = None,
-                   *, accelerator=None, progress: bool = True, fsdp: bool = False) -> TrainResult:
+                   *, accelerator: Accelerator | None = None, progress: bool = True, fsdp: bool = False) -> TrainResult:
     """Stage A: semantic tuning of the encoder's language model (BitFit by default) on sentence pairs.
 
     Each pair ``(a, b)`` is a positive (e.g. an NLI entailment or a translation); the other pairs of the batch are

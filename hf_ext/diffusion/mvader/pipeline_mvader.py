@@ -18,7 +18,12 @@ Example:
 from __future__ import annotations
 
 import torch  # noqa: F401 - used in the docstring example
-from diffusers import ConfigMixin, ModelMixin  # noqa: F401 - the component loader looks these names up here
+
+# ConfigMixin, ModelMixin: the component loader looks these names up here
+from diffusers import AutoencoderKL, ConfigMixin, ModelMixin, UNet2DConditionModel  # noqa: F401
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from transformers import PreTrainedTokenizerBase
+from transformers.image_processing_utils import BaseImageProcessor
 
 from ..multifusion.modeling_multifusion import MagmaEncoder, MultiFusionProjector  # noqa: F401
 from ..multifusion.pipeline_multifusion import MultiFusionPipeline, MultiFusionPipelineOutput
@@ -35,8 +40,10 @@ class MVaderPipeline(MultiFusionPipeline):
         TypeError: the encoder is not a :class:`MagmaEncoder`.
     """
 
-    def __init__(self, encoder, tokenizer, unet, vae, scheduler, image_processor=None, projection=None,
-                 encoder_layer: int = -1):
+    # resolved at run time by diffusers, like MultiFusionPipeline's: the names are imported for real above
+    def __init__(self, encoder: MagmaEncoder, tokenizer: PreTrainedTokenizerBase, unet: UNet2DConditionModel,
+                 vae: AutoencoderKL, scheduler: SchedulerMixin, image_processor: BaseImageProcessor | None = None,
+                 projection: MultiFusionProjector | None = None, encoder_layer: int = -1):
         if encoder is not None and not isinstance(encoder, MagmaEncoder):
             raise TypeError(f"MVaderPipeline needs an S-MAGMA encoder (hf_ext MagmaEncoder: causal LM + image prefix), got "
                             f"{type(encoder).__name__}; use MultiFusionPipeline for VLM encoders")

@@ -28,12 +28,16 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput, rescale_noise_cfg
 
 from .guidance import SLDConcept, SLDConfig, sld_step
+
+if TYPE_CHECKING:
+    from diffusers.modular_pipelines import BlockState, SequentialPipelineBlocks
 
 __all__ = ["SafeLatentGuidance"]
 
@@ -120,7 +124,7 @@ class SafeLatentGuidance(BaseGuidance):
         return configs
 
     @classmethod
-    def from_preset(cls, preset: str | SLDConfig, **kwargs) -> SafeLatentGuidance:
+    def from_preset(cls, preset: str | SLDConfig, **kwargs: Any) -> SafeLatentGuidance:
         """Build from an SLD preset name or :class:`SLDConfig` (other keywords as in ``__init__``)."""
         return cls(**SLDConfig.from_preset(preset).to_diffusers_kwargs(), **kwargs)
 
@@ -190,7 +194,8 @@ class SafeLatentGuidance(BaseGuidance):
                 for k, v in data.items()}
         return [self._prepare_batch(data, idx, name) for idx, name in zip(self._indices(), self._input_predictions)]
 
-    def prepare_inputs_from_block_state(self, data, input_fields: dict[str, str | tuple[str, ...]]) -> list:
+    def prepare_inputs_from_block_state(self, data: BlockState, input_fields: dict[str, str | tuple[str, ...]]
+                                        ) -> list[BlockState]:
         """The guider batches (one per prediction: uncond, cond, concept) from a modular block state."""
         return [self._prepare_batch_from_block_state(input_fields, data, idx, name)
                 for idx, name in zip(self._indices(), self._input_predictions)]
@@ -341,7 +346,7 @@ def _modular_blocks():
     return SafetyConceptEncoderStep, SafeLatentLoopDenoiser
 
 
-def sld_sdxl_modular_blocks():
+def sld_sdxl_modular_blocks() -> SequentialPipelineBlocks:
     """diffusers' modular SDXL blocks (``StableDiffusionXLAutoBlocks``, text-to-image path) with SLD: a
     ``safety_concept`` encoder step after the text encoder and a denoiser that passes the concept branch to the
     guider. Set the guider with ``pipe.update_components(guider=SafeLatentGuidance(...))``.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
@@ -65,7 +65,7 @@ class SLDPipelineMixin:
     def safety_concept(self, concept: str | SLDConcept | list[str | SLDConcept]) -> None:
         self.register_to_config(safety_concept=concept_for_config(normalize_concept_specs(concept)))
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """``DiffusionPipeline.save_pretrained`` plus the pipeline's code, vendored (:func:`hf_ext.vendoring.
         vendor_pipeline`): plain diffusers loads the folder with ``DiffusionPipeline.from_pretrained(d,
         trust_remote_code=True)``, where hf_ext need not be installed. ``<ThisClass>.from_pretrained(d)`` keeps
@@ -78,7 +78,7 @@ class SLDPipelineMixin:
             vendor_pipeline(type(self), staging)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Self:
         """``from_pretrained`` after :func:`~hf_ext.utils.saving.verify_manifest` on a local folder (an interrupted
         save raises :class:`~hf_ext.utils.saving.ArtifactIntegrityError` instead of loading a mix)."""
         folder = local_folder(pretrained_model_name_or_path)
@@ -87,7 +87,7 @@ class SLDPipelineMixin:
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
-    def load_config(cls, *args, **kwargs):
+    def load_config(cls, *args: Any, **kwargs: Any) -> dict[str, Any] | tuple[dict[str, Any], ...]:
         """``ConfigMixin.load_config``; a folder's custom-pipeline ``_class_name`` (``["pipeline", name]``) is read as
         this class, so that loading through this class does not switch to the folder's vendored copy."""
         out = super().load_config(*args, **kwargs)

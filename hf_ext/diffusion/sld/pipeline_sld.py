@@ -110,8 +110,10 @@ class SafeLatentDiffusionPipeline(SLDPipelineMixin, StableDiffusionPipeline):
                                 safety_concept=concept_for_config(normalize_concept_specs(safety_concept)))
 
     # ------------------------------------------------------------------ encoding
-    def encode_safety_concept(self, concepts: Sequence[str], device, clip_skip: int | None = None) -> list[torch.Tensor]:
-        """Encode each concept like a prompt (padded/truncated to the tokenizer's length) → list of ``(1, S, D)``."""
+    def encode_safety_concept(self, concepts: Sequence[str], device: torch.device | str,
+                              clip_skip: int | None = None) -> list[torch.Tensor]:
+        """Encode each concept like a prompt (padded/truncated to the tokenizer's length) → list of ``(1, S, D)``
+        on ``device`` (``clip_skip``: CLIP layers skipped from the end, as in ``encode_prompt``)."""
         out = []
         for concept in concepts:
             emb, _ = self.encode_prompt(concept, device, 1, False, None, clip_skip=clip_skip)

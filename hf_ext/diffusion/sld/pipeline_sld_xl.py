@@ -86,9 +86,10 @@ class SafeLatentDiffusionXLPipeline(SLDPipelineMixin, StableDiffusionXLPipeline)
                          add_watermarker=add_watermarker)
         self.register_to_config(safety_concept=concept_for_config(normalize_concept_specs(safety_concept)))
 
-    def encode_safety_concept(self, concepts: Sequence[str], device,
+    def encode_safety_concept(self, concepts: Sequence[str], device: torch.device | str,
                               clip_skip: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Encode each concept with both text encoders → list of ``(embeds (1, S, D), pooled (1, P))``."""
+        """Encode each concept with both text encoders → list of ``(embeds (1, S, D), pooled (1, P))`` on ``device``
+        (``clip_skip``: CLIP layers skipped from the end, as in ``encode_prompt``)."""
         out = []
         for concept in concepts:
             emb, _, pooled, _ = self.encode_prompt(prompt=concept, prompt_2=concept, device=device,

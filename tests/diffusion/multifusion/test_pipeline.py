@@ -137,6 +137,20 @@ def test_mvader_pipeline(tmp_path, red_image, noise_image):
     assert torch.equal(again(prompt, num_inference_steps=2, generator=_gen(), output_type="latent").images, b)
 
 
+def test_from_pipe_carries_the_components_over(red_image, caplog):
+    """diffusers' ``from_pipe`` keeps a model component only when its type is in the target's ``__init__``
+    annotations: with them, every component is shared and the outputs are the source pipeline's."""
+    mf = _pipe(encoder="magma", family="llama")
+    with caplog.at_level("WARNING", logger="diffusers"):
+        mv = MVaderPipeline.from_pipe(mf)
+    assert not [r for r in caplog.records if "not switched over" in r.getMessage()]
+    assert all(getattr(mv, name) is getattr(mf, name) for name in ("encoder", "unet", "vae", "projection"))
+    prompt = [red_image, "a red ball"]
+    a = mf(prompt, num_inference_steps=2, generator=_gen(), output_type="latent").images
+    b = mv(prompt, num_inference_steps=2, generator=_gen(), output_type="latent").images
+    assert torch.equal(a, b)
+
+
 @pytest.mark.gpu
 def test_model_cpu_offload_on_gpu(red_image):
     pipe = _pipe()
