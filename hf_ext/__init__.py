@@ -22,8 +22,8 @@ __version__ = "0.2.0"
 __getattr__, __dir__, _PUBLIC = lazy_exports(__name__, {
     "core.anatomy": ["ModelAnatomy", "get_anatomy"],
     "core.layers": ["run_layers"],
-    "core.attention": ["attention_controls", "AttentionControl", "spans_to_key_positions", "items_to_key_positions",
-                       "key_weights"],
+    "core.attention": ["attention_controls", "AttentionControl"],
+    "core.key_positions": ["spans_to_key_positions", "items_to_key_positions", "key_weights"],
     "core.hooks": ["forward_hooks", "module_swaps"],
     "core.scoring": ["teacher_forced_logprobs", "greedy_reference"],
     "hub": ["render_model_card", "export_for_hub"],
@@ -36,14 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
     # ruff: noqa: F401
     from .auto import register
     from .core.anatomy import ModelAnatomy, get_anatomy
-    from .core.attention import (
-        AttentionControl,
-        attention_controls,
-        items_to_key_positions,
-        key_weights,
-        spans_to_key_positions,
-    )
+    from .core.attention import AttentionControl, attention_controls
     from .core.hooks import forward_hooks, module_swaps
+    from .core.key_positions import items_to_key_positions, key_weights, spans_to_key_positions
     from .core.layers import run_layers
     from .core.scoring import greedy_reference, teacher_forced_logprobs
     from .hub import export_for_hub, render_model_card
