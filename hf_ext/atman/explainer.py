@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from hf_ext.core.inputs import check_in_vocabulary, max_positions, model_device, vocab_size
+from hf_ext.core.model_checks import check_causal
 from hf_ext.utils.validation import check_float, check_int
 
 from .explanation import POSTPROCESSING, STEPS, Explanation
@@ -262,6 +263,8 @@ class AtManExplainer(AtManScorer):
         if limit is not None and int(mask.sum()) + target.numel() - 1 > limit:
             raise ValueError(f"prompt ({int(mask.sum())} tokens) + target ({target.numel()} tokens) is longer than the model's "
                              f"context of {limit} positions; shorten the prompt or the target")
+        # Δ compares teacher-forced target losses: a model whose logits read later tokens (XLNet) would see them
+        check_causal(self.model)
         device = model_device(self.model)
         return ids.to(device), mask.to(device), target.to(device)
 

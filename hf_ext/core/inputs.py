@@ -179,7 +179,8 @@ def vocab_size(model: nn.Module, embeddings: str = "input") -> int:
 
 
 def max_positions(model: nn.Module) -> int | None:
-    """The model's context length (``max_position_embeddings`` / ``n_positions`` of its text config), or ``None``.
+    """The model's context length (``max_position_embeddings`` / ``n_positions`` of its text config), or ``None``
+    where the config sets none or a non-positive value (XLNet's ``-1``: relative positions, no limit).
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
@@ -189,8 +190,8 @@ def max_positions(model: nn.Module) -> int | None:
     text = text_config(model)
     for attr in ("max_position_embeddings", "n_positions"):
         value = getattr(text, attr, None)
-        if isinstance(value, int):
-            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value if value > 0 else None
     return None
 
 

@@ -4,7 +4,8 @@ The denominator is every type of the installed transformers' ``MODEL_FOR_CAUSAL_
 image-text-to-text types (``MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES``) whose config reaches a language model
 through ``get_text_config()``. Exclusions are decided here, by code, only for what the issue allows: encoder-only
 types (a masked-LM architecture, or a base model that is an ``…Encoder``) and encoder-decoder types
-(``config.is_encoder_decoder``, or a VLM whose text config is one).
+(``config.is_encoder_decoder``, a VLM whose text config is one, or a model whose base holds an encoder and a
+decoder stack and whose forward takes ``decoder_input_ids``).
 """
 
 from __future__ import annotations
@@ -82,10 +83,26 @@ def _not_a_language_model(model_type: str) -> str | None:
             model = cls(tiny_config(model_type))
     except Exception:  # a type that does not build is the shrinker's failure, recorded by its cells
         return None
+    if _encoder_and_decoder(model):
+        return (f"encoder-decoder: {cls.__name__} encodes input_ids with an encoder stack and runs its decoder "
+                "stack on decoder_input_ids (a block-diffusion LM refining a sampled canvas)")
     if model.get_output_embeddings() is not None:
-        return None  # an LM head that does not generate (a block-diffusion LM): in the denominator
+        return None  # an LM head that does not generate: in the denominator
     return (f"not a language model: {cls.__name__} cannot generate and has no LM head "
             "(get_output_embeddings() is None), so its outputs are not token logits")
+
+
+def _encoder_and_decoder(model) -> bool:
+    """Whether the model's base holds an ``encoder`` and a ``decoder`` module and its forward takes
+    ``decoder_input_ids``: an encoder-decoder by structure even where its config does not say
+    ``is_encoder_decoder`` (DiffusionGemma)."""
+    import inspect
+
+    base = getattr(model, "model", None) or getattr(model, "base_model", model)
+    children = dict(base.named_children())
+    takes = "decoder_input_ids" in inspect.signature(model.forward).parameters
+    return takes and isinstance(children.get("encoder"), torch.nn.Module) and isinstance(
+        children.get("decoder"), torch.nn.Module)
 
 
 def denominator() -> list[str]:

@@ -192,11 +192,11 @@ def _reads_additive_mask(model) -> bool:
     mask otherwise: for them a 4D mask cannot carry a key's log-weight, and :func:`_biased_forward` is the
     reference."""
     if model not in _ADDITIVE:
-        ids, ones = text_ids(1, 6, seed=13), torch.ones(1, 6)
+        ids, ones, pos = text_ids(1, 6, seed=13), torch.ones(1, 6), torch.arange(6)[None]
         causal, dtype = _is_causal(model), _dtype(model)
-        plain = _forward_4d(model, ids, ones.long(), _mask_4d(ones, dtype, causal=causal)).logits
+        plain = _forward_4d(model, ids, ones.long(), _mask_4d(ones, dtype, causal=causal), pos).logits
         offset = _forward_4d(model, ids, ones.long(),
-                             _mask_4d(ones, dtype, bias=torch.full((1, 6), -1e-5), causal=causal)).logits
+                             _mask_4d(ones, dtype, bias=torch.full((1, 6), -1e-5), causal=causal), pos).logits
         _ADDITIVE[model] = bool(torch.allclose(plain, offset, atol=1e-3, rtol=0))
     return _ADDITIVE[model]
 
@@ -466,11 +466,12 @@ def check_atman(model, model_type):
         logits = _forward_4d(model, seq, ones, mask4d, pos, via_layers=via_layers).logits[0, P - 1:].float()
         return F.cross_entropy(logits, target, reduction="none")
 
+    # AtMan first: where it refuses the model (not causal, no reachable attention) no reference is needed
+    explained = {factor: AtManExplainer(model, None, suppression_factor=factor, max_batch_size=2,
+                                        progress=False).explain_ids(prompt, target) for factor in (0.0, 0.3)}
     causal = _is_causal(model)
     base = ce(_mask_4d(ones, _dtype(model), causal=causal))
-    for factor in (0.0, 0.3):
-        exp = AtManExplainer(model, None, suppression_factor=factor, max_batch_size=2,
-                             progress=False).explain_ids(prompt, target)
+    for factor, exp in explained.items():
         def naive_loop(via_layers=False, factor=factor):
             naive = []
             for j in range(P):

@@ -59,5 +59,6 @@ def test_a_padding_mask_is_refused_naming_the_type(paligemma):
     with pytest.raises(NotImplementedError, match="'paligemma'.*bidirectional"):
         with attention_controls(paligemma, torch.ones(1, 8)):
             paligemma(input_ids=padded, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
-    with pytest.raises(NotImplementedError, match="'paligemma'"):
+    # AtMan scores teacher-forced targets: the prefix-LM's bidirectional attention is refused before any control
+    with pytest.raises(ValueError, match="'paligemma'.*not a causal LM"):
         AtManExplainer(paligemma, None, progress=False).explain_ids(IDS[0], torch.tensor([20, 21]))

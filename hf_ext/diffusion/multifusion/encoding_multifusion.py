@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 
 from hf_ext.core.attention import MODES, attention_controls
-from hf_ext.core.inputs import takes_mask_positions
+from hf_ext.core.inputs import max_positions, takes_mask_positions
 from hf_ext.utils.validation import check_float, check_int
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class InterleavedEncoder:
         text_cfg = self.lm.config.get_text_config() if hasattr(self.lm.config, "get_text_config") else self.lm.config
         self.num_layers = text_cfg.num_hidden_layers
         self.hidden_size = text_cfg.hidden_size
-        self.max_positions = getattr(text_cfg, "max_position_embeddings", None) or getattr(text_cfg, "n_positions", None)
+        self.max_positions = max_positions(self.lm)  # None where the config sets no limit (XLNet's -1)
         self.layer = self._check_layer(layer)
 
     # ------------------------------------------------------------------------------------------------ helpers
