@@ -61,5 +61,13 @@ def test_a_vlm_whose_layers_read_the_image_has_no_wrapped_language_model():
 def test_types_without_an_lm_head_that_cannot_generate_are_excluded():
     for model_type in ("pi0", "pi05"):
         assert exclusion(model_type).startswith("not a language model")
-    assert exclusion("diffusion_gemma") is None  # no generate(), but an LM head: a language model
     assert exclusion("llama") is None
+
+
+def test_an_encoder_decoder_by_structure_is_excluded_and_blip2_is_not():
+    # DiffusionGemma's config does not say is_encoder_decoder, but its base holds an encoder and a decoder stack
+    # and its forward takes decoder_input_ids; BLIP-2's forward takes decoder_input_ids (for T5 language models)
+    # yet its base holds no such pair
+    assert exclusion("diffusion_gemma").startswith("encoder-decoder")
+    for model_type in ("blip-2", "instructblip", "gemma3", "llama"):
+        assert exclusion(model_type) is None
