@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from hf_ext.atman import AtManExplainer
 from hf_ext.core.anatomy import get_anatomy
+from tests.atman.test_non_causal import causal_or_refused
 from tests.conformance.catalog import build, text_ids
 
 FACTOR = 0.3
@@ -66,6 +67,8 @@ def test_mpt_fractional_factor_equals_a_bias_on_its_alibi():
 
 def test_doge_fractional_factor_equals_a_bias_on_its_dynamic_mask():
     model = build("doge")
+    if not causal_or_refused(model):
+        return
     attentions = get_anatomy(model).attentions
 
     def forward(seq, j):
