@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 import tempfile
 import traceback
@@ -443,11 +444,16 @@ def check_scar(model, model_type):
         scar.detach()
 
 
-def _bias_rows(P: int, L: int, factor: float) -> list[torch.Tensor]:
-    """Per prompt position j, the ``[1, L]`` log-weight row that scales key j by ``factor``."""
-    rows = [torch.zeros(1, L) for _ in range(P)]
-    for j, row in enumerate(rows):
-        row[0, j] = torch.log(torch.tensor(factor))
+def _unit_rows(P: int, L: int, factor: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per prompt position j, ``(removed, log-weight)`` rows ``[1, L]`` that remove key j (factor 0) or scale it."""
+    rows = []
+    for j in range(P):
+        removed, bias = torch.zeros(1, L, dtype=torch.bool), torch.zeros(1, L)
+        if factor == 0.0:
+            removed[0, j] = True
+        else:
+            bias[0, j] = math.log(factor)
+        rows.append((removed, bias))
     return rows
 
 
@@ -472,17 +478,11 @@ def check_atman(model, model_type):
     causal = _is_causal(model)
     base = ce(_mask_4d(ones, _dtype(model), causal=causal))
     for factor, exp in explained.items():
-        def naive_loop(via_layers=False, factor=factor):
-            naive = []
-            for j in range(P):
-                removed = torch.zeros(1, L, dtype=torch.bool)
-                bias = torch.zeros(1, L)
-                if factor == 0.0:
-                    removed[0, j] = True
-                else:
-                    bias[0, j] = torch.log(torch.tensor(factor))
-                naive.append(base - ce(_mask_4d(ones, _dtype(model), removed, bias, causal=causal), via_layers))
-            return torch.stack(naive)
+        rows = _unit_rows(P, L, factor)
+
+        def naive_loop(via_layers=False, rows=rows):
+            return torch.stack([base - ce(_mask_4d(ones, _dtype(model), removed, bias, causal=causal), via_layers)
+                                for removed, bias in rows])
 
         naive = naive_loop()
         if factor == 0.0:
@@ -496,7 +496,7 @@ def check_atman(model, model_type):
                     raise TypeError("no sdpa call to bias")
                 naive = torch.stack([base - F.cross_entropy(
                     _biased_forward(model, seq, pos, b).logits[0, P - 1:].float(), target, reduction="none")
-                    for b in _bias_rows(P, L, factor)])
+                    for _, b in rows])
             except (RuntimeError, TypeError, AssertionError):
                 naive = removal
             if torch.equal(naive, removal):
