@@ -71,8 +71,25 @@ def validate_hash_params(vocab_size: int, num_activations: int, num_lowercase_ac
         raise ValueError(f"unknown trigram_unit {trigram_unit!r}; use one of {TRIGRAM_UNITS}")
 
 
+try:  # CPython's own MD5 (HACL*): ~1.7x OpenSSL 3's on the short messages hashed here (its per-call setup dominates)
+    from _md5 import md5 as _md5
+except ImportError:  # a Python built without its builtin hashes
+    _md5 = hashlib.md5
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an integer array by one sort (numpy 2's hash-based ``unique`` is ~30x slower at ~50k ints)."""
+    a = np.sort(a)
+    if len(a) < 2:
+        return a
+    first = np.empty(len(a), dtype=bool)
+    first[0] = True
+    np.not_equal(a[1:], a[:-1], out=first[1:])
+    return a[first]
+
+
 def _md5_int(s: str) -> int:
-    return int.from_bytes(hashlib.md5(s.encode("utf-8")).digest(), "big")
+    return int.from_bytes(_md5(s.encode("utf-8")).digest(), "big")
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -162,7 +179,7 @@ class TrigramHasher:
         if self.scheme == "aa_md5":
             if v < 2**32:
                 # first draws (j = 0) of every (trigram, k) in one pass; the 128-bit digest mod v in 32-bit limbs
-                md5, tails = hashlib.md5, [f"_{k}_0".encode() for k in range(m)]
+                md5, tails = _md5, [f"_{k}_0".encode() for k in range(m)]
                 heads = [str(i).encode() for i in ids.tolist()]
                 digests = b"".join([md5(head + tail).digest() for head in heads for tail in tails])
                 limbs = np.frombuffer(digests, dtype=">u4").reshape(n, m, 4).astype(np.uint64)
@@ -288,12 +305,17 @@ class TrigramHasher:
             >>> np.diff(indptr).tolist(), n_tri.tolist()
             ([50, 10, 20], [5, 1, 2])
         """
-        n, m = len(words), self.m
         for w in words:
             if not isinstance(w, str) or not w:
                 raise ValueError(f"word must be a non-empty str, got {w!r}")
-        whole = [i for i, w in enumerate(words) if self.entire_words or is_special_word(w)]
-        split = [i for i, w in enumerate(words) if not (self.entire_words or is_special_word(w))]
+        return self._word_patterns(words)
+
+    def _word_patterns(self, words: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`word_patterns` of words known to be non-empty strings (the tokenizer's own split pieces)."""
+        n, m = len(words), self.m
+        is_whole = [True] * n if self.entire_words else [w[0] == "<" and is_special_word(w) for w in words]
+        whole = [i for i, x in enumerate(is_whole) if x]
+        split = [i for i, x in enumerate(is_whole) if not x]
         lens = np.zeros(n, dtype=np.int64)
         n_tri = np.ones(n, dtype=np.int64)
         parts: dict[int, np.ndarray] = {i: np.sort(self.whole_word_row(words[i])) for i in whole}
@@ -313,7 +335,7 @@ class TrigramHasher:
             pos = np.arange(len(owner), dtype=np.int64) + np.repeat(np.cumsum(blen) - blen - (np.cumsum(per_word)
                                                                                               - per_word), per_word)
             if self.unit == "byte":
-                key = np.unique((owner << 24) | buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16))
+                key = _sorted_unique((owner << 24) | buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16))
                 owner, tids = key >> 24, key & 0xFFFFFF
             else:
                 tids = buf[pos] | (buf[pos + 1] << 21) | (buf[pos + 2] << 42)
@@ -337,11 +359,7 @@ class TrigramHasher:
         np.cumsum(lens, out=indptr[1:])
         if not whole:
             return indptr, split_data, n_tri
-        data = np.empty(int(indptr[-1]), dtype=np.int64)
-        for i, row in parts.items():
-            data[indptr[i]: indptr[i + 1]] = row
-        if split:
-            seg = lens[split]
-            dest = np.repeat(indptr[split] - (np.cumsum(seg) - seg), seg) + np.arange(int(seg.sum()), dtype=np.int64)
-            data[dest] = split_data
+        # each whole word's row goes in before the split data of the words after it (one pass, order kept)
+        before = np.cumsum(np.where(is_whole, 0, lens))[whole]  # split data of the words before each whole word
+        data = np.insert(split_data, np.repeat(before, m), np.concatenate([parts[i] for i in whole]))
         return indptr, data, n_tri

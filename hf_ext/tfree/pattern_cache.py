@@ -20,9 +20,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from .hashing import TrigramHasher
-from .wordsplit import NL, NL_RUN_TOKENS, NO_WS, NO_WS_AFTER, NO_WS_BEFORE, WS, WS_RUN_TOKENS, is_special_word
+from .wordsplit import NL, NL_RUN_TOKENS, NO_WS, NO_WS_AFTER, NO_WS_BEFORE, WS, WS_RUN_TOKENS
 
 __all__ = ["PatternCache"]
+
+#: Code points after which / before which no space is expected (``NO_WS_AFTER`` / ``NO_WS_BEFORE``).
+_NO_WS_AFTER = np.array(sorted(map(ord, NO_WS_AFTER)), dtype=np.uint32)
+_NO_WS_BEFORE = np.array(sorted(map(ord, NO_WS_BEFORE)), dtype=np.uint32)
+#: Bits of :attr:`PatternCache.code` (the output id sits above them).
+OK_AFTER, OK_BEFORE, IS_SPACE, TRAIL, CODE_SHIFT = 1, 2, 4, 8, 4
+#: Entries per slice of :meth:`PatternCache.gather`'s positions (8 MiB of int64).
+_GATHER_CHUNK = 1 << 20
 
 
 class PatternCache(dict):
@@ -39,7 +47,7 @@ class PatternCache(dict):
         self.words: list[str] = []
         self._cap = 0
         self.ok_after = self.ok_before = self.is_space = self.out_cid = self.pat_len = self.pat_ptr = None
-        self.trigrams = self.base_of = self.trail = None
+        self.trigrams = self.base_of = self.trail = self.code = None
         self._pat_data = np.empty(0, dtype=np.int32)
         self._pat_fill = 0
         self._settled = 0  # ids below have their flags
@@ -51,6 +59,7 @@ class PatternCache(dict):
         self.WS, self.NL, self.NO_WS, self.SPACE = self[WS], self[NL], self[NO_WS], self[" "]
         self.WS2, self.WS4, self.NL2, self.NL4 = (self[WS_RUN_TOKENS[2]], self[WS_RUN_TOKENS[4]],
                                                   self[NL_RUN_TOKENS[2]], self[NL_RUN_TOKENS[4]])
+        self.SPACE_CODE = int(self.code[self.SPACE])
 
     def _grow(self, cap: int) -> None:
         def grown(arr, dtype, fill=0):
@@ -68,13 +77,14 @@ class PatternCache(dict):
         self.trigrams = grown(self.trigrams, np.int64)
         self.base_of = grown(self.base_of, np.int64)
         self.trail = grown(self.trail, bool)
+        self.code = grown(self.code, np.int64)
         self._cap = cap
 
     def __missing__(self, word: str) -> int:
         cid = len(self.words)
         self.words.append(word)
         self[word] = cid
-        if len(word) >= 2 and word[-1] == " " and not is_special_word(word):
+        if len(word) >= 2 and word[-1] == " ":  # (never a special word: those end with "|>")
             self[word[:-1]]  # a split piece that absorbed the single space after it: its base word too
         return cid
 
@@ -87,22 +97,38 @@ class PatternCache(dict):
             self._grow(max(end, 2 * self._cap))
         new = self.words[start:end]
         ids = np.arange(start, end, dtype=np.int64)
-        special = [is_special_word(w) for w in new]
-        trail = np.array([len(w) >= 2 and w[-1] == " " and not sp for w, sp in zip(new, special)], dtype=bool)
-        plain = [not sp and w != " " for w, sp in zip(new, special)]
+        # the flags depend on each word's first, second, second-to-last and last characters and its length only:
+        # read them off one UTF-32 buffer of the new words in numpy (no Python loop per flag)
+        lens = np.fromiter(map(len, new), dtype=np.int64, count=len(new))
+        chars = np.frombuffer("".join(new).encode("utf-32-le"), dtype=np.uint32)
+        last_at = np.cumsum(lens) - 1
+        first_at = last_at - lens + 1
+        first, last = chars[first_at], chars[last_at]
+        second, second_last = chars[np.minimum(first_at + 1, last_at)], chars[np.maximum(last_at - 1, first_at)]
+        special = (lens >= 4) & (first == ord("<")) & (second == ord("|")) & (second_last == ord("|")) & (last == ord(">"))
+        trail = (lens >= 2) & (last == ord(" "))  # (special words end with "|>")
+        is_ws, is_nl = (lens == 1) & (first == ord(" ")), (lens == 1) & (first == ord("\n"))
+        plain = ~special & ~is_ws
         self.trail[start:end] = trail
-        self.base_of[start:end] = [self[w[:-1]] if t else i for w, t, i in zip(new, trail.tolist(), ids.tolist())]
-        self.is_space[start:end] = [w == " " for w in new]
+        base = ids.copy()
+        base[trail] = [self[new[i][:-1]] for i in np.flatnonzero(trail).tolist()]  # registered with the piece
+        self.base_of[start:end] = base
+        self.is_space[start:end] = is_ws
         # a trailing-space piece expands to [base, " "]: its own flags are never read
-        self.ok_after[start:end] = [p and w[-1] not in NO_WS_AFTER for w, p in zip(new, plain)]
-        self.ok_before[start:end] = [p and w[0] not in NO_WS_BEFORE for w, p in zip(new, plain)]
+        self.ok_after[start:end] = plain & ~np.isin(last, _NO_WS_AFTER)
+        self.ok_before[start:end] = plain & ~np.isin(first, _NO_WS_BEFORE)
         out = ids.copy()
-        is_ws, is_nl = [w == " " for w in new], [w == "\n" for w in new]
-        if any(is_ws) or any(is_nl):
+        if is_ws.any() or is_nl.any():
             out[is_ws] = self[WS]
             out[is_nl] = self[NL]
         self.out_cid[start:end] = out
-        self._pending += [i for i, t, a, b in zip(ids.tolist(), trail.tolist(), is_ws, is_nl) if not (t or a or b)]
+        # everything the vectorised split reads of a piece, in one int64 (one gather per piece instead of six): the
+        # flags and output id of what the piece expands to first (its base word for a trailing-space piece)
+        head = self.base_of[start:end]
+        self.code[start:end] = ((self.out_cid[head] << CODE_SHIFT) | self.ok_after[head] * OK_AFTER
+                                | self.ok_before[head] * OK_BEFORE | self.is_space[head] * IS_SPACE
+                                | self.trail[start:end] * TRAIL)
+        self._pending += ids[~(trail | is_ws | is_nl)].tolist()
         self._settled = end
         if len(self.words) > end:  # WS / NL registered just now (first cache use)
             self.settle()
@@ -113,7 +139,7 @@ class PatternCache(dict):
         if not self._pending:
             return
         cids, self._pending = self._pending, []
-        indptr, data, n_tri = self.hasher.word_patterns([self.words[c] for c in cids])
+        indptr, data, n_tri = self.hasher._word_patterns([self.words[c] for c in cids])  # split pieces: non-empty
         end = self._pat_fill + len(data)
         if end > len(self._pat_data):
             new = np.empty(max(2 * len(self._pat_data), end, 4096), dtype=np.int32)
@@ -137,11 +163,29 @@ class PatternCache(dict):
         lens = self.pat_len[cids]
         indptr = np.zeros(len(cids) + 1, dtype=np.int64)
         np.cumsum(lens, out=indptr[1:])
-        # int32 positions halve the memory traffic of this (output-sized) gather when they fit
-        pos_type = np.int32 if max(int(indptr[-1]), self._pat_fill) < 2**31 else np.int64
-        idx = np.arange(indptr[-1], dtype=pos_type)
-        idx += np.repeat((self.pat_ptr[cids] - indptr[:-1]).astype(pos_type), lens)  # own offset + pattern start
-        return indptr, self._pat_data[idx]
+        out = np.empty(int(indptr[-1]), dtype=self._pat_data.dtype)
+        # The output-sized positions are built in slices of about _GATHER_CHUNK entries (whole words each): a slice
+        # stays in cache and in heap memory malloc reuses, where one output-sized index array would be a fresh
+        # mapping page-faulted in on every call.
+        cuts = np.unique(np.searchsorted(indptr[:-1], np.arange(0, len(out), _GATHER_CHUNK)))
+        for a, b in zip(cuts.tolist(), [*cuts[1:].tolist(), len(cids)]):
+            self._gather_into(out[indptr[a]: indptr[b]], self.pat_ptr[cids[a:b]], lens[a:b])
+        return indptr, out
+
+    def _gather_into(self, out: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> None:
+        """Write the patterns starting at ``starts`` (lengths ``lens``) one after another into ``out``."""
+        words = np.flatnonzero(lens)  # an empty pattern would put two jumps on one position
+        if len(words) == 0:
+            return
+        starts, lens = starts[words], lens[words]
+        # positions: the running sum of steps that are 1 inside a pattern and jump to the next pattern's start at
+        # word boundaries (one fill, one scatter, one cumsum: no arange plus repeat)
+        steps = np.ones(len(out), dtype=np.int64)
+        first = np.cumsum(lens) - lens
+        steps[0] = starts[0]
+        steps[first[1:]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
+        np.cumsum(steps, out=steps)
+        np.take(self._pat_data, steps, out=out, mode="clip")  # "clip": no buffering ("raise" copies through one)
 
     def csr(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(indptr [n+1], ids [nnz], trigram_counts [n])`` of ``words`` (" " and "\\n" as their special words)."""

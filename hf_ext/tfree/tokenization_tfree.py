@@ -45,7 +45,7 @@ from hf_ext.utils.saving import AtomicSaveMixin
 from hf_ext.utils.validation import check_size
 
 from .hashing import TrigramHasher, validate_hash_params
-from .pattern_cache import PatternCache
+from .pattern_cache import CODE_SHIFT, IS_SPACE, OK_AFTER, OK_BEFORE, TRAIL, PatternCache
 from .wordsplit import SPECIAL_WORDS, text_to_words, words_to_text
 
 logger = get_logger(__name__)
@@ -59,8 +59,12 @@ DEFAULT_MAX_CACHE_WORDS = 200_000
 REQUIRED_CONFIG_KEYS = ("hash_vocab_size", "num_activations", "num_lowercase_activations", "hash_scheme",
                         "trigram_unit", "entire_words")
 #: The split of :data:`SPLIT_PATTERN` with each piece absorbing one following space (half the Python objects).
-_FAST_SPLIT = re.compile(r"(?:<\|.*?\|>|[^\W\d_]+|(?s:.)) ?")
-_FAST_SPLIT_ESCAPED = re.compile(r"(?:[^\W\d_]+|(?s:.)) ?")
+#: An ASCII letter run that no other letter follows is tried first: ``re`` matches ``[a-zA-Z]`` much faster than the
+#: Unicode class ``[^\W\d_]``, and the possessive run plus the look-ahead make it the same maximal run (a run that
+#: goes on with a non-ASCII letter falls through to the Unicode alternative, without backtracking).
+_LETTERS = r"[a-zA-Z]++(?![^\W\d_])|[^\W\d_]+"
+_FAST_SPLIT = re.compile(rf"(?:<\|.*?\|>|{_LETTERS}|(?s:.)) ?")
+_FAST_SPLIT_ESCAPED = re.compile(rf"(?:{_LETTERS}|(?s:.)) ?")
 
 
 class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
@@ -311,21 +315,24 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
         text_of = np.repeat(np.arange(len(texts), dtype=np.int64), lens)
         if n == 0:
             return cids, text_of
-        trail = c.trail[cids]
+        code = c.code[cids]  # the only per-piece gather: flags and output id packed (PatternCache.code)
+        trail = (code & TRAIL).astype(bool)
         if trail.any():  # expand "piece " entries into [piece, " "]
             n_exp = 1 + trail.astype(np.int64)
             ends = np.cumsum(n_exp)
             expanded = np.empty(int(ends[-1]), dtype=np.int64)
-            expanded[ends - n_exp] = c.base_of[cids]
-            expanded[ends[trail] - 1] = c.SPACE
-            cids, text_of = expanded, np.repeat(text_of, n_exp)
-            n = len(cids)
+            expanded[ends - n_exp] = code  # a trailing-space piece's code describes its base word
+            expanded[ends[trail] - 1] = c.SPACE_CODE
+            code, text_of = expanded, np.repeat(text_of, n_exp)
+            n = len(code)
+        flags = code.astype(np.uint8)  # the low bits (the id above them is cut off)
         same_next = text_of[1:] == text_of[:-1]
-        ok_a, ok_b = c.ok_after[cids], c.ok_before[cids]
+        ok_a, ok_b = (flags & OK_AFTER).view(bool), ((flags & OK_BEFORE) >> 1).view(bool)
         expected_next = ok_a[:-1] & ok_b[1:] & same_next  # adjacent pieces i, i+1 where a space is expected
         drop = np.zeros(n, dtype=bool)
         if n > 2:
-            drop[1:-1] = c.is_space[cids[1:-1]] & ok_a[:-2] & ok_b[2:] & same_next[:-1] & same_next[1:]
+            is_space = ((flags[1:-1] & IS_SPACE) >> 2).view(bool)
+            drop[1:-1] = is_space & ok_a[:-2] & ok_b[2:] & same_next[:-1] & same_next[1:]
         no_ws = np.zeros(n, dtype=bool)
         no_ws[1:] = expected_next
         keep = ~drop
@@ -334,7 +341,7 @@ class TFreeTokenizer(AtomicSaveMixin, PreTrainedTokenizer):
         starts = ends - count
         out = np.empty(int(ends[-1]), dtype=np.int64)
         out[starts[no_ws]] = c.NO_WS
-        out[(starts + no_ws)[keep]] = c.out_cid[cids[keep]]
+        out[(starts + no_ws)[keep]] = code[keep] >> CODE_SHIFT
         out_text = np.repeat(text_of, count)
         for one, two, four in ((c.WS, c.WS2, c.WS4), (c.NL, c.NL2, c.NL4)):
             is_t = out == one

@@ -152,3 +152,30 @@ def test_thousands_of_new_words_at_once():
         model = TFreeForCausalLM(TFreeConfig(hash_vocab_size=1000, num_activations=4))
         model.set_decode_dictionary(source)
         assert model.dictionary_size >= 3000
+
+
+@pytest.mark.parametrize("parse_special", [False, True])
+def test_ascii_letter_fast_path_keeps_maximal_letter_runs(parse_special):
+    """The split tries an ASCII letter run first: a run that goes on with a non-ASCII letter (either side of it) must
+    still be one word, exactly as the reference split (``text_to_words``) makes it."""
+    texts = ["abcé éabc aéb Zürich naïveté ABCжxyz x1y _a_ a'b ÀB", "résumé<|ws|>café  l'été\nSTRASSEß", "ß" * 3 + "a" * 300]
+    tok = TFreeTokenizer(hash_vocab_size=512, num_activations=4, parse_special=parse_special)
+    assert tok.fast_tokenize(texts) == [text_to_words(t, parse_special=parse_special) for t in texts]
+
+
+def test_csr_gather_across_slices(monkeypatch):
+    """encode_activations(format="csr") writes the patterns in slices of whole words: with slices of a few entries
+    (many word boundaries on and around slice ends) it equals each word's own pattern from the hasher."""
+    import hf_ext.tfree.pattern_cache as pattern_cache
+
+    texts = ["Hello  world, a b c!\n\nStraße 12 x", "", "<|ws|> again Hello", " "]
+    h = TrigramHasher(4000, 8, 3)
+    for chunk in (1, 7, 8, 50, 1 << 20):
+        monkeypatch.setattr(pattern_cache, "_GATHER_CHUNK", chunk)
+        tok = TFreeTokenizer(hash_vocab_size=4000, num_activations=8, num_lowercase_activations=3)
+        enc = tok.encode_activations(texts, format="csr")
+        words = [w for t in texts for w in text_to_words(t, parse_special=False)]
+        assert len(enc["word_offsets"]) == len(words) + 1
+        ids, offsets = enc["activation_ids"], enc["word_offsets"]
+        for k, w in enumerate(words):
+            assert ids[offsets[k]:offsets[k + 1]].tolist() == sorted(h.word_pattern(w)[0].tolist()), (chunk, w)
