@@ -21,7 +21,7 @@ __version__ = "0.2.0"
 
 __getattr__, __dir__, _PUBLIC = lazy_exports(__name__, {
     "core.anatomy": ["ModelAnatomy", "get_anatomy"],
-    "core.layers": ["run_layers"],
+    "core.layers": ["run_layers", "forward_with_layer_inputs"],
     "core.attention": ["attention_controls", "AttentionControl"],
     "core.key_positions": ["spans_to_key_positions", "items_to_key_positions", "key_weights"],
     "core.hooks": ["forward_hooks", "module_swaps"],
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.attention import AttentionControl, attention_controls
     from .core.hooks import forward_hooks, module_swaps
     from .core.key_positions import items_to_key_positions, key_weights, spans_to_key_positions
-    from .core.layers import run_layers
+    from .core.layers import forward_with_layer_inputs, run_layers
     from .core.scoring import greedy_reference, teacher_forced_logprobs
     from .hub import export_for_hub, render_model_card
     from .registry import AutoClasses, components, register_component

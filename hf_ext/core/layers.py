@@ -5,19 +5,25 @@ positions, per-layer inputs, final norm and everything the causal-LM class does 
 ``logit_scale``, Granite's ``logits_scaling``, Gemma 2's final soft-capping …) — with the decoder layers before
 ``start_layer`` replaced, for this call only, by stand-ins that hand the given hidden states on. Nothing of the model
 is re-implemented per family. A one-off probe per model checks that the decoder can be resumed at all: each layer
-runs once and reads only the previous layer's output, ``output_hidden_states[l]`` is layer ``l``'s input, and
-resuming from every layer once (three tokens) gives the full forward's outputs (no state carried between layers:
-router states, shared sparse-attention indices, an earlier layer's K/V); otherwise a ``ValueError`` names the model
-type and the reason. The hidden states keep the decoder's own layout: ``[B, T, D]`` mostly, ``[B, T, streams, D]``
-for hyper-connection stacks (DeepSeek-V4), ``[streams, B, T, D]`` for Gemma-3n's AltUp.
+runs once and reads only the previous layer's output, and resuming from every layer once (three tokens) gives the
+full forward's outputs (no state carried between layers: router states, shared sparse-attention indices, an earlier
+layer's K/V); otherwise a ``ValueError`` names the model type and the reason. The hidden states keep the decoder's
+own layout: ``[B, T, D]`` mostly, ``[B, T, streams, D]`` for hyper-connection stacks (DeepSeek-V4),
+``[streams, B, T, D]`` for Gemma-3n's AltUp.
+
+:func:`run_layers` resumes layer ``l`` from that layer's **input**. For most families this is
+``output_hidden_states[l]`` of a full forward; some record each layer's output instead (Mamba, FalconMamba:
+``hidden_states[l]`` is layer ``l``'s output, the input of layer ``l + 1``). :func:`forward_with_layer_inputs` runs
+the forward once and returns the states :func:`run_layers` takes for every family: ``out.hidden_states`` itself
+where that is the layer inputs, else the inputs captured with hooks.
 
 Example:
     >>> import torch
     >>> from hf_ext.testing import tiny_causal_lm
     >>> model = tiny_causal_lm("llama")
     >>> ids = torch.tensor([[1, 5, 6, 7]])
-    >>> out = model(ids, output_hidden_states=True)
-    >>> logits = run_layers(model, out.hidden_states[1], start_layer=1, return_logits=True)
+    >>> out, states = forward_with_layer_inputs(model, input_ids=ids)
+    >>> logits = run_layers(model, states[1], start_layer=1, return_logits=True)
     >>> torch.allclose(logits, out.logits, atol=1e-5)
     True
 """
@@ -27,7 +33,7 @@ from __future__ import annotations
 import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -124,11 +130,12 @@ class _Layout:
 class _ProbeResult:
     reason: str | None  # why the decoder cannot be resumed (naming the type), None if it can
     structures: list  # per layer: None (the layer returns a tensor) or (tuple or list, its length)
-    last: str | None  # output_hidden_states[num_layers]: "layer" (the last layer's output), "decoder" (the
-    # decoder's output, after the final norm) or None (neither)
-    layout: _Layout | None = None  # of the layers' input (output_hidden_states[l], l < num_layers)
-    last_layout: _Layout | None = None  # of output_hidden_states[num_layers]
+    last: str | None  # the state after the last layer: "layer" (the last layer's output), "decoder" (the
+    # decoder's output, after the final norm) or None (neither: run_layers cannot start at num_layers)
+    layout: _Layout | None = None  # of the layers' input (l < num_layers)
+    last_layout: _Layout | None = None  # of the state after the last layer
     has_logits: bool = False  # whether the model's forward returns logits
+    records_inputs: bool = False  # output_hidden_states[l] is layer l's input (l < num_layers; most families)
 
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -160,7 +167,7 @@ def _hidden_arg(args, kwargs):
 
 
 def _probe(model: nn.Module, anatomy) -> _ProbeResult:
-    """One tiny forward with hooks on every layer: can this decoder be resumed from ``output_hidden_states[l]``?"""
+    """One tiny forward with hooks on every layer: can this decoder be resumed from the input of layer ``l``?"""
     cached = _PROBES.get(model)
     if cached is not None:
         return cached
@@ -190,8 +197,11 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     looped = next((i for i in range(len(layers)) if len(seen[i]) != 1), None)
     if looped is not None:
         reason = f"decoder layer {looped} runs {len(seen[looped])} times per forward (a looped or recurrent stack)"
-    for i in range(len(layers)) if reason is None else ():
-        _, x, y = seen[i][0]
+    # the layer inputs the pre-hooks saw are the reference states: output_hidden_states records them for most
+    # families, the layers' outputs for others (Mamba), nothing for some
+    inputs = [] if reason is not None else [seen[i][0][1] for i in range(len(layers))]
+    for i, x in enumerate(inputs):
+        y = seen[i][0][2]
         y0 = y[0] if isinstance(y, (tuple, list)) else y
         structures.append((type(y), len(y)) if isinstance(y, (tuple, list)) else None)
         if not (isinstance(x, torch.Tensor) and isinstance(y0, torch.Tensor) and x.shape == y0.shape
@@ -201,13 +211,6 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
                       f"every layer) to the same shape (input {shape})")
             break
         layout = layout or _layout(x)
-        if hidden is None or len(hidden) != len(layers) + 1 or not _same(hidden[i], x):
-            where = "" if hidden is None else next(
-                (f"; it is what layer {j - 1} returned (this family records layer outputs)"
-                 for j in range(1, len(hidden)) if j - 1 < len(layers) and _same(hidden[i], _first(seen[j - 1][0][2]))),
-                "")
-            reason = f"output_hidden_states[{i}] is not the input of decoder layer {i}{where}"
-            break
         if previous is not None and not torch.equal(x, previous):
             reason = (f"decoder layer {i} does not read layer {i - 1}'s output: the decoder carries more than the "
                       "hidden states between layers")
@@ -216,16 +219,26 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
             flagged.append(i)  # reads another tensor layer i - 1 returned: checked numerically below
         carried = [t for t in (y[1:] if isinstance(y, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
         previous = y0
+    records_inputs = reason is None and hidden is not None and len(hidden) == len(layers) + 1 \
+        and all(_same(h, x) for h, x in zip(hidden, inputs))
+    final = decoder_out[-1] if decoder_out else None
     last = last_layout = None
-    if reason is None:
+    if reason is None and records_inputs:
         if _same(hidden[-1], previous):
             last = "layer"
-        elif decoder_out and decoder_out[-1] is not None and _same(hidden[-1], decoder_out[-1]):
+        elif final is not None and _same(hidden[-1], final):
             last = "decoder"
         last_layout = _layout(hidden[-1])
+    elif reason is None and final is not None:
+        # output_hidden_states is not the layer inputs (Mamba records each layer's output): the inputs come from
+        # pre-hooks and, after the last layer, the decoder's output (forward_with_layer_inputs)
+        last, last_layout = "decoder", _layout(final)
+    elif reason is None:
+        reason = (f"output_hidden_states is not the list of decoder layer inputs and the decoder "
+                  f"({type(anatomy.decoder).__name__}) returns no hidden-state tensor to resume after the last layer")
     prefix = f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) from hidden states: "
     result = _ProbeResult(None if reason is None else prefix + reason, structures, last, layout, last_layout,
-                          has_logits)
+                          has_logits, records_inputs)
     _PROBES[model] = result
     # Resuming must not depend on anything the stand-ins do not hand on: a layer that reads another tensor the
     # previous layer returned (ZAYA's router states, shared sparse-attention indices) or state an earlier layer left
@@ -233,14 +246,14 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     # once with every earlier layer a stand-in (three tokens, stopping after layer i; the last one through to the
     # logits or the decoder's output) and compared with the full forward: a dependency of layer i on state of an
     # earlier layer shows there.
-    expected = out.logits if has_logits else (decoder_out[-1] if decoder_out else None)
+    expected = out.logits if has_logits else final
     for i in range(1, len(layers)) if reason is None and expected is not None else ():
         last_one = i == len(layers) - 1
         try:
             with torch.no_grad():
-                resumed = run_layers(model, hidden[i], i, end_layer=None if last_one else i + 1,
+                resumed = run_layers(model, inputs[i], i, end_layer=None if last_one else i + 1,
                                      return_logits=last_one and has_logits, input_ids=ids)
-            target = expected if last_one else hidden[i + 1]
+            target = expected if last_one else inputs[i + 1]
             same = bool(torch.allclose(resumed.float(), target.float(), atol=1e-4, rtol=1e-4))
             why = "differs from the full forward"
         except Exception as exc:  # noqa: BLE001 - the layer needs state it was not given (a KeyError, a shape)
@@ -277,7 +290,9 @@ def resume_refusal(model: nn.Module) -> str | None:
     """Why :func:`run_layers` cannot resume ``model`` from hidden states (naming its type), or ``None`` if it can.
 
     Checked once per model with one tiny forward (looped stacks, layers that read more than the previous layer's
-    hidden states, e.g. ZAYA's router states, cannot be resumed from hidden states alone).
+    hidden states, e.g. ZAYA's router states, cannot be resumed from hidden states alone). A family whose
+    ``output_hidden_states`` records layer outputs (Mamba) is resumable: take its states from
+    :func:`forward_with_layer_inputs`.
 
     Example:
         >>> from hf_ext.testing import tiny_causal_lm
@@ -307,9 +322,13 @@ def run_layers(
 
     Args:
         model: a transformers causal LM (see :func:`~hf_ext.core.anatomy.get_anatomy`).
-        hidden_states: ``[B, T, D]``, the input of layer ``start_layer`` — i.e. ``output_hidden_states[start_layer]``
-            of a full forward (index 0 is the embedding output), in the decoder's own layout where that is not
-            ``[B, T, D]`` (hyper-connection streams ``[B, T, S, D]``, AltUp ``[S, B, T, D]``).
+        hidden_states: ``[B, T, D]``, the input of layer ``start_layer`` —
+            ``forward_with_layer_inputs(model, ...)[1][start_layer]``, which equals
+            ``output_hidden_states[start_layer]`` of a full forward for most families (index 0 is the embedding
+            output) but not for those recording layer outputs (Mamba, FalconMamba); with ``start_layer ==
+            num_layers``, the state after the last layer (the decoder's output for those). In the decoder's own
+            layout where that is not ``[B, T, D]`` (hyper-connection streams ``[B, T, S, D]``, AltUp
+            ``[S, B, T, D]``).
         start_layer: first layer to run, ``0 <= start_layer <= num_layers``.
         attention_mask: ``[B, T]`` padding mask (1 = token, 0 = padding), or ``None`` for no padding.
         position_ids: ``[B, T]``. Defaults to ``position_ids_from_mask(attention_mask)`` when a mask is given (so
@@ -345,8 +364,8 @@ def run_layers(
     if not isinstance(hidden_states, torch.Tensor) or layout is None or not layout.matches(hidden_states):
         shape = tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else type(hidden_states).__name__
         expected = layout.describe() if layout is not None else "[batch, seq, hidden]"
-        raise ValueError(f"hidden_states must be {expected} (output_hidden_states[{start_layer}] of "
-                         f"{type(model).__name__}), got shape {shape}")
+        raise ValueError(f"hidden_states must be {expected} (the input of layer {start_layer} of "
+                         f"{type(model).__name__}: forward_with_layer_inputs(...)[1][{start_layer}]), got shape {shape}")
     batch, length = hidden_states.shape[layout.batch_axis], hidden_states.shape[layout.seq_axis]
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, length):
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match hidden states {(batch, length)}")
@@ -425,3 +444,70 @@ def run_layers(
             return captured["out"]
     return out.logits if hasattr(out, "logits") else out[0]
 
+
+
+def forward_with_layer_inputs(model: nn.Module, **forward_kwargs: Any) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """Run ``model``'s forward once and return its output and the states :func:`run_layers` resumes from.
+
+    Where ``output_hidden_states`` is the list of layer inputs (most families) this is one forward with
+    ``output_hidden_states=True`` and the states are ``out.hidden_states`` itself (no overhead). Where it is not
+    (Mamba and FalconMamba record each layer's output), the layer inputs are taken with pre-hooks on the decoder
+    layers and the state after the last layer with a hook on the decoder (its output, after the final norm).
+
+    Args:
+        model: a transformers causal LM (see :func:`~hf_ext.core.anatomy.get_anatomy`).
+        **forward_kwargs: the model's forward arguments (``input_ids`` ``[B, T]``, ``attention_mask`` ``[B, T]``,
+            ``position_ids`` ``[B, T]``, ``use_cache`` …); ``output_hidden_states`` is set where it carries the states.
+
+    Returns:
+        ``(output, states)``: the forward's output and ``num_layers + 1`` tensors in the decoder's layout (``[B, T,
+        D]`` mostly): ``states[l]`` is the input of layer ``l`` for ``l < num_layers``, ``states[num_layers]`` the
+        state :func:`run_layers` takes with ``start_layer=num_layers`` (the last layer's or the decoder's output).
+
+    Raises:
+        ValueError: a decoder that cannot be resumed from hidden states (the message names the model type and why),
+            or a forward that did not run every decoder layer once.
+
+    Example:
+        >>> import torch
+        >>> from transformers import MambaConfig, MambaForCausalLM
+        >>> config = MambaConfig(vocab_size=32, hidden_size=16, state_size=4, num_hidden_layers=2)
+        >>> model = MambaForCausalLM(config).eval()  # output_hidden_states[l] is layer l's output here
+        >>> ids = torch.tensor([[1, 5, 6, 7]])
+        >>> out, states = forward_with_layer_inputs(model, input_ids=ids)
+        >>> len(states) == get_anatomy(model).num_layers + 1
+        True
+        >>> logits = run_layers(model, states[1], start_layer=1, return_logits=True)
+        >>> torch.allclose(logits, out.logits, atol=1e-5)
+        True
+    """
+    anatomy = get_anatomy(model)
+    probe = _probe(model, anatomy)
+    if probe.reason is not None:
+        raise ValueError(probe.reason)
+    if probe.records_inputs:
+        out = model(**{**forward_kwargs, "output_hidden_states": True})
+        return out, tuple(out.hidden_states)
+    token, layers = object(), anatomy.layers
+    inputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
+    final: list[torch.Tensor] = []
+
+    def take_input(i):
+        def record(module, args, kwargs):
+            if current_params(token) is not None:  # not another thread's forward of the same model
+                inputs[i].append(_hidden_arg(args, kwargs))
+        return record
+
+    def take_output(module, args, out):
+        if current_params(token) is not None:
+            final.append(_first(out))
+
+    with register_hooks({anatomy.decoder: take_output},
+                        pre_hooks={layer: take_input(i) for i, layer in enumerate(layers)}, with_kwargs=True), \
+            activate(token, True):
+        out = model(**forward_kwargs)
+    runs = [len(inputs[i]) for i in range(len(layers))] + [len(final)]
+    if runs != [1] * len(runs) or any(not isinstance(t, torch.Tensor) for t in final):
+        raise ValueError(f"forward_with_layer_inputs: the forward of {anatomy.family!r} ({type(model).__name__}) did "
+                         f"not run every decoder layer and the decoder once with hidden states (runs {runs})")
+    return out, (*(inputs[i][0] for i in range(len(layers))), final[0])

@@ -33,7 +33,7 @@ def core_step(ctx: TourContext) -> StepResult:
 
     from hf_ext.core.anatomy import get_anatomy
     from hf_ext.core.attention import attention_controls, key_weights
-    from hf_ext.core.layers import run_layers
+    from hf_ext.core.layers import forward_with_layer_inputs, run_layers
     from hf_ext.core.scoring import greedy_reference, teacher_forced_logprobs
 
     model, tok, label = _load(ctx)
@@ -42,9 +42,9 @@ def core_step(ctx: TourContext) -> StepResult:
     ids = enc.input_ids
     length = ids.shape[1]
     with torch.inference_mode():
-        full = model(ids, output_hidden_states=True)
+        full, layer_inputs = forward_with_layer_inputs(model, input_ids=ids)
         mid = anatomy.num_layers // 2
-        resumed = run_layers(model, full.hidden_states[mid], mid, return_logits=True)
+        resumed = run_layers(model, layer_inputs[mid], mid, return_logits=True)
         resume_err = (resumed - full.logits).abs().max().item()
         with attention_controls(model, torch.ones(1, length)):
             ones_err = (model(ids).logits - full.logits).abs().max().item()

@@ -40,7 +40,7 @@ from hf_ext.utils.logging import get_logger
 from hf_ext.utils.validation import check_int
 
 from ..core.inputs import prepare_batch
-from ..core.layers import resume_refusal, run_layers
+from ..core.layers import forward_with_layer_inputs, resume_refusal, run_layers
 from ..core.scoring import IGNORE_INDEX, token_cross_entropy
 from .deployment import PruningMaskCallback, apply_plan, load_compressed, save_compressed
 from .divergence import divergence_from_ids, ref_columns
@@ -247,10 +247,10 @@ def sensitivity_scan(model: nn.Module, ref: ReferenceData, *, components: Sequen
         logger.info("%s; sensitivity_scan runs full forwards instead of the prefix cache", refusal)
         prefix_cache = False
     with torch.no_grad():
-        if prefix_cache:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        position_ids=batch["position_ids"], use_cache=False, output_hidden_states=True)
-            hidden = out.hidden_states
+        if prefix_cache:  # each layer's input (not output_hidden_states: Mamba records layer outputs there)
+            _, hidden = forward_with_layer_inputs(model, input_ids=batch["input_ids"],
+                                                  attention_mask=batch["attention_mask"],
+                                                  position_ids=batch["position_ids"], use_cache=False)
         for name, method, level in progress_bar(jobs, desc="DTM scan", enabled=progress):
             layer = component_layer(model, name)
             ctx = fake_quant(model, name, bits=level) if method == "int8" else magnitude_prune(model, name, level)

@@ -5,8 +5,8 @@ A :class:`Bench` holds, for one base model and one text split (:mod:`hf_ext.repr
 * greedy reference continuations of prompts cut from the text (FDT/SDT, teacher-forced: :mod:`hf_ext.dtm`);
 * text chunks for perplexity and for KL / flip rate against the base, whose reference distribution is kept as a
   compact top-K cache (:class:`~hf_ext.dtm.logit_cache.ReferenceLogits`);
-* optionally the base's hidden states at every layer, so that a perturbation of layer ``l`` is scored by running
-  layers ``l…`` only (:func:`hf_ext.core.layers.run_layers`).
+* optionally the base's input of every layer (:func:`hf_ext.core.layers.forward_with_layer_inputs`), so that a
+  perturbation of layer ``l`` is scored by running layers ``l…`` only (:func:`hf_ext.core.layers.run_layers`).
 
 :meth:`Bench.measure` scores the model as it is (call it inside a compression context manager).
 
@@ -41,7 +41,7 @@ class Bench:
         prompt_tokens, new_tokens, text_tokens: lengths (tokens) of prompts, reference continuations, chunks.
         topk: K of the compact reference-logit cache.
         batch_size: rows per forward.
-        keep_hidden: store the base's per-layer hidden states for :meth:`measure` ``(start_layer=l)``.
+        keep_hidden: store the base's input of every layer for :meth:`measure` ``(start_layer=l)``.
     """
 
     def __init__(self, model, tokenizer, split: str, *, prompts: int, texts: int, prompt_tokens: int, new_tokens: int,
@@ -97,11 +97,15 @@ class Bench:
 
             return run_layers(self.model, self.hidden[kind][batch][start_layer], start_layer, mask, pos,
                               return_logits=True, input_ids=ids)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                         output_hidden_states=keep_hidden)
-        if keep_hidden:
-            self.hidden = self.hidden or {"text": [], "ref": []}
-            self.hidden[kind].append(out.hidden_states)
+        if not keep_hidden:
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
+        from hf_ext.core.layers import forward_with_layer_inputs
+
+        # each layer's input, what run_layers resumes from (Mamba's output_hidden_states holds layer outputs)
+        out, states = forward_with_layer_inputs(self.model, input_ids=ids, attention_mask=mask, position_ids=pos,
+                                                use_cache=False)
+        self.hidden = self.hidden or {"text": [], "ref": []}
+        self.hidden[kind].append(states)
         return out.logits
 
     @staticmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -110,14 +111,53 @@ def denominator() -> list[str]:
 
 
 def tiny_config(model_type: str):
-    """The tiny config of ``model_type``: the generic shrinker plus the type's :data:`OVERRIDES`."""
+    """The tiny config of ``model_type``: the generic shrinker plus the type's :data:`OVERRIDES` (and, where timm
+    does not import, the type's :data:`VISION_STAND_INS` entry)."""
     configs = _mappings()[-1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         overrides = dict(OVERRIDES.get(model_type, {}))
         base = overrides.pop("default_kwargs", None)  # for a family whose default config does not validate
         default = configs[model_type](**base) if base is not None else None
-        return shrink_config(configs[model_type], default=default, **overrides)
+        config = shrink_config(configs[model_type], default=default, **overrides)
+        if stand_in_note(model_type) is not None:
+            # past the strict field check: Gemma-3n types its field as its own (timm) vision config class
+            object.__setattr__(config, "vision_config", _siglip_tower(config.vision_config, VISION_STAND_INS[model_type]))
+        return config
+
+
+@functools.cache
+def _timm_importable() -> bool:
+    """Whether ``import timm`` works (it is absent, or installed but failing on its torchvision import)."""
+    import importlib
+
+    try:
+        importlib.import_module("timm")
+    except Exception:  # noqa: BLE001 - ImportError, or torchvision's RuntimeError ("operator torchvision::nms …")
+        return False
+    return True
+
+
+def stand_in_note(model_type: str) -> str | None:
+    """The note every cell of ``model_type`` carries when its vision tower is a stand-in (``None``: its own)."""
+    if model_type not in VISION_STAND_INS or _timm_importable():
+        return None
+    return ("vision tower: a SigLIP stand-in for the timm tower (timm needs torchvision, which does not import "
+            "beside CPU torch 2.13); the text path is the type's own")
+
+
+def _siglip_tower(own, fields):
+    """A tiny SigLIP vision config standing in for the type's own timm tower config ``own`` (already tiny): the
+    width is ``own``'s where it states one (else the shrinker's), and ``fields(own, tower)`` gives the fields that
+    modules outside the tower read from the vision config, so that the projector and embedders are built as with
+    the type's own tower."""
+    from transformers import SiglipVisionConfig
+
+    width = getattr(own, "hidden_size", None)
+    tower = shrink_config(SiglipVisionConfig, **({"hidden_size": width} if width is not None else {}))
+    for name, value in fields(own, tower).items():
+        setattr(tower, name, value)
+    return tower
 
 
 @functools.lru_cache(maxsize=1)
@@ -201,6 +241,8 @@ def _image_vocabulary() -> dict[str, int]:
     return vocab
 
 
+_GEMMA3N_TEXT = {"num_hidden_layers": 4, "num_kv_shared_layers": 2,
+                 "layer_types": ["sliding_attention", "full_attention"] * 2, "intermediate_size": [2 * HIDDEN] * 4}
 _QSA = {"indexer_n_heads": 4, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 8, "indexer_compress_ratio": 4}
 
 # Per-family overrides of the generic shrinker, each with the reason the generic values do not fit.
@@ -241,8 +283,8 @@ OVERRIDES: dict[str, dict] = {
     "diffusion_gemma": {"text_config": {"num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": HIDDEN // 2}},
     # Gemma-3n's last ``num_kv_shared_layers`` (15) layers reuse an earlier layer's K/V of the same kind: four
     # layers (two producers, two consumers) keep one sharing layer of each kind
-    "gemma3n_text": {"num_hidden_layers": 4, "num_kv_shared_layers": 2,
-                     "layer_types": ["sliding_attention", "full_attention"] * 2, "intermediate_size": [2 * HIDDEN] * 4},
+    "gemma3n_text": _GEMMA3N_TEXT,
+    "gemma3n": {"text_config": _GEMMA3N_TEXT},
     # the assistant's validator refuses Gemma-4 text defaults (per-layer
     # inputs, MoE block, double-wide MLP)
     # (so its own default config does not validate)
@@ -294,8 +336,33 @@ OVERRIDES: dict[str, dict] = {
 }
 
 
+# Types whose vision tower is a TimmWrapperModel, which needs timm, which needs torchvision: no torchvision wheel
+# imports beside the CPU torch 2.13 the project pins ("operator torchvision::nms does not exist"), so these types could
+# not be built at all. hf_ext's features act on the text path only (text-only inputs: the vision tower never runs),
+# so where timm does not import the tower is a transformers-native SigLIP of the same width, with the fields the rest
+# of the model reads from the vision config kept (a stand-in used only then: with timm the type's own tower is built).
+VISION_STAND_INS: dict[str, Callable] = {
+    # the projector's input width is vision_config.hidden_size (the stand-in's)
+    "fast_vlm": lambda own, tower: {},
+    # the vision-token embedder (run on text too: it embeds the ids of its vocabulary range) reads the tower's
+    # width (the stand-in has own's), vocabulary offset and size and norm eps
+    "gemma3n": lambda own, tower: {k: getattr(own, k) for k in ("vocab_offset", "vocab_size", "rms_norm_eps")},
+    # the projector's input width is vision_config.model_args["embed_dim"] (timm's own argument): the stand-in's
+    "perception_lm": lambda own, tower: {"model_args": {"embed_dim": tower.hidden_size}},
+}
+
+
 def run_type(model_type: str, features=FEATURES) -> dict[str, tuple[str, str]]:
-    """Every requested cell of one type: ``{feature: (status, detail)}`` (a type that does not build fails all)."""
+    """Every requested cell of one type: ``{feature: (status, detail)}`` (a type that does not build fails all;
+    a type built with a stand-in vision tower says so in every cell)."""
+    cells = _run_type(model_type, features)
+    note = stand_in_note(model_type)
+    if note is None or exclusion(model_type) is not None:
+        return cells
+    return {f: (status, f"{detail} [{note}]" if detail else note) for f, (status, detail) in cells.items()}
+
+
+def _run_type(model_type: str, features) -> dict[str, tuple[str, str]]:
     from .cells import run_cell
 
     reason = exclusion(model_type)

@@ -77,13 +77,17 @@ def _zero_based(model) -> bool:
     return _ZERO_BASED[model]
 
 
-def _forward(model, ids, mask=None, pos=None, **kwargs):
+def _forward_kwargs(model, ids, mask=None, pos=None, **kwargs) -> dict:
     kw = {"input_ids": ids, "use_cache": False, **kwargs}
     if mask is not None:
         kw["attention_mask"] = mask
     if pos is not None and _accepts(model, "position_ids") and _zero_based(model):
         kw["position_ids"] = pos.contiguous()
-    return model(**kw)
+    return kw
+
+
+def _forward(model, ids, mask=None, pos=None, **kwargs):
+    return model(**_forward_kwargs(model, ids, mask, pos, **kwargs))
 
 
 def _close(actual, expected, what: str, atol: float = ATOL, rtol: float = RTOL):
@@ -264,21 +268,45 @@ def check_anatomy(model, model_type):
             assert id(anatomy.attentions[i]) in inside, f"layer {i}'s attention is not inside layer {i}"
 
 
+def _with_layer_outputs(model, layers, **kwargs):
+    """The model's own forward and what each decoder layer returned (its hidden states), taken with plain torch
+    forward hooks."""
+    outputs = [None] * len(layers)
+
+    def keep(i):
+        def hook(module, args, out):
+            outputs[i] = out[0] if isinstance(out, (tuple, list)) else out
+        return hook
+
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    try:
+        return model(**kwargs), outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def check_run_layers(model, model_type):
     from hf_ext.core.anatomy import get_anatomy
-    from hf_ext.core.layers import run_layers
+    from hf_ext.core.layers import forward_with_layer_inputs, run_layers
 
-    n = get_anatomy(model).num_layers
+    layers = get_anatomy(model).layers
+    n = len(layers)
     ids, mask, pos = left_padded(text_ids(2, 12, seed=1), [3, 0])  # longer than the tiny sliding window (8)
-    full = _forward(model, ids, mask, pos, output_hidden_states=True)
-    hs, real = full.hidden_states, mask.bool()
+    kwargs = _forward_kwargs(model, ids, mask, pos)
+    full, outputs = _with_layer_outputs(model, layers, **kwargs)
+    # layer l's input (output_hidden_states[l] for most families; Mamba records layer outputs there)
+    _, states = forward_with_layer_inputs(model, **kwargs)
+    real = mask.bool()
+    for layer in range(1, n):
+        _close(_real(states[layer], real), _real(outputs[layer - 1], real), f"input of layer {layer}")
     for layer in range(n + 1):
-        logits = run_layers(model, hs[layer], layer, mask, pos, return_logits=True, input_ids=ids)
+        logits = run_layers(model, states[layer], layer, mask, pos, return_logits=True, input_ids=ids)
         _close(logits[real], full.logits[real], f"logits resumed from layer {layer}")
         if layer + 1 < n:
-            part = run_layers(model, hs[layer], layer, mask, pos, end_layer=layer + 1, input_ids=ids)
-            _close(_real(part, real), _real(hs[layer + 1], real), f"hidden states of layer {layer}")
+            part = run_layers(model, states[layer], layer, mask, pos, end_layer=layer + 1, input_ids=ids)
+            _close(_real(part, real), _real(outputs[layer], real), f"hidden states of layer {layer}")
 
 
 def _real(states: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hf_ext.core.layers import run_layers
+from hf_ext.core.layers import forward_with_layer_inputs, run_layers
 from hf_ext.reproduce.models import REAL_MODELS, real_model_info
 from hf_ext.testing import real_model, real_tokenizer
 
@@ -32,9 +32,9 @@ def test_run_layers_resumes_the_real_decoder(real_name):
     model, tok = real_model(real_name), real_tokenizer(real_name)
     ids = tok("Resuming the decoder from a middle layer must give the same logits.", return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        out = model(ids, output_hidden_states=True)
+        out, layer_inputs = forward_with_layer_inputs(model, input_ids=ids)
         start = model.config.num_hidden_layers // 2 + 1  # Gemma: a sliding and a global layer on either side
-        resumed = run_layers(model, out.hidden_states[start], start, return_logits=True)
+        resumed = run_layers(model, layer_inputs[start], start, return_logits=True)
     assert torch.allclose(resumed, out.logits, atol=1e-4, rtol=1e-4)
 
 
