@@ -139,6 +139,9 @@ class _ProbeResult:
 
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# States forward_with_layer_inputs returned for families whose output_hidden_states are layer outputs: run_layers
+# takes them as layer inputs without from_layer_inputs=True (held weakly; looked up by id, checked by identity)
+_LAYER_INPUTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _PROBE_LEN = 3
 
 
@@ -251,7 +254,7 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
         last_one = i == len(layers) - 1
         try:
             with torch.no_grad():
-                resumed = run_layers(model, inputs[i], i, end_layer=None if last_one else i + 1,
+                resumed = run_layers(model, inputs[i], i, end_layer=None if last_one else i + 1, from_layer_inputs=True,
                                      return_logits=last_one and has_logits, input_ids=ids)
             target = expected if last_one else inputs[i + 1]
             same = bool(torch.allclose(resumed.float(), target.float(), atol=1e-4, rtol=1e-4))
@@ -312,6 +315,7 @@ def run_layers(
     end_layer: int | None = None,
     return_logits: bool = False,
     input_ids: torch.LongTensor | None = None,
+    from_layer_inputs: bool = False,
 ) -> torch.Tensor:
     """Continue the decoder of ``model`` from ``start_layer`` on given hidden states.
 
@@ -339,6 +343,10 @@ def run_layers(
         input_ids: ``[B, T]`` the token ids of the full forward, for families that feed every layer something
             derived from the ids besides the hidden states (per-layer embeddings); default: the decoder is fed
             ``inputs_embeds=hidden_states``, whose pre-layer processing is discarded.
+        from_layer_inputs: vouch that ``hidden_states`` is (derived from) layer ``start_layer``'s input, for a
+            family whose ``output_hidden_states[l]`` is layer ``l``'s *output* (Mamba, FalconMamba): there, states
+            that :func:`forward_with_layer_inputs` did not return are refused unless this is set, since
+            ``output_hidden_states[start_layer]`` has the same shape and would silently skip a layer.
 
     Returns:
         ``[B, T, D]`` hidden states after ``end_layer - 1`` (after the final norm when run to the end), or
@@ -366,6 +374,13 @@ def run_layers(
         expected = layout.describe() if layout is not None else "[batch, seq, hidden]"
         raise ValueError(f"hidden_states must be {expected} (the input of layer {start_layer} of "
                          f"{type(model).__name__}: forward_with_layer_inputs(...)[1][{start_layer}]), got shape {shape}")
+    if start_layer < n and not probe.records_inputs and not from_layer_inputs \
+            and _LAYER_INPUTS.get(id(hidden_states)) is not hidden_states:
+        raise ValueError(
+            f"{anatomy.family!r} ({type(model).__name__}) records each layer's output in output_hidden_states, so "
+            f"output_hidden_states[{start_layer}] is not the input of layer {start_layer} (resuming from it would skip "
+            f"a layer): take states[{start_layer}] of forward_with_layer_inputs(model, ...), or pass "
+            "from_layer_inputs=True for states derived from a layer's input")
     batch, length = hidden_states.shape[layout.batch_axis], hidden_states.shape[layout.seq_axis]
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, length):
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match hidden states {(batch, length)}")
@@ -510,4 +525,7 @@ def forward_with_layer_inputs(model: nn.Module, **forward_kwargs: Any) -> tuple[
     if runs != [1] * len(runs) or any(not isinstance(t, torch.Tensor) for t in final):
         raise ValueError(f"forward_with_layer_inputs: the forward of {anatomy.family!r} ({type(model).__name__}) did "
                          f"not run every decoder layer and the decoder once with hidden states (runs {runs})")
-    return out, (*(inputs[i][0] for i in range(len(layers))), final[0])
+    states = (*(inputs[i][0] for i in range(len(layers))), final[0])
+    for state in states:
+        _LAYER_INPUTS[id(state)] = state
+    return out, states

@@ -212,11 +212,32 @@ def test_decoders_recording_layer_outputs_resume_from_given_states_like_the_mode
         given = states[layer] * 1.5 + 0.1 * torch.randn(states[layer].shape, generator=gen)
         ref_logits, ref_out = _with_layer_input(model, ids, mask, pos, layer, given)
         assert (ref_logits[real] - full_logits[real]).abs().max() > 1e-3  # the change is visible
-        logits = run_layers(model, given, layer, mask, pos, return_logits=True, input_ids=ids)
+        with pytest.raises(ValueError, match=r"records each layer's output .*forward_with_layer_inputs"):
+            run_layers(model, given, layer, mask, pos, return_logits=True, input_ids=ids)  # not vouched for
+        logits = run_layers(model, given, layer, mask, pos, return_logits=True, input_ids=ids, from_layer_inputs=True)
         torch.testing.assert_close(logits[real], ref_logits[real], atol=1e-5, rtol=1e-5)
         if layer + 1 < len(states) - 1:  # the last layer run to the end returns the decoder's normed output
-            part = run_layers(model, given, layer, mask, pos, end_layer=layer + 1, input_ids=ids)
+            part = run_layers(model, given, layer, mask, pos, end_layer=layer + 1, input_ids=ids,
+                              from_layer_inputs=True)
             torch.testing.assert_close(part[real], ref_out[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", RECORD_OUTPUTS)
+@torch.no_grad()
+def test_decoders_recording_layer_outputs_refuse_output_hidden_states_as_layer_inputs(family):
+    """output_hidden_states[l] has the shape of layer l's input but is its output: taken as the input, a resume would
+    silently run layer l twice. It is refused with the fix named; the same states via forward_with_layer_inputs run."""
+    model = build(family)
+    ids, mask, pos = _batch()
+    full = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, output_hidden_states=True)
+    n = len(full.hidden_states) - 1
+    for layer in range(n):
+        with pytest.raises(ValueError, match=rf"{family}.*output_hidden_states\[{layer}\] is not the input of layer "
+                                             rf"{layer}.*states\[{layer}\] of forward_with_layer_inputs"):
+            run_layers(model, full.hidden_states[layer], layer, mask, pos, return_logits=True, input_ids=ids)
+    # the state after the last layer is the decoder's output in both
+    logits = run_layers(model, full.hidden_states[n], n, mask, pos, return_logits=True, input_ids=ids)
+    torch.testing.assert_close(logits[mask.bool()], full.logits[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("start", [1, 2])
