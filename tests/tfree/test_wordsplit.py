@@ -84,3 +84,13 @@ def test_vectorised_split_equals_reference_split(texts):
     assert _TOK.fast_tokenize(texts) == [text_to_words(t, parse_special=False) for t in texts]
     for t in texts:
         assert _TOK.decode(_TOK(t).input_ids) == t
+
+
+_TOK_SPECIAL = TFreeTokenizer(hash_vocab_size=512, num_activations=4, parse_special=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(list(" \n<|>ab Zéж1.") + ["<|ws|>", "<|endoftext|>", "<|a b|>"]),
+                         max_size=20).map("".join), min_size=1, max_size=4))
+def test_vectorised_split_equals_reference_split_with_special_words(texts):
+    assert _TOK_SPECIAL.fast_tokenize(texts) == [text_to_words(t, parse_special=True) for t in texts]
