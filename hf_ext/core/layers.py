@@ -33,48 +33,16 @@ from __future__ import annotations
 import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from hf_ext.utils.validation import check_int
 
-from ..compat import build_causal_mask
 from .anatomy import get_anatomy
 from .hooks import activate, current_params, register_hooks
 from .inputs import forward_accepts, position_ids_from_mask, vocab_size
-
-if TYPE_CHECKING:
-    from transformers import PretrainedConfig
-
-def build_layer_masks(
-    decoder_config: PretrainedConfig,
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor,
-) -> dict[str, torch.Tensor | None]:
-    """The per-layer-type 4D masks the decoder would build itself (``full_attention`` / ``sliding_attention``).
-
-    Args:
-        decoder_config: the decoder's config (carries ``_attn_implementation`` and ``layer_types``).
-        hidden_states: ``[B, T, D]``, used for batch size, length, dtype and device.
-        attention_mask: ``[B, T]`` padding mask or ``None``.
-        position_ids: ``[B, T]``.
-
-    Returns:
-        ``{layer_type: mask}``; a mask may be ``None`` where the attention kernel is causal on its own.
-    """
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-
-    def call(fn):
-        return build_causal_mask(fn, decoder_config, hidden_states, attention_mask, position_ids)
-
-    masks = {"full_attention": call(create_causal_mask)}
-    layer_types = getattr(decoder_config, "layer_types", None) or []
-    if "sliding_attention" in layer_types:
-        masks["sliding_attention"] = call(create_sliding_window_causal_mask)
-    return masks
 
 
 class _Stop(Exception):
