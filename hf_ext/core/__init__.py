@@ -12,9 +12,9 @@ from hf_ext.utils.imports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "inputs": ["check_in_vocabulary", "position_ids_from_mask", "prepare_batch", "tokenize_left_padded", "model_device",
-               "vocab_size", "max_positions", "forward_accepts", "text_config", "pad_token_rows", "takes_mask_positions",
-               "build_layer_masks"],
+               "vocab_size", "max_positions", "forward_accepts", "text_config", "pad_token_rows", "takes_mask_positions"],
     "anatomy": ["ModelAnatomy", "get_anatomy"],
+    "masks": ["build_layer_masks"],
     "layers": ["run_layers", "forward_with_layer_inputs", "resume_refusal"],
     "hooks": ["forward_hooks", "module_swaps", "register_hooks", "HookHandle", "activate", "carry_context", "ContextExecutor",
               "current_params", "rows"],

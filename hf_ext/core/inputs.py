@@ -29,13 +29,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..compat import build_causal_mask
-
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
-    "build_layer_masks", "check_in_vocabulary", "forward_accepts", "is_token_id", "max_positions", "model_device", "pad_token_rows",
+    "check_in_vocabulary", "forward_accepts", "is_token_id", "max_positions", "model_device", "pad_token_rows",
     "position_ids_from_mask", "prepare_batch", "takes_mask_positions", "text_config", "token_id_list",
     "tokenize_left_padded", "vocab_size",
 ]
@@ -446,32 +444,3 @@ def tokenize_left_padded(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str
     finally:
         tokenizer.padding_side = side
     return enc["input_ids"], enc["attention_mask"]
-
-
-def build_layer_masks(
-    decoder_config: PretrainedConfig,
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor,
-) -> dict[str, torch.Tensor | None]:
-    """The per-layer-type 4D masks the decoder would build itself (``full_attention`` / ``sliding_attention``).
-
-    Args:
-        decoder_config: the decoder's config (carries ``_attn_implementation`` and ``layer_types``).
-        hidden_states: ``[B, T, D]``, used for batch size, length, dtype and device.
-        attention_mask: ``[B, T]`` padding mask or ``None``.
-        position_ids: ``[B, T]``.
-
-    Returns:
-        ``{layer_type: mask}``; a mask may be ``None`` where the attention kernel is causal on its own.
-    """
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-
-    def call(fn):
-        return build_causal_mask(fn, decoder_config, hidden_states, attention_mask, position_ids)
-
-    masks = {"full_attention": call(create_causal_mask)}
-    layer_types = getattr(decoder_config, "layer_types", None) or []
-    if "sliding_attention" in layer_types:
-        masks["sliding_attention"] = call(create_sliding_window_causal_mask)
-    return masks
