@@ -24,12 +24,46 @@ from _timing import append_json_row, common_argparser, format_ab, plot_ab, time_
 NAME = "tfree_tokenizer_speed"
 
 
-def corpus(quick: bool) -> list[str]:
-    """pydoc help topics + stdlib docstrings (module, classes, functions, methods), in a fixed order."""
+CORPORA = ("python-docs", "package-metadata", "random-words")
+
+
+def corpus(quick: bool, name: str = "python-docs") -> list[str]:
+    """The documents of one corpus, in a fixed order.
+
+    * ``python-docs`` (default): pydoc help topics + stdlib docstrings (module, classes, functions, methods);
+    * ``package-metadata``: the ``METADATA`` files (package descriptions: prose, code, markup) of the installed
+      distributions, in name order, up to 1.2 M characters;
+    * ``random-words``: 600 seeded "sentences" of 60-160 words drawn uniformly from wordfreq's 20,000 most frequent
+      German, French, Russian and Spanish words: far more distinct words per token than natural text (a
+      first pass where most words are new).
+    """
     from pydoc_data.topics import topics
 
     if quick:  # smoke test: no module imports
         return [topics[k][:1500] for k in sorted(topics)[:30]]
+    if name == "package-metadata":
+        from importlib import metadata
+
+        docs, total = [], 0
+        for dist in sorted(metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
+            text = dist.read_text("METADATA") or ""
+            docs.append(text)
+            total += len(text)
+            if total > 1_200_000:
+                break
+        return docs
+    if name == "random-words":
+        import random
+
+        from wordfreq import top_n_list
+
+        rng, docs = random.Random(0), []
+        for lang in ("de", "fr", "ru", "es"):
+            words = top_n_list(lang, 20000)
+            for _ in range(150):
+                doc = [rng.choice(words) for _ in range(rng.randint(60, 160))]
+                docs.append(" ".join(w.capitalize() if rng.random() < 0.1 else w for w in doc))
+        return docs
     from hf_ext.reproduce.tfree import python_docs  # the text of hf-ext reproduce tfree, too
 
     return python_docs()
@@ -39,12 +73,14 @@ def main(argv=None) -> int:
     parser = common_argparser(__doc__.splitlines()[0])
     parser.add_argument("--bpe-vocab", type=int, default=64000)
     parser.add_argument("--hash-vocab-size", type=int, default=8000)
+    parser.add_argument("--corpus", choices=CORPORA, default="python-docs",
+                        help="the text both arms encode (default: python-docs; the others re-check other text)")
     args = parser.parse_args(argv)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from hf_ext.tfree import TFreeTokenizer
 
-    docs = corpus(args.quick)
+    docs = corpus(args.quick, args.corpus)
     n_chars, n_words = sum(map(len, docs)), sum(len(d.split()) for d in docs)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -86,10 +122,10 @@ def main(argv=None) -> int:
     for case, res in (("cold", cold), ("warm", warm)):
         wps_bpe, wps_tfree = n_words / res["median_a_s"], n_words / res["median_b_s"]
         ratios[case] = wps_tfree / wps_bpe
-        print(format_ab(res, case=f"stdlib docs, {case}"))
+        print(format_ab(res, case=f"{args.corpus}, {case}"))
         print(f"  {case}: words/s BPE {wps_bpe:,.0f}, T-FREE {wps_tfree:,.0f}: {ratios[case]:.2f}× BPE (target ≥ 1.0)")
     print(f"units per whitespace word on this text: BPE {n_bpe_tokens / n_words:.3f}, T-FREE {n_tfree_words / n_words:.3f}")
-    row = {"benchmark": NAME, "case": "stdlib_docs", "quick": args.quick, "device": "cpu", "documents": len(docs),
+    row = {"benchmark": NAME, "case": args.corpus, "quick": args.quick, "device": "cpu", "documents": len(docs),
            "characters": n_chars, "whitespace_words": n_words, "bpe_vocab": bpe.get_vocab_size(),
            "bpe_train_s": train_s, "baseline": "tokenizers ByteLevel BPE encode_batch",
            "project": "TFreeTokenizer.encode_activations(format='csr')", "tfree_distinct_words": len(tok._cache),
@@ -100,8 +136,9 @@ def main(argv=None) -> int:
                     f"{case}_speed_ratio_tfree_over_bpe": ratios[case], f"{case}_target_met": ratios[case] >= 1.0,
                     **{f"{case}_{k}": v for k, v in res.items() if not k.startswith("times_")}})
     append_json_row(NAME, row, out=args.out, device="cpu")
-    plot_ab(f"{args.out}/{NAME}.png", {"cold (new tokenizers)": cold, "warm (caches filled)": warm},
-            title=f"T-FREE vs 64k BPE, {n_words:,} words (CPU)", unit="s")
+    suffix = "" if args.corpus == "python-docs" else f"_{args.corpus}"
+    plot_ab(f"{args.out}/{NAME}{suffix}.png", {"cold (new tokenizers)": cold, "warm (caches filled)": warm},
+            title=f"T-FREE vs 64k BPE, {args.corpus}, {n_words:,} words (CPU)", unit="s")
     return 0
 
 
