@@ -6,6 +6,9 @@ import datetime
 import json
 from pathlib import Path
 
+#: The words every cell of a type built with a stand-in vision tower carries (``catalog.stand_in_note``).
+STAND_IN_MARK = "vision tower: a SigLIP stand-in"
+
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "docs" / "supported_models.json"
 MARKDOWN = ROOT / "docs" / "supported_models.md"
@@ -73,8 +76,19 @@ def summary(data: dict) -> dict:
     for v in counted.values():
         for c in v["cells"].values():
             statuses[c["status"]] = statuses.get(c["status"], 0) + 1
+    # types that pass with a stand-in vision tower (their cells say so): reported beside the count
+    stand_in = [t for t in all_pass if any(STAND_IN_MARK in c.get("detail", "") for c in counted[t]["cells"].values())]
     return {"types": len(types), "excluded": len(types) - len(counted), "denominator": len(counted),
-            "complete": len(complete), "all_pass": len(all_pass), "cells": statuses}
+            "complete": len(complete), "all_pass": len(all_pass), "stand_in": stand_in, "cells": statuses}
+
+
+def _stand_in_clause(s: dict) -> str:
+    """", of which N with a stand-in vision tower (…)" where the count includes such types, else ""."""
+    if not s["stand_in"]:
+        return ""
+    names = ", ".join(f"`{t}`" for t in s["stand_in"])
+    return (f", {len(s['stand_in'])} of them ({names}) built with a stand-in vision tower where timm does not import "
+            f"(the text path hf_ext acts on is the type's own; {s['all_pass'] - len(s['stand_in'])} without them)")
 
 
 def render_markdown(data: dict) -> str:
@@ -87,8 +101,8 @@ def render_markdown(data: dict) -> str:
         "`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` and every image-text-to-text type whose config reaches a language "
         "model through `get_text_config()` is listed, built tiny from its own config class.", "",
         f"**{s['all_pass']} of {s['denominator']} types** pass every feature that applies to them "
-        f"({100 * s['all_pass'] / max(1, s['denominator']):.1f} %); {s['excluded']} types are outside the "
-        "denominator (encoder-only, encoder-decoder, or no language model).", "",
+        f"({100 * s['all_pass'] / max(1, s['denominator']):.1f} %){_stand_in_clause(s)}; {s['excluded']} types are "
+        "outside the denominator (encoder-only, encoder-decoder, or no language model).", "",
         "Legend: ✅ pass (equal to an independent reference: the model's own forward, a 4D attention mask, a naive "
         "loop, `generate`) · — not applicable (decided by code: the module or input the feature needs is absent) · "
         "⛔ unsupported (hf_ext refuses with an error naming the type and the reason) · ❌ fails (wrong result or an "
@@ -121,8 +135,8 @@ def readme_section(data: dict) -> str:
     s = summary(data)
     return (f"{README_START}\n**{s['all_pass']} of {s['denominator']}** causal-LM and image-text-to-text model types "
             f"of transformers {data['transformers']} pass every hf_ext feature that applies to them (core, SCAR, "
-            "AtMan, DTM, T-FREE wrapper, MultiFusion encoder), each checked on a tiny model against an independent "
-            f"reference; see [docs/supported_models.md](docs/supported_models.md) for the type × feature table.\n\n"
+            f"AtMan, DTM, T-FREE wrapper, MultiFusion encoder){_stand_in_clause(s)}, each checked on a tiny model "
+            "against an independent reference; see [docs/supported_models.md](docs/supported_models.md) for the type × feature table.\n\n"
             "The conformance tier checks it: `pytest tests/conformance -m conformance -n 2 --dist loadgroup` runs the "
             "core and DTM cells of every type and the other features on a weekly-rotating sample of 20 types "
             "(`HF_EXT_CONFORMANCE_SEED` pins it) and fails when a cell that passes in `docs/supported_models.json` "

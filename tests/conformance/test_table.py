@@ -54,3 +54,21 @@ def test_passes_checked_on_a_wrapped_language_model_are_listed_with_their_note()
     assert f"- `vlm`: {note}" in md.split("## Passes with a note")[1]
     assert "`lm`:" not in md.split("## Passes with a note")[1]
     assert "- `vlm` × b: fail — boom" in md
+
+
+def test_types_built_with_a_stand_in_vision_tower_are_counted_and_named():
+    from .catalog import VISION_STAND_INS, stand_in_note
+    from .table import STAND_IN_MARK, readme_section, render_markdown
+
+    note = stand_in_note(next(iter(VISION_STAND_INS)))
+    if note is not None:  # (None where timm imports: the type's own tower is built)
+        assert STAND_IN_MARK in note
+    note = note or f"{STAND_IN_MARK} for the timm tower"
+    data = {"transformers": "x", "generated": "today", "features": ["a"], "types": {
+        "vlm": {"class": "V", "excluded": None, "cells": {"a": {"status": "pass", "detail": note}}},
+        "lm": {"class": "L", "excluded": None, "cells": {"a": {"status": "pass", "detail": ""}}},
+    }}
+    s = summary(data)
+    assert (s["all_pass"], s["stand_in"]) == (2, ["vlm"])
+    for text in (render_markdown(data), readme_section(data)):
+        assert "1 of them (`vlm`) built with a stand-in vision tower" in text and "1 without them" in text
