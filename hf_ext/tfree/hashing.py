@@ -124,7 +124,7 @@ class TrigramHasher:
         self.v, self.m, self.k = vocab_size, num_activations, num_lowercase_activations
         self.scheme, self.unit, self.entire_words = hash_scheme, trigram_unit, bool(entire_words)
         self._row_cache: dict[int, int] = {}  # trigram id -> slot of its row in self._row_store
-        self._row_store = np.empty((1024, num_activations), dtype=np.int64)
+        self._row_store = np.empty((1024, num_activations), dtype=np.int32)  # values < v <= 2**31 - 1
 
     # ------------------------------------------------------------------ trigrams
     def trigram_ids(self, word: str) -> np.ndarray:
@@ -226,7 +226,7 @@ class TrigramHasher:
         start = len(self._row_cache)
         need = start + len(ids)
         if need > len(self._row_store):
-            grown = np.empty((max(need, 2 * len(self._row_store)), self.m), dtype=np.int64)
+            grown = np.empty((max(need, 2 * len(self._row_store)), self.m), dtype=np.int32)
             grown[:start] = self._row_store[:start]
             self._row_store = grown
         self._row_store[start:need] = rows
@@ -256,10 +256,14 @@ class TrigramHasher:
             self._store(extra, base[[slot[i] for i in extra]])
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Activation rows ``[n, m]`` of trigram ids (with lowercase sharing; cached per trigram id)."""
+        """Activation rows ``[n, m]`` (int64) of trigram ids (with lowercase sharing; cached per trigram id)."""
+        return self._rows(ids).astype(np.int64)
+
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        """:meth:`rows` as stored (int32)."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
-            return np.empty((0, self.m), dtype=np.int64)
+            return np.empty((0, self.m), dtype=self._row_store.dtype)
         unique, inverse = np.unique(ids, return_inverse=True)
         keys = unique.tolist()
         self._ensure(keys)
@@ -308,58 +312,78 @@ class TrigramHasher:
         for w in words:
             if not isinstance(w, str) or not w:
                 raise ValueError(f"word must be a non-empty str, got {w!r}")
-        return self._word_patterns(words)
-
-    def _word_patterns(self, words: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`word_patterns` of words known to be non-empty strings (the tokenizer's own split pieces)."""
-        n, m = len(words), self.m
-        is_whole = [True] * n if self.entire_words else [w[0] == "<" and is_special_word(w) for w in words]
-        whole = [i for i, x in enumerate(is_whole) if x]
-        split = [i for i, x in enumerate(is_whole) if not x]
-        lens = np.zeros(n, dtype=np.int64)
-        n_tri = np.ones(n, dtype=np.int64)
-        parts: dict[int, np.ndarray] = {i: np.sort(self.whole_word_row(words[i])) for i in whole}
-        lens[whole] = m
-        split_data = np.empty(0, dtype=np.int64)
-        if split:
-            padded = [" " + words[i] + " " for i in split]
-            if self.unit == "byte":
-                enc = [p.encode("utf-8") for p in padded]
-                buf = np.frombuffer(b"".join(enc), dtype=np.uint8).astype(np.int64)
-            else:
-                enc = padded
-                buf = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-            blen = np.fromiter(map(len, enc), dtype=np.int64, count=len(enc))
-            per_word = blen - 2  # trigram positions per word (≥ 1: a padded word has ≥ 3 units)
-            owner = np.repeat(np.arange(len(split), dtype=np.int64), per_word)
-            pos = np.arange(len(owner), dtype=np.int64) + np.repeat(np.cumsum(blen) - blen - (np.cumsum(per_word)
-                                                                                              - per_word), per_word)
-            if self.unit == "byte":
-                key = _sorted_unique((owner << 24) | buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16))
-                owner, tids = key >> 24, key & 0xFFFFFF
-            else:
-                tids = buf[pos] | (buf[pos + 1] << 21) | (buf[pos + 2] << 42)
-                order = np.lexsort((tids, owner))
-                owner, tids = owner[order], tids[order]
-                first = np.ones(len(tids), dtype=bool)
-                first[1:] = (owner[1:] != owner[:-1]) | (tids[1:] != tids[:-1])
-                owner, tids = owner[first], tids[first]
-            counts = np.bincount(owner, minlength=len(split))
-            flat = self.rows(tids).reshape(-1)  # [P·m], grouped by word
-            seg = counts * m
-            starts = np.cumsum(seg) - seg
-            split_data = np.empty_like(flat)
-            for t in np.unique(counts).tolist():  # words with t trigrams: one [n_t, t·m] row-wise sort
-                ws = np.flatnonzero(counts == t)
-                src = (np.repeat(starts[ws], t * m) + np.tile(np.arange(t * m), len(ws)))
-                split_data[src] = np.sort(flat[src].reshape(len(ws), t * m), axis=1).reshape(-1)
-            lens[split] = seg
-            n_tri[split] = counts
-        indptr = np.zeros(n + 1, dtype=np.int64)
+        starts, lens, data, n_tri = self._word_patterns(words)
+        indptr = np.zeros(len(words) + 1, dtype=np.int64)
         np.cumsum(lens, out=indptr[1:])
+        positions = np.repeat(starts - indptr[:-1], lens) + np.arange(int(indptr[-1]), dtype=np.int64)
+        return indptr, data[positions].astype(np.int64), n_tri
+
+    def _word_patterns(self, words: list[str], whole: list[int] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`word_patterns` of words known to be non-empty strings (the tokenizer's own split pieces), laid out
+        for speed: ``(starts [n], lens [n], data [nnz] int32, trigram counts [n])``, word ``i``'s sorted pattern
+        being ``data[starts[i]: starts[i] + lens[i]]``. The words are laid out grouped by trigram count, so that
+        each group is sorted in place as one ``[words, t·m]`` block (no output-sized gathers). ``whole``: the
+        indices of the special words, where the caller knows them."""
+        n, m = len(words), self.m
+        if self.entire_words:
+            whole = list(range(n))
+        elif whole is None:  # (the first-character test spares a call per word)
+            whole = [i for i, w in enumerate(words) if w[0] == "<" and is_special_word(w)]
+        split = None  # every word
+        split_words = words
+        if whole:
+            keep = np.ones(n, dtype=bool)
+            keep[whole] = False
+            split = np.flatnonzero(keep).tolist()
+            split_words = [words[i] for i in split]
+        starts = np.zeros(n, dtype=np.int64)
+        lens = np.full(n, m, dtype=np.int64)
+        n_tri = np.ones(n, dtype=np.int64)
+        flat = np.empty(0, dtype=self._row_store.dtype)
+        if split_words:
+            owner, tids = self._word_trigrams(split_words)
+            counts = np.bincount(owner, minlength=len(split_words))
+            order = np.argsort(counts, kind="stable")  # words grouped by trigram count
+            grouped = counts[order]
+            group_first = np.cumsum(grouped) - grouped  # each word's first trigram in the grouped layout
+            first = np.cumsum(counts) - counts  # ... in the owner-major list of _word_trigrams
+            perm = np.arange(len(tids), dtype=np.int64) + np.repeat(first[order] - group_first, grouped)
+            flat = self._rows(tids[perm]).reshape(-1)  # [P·m], word after word in the grouped order
+            edges = [0, *(np.flatnonzero(np.diff(grouped)) + 1).tolist(), len(grouped)]
+            for a, b in zip(edges[:-1], edges[1:]):  # words a..b-1 all have t trigrams: one block, sorted in place
+                t = int(grouped[a])
+                lo = int(group_first[a]) * m
+                flat[lo: lo + (b - a) * t * m].reshape(b - a, t * m).sort(axis=1)
+            where = np.empty(len(split_words), dtype=np.int64)
+            where[order] = group_first * m
+            idx = slice(None) if split is None else split
+            starts[idx], lens[idx], n_tri[idx] = where, counts * m, counts
         if not whole:
-            return indptr, split_data, n_tri
-        # each whole word's row goes in before the split data of the words after it (one pass, order kept)
-        before = np.cumsum(np.where(is_whole, 0, lens))[whole]  # split data of the words before each whole word
-        data = np.insert(split_data, np.repeat(before, m), np.concatenate([parts[i] for i in whole]))
-        return indptr, data, n_tri
+            return starts, lens, flat, n_tri
+        rows = np.sort(np.stack([self.whole_word_row(words[i]) for i in whole]), axis=1).astype(flat.dtype)
+        starts[whole] = len(flat) + m * np.arange(len(whole), dtype=np.int64)
+        return starts, lens, np.concatenate([flat, rows.reshape(-1)]), n_tri
+
+    def _word_trigrams(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(owner, trigram id)`` pairs of the padded words, unique per word, sorted by word then id."""
+        padded = " " + "  ".join(words) + " "  # = the concatenation of " " + w + " "
+        if self.unit == "byte":
+            buf = np.frombuffer(padded.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+            blen = np.fromiter(map(len, map(str.encode, words)), dtype=np.int64, count=len(words)) + 2
+        else:
+            buf = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+            blen = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) + 2
+        per_word = blen - 2  # trigram positions per word (≥ 1: a padded word has ≥ 3 units)
+        owner = np.repeat(np.arange(len(words), dtype=np.int64), per_word)
+        pos = np.arange(len(owner), dtype=np.int64) + np.repeat(np.cumsum(blen) - blen - (np.cumsum(per_word)
+                                                                                          - per_word), per_word)
+        if self.unit == "byte":
+            key = _sorted_unique((owner << 24) | buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16))
+            return key >> 24, key & 0xFFFFFF
+        tids = buf[pos] | (buf[pos + 1] << 21) | (buf[pos + 2] << 42)
+        order = np.lexsort((tids, owner))
+        owner, tids = owner[order], tids[order]
+        first = np.ones(len(tids), dtype=bool)
+        first[1:] = (owner[1:] != owner[:-1]) | (tids[1:] != tids[:-1])
+        return owner[first], tids[first]

@@ -47,7 +47,7 @@ class PatternCache(dict):
         self.words: list[str] = []
         self._cap = 0
         self.ok_after = self.ok_before = self.is_space = self.out_cid = self.pat_len = self.pat_ptr = None
-        self.trigrams = self.base_of = self.trail = self.code = None
+        self.trigrams = self.base_of = self.trail = self.special = self.code = None
         self._pat_data = np.empty(0, dtype=np.int32)
         self._pat_fill = 0
         self._settled = 0  # ids below have their flags
@@ -77,22 +77,31 @@ class PatternCache(dict):
         self.trigrams = grown(self.trigrams, np.int64)
         self.base_of = grown(self.base_of, np.int64)
         self.trail = grown(self.trail, bool)
+        self.special = grown(self.special, bool)
         self.code = grown(self.code, np.int64)
         self._cap = cap
 
     def __missing__(self, word: str) -> int:
+        # kept minimal (it runs once per new piece): the base word of a piece that absorbed a space is registered
+        # by settle, for all new pieces at once
         cid = len(self.words)
         self.words.append(word)
         self[word] = cid
-        if len(word) >= 2 and word[-1] == " ":  # (never a special word: those end with "|>")
-            self[word[:-1]]  # a split piece that absorbed the single space after it: its base word too
         return cid
 
     def settle(self) -> None:
         """Flags (and queued patterns) of the words added since the last call, computed together."""
-        start, end = self._settled, len(self.words)
-        if start == end:
+        start = self._settled
+        if start == len(self.words):
             return
+        # a split piece that absorbed the single space after it ("word ") stands for [base word, " "]: register the
+        # new pieces' base words first (never trailing-space pieces themselves), so they are settled in this call
+        bases = [w[:-1] for w in self.words[start:] if len(w) >= 2 and w[-1] == " "]  # (specials end with "|>")
+        new_bases = [b for b in dict.fromkeys(bases) if b not in self]
+        self.update(zip(new_bases, range(len(self.words), len(self.words) + len(new_bases))))
+        self.words += new_bases
+        base_ids = np.fromiter(map(self.__getitem__, bases), dtype=np.int64, count=len(bases))
+        end = len(self.words)
         if end > self._cap:
             self._grow(max(end, 2 * self._cap))
         new = self.words[start:end]
@@ -110,8 +119,9 @@ class PatternCache(dict):
         is_ws, is_nl = (lens == 1) & (first == ord(" ")), (lens == 1) & (first == ord("\n"))
         plain = ~special & ~is_ws
         self.trail[start:end] = trail
+        self.special[start:end] = special
         base = ids.copy()
-        base[trail] = [self[new[i][:-1]] for i in np.flatnonzero(trail).tolist()]  # registered with the piece
+        base[trail] = base_ids  # (the trailing-space pieces are in the same order as when they were collected)
         self.base_of[start:end] = base
         self.is_space[start:end] = is_ws
         # a trailing-space piece expands to [base, " "]: its own flags are never read
@@ -139,15 +149,18 @@ class PatternCache(dict):
         if not self._pending:
             return
         cids, self._pending = self._pending, []
-        indptr, data, n_tri = self.hasher._word_patterns([self.words[c] for c in cids])  # split pieces: non-empty
+        words = self.words
+        # (pieces are non-empty strings; which are special words is known from settle)
+        starts, lens, data, n_tri = self.hasher._word_patterns([words[c] for c in cids],
+                                                               whole=np.flatnonzero(self.special[cids]).tolist())
         end = self._pat_fill + len(data)
         if end > len(self._pat_data):
             new = np.empty(max(2 * len(self._pat_data), end, 4096), dtype=np.int32)
             new[: self._pat_fill] = self._pat_data[: self._pat_fill]
             self._pat_data = new
         self._pat_data[self._pat_fill: end] = data
-        self.pat_ptr[cids] = self._pat_fill + indptr[:-1]
-        self.pat_len[cids] = np.diff(indptr)
+        self.pat_ptr[cids] = self._pat_fill + starts
+        self.pat_len[cids] = lens
         self.trigrams[cids] = n_tri
         self._pat_fill = end
 
