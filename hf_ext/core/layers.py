@@ -155,16 +155,19 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     # once with every earlier layer a stand-in (three tokens, stopping after layer i; the last one through to the
     # logits or the decoder's output) and compared with the full forward: a dependency of layer i on state of an
     # earlier layer shows there. Such a decoder is still resumable if the stand-ins replay what the earlier layers
-    # returned and left behind in the full forward (a ResumeContext): checked the same way.
+    # returned and left behind in the full forward (a ResumeContext): checked the same way, after a forward on other
+    # tokens, so that state the replay misses (left on a shared object) is stale and shows as a mismatch.
     expected = out.logits if has_logits else final
     if reason is None and expected is not None:
         failed = _first_mismatch(model, inputs, ids, expected, has_logits, None)
         context = recorder.context(model, 1, _PROBE_LEN) if failed is not None else None
-        if failed is not None and context is not None \
-                and _first_mismatch(model, inputs, ids, expected, has_logits, context) is None:
+        if context is not None:
+            with torch.no_grad():
+                model(input_ids=ids.flip(-1), use_cache=False)
+        if context is not None and _first_mismatch(model, inputs, ids, expected, has_logits, context) is None:
             result = replace(result, needs_context=True)
         elif failed is not None:
-            i, why = failed
+            i, why = failed  # the reason without a context: what resuming from hidden states alone misses
             carried_by = (f"decoder layer {i} reads more than layer {i - 1}'s hidden states (another tensor layer "
                           f"{i - 1} returned)" if i in flagged else
                           f"decoder layer {i} reads state an earlier layer left behind (e.g. shared keys/values)")

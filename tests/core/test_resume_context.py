@@ -157,3 +157,34 @@ def test_a_context_of_another_model_is_refused():
     _, states = forward_with_layer_inputs(model, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
     with pytest.raises(ValueError, match=r"recorded on another model \(Kolibri1_1ForCausalLM\).*ZayaForCausalLM"):
         run_layers(model, states[1], 1, mask, pos, input_ids=ids, context=foreign.context)
+
+
+@torch.no_grad()
+def test_state_left_on_a_shared_object_is_not_replayed_so_the_probe_refuses():
+    """A context replays layer outputs and dict arguments only. State a layer leaves on a shared object (here: layer
+    0 stashes its output on the decoder, layer 1 adds it to its output, plain torch hooks) would be read stale from
+    whatever forward ran last: the probe checks the replay after a forward on other tokens, so it refuses."""
+    import transformers
+
+    from tests.conformance.shrink import shrink_config
+
+    config = shrink_config(transformers.ZayaConfig, num_experts_per_tok=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    anatomy = get_anatomy(model)
+    shared = anatomy.decoder
+
+    def stash(module, args, out):
+        shared.stashed = (out[0] if isinstance(out, tuple) else out).mean(dim=(1, 2), keepdim=True)
+
+    def read(module, args, out):
+        return (out[0] + shared.stashed, *out[1:])
+
+    handles = [anatomy.layers[0].register_forward_hook(stash), anatomy.layers[1].register_forward_hook(read)]
+    try:
+        reason = resume_refusal(model)
+    finally:
+        for h in handles:
+            h.remove()
+    assert reason is not None and "'zaya'" in reason and "carries state between layers" in reason
