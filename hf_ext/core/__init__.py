@@ -16,6 +16,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "anatomy": ["ModelAnatomy", "get_anatomy"],
     "masks": ["build_layer_masks"],
     "layers": ["run_layers", "forward_with_layer_inputs", "resume_refusal"],
+    "resume_context": ["ResumeContext"],
     "hooks": ["forward_hooks", "module_swaps", "register_hooks", "HookHandle", "activate", "carry_context", "ContextExecutor",
               "current_params", "rows"],
     "attention_interface": ["routed_attention", "register_attention_functions", "require_dispatch", "awaiting_dispatch"],

@@ -5,11 +5,11 @@ positions, per-layer inputs, final norm and everything the causal-LM class does 
 ``logit_scale``, Granite's ``logits_scaling``, Gemma 2's final soft-capping …) — with the decoder layers before
 ``start_layer`` replaced, for this call only, by stand-ins that hand the given hidden states on. Nothing of the model
 is re-implemented per family. A one-off probe per model checks that the decoder can be resumed at all: each layer
-runs once and reads only the previous layer's output, and resuming from every layer once (three tokens) gives the
-full forward's outputs (no state carried between layers: router states, shared sparse-attention indices, an earlier
-layer's K/V); otherwise a ``ValueError`` names the model type and the reason. The hidden states keep the decoder's
-own layout: ``[B, T, D]`` mostly, ``[B, T, streams, D]`` for hyper-connection stacks (DeepSeek-V4),
-``[streams, B, T, D]`` for Gemma-3n's AltUp.
+runs once, and resuming from every layer once (three tokens) gives the full forward's outputs; where layers carry
+state besides the hidden states (router states, sparse-attention indices, an earlier layer's K/V) only by replaying a
+:class:`ResumeContext` recorded in the full forward; otherwise a ``ValueError`` names the type and the reason. The
+hidden states keep the decoder's own layout: ``[B, T, D]`` mostly, ``[B, T, streams, D]`` for hyper-connection stacks
+(DeepSeek-V4), ``[streams, B, T, D]`` for Gemma-3n's AltUp.
 
 :func:`run_layers` resumes layer ``l`` from that layer's **input**. For most families this is
 ``output_hidden_states[l]`` of a full forward; some record each layer's output instead (Mamba, FalconMamba:
@@ -37,61 +37,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from hf_ext.utils.validation import check_int
 
 from .anatomy import get_anatomy
 from .hooks import activate, current_params, register_hooks
 from .inputs import forward_accepts, position_ids_from_mask, vocab_size
+from .layer_io import Layout, first_hidden, hidden_arg, layout_of, same_tensor
+from .resume_context import ContextRecorder, LayerStates, ResumeContext, ResumeLayer
 
 
 class _Stop(Exception):
     """Raised by the hook after ``end_layer - 1`` to end the forward early."""
-
-
-class _Resume(nn.Module):
-    """Stands in for a decoder layer below ``start_layer``: hands the given hidden states on (in the layer's own
-    output structure) inside the calling :func:`run_layers`, and is the original layer everywhere else (other
-    threads, other calls)."""
-
-    def __init__(self, original: nn.Module, token: object, structure: tuple[type, int] | None):
-        super().__init__()
-        object.__setattr__(self, "_original", original)  # not a submodule: state dicts and hooks stay the layer's
-        object.__setattr__(self, "_token", token)
-        object.__setattr__(self, "_structure", structure)
-
-    def __getattr__(self, name):  # attributes the decoder reads from its layers (attention_type, layer_idx …)
-        return getattr(object.__getattribute__(self, "_original"), name)
-
-    def forward(self, *args, **kwargs):
-        params = current_params(self._token)
-        if params is None:
-            return self._original(*args, **kwargs)
-        hidden = params["hidden"]
-        if self._structure is None:
-            return hidden
-        container, length = self._structure  # a tuple, or a list (OpenAI-GPT's blocks)
-        return container((hidden,) + (None,) * (length - 1))
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Where batch and sequence sit in a hidden-state tensor, and its other sizes: ``[B, T, D]`` for most
-    decoders; ``[B, T, streams, D]`` for hyper-connection stacks (DeepSeek-V4's mHC), ``[streams, B, T, D]`` for
-    Gemma-3n's AltUp."""
-
-    shape: tuple[int, ...]  # of the probe's tensor (batch 1, length _PROBE_LEN)
-    batch_axis: int
-    seq_axis: int
-
-    def describe(self) -> str:
-        names = [str(n) for n in self.shape]
-        names[self.batch_axis], names[self.seq_axis] = "batch", "seq"
-        return "[" + ", ".join(names) + "]"
-
-    def matches(self, tensor: torch.Tensor) -> bool:
-        return tensor.dim() == len(self.shape) and all(
-            a in (self.batch_axis, self.seq_axis) or tensor.shape[a] == n for a, n in enumerate(self.shape))
 
 
 @dataclass(frozen=True)
@@ -100,41 +58,20 @@ class _ProbeResult:
     structures: list  # per layer: None (the layer returns a tensor) or (tuple or list, its length)
     last: str | None  # the state after the last layer: "layer" (the last layer's output), "decoder" (the
     # decoder's output, after the final norm) or None (neither: run_layers cannot start at num_layers)
-    layout: _Layout | None = None  # of the layers' input (l < num_layers)
-    last_layout: _Layout | None = None  # of the state after the last layer
+    layout: Layout | None = None  # of the layers' input (l < num_layers)
+    last_layout: Layout | None = None  # of the state after the last layer
     has_logits: bool = False  # whether the model's forward returns logits
     records_inputs: bool = False  # output_hidden_states[l] is layer l's input (l < num_layers; most families)
+    needs_context: bool = False  # layers carry state besides the hidden states: resuming replays a ResumeContext
 
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # States forward_with_layer_inputs returned for families whose output_hidden_states are layer outputs: run_layers
 # takes them as layer inputs without from_layer_inputs=True (held weakly; looked up by id, checked by identity)
 _LAYER_INPUTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# the ResumeContext recorded with each state forward_with_layer_inputs returned (decoders that carry state)
+_CONTEXTS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _PROBE_LEN = 3
-
-
-def _layout(tensor: torch.Tensor) -> _Layout | None:
-    """The layout of a probe tensor (batch 1, length ``_PROBE_LEN``): the sequence axis is the one axis of size
-    ``_PROBE_LEN`` right after an axis of size 1 (the batch); ``None`` where that is not unique."""
-    shape = tuple(tensor.shape)
-    axes = [a for a in range(1, len(shape)) if shape[a] == _PROBE_LEN and shape[a - 1] == 1]
-    if tensor.dim() < 3 or len(axes) != 1:
-        return None
-    return _Layout(shape, axes[0] - 1, axes[0])
-
-
-def _first(out):
-    """The hidden states a decoder returned (``None`` if it returned something else)."""
-    if hasattr(out, "last_hidden_state"):
-        return out.last_hidden_state
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    return out if isinstance(out, torch.Tensor) else None
-
-
-def _hidden_arg(args, kwargs):
-    if args and isinstance(args[0], torch.Tensor):
-        return args[0]
-    return kwargs.get("hidden_states")
 
 
 def _probe(model: nn.Module, anatomy) -> _ProbeResult:
@@ -149,18 +86,19 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     def pre(i):
         def record(module, args, kwargs):
             others = {id(v) for v in (*args[1:], *kwargs.values()) if isinstance(v, torch.Tensor)}
-            seen[i].append([others, _hidden_arg(args, kwargs)])
+            seen[i].append([others, hidden_arg(args, kwargs)])
         return record
 
     def post(i):
         return lambda module, args, out: seen[i][-1].append(out)
 
     hooks = {layer: post(i) for i, layer in enumerate(layers)}
-    hooks[anatomy.decoder] = lambda module, args, out: decoder_out.append(_first(out))
+    hooks[anatomy.decoder] = lambda module, args, out: decoder_out.append(first_hidden(out))
     ids = torch.arange(1, _PROBE_LEN + 1)[None].clamp_max(vocab_size(model, "input") - 1)
     ids = ids.to(anatomy.input_embeddings.weight.device)
+    recorder = ContextRecorder(len(layers))
     with register_hooks(hooks, pre_hooks={layer: pre(i) for i, layer in enumerate(layers)}, with_kwargs=True), \
-            torch.no_grad():
+            recorder.register(layers), torch.no_grad():
         out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
     hidden = getattr(out, "hidden_states", None)
     has_logits = isinstance(getattr(out, "logits", None), torch.Tensor)
@@ -176,12 +114,12 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
         y0 = y[0] if isinstance(y, (tuple, list)) else y
         structures.append((type(y), len(y)) if isinstance(y, (tuple, list)) else None)
         if not (isinstance(x, torch.Tensor) and isinstance(y0, torch.Tensor) and x.shape == y0.shape
-                and _layout(x) is not None and (layout is None or layout.matches(x))):
+                and layout_of(x, _PROBE_LEN) is not None and (layout is None or layout.matches(x))):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             reason = (f"decoder layer {i} does not map hidden states (batch and sequence axes, then sizes shared by "
                       f"every layer) to the same shape (input {shape})")
             break
-        layout = layout or _layout(x)
+        layout = layout or layout_of(x, _PROBE_LEN)
         if previous is not None and not torch.equal(x, previous):
             reason = (f"decoder layer {i} does not read layer {i - 1}'s output: the decoder carries more than the "
                       "hidden states between layers")
@@ -191,19 +129,19 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
         carried = [t for t in (y[1:] if isinstance(y, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
         previous = y0
     records_inputs = reason is None and hidden is not None and len(hidden) == len(layers) + 1 \
-        and all(_same(h, x) for h, x in zip(hidden, inputs))
+        and all(same_tensor(h, x) for h, x in zip(hidden, inputs))
     final = decoder_out[-1] if decoder_out else None
     last = last_layout = None
     if reason is None and records_inputs:
-        if _same(hidden[-1], previous):
+        if same_tensor(hidden[-1], previous):
             last = "layer"
-        elif final is not None and _same(hidden[-1], final):
+        elif final is not None and same_tensor(hidden[-1], final):
             last = "decoder"
-        last_layout = _layout(hidden[-1])
+        last_layout = layout_of(hidden[-1], _PROBE_LEN)
     elif reason is None and final is not None:
         # output_hidden_states is not the layer inputs (Mamba records each layer's output): the inputs come from
         # pre-hooks and, after the last layer, the decoder's output (forward_with_layer_inputs)
-        last, last_layout = "decoder", _layout(final)
+        last, last_layout = "decoder", layout_of(final, _PROBE_LEN)
     elif reason is None:
         reason = (f"output_hidden_states is not the list of decoder layer inputs and the decoder "
                   f"({type(anatomy.decoder).__name__}) returns no hidden-state tensor to resume after the last layer")
@@ -216,28 +154,45 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     # behind (Gemma-3n's and Kolibri's shared K/V) would otherwise run on missing or stale inputs. Each layer i is run
     # once with every earlier layer a stand-in (three tokens, stopping after layer i; the last one through to the
     # logits or the decoder's output) and compared with the full forward: a dependency of layer i on state of an
-    # earlier layer shows there.
+    # earlier layer shows there. Such a decoder is still resumable if the stand-ins replay what the earlier layers
+    # returned and left behind in the full forward (a ResumeContext): checked the same way, after a forward on other
+    # tokens, so that state the replay misses (left on a shared object) is stale and shows as a mismatch.
     expected = out.logits if has_logits else final
-    for i in range(1, len(layers)) if reason is None and expected is not None else ():
-        last_one = i == len(layers) - 1
-        try:
+    if reason is None and expected is not None:
+        failed = _first_mismatch(model, inputs, ids, expected, has_logits, None)
+        context = recorder.context(model, 1, _PROBE_LEN) if failed is not None else None
+        if context is not None:
             with torch.no_grad():
-                resumed = run_layers(model, inputs[i], i, end_layer=None if last_one else i + 1, from_layer_inputs=True,
-                                     return_logits=last_one and has_logits, input_ids=ids)
-            target = expected if last_one else inputs[i + 1]
-            same = bool(torch.allclose(resumed.float(), target.float(), atol=1e-4, rtol=1e-4))
-            why = "differs from the full forward"
-        except Exception as exc:  # noqa: BLE001 - the layer needs state it was not given (a KeyError, a shape)
-            same, why = False, f"fails ({type(exc).__name__}: {str(exc)[:80]})"
-        if not same:
+                model(input_ids=ids.flip(-1), use_cache=False)
+        if context is not None and _first_mismatch(model, inputs, ids, expected, has_logits, context) is None:
+            result = replace(result, needs_context=True)
+        elif failed is not None:
+            i, why = failed  # the reason without a context: what resuming from hidden states alone misses
             carried_by = (f"decoder layer {i} reads more than layer {i - 1}'s hidden states (another tensor layer "
                           f"{i - 1} returned)" if i in flagged else
                           f"decoder layer {i} reads state an earlier layer left behind (e.g. shared keys/values)")
             result = replace(result, reason=prefix + f"{carried_by}: resumed from layer {i}, it {why}; the "
                              "decoder carries state between layers")
-            _PROBES[model] = result
-            break
+        _PROBES[model] = result
     return result
+
+
+def _first_mismatch(model, inputs, ids, expected, has_logits, context) -> tuple[int, str] | None:
+    """The first layer ``i >= 1`` whose resume (stopping after it; the last one to the end) differs from the probe's
+    full forward, with how (``None`` if none does)."""
+    n = len(inputs)
+    for i in range(1, n):
+        last_one = i == n - 1
+        try:
+            with torch.no_grad():
+                resumed = run_layers(model, inputs[i], i, end_layer=None if last_one else i + 1, from_layer_inputs=True,
+                                     return_logits=last_one and has_logits, input_ids=ids, context=context)
+            target = expected if last_one else inputs[i + 1]
+            if not torch.allclose(resumed.float(), target.float(), atol=1e-4, rtol=1e-4):
+                return i, "differs from the full forward"
+        except Exception as exc:  # noqa: BLE001 - the layer needs state it was not given (a KeyError, a shape)
+            return i, f"fails ({type(exc).__name__}: {str(exc)[:80]})"
+    return None
 
 
 def _layer_filler(probe: _ProbeResult, hidden_states: torch.Tensor, at_end: bool) -> torch.Tensor:
@@ -253,15 +208,11 @@ def _layer_filler(probe: _ProbeResult, hidden_states: torch.Tensor, at_end: bool
     return hidden_states.new_zeros(shape)
 
 
-def _same(a, b) -> bool:
-    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-
-
 def resume_refusal(model: nn.Module) -> str | None:
     """Why :func:`run_layers` cannot resume ``model`` from hidden states (naming its type), or ``None`` if it can.
 
-    Checked once per model with one tiny forward (looped stacks, layers that read more than the previous layer's
-    hidden states, e.g. ZAYA's router states, cannot be resumed from hidden states alone). A family whose
+    Checked once per model with one tiny forward (looped stacks cannot be resumed; layers that read more than the
+    previous layer's hidden states, e.g. ZAYA's router states, only with a ``context``). A family whose
     ``output_hidden_states`` records layer outputs (Mamba) is resumable: take its states from
     :func:`forward_with_layer_inputs`.
 
@@ -271,6 +222,25 @@ def resume_refusal(model: nn.Module) -> str | None:
         True
     """
     return _probe(model, get_anatomy(model)).reason
+
+
+def _context_for(model, anatomy, probe, hidden_states, start_layer, shape, context) -> ResumeContext | None:
+    """The context the stand-ins replay: the given one, else for a decoder that carries state the one recorded with
+    ``hidden_states`` (a state :func:`forward_with_layer_inputs` returned); checked against model and batch shape."""
+    if context is None and probe.needs_context and start_layer > 0:
+        context = _CONTEXTS.get(hidden_states)
+        if context is None:
+            raise ValueError(
+                f"run_layers cannot resume {anatomy.family!r} ({type(model).__name__}) at layer {start_layer} without "
+                "a ResumeContext: the decoder carries state between layers besides the hidden states (tensors a layer "
+                "returns to the next, or keys/values an earlier layer stores); pass context=states.context of "
+                "forward_with_layer_inputs(model, ...) on the same batch")
+    if context is not None:
+        if not isinstance(context, ResumeContext):
+            raise ValueError(f"context must be a ResumeContext (states.context of forward_with_layer_inputs), got "
+                             f"{type(context).__name__}")
+        context.check(model, *shape, start_layer)
+    return context
 
 
 def run_layers(
@@ -284,6 +254,7 @@ def run_layers(
     return_logits: bool = False,
     input_ids: torch.LongTensor | None = None,
     from_layer_inputs: bool = False,
+    context: ResumeContext | None = None,
 ) -> torch.Tensor:
     """Continue the decoder of ``model`` from ``start_layer`` on given hidden states.
 
@@ -315,6 +286,9 @@ def run_layers(
             family whose ``output_hidden_states[l]`` is layer ``l``'s *output* (Mamba, FalconMamba): there, states
             that :func:`forward_with_layer_inputs` did not return are refused unless this is set, since
             ``output_hidden_states[start_layer]`` has the same shape and would silently skip a layer.
+        context: for a decoder whose layers carry state besides the hidden states (ZAYA's router states, shared
+            keys/values, DSA top-k indices): ``states.context`` of the :func:`forward_with_layer_inputs` call on the
+            same batch, replayed for the skipped layers (found by itself for states that call returned).
 
     Returns:
         ``[B, T, D]`` hidden states after ``end_layer - 1`` (after the final norm when run to the end), or
@@ -322,7 +296,8 @@ def run_layers(
 
     Raises:
         ValueError: bad layer indices or shapes, ``return_logits`` with a partial stack or a model without head, or
-            a decoder that cannot be resumed from hidden states (the message names the model type and why).
+            a decoder that cannot be resumed from hidden states (the message names the model type and why), or one
+            that carries state between layers resumed without a ``context`` of a batch of the same shape.
     """
     anatomy = get_anatomy(model)
     n = anatomy.num_layers
@@ -354,6 +329,7 @@ def run_layers(
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match hidden states {(batch, length)}")
     if input_ids is not None and tuple(input_ids.shape) != (batch, length):
         raise ValueError(f"input_ids shape {tuple(input_ids.shape)} does not match hidden states {(batch, length)}")
+    context = _context_for(model, anatomy, probe, hidden_states, start_layer, (batch, length), context)
     if return_logits and (end != n or not probe.has_logits):
         raise ValueError(f"return_logits=True needs end_layer=None (the whole stack) and a model whose forward returns "
                          f"logits ({type(model).__name__} with end_layer={end_layer!r})")
@@ -379,10 +355,11 @@ def run_layers(
     token = object()
     captured = {}
     with ExitStack() as stack:
-        stack.enter_context(activate(token, {"hidden": _layer_filler(probe, hidden_states, start_layer == n)}))
+        filler = _layer_filler(probe, hidden_states, start_layer == n)
+        stack.enter_context(activate(token, {"hidden": filler, "context": context}))
         originals = list(anatomy.layers[:start_layer])
         for i, layer in enumerate(originals):
-            anatomy.layers[i] = _Resume(layer, token, structures[i])
+            anatomy.layers[i] = ResumeLayer(layer, i, token, structures[i])
         stack.callback(lambda: [anatomy.layers.__setitem__(i, layer) for i, layer in enumerate(originals)])
         if start_layer < n:
             def substitute(module, args, kw):
@@ -417,7 +394,7 @@ def run_layers(
         if end == n and not return_logits:
             def take_output(module, args, out):
                 if current_params(token) is not None:
-                    captured["out"] = _first(out)
+                    captured["out"] = first_hidden(out)
                     raise _Stop
 
             stack.enter_context(register_hooks({anatomy.decoder: take_output}))
@@ -446,6 +423,8 @@ def forward_with_layer_inputs(model: nn.Module, **forward_kwargs: Any) -> tuple[
         ``(output, states)``: the forward's output and ``num_layers + 1`` tensors in the decoder's layout (``[B, T,
         D]`` mostly): ``states[l]`` is the input of layer ``l`` for ``l < num_layers``, ``states[num_layers]`` the
         state :func:`run_layers` takes with ``start_layer=num_layers`` (the last layer's or the decoder's output).
+        For a decoder whose layers carry state besides the hidden states, ``states.context`` is the
+        :class:`~hf_ext.core.resume_context.ResumeContext` that :func:`run_layers` replays (``context=``).
 
     Raises:
         ValueError: a decoder that cannot be resumed from hidden states (the message names the model type and why),
@@ -468,26 +447,47 @@ def forward_with_layer_inputs(model: nn.Module, **forward_kwargs: Any) -> tuple[
     probe = _probe(model, anatomy)
     if probe.reason is not None:
         raise ValueError(probe.reason)
-    if probe.records_inputs:
-        out = model(**{**forward_kwargs, "output_hidden_states": True})
-        return out, tuple(out.hidden_states)
-    token, layers = object(), anatomy.layers
+    token = object()
+    recorder = ContextRecorder(len(anatomy.layers), lambda: current_params(token) is not None)
+    with activate(token, True), ExitStack() as stack:
+        if probe.needs_context:
+            stack.enter_context(recorder.register(anatomy.layers))
+        if probe.records_inputs:
+            out = model(**{**forward_kwargs, "output_hidden_states": True})
+            states = tuple(out.hidden_states)
+        else:
+            out, states = _forward_taking_inputs(model, anatomy, token, forward_kwargs)
+    if not probe.needs_context:
+        return out, states
+    batch, length = (states[0].shape[a] for a in (probe.layout.batch_axis, probe.layout.seq_axis))
+    context = recorder.context(model, batch, length)
+    if context is None:
+        raise ValueError(f"forward_with_layer_inputs: the forward of {anatomy.family!r} ({type(model).__name__}) did "
+                         "not run every decoder layer once (cannot record the state carried between its layers)")
+    for state in states:
+        _CONTEXTS[state] = context
+    return out, LayerStates(states, context)
+
+
+def _forward_taking_inputs(model, anatomy, token, forward_kwargs):
+    """The forward's output and the layer inputs taken with pre-hooks, then the decoder's output (families whose
+    ``output_hidden_states`` are layer outputs); the states are registered as layer inputs for run_layers."""
+    layers = anatomy.layers
     inputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
     final: list[torch.Tensor] = []
 
     def take_input(i):
         def record(module, args, kwargs):
             if current_params(token) is not None:  # not another thread's forward of the same model
-                inputs[i].append(_hidden_arg(args, kwargs))
+                inputs[i].append(hidden_arg(args, kwargs))
         return record
 
     def take_output(module, args, out):
         if current_params(token) is not None:
-            final.append(_first(out))
+            final.append(first_hidden(out))
 
     with register_hooks({anatomy.decoder: take_output},
-                        pre_hooks={layer: take_input(i) for i, layer in enumerate(layers)}, with_kwargs=True), \
-            activate(token, True):
+                        pre_hooks={layer: take_input(i) for i, layer in enumerate(layers)}, with_kwargs=True):
         out = model(**forward_kwargs)
     runs = [len(inputs[i]) for i in range(len(layers))] + [len(final)]
     if runs != [1] * len(runs) or any(not isinstance(t, torch.Tensor) for t in final):

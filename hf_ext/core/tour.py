@@ -44,7 +44,8 @@ def core_step(ctx: TourContext) -> StepResult:
     with torch.inference_mode():
         full, layer_inputs = forward_with_layer_inputs(model, input_ids=ids)
         mid = anatomy.num_layers // 2
-        resumed = run_layers(model, layer_inputs[mid], mid, return_logits=True)
+        resumed = run_layers(model, layer_inputs[mid], mid, return_logits=True,
+                             context=getattr(layer_inputs, "context", None))
         resume_err = (resumed - full.logits).abs().max().item()
         with attention_controls(model, torch.ones(1, length)):
             ones_err = (model(ids).logits - full.logits).abs().max().item()

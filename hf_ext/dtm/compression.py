@@ -256,8 +256,10 @@ def sensitivity_scan(model: nn.Module, ref: ReferenceData, *, components: Sequen
             ctx = fake_quant(model, name, bits=level) if method == "int8" else magnitude_prune(model, name, level)
             with ctx:
                 if prefix_cache:
+                    # context: what layers < layer handed on besides the hidden states (router states, shared K/V)
                     logits = run_layers(model, hidden[layer], layer, batch["attention_mask"], batch["position_ids"],
-                                        return_logits=True, input_ids=batch["input_ids"])
+                                        return_logits=True, input_ids=batch["input_ids"],
+                                        context=getattr(hidden, "context", None))
                     res, nll = _row_metrics(logits, batch)
                 else:
                     res, nll = _metrics_full(model, batch)

@@ -95,8 +95,9 @@ class Bench:
         if start_layer:
             from hf_ext.core.layers import run_layers
 
-            return run_layers(self.model, self.hidden[kind][batch][start_layer], start_layer, mask, pos,
-                              return_logits=True, input_ids=ids)
+            states = self.hidden[kind][batch]
+            return run_layers(self.model, states[start_layer], start_layer, mask, pos, return_logits=True,
+                              input_ids=ids, context=getattr(states, "context", None))
         if not keep_hidden:
             return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
         from hf_ext.core.layers import forward_with_layer_inputs

@@ -301,11 +301,14 @@ def check_run_layers(model, model_type):
     real = mask.bool()
     for layer in range(1, n):
         _close(_real(states[layer], real), _real(outputs[layer - 1], real), f"input of layer {layer}")
+    # what the skipped layers handed on besides the hidden states, for decoders that carry state between layers
+    context = getattr(states, "context", None)
     for layer in range(n + 1):
-        logits = run_layers(model, states[layer], layer, mask, pos, return_logits=True, input_ids=ids)
+        logits = run_layers(model, states[layer], layer, mask, pos, return_logits=True, input_ids=ids, context=context)
         _close(logits[real], full.logits[real], f"logits resumed from layer {layer}")
         if layer + 1 < n:
-            part = run_layers(model, states[layer], layer, mask, pos, end_layer=layer + 1, input_ids=ids)
+            part = run_layers(model, states[layer], layer, mask, pos, end_layer=layer + 1, input_ids=ids,
+                              context=context)
             _close(_real(part, real), _real(outputs[layer], real), f"hidden states of layer {layer}")
 
 

@@ -4,7 +4,8 @@
   and Gemma-3n's AltUp (``[streams, B, T, D]``, batch not first) resume from perturbed hidden states exactly as the
   model's own forward does with that layer's input replaced by a plain torch hook (the reference).
 * Decoders whose later layers read state an earlier layer left behind (Gemma-3n's and Kolibri's shared K/V) are
-  refused with the type and the reason.
+  refused without the context of their full forward, with the type, the reason and the fix
+  (``tests/core/test_resume_context.py`` resumes them with it).
 * A VLM whose class has no ``get_output_embeddings`` (Nemotron-H-Omni) still returns its own logits.
 * Decoders whose ``output_hidden_states[l]`` is layer ``l``'s output, not its input (Mamba, FalconMamba, RWKV) resume
   from the layer inputs :func:`forward_with_layer_inputs` returns, against the model's own forward and the layer
@@ -107,18 +108,18 @@ def test_hidden_states_of_the_wrong_layout_are_refused(family):
 
 
 @pytest.mark.parametrize("family", ["gemma3n_text", "kolibri1_1"])
-def test_shared_key_values_of_earlier_layers_are_refused(family):
-    """Later layers read K/V an earlier layer computed: not resumable from hidden states alone."""
+def test_shared_key_values_of_earlier_layers_are_refused_without_a_context(family):
+    """Later layers read K/V an earlier layer computed: not resumable from hidden states alone; the probe finds that
+    replaying the full forward's context resumes them, so they are resumable with one."""
     model = build(family)
-    reason = resume_refusal(model)
-    assert reason is not None and family in reason and "carries state between layers" in reason
+    assert resume_refusal(model) is None
     ids = text_ids(1, 5)
     with torch.no_grad():
         hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
-    with pytest.raises(ValueError, match="carries state between layers"):
+    with pytest.raises(ValueError, match=f"cannot resume '{family}'.*carries state between layers.*context="):
         run_layers(model, hidden[1], 1, return_logits=True, input_ids=ids)
-    with pytest.raises(ValueError, match="carries state between layers"):
-        forward_with_layer_inputs(model, input_ids=ids, use_cache=False)
+    _, states = forward_with_layer_inputs(model, input_ids=ids, use_cache=False)
+    assert states.context is not None
 
 
 @torch.no_grad()

@@ -95,24 +95,30 @@ def test_run_layers_refuses_a_decoder_that_carries_extra_state():
 
 
 @torch.no_grad()
-def test_zaya_router_states_between_layers_refuse_resumption_and_dtm_scans_full_forwards():
+def test_zaya_router_states_between_layers_need_the_context_and_dtm_scans_with_the_prefix_cache():
     """ZAYA hands each layer the previous layer's router states next to the hidden states: resuming from hidden
-    states alone gave logits off by 0.015. run_layers refuses naming the type; DTM's scan falls back to full
-    forwards, whose NLL equals the perturbed model's own forward."""
+    states alone gave logits off by 0.015, so run_layers refuses that naming the type; with the context of the full
+    forward it resumes, and DTM's prefix-cache scan gives the NLL of full forwards and of the perturbed model's own
+    forward."""
     from hf_ext.core.layers import resume_refusal
 
     config = shrink_config(transformers.ZayaConfig, num_experts_per_tok=1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    assert "'zaya'" in (resume_refusal(model) or "")
+    assert resume_refusal(model) is None
     full = model(torch.tensor([[1, 5, 6, 7]]), output_hidden_states=True)
     with pytest.raises(ValueError, match="cannot resume 'zaya'.*carries state between layers"):
         run_layers(model, full.hidden_states[1], 1, return_logits=True)
     ref = reference(model, PROMPTS, max_new_tokens=4, eos_token_id=[], progress=False)
     scan = sensitivity_scan(model, ref, methods={"prune": [0.9]}, progress=False)
-    assert scan.prefix_cache is False
+    plain = sensitivity_scan(model, ref, methods={"prune": [0.9]}, prefix_cache=False, progress=False)
+    assert scan.prefix_cache is True and plain.prefix_cache is False
+    for a, b in zip(scan.rows, plain.rows):
+        assert a["component"] == b["component"] and (a["fdtm"], a["sdtm"]) == (b["fdtm"], b["sdtm"])
+        assert a["nll"] == pytest.approx(b["nll"], rel=1e-5, abs=1e-6)
     row = scan.rows[-1]
+    assert row["layer"] > 0  # resumed past a layer whose router states the next one reads
     with magnitude_prune(model, row["component"], 0.9):
         nlls = [F.cross_entropy(model(torch.tensor([p + c])).logits[0, len(p) - 1:len(p) - 1 + len(c)].float(),
                                 torch.tensor(c), reduction="none")
