@@ -76,8 +76,7 @@ _PROBE_LEN = 3
 
 def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     """One tiny forward with hooks on every layer: can this decoder be resumed from the input of layer ``l``?"""
-    cached = _PROBES.get(model)
-    if cached is not None:
+    if (cached := _PROBES.get(model)) is not None:
         return cached
     layers = anatomy.layers
     seen: dict[int, list] = {i: [] for i in range(len(layers))}
@@ -155,10 +154,12 @@ def _probe(model: nn.Module, anatomy) -> _ProbeResult:
     # once with every earlier layer a stand-in (three tokens, stopping after layer i; the last one through to the
     # logits or the decoder's output) and compared with the full forward: a dependency of layer i on state of an
     # earlier layer shows there. Such a decoder is still resumable if the stand-ins replay what the earlier layers
-    # returned and left behind in the full forward (a ResumeContext): checked the same way, after a forward on other
-    # tokens, so that state the replay misses (left on a shared object) is stale and shows as a mismatch.
+    # returned and left behind in the full forward (a ResumeContext): checked the same way. Both checks run after a
+    # forward on other tokens, so that state left on a shared object (which neither hands on) is stale and shows.
     expected = out.logits if has_logits else final
     if reason is None and expected is not None:
+        with torch.no_grad():
+            model(input_ids=ids.flip(-1), use_cache=False)
         failed = _first_mismatch(model, inputs, ids, expected, has_logits, None)
         context = recorder.context(model, 1, _PROBE_LEN) if failed is not None else None
         if context is not None:

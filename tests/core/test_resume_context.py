@@ -188,3 +188,30 @@ def test_state_left_on_a_shared_object_is_not_replayed_so_the_probe_refuses():
         for h in handles:
             h.remove()
     assert reason is not None and "'zaya'" in reason and "carries state between layers" in reason
+
+
+@torch.no_grad()
+def test_a_decoder_reading_state_from_a_shared_object_is_refused_not_resumed_stale():
+    """The same shared-object dependency on a decoder that hands on the hidden states only (Llama): resumed right after
+    a full forward on the same tokens the stashed value happens to be right, so the probe checks after a forward on
+    other tokens and refuses (a resume would otherwise read whatever the last forward left)."""
+    from hf_ext.testing import tiny_causal_lm
+
+    model = tiny_causal_lm("llama")
+    anatomy = get_anatomy(model)
+    shared = anatomy.decoder
+
+    def stash(module, args, out):
+        shared.stashed = (out[0] if isinstance(out, tuple) else out).mean(dim=(1, 2), keepdim=True)
+
+    def read(module, args, out):
+        return (out[0] + shared.stashed, *out[1:]) if isinstance(out, tuple) else out + shared.stashed
+
+    handles = [anatomy.layers[0].register_forward_hook(stash), anatomy.layers[1].register_forward_hook(read)]
+    try:
+        reason = resume_refusal(model)
+    finally:
+        for h in handles:
+            h.remove()
+    assert reason is not None and "'llama'" in reason and "carries state between layers" in reason
+    assert resume_refusal(tiny_causal_lm("llama")) is None  # without the hooks: resumable
