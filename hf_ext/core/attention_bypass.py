@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .attention_interface import awaiting_dispatch
+from .attention_interface import awaiting_dispatch, pending_key
 
 __all__ = ["HIDDEN_GAP", "intercept_attention", "visible_from_scores"]
 
@@ -98,10 +98,11 @@ class _Call:
     pending: set
     mode: TorchFunctionMode | None = None
     applied: int = 0
+    key: tuple = ()  # pending_key of this forward (the module and its thread)
 
     @property
     def dispatched(self) -> bool:
-        return id(self.module) not in self.pending
+        return self.key not in self.pending
 
 
 class _ScoreMode(TorchFunctionMode):
@@ -190,8 +191,8 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
         if _innermost(module) is not guard:  # not active in this context, or a nested guard takes it
             return
         batch, q_len = _query_shape(args, kwargs)
-        call = _Call(module, guard[id(module)][0], batch, q_len, pending)
-        pending.add(id(module))
+        call = _Call(module, guard[id(module)][0], batch, q_len, pending, key=pending_key(module))
+        pending.add(call.key)
         key = _dispatch_key(module)
         if key is None or key not in _DISPATCHING:
             call.mode = _ScoreMode(call, transform, error)
@@ -208,7 +209,7 @@ def intercept_attention(modules: Mapping[int, nn.Module], transform: ScoreTransf
         if call.mode is not None:
             call.mode.__exit__(None, None, None)
         dispatched = call.dispatched
-        pending.discard(id(module))
+        pending.discard(call.key)
         if output is None:  # the forward raised (an always-called hook sees None): its error propagates
             return
         if dispatched:

@@ -52,9 +52,16 @@ BASE_IMPLEMENTATIONS = ("sdpa", "eager")
 Router = Callable[..., Any]
 
 _ROUTERS: contextvars.ContextVar[tuple[Router, ...]] = contextvars.ContextVar("hf_ext_attention_routers", default=())
-# One set per active require_dispatch block of this context: ids of the guarded modules whose forward has begun but
-# has not yet reached a registered function (a module still pending when its forward returns bypassed them).
+# One set per active require_dispatch block of this context: keys (pending_key) of the guarded modules whose forward
+# has begun but has not yet reached a registered function (a module still pending when its forward returns bypassed
+# them). Threads a block's context is carried into share its set, hence the thread in the key.
 _PENDING: contextvars.ContextVar[tuple[set, ...]] = contextvars.ContextVar("hf_ext_attention_pending", default=())
+
+
+def pending_key(module: nn.Module) -> tuple[int, int]:
+    """The key of ``module``'s running forward in a pending set: the module and the calling thread, so that threads
+    running the same module inside one block (a ``ContextExecutor``) do not clear or re-add each other's entry."""
+    return id(module), threading.get_ident()
 _ALL_ATTENTION_FUNCTIONS = None
 
 
@@ -78,8 +85,9 @@ def base_attention_function(module: nn.Module, base: str) -> Callable:
 
 
 def _routed(module, query, key, value, attention_mask, *, _hf_ext_base: str, **kwargs):
+    this_forward = pending_key(module)  # (not `key`: that is the attention's key tensor here)
     for pending in _PENDING.get():
-        pending.discard(id(module))
+        pending.discard(this_forward)
     base_fn = base_attention_function(module, _hf_ext_base)
     for router in reversed(_ROUTERS.get()):
         out = router(module, query, key, value, attention_mask, base_fn, **kwargs)
@@ -188,7 +196,7 @@ def routed_attention(model: nn.Module, attentions: Sequence[nn.Module], router: 
 
 @contextmanager
 def awaiting_dispatch(pending: set) -> Iterator[set]:
-    """While active (in this context), a module whose ``id`` is in ``pending`` is removed from it as soon as it
+    """While active (in this context), a module whose :func:`pending_key` is in ``pending`` is removed from it as soon as it
     calls one of hf_ext's registered attention functions: how a guard tells a module that dispatched through
     transformers' ``AttentionInterface`` from one that bypassed it (see :func:`require_dispatch`)."""
     token = _PENDING.set(_PENDING.get() + (pending,))
@@ -224,11 +232,11 @@ def require_dispatch(modules: Mapping[int, nn.Module], error: Callable[[int, nn.
     index = {id(module): i for i, module in modules.items()}
 
     def before(module, args, pending):
-        pending.add(id(module))
+        pending.add(pending_key(module))
 
     def after(module, args, output, pending):
-        if id(module) in pending:
-            pending.discard(id(module))
+        if pending_key(module) in pending:
+            pending.discard(pending_key(module))
             raise error(index[id(module)], module)
 
     pending: set = set()
