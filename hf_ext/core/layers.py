@@ -67,8 +67,8 @@ class _ProbeResult:
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # States forward_with_layer_inputs returned for families whose output_hidden_states are layer outputs: run_layers
-# takes them as layer inputs without from_layer_inputs=True (held weakly; looked up by id, checked by identity)
-_LAYER_INPUTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# takes them as layer inputs without from_layer_inputs=True (held weakly, by identity, like _CONTEXTS)
+_LAYER_INPUTS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 # the ResumeContext recorded with each state forward_with_layer_inputs returned (decoders that carry state)
 _CONTEXTS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _PROBE_LEN = 3
@@ -319,7 +319,7 @@ def run_layers(
         raise ValueError(f"hidden_states must be {expected} (the input of layer {start_layer} of "
                          f"{type(model).__name__}: forward_with_layer_inputs(...)[1][{start_layer}]), got shape {shape}")
     if start_layer < n and not probe.records_inputs and not from_layer_inputs \
-            and _LAYER_INPUTS.get(id(hidden_states)) is not hidden_states:
+            and hidden_states not in _LAYER_INPUTS:
         raise ValueError(
             f"{anatomy.family!r} ({type(model).__name__}) records each layer's output in output_hidden_states, so "
             f"output_hidden_states[{start_layer}] is not the input of layer {start_layer} (resuming from it would skip "
@@ -496,5 +496,5 @@ def _forward_taking_inputs(model, anatomy, token, forward_kwargs):
                          f"not run every decoder layer and the decoder once with hidden states (runs {runs})")
     states = (*(inputs[i][0] for i in range(len(layers))), final[0])
     for state in states:
-        _LAYER_INPUTS[id(state)] = state
+        _LAYER_INPUTS[state] = True
     return out, states

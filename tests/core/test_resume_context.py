@@ -159,45 +159,9 @@ def test_a_context_of_another_model_is_refused():
         run_layers(model, states[1], 1, mask, pos, input_ids=ids, context=foreign.context)
 
 
-@torch.no_grad()
-def test_state_left_on_a_shared_object_is_not_replayed_so_the_probe_refuses():
-    """A context replays layer outputs and dict arguments only. State a layer leaves on a shared object (here: layer
-    0 stashes its output on the decoder, layer 1 adds it to its output, plain torch hooks) would be read stale from
-    whatever forward ran last: the probe checks the replay after a forward on other tokens, so it refuses."""
-    import transformers
-
-    from tests.conformance.shrink import shrink_config
-
-    config = shrink_config(transformers.ZayaConfig, num_experts_per_tok=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    anatomy = get_anatomy(model)
-    shared = anatomy.decoder
-
-    def stash(module, args, out):
-        shared.stashed = (out[0] if isinstance(out, tuple) else out).mean(dim=(1, 2), keepdim=True)
-
-    def read(module, args, out):
-        return (out[0] + shared.stashed, *out[1:])
-
-    handles = [anatomy.layers[0].register_forward_hook(stash), anatomy.layers[1].register_forward_hook(read)]
-    try:
-        reason = resume_refusal(model)
-    finally:
-        for h in handles:
-            h.remove()
-    assert reason is not None and "'zaya'" in reason and "carries state between layers" in reason
-
-
-@torch.no_grad()
-def test_a_decoder_reading_state_from_a_shared_object_is_refused_not_resumed_stale():
-    """The same shared-object dependency on a decoder that hands on the hidden states only (Llama): resumed right after
-    a full forward on the same tokens the stashed value happens to be right, so the probe checks after a forward on
-    other tokens and refuses (a resume would otherwise read whatever the last forward left)."""
-    from hf_ext.testing import tiny_causal_lm
-
-    model = tiny_causal_lm("llama")
+def _refusal_with_a_shared_object_dependency(model) -> str | None:
+    """``resume_refusal(model)`` while layer 0 stashes (the mean of) its output on the decoder and layer 1 adds the
+    stash to its output (plain torch hooks: state a layer leaves on a shared object, which nothing hands on)."""
     anatomy = get_anatomy(model)
     shared = anatomy.decoder
 
@@ -209,9 +173,36 @@ def test_a_decoder_reading_state_from_a_shared_object_is_refused_not_resumed_sta
 
     handles = [anatomy.layers[0].register_forward_hook(stash), anatomy.layers[1].register_forward_hook(read)]
     try:
-        reason = resume_refusal(model)
+        return resume_refusal(model)
     finally:
         for h in handles:
             h.remove()
+
+
+@torch.no_grad()
+def test_state_left_on_a_shared_object_is_not_replayed_so_the_probe_refuses():
+    """A context replays layer outputs and dict arguments only. State a layer leaves on a shared object would be read
+    stale from whatever forward ran last: the probe checks the replay after a forward on other tokens, so it
+    refuses."""
+    import transformers
+
+    from tests.conformance.shrink import shrink_config
+
+    config = shrink_config(transformers.ZayaConfig, num_experts_per_tok=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    reason = _refusal_with_a_shared_object_dependency(model)
+    assert reason is not None and "'zaya'" in reason and "carries state between layers" in reason
+
+
+@torch.no_grad()
+def test_a_decoder_reading_state_from_a_shared_object_is_refused_not_resumed_stale():
+    """The same shared-object dependency on a decoder that hands on the hidden states only (Llama): resumed right after
+    a full forward on the same tokens the stashed value happens to be right, so the probe checks after a forward on
+    other tokens and refuses (a resume would otherwise read whatever the last forward left)."""
+    from hf_ext.testing import tiny_causal_lm
+
+    reason = _refusal_with_a_shared_object_dependency(tiny_causal_lm("llama"))
     assert reason is not None and "'llama'" in reason and "carries state between layers" in reason
     assert resume_refusal(tiny_causal_lm("llama")) is None  # without the hooks: resumable
